@@ -1,0 +1,5 @@
+"""The machine-identity certificate issuer service."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,115 @@
+"""The exception root of the issuer service.
+
+Every error the service raises on purpose derives from :class:`IssuerError` and
+carries a stable machine-readable ``code`` and an HTTP status *hint* (the service
+core never imports the web framework; the error middleware maps the hint)::
+
+    IssuerError
+    ├── ClientError            400  the request is malformed
+    │   └── PayloadTooLarge    413
+    ├── Unauthorized           401  the proof did not verify
+    ├── Forbidden              403  the proof verified but policy says no
+    ├── NotFound               404
+    ├── Conflict               409  a single-use thing was used already
+    ├── UpstreamUnavailable    503  AWS (or another peer) did not answer usefully
+    └── ConfigError            (start-up) invalid configuration, never sent to a client
+
+Denials carry a public ``detail`` (safe to send) and a private ``reason`` that
+goes only to the log and the audit table, so a client never learns which binding failed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IssuerError",
+    "ClientError",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "Conflict",
+    "UpstreamUnavailable",
+    "ConfigError",
+]
+
+
+class IssuerError(Exception):
+    """Root of every deliberate error of the service."""
+
+    status_hint: int = 500
+    default_code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        reason: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code or self.default_code
+        # Private: for logs and the attestations table only, never for the client.
+        self.reason = reason or detail
+        self.retry_after = retry_after
+
+
+class ClientError(IssuerError):
+    status_hint = 400
+    default_code = "bad_request"
+    title = "Bad request"
+
+
+class PayloadTooLarge(ClientError):
+    status_hint = 413
+    default_code = "payload_too_large"
+    title = "Payload too large"
+
+
+class Unauthorized(IssuerError):
+    status_hint = 401
+    default_code = "unauthorized"
+    title = "Attestation failed"
+
+
+class Forbidden(IssuerError):
+    status_hint = 403
+    default_code = "forbidden"
+    title = "Not allowed by policy"
+
+
+class NotFound(IssuerError):
+    status_hint = 404
+    default_code = "not_found"
+    title = "Not found"
+
+
+class Conflict(IssuerError):
+    status_hint = 409
+    default_code = "conflict"
+    title = "Conflict"
+
+
+class UpstreamUnavailable(IssuerError):
+    status_hint = 503
+    default_code = "upstream_unavailable"
+    title = "Upstream unavailable"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        reason: str | None = None,
+        retry_after: int | None = 5,
+    ) -> None:
+        super().__init__(detail, code=code, reason=reason, retry_after=retry_after)
+
+
+class ConfigError(IssuerError):
+    """Invalid configuration; raised at start-up with the file, role and field named."""
+
+    default_code = "config_invalid"
+    title = "Invalid configuration"

@@ -1,0 +1,274 @@
+"""Verify a CMS (PKCS#7) SignedData against pinned certificates, and nothing else.
+
+``cryptography`` has no public CMS verify API, so ``asn1crypto`` parses the
+structure (it reads the BER with indefinite lengths that AWS emits) and
+``cryptography`` checks the signature. The rules, strictest first:
+
+* the ContentInfo is ``signedData`` with exactly one SignerInfo;
+* the encapsulated content equals the expected bytes exactly (never re-serialised);
+* the signer, named by issuer+serial (or subject key identifier), is one of the
+  *trusted* certificates. Certificates embedded in the CMS are never used to verify;
+  one that claims to be the signer but differs from the pinned certificate is a
+  forgery and is refused as such;
+* signed attributes are present: ``contentType`` = data, ``messageDigest`` = the
+  digest of the content, and ``CMSAlgorithmProtection`` (RFC 6211), when present,
+  names the same algorithms as the SignerInfo;
+* the signature over the DER of the signed attributes (re-tagged as SET) verifies
+  with the pinned key: RSA PKCS#1 v1.5 (``rsaEncryption`` or ``sha*WithRSAEncryption``)
+  or DSA. Certificate validity periods are not checked: what matters is the key.
+
+The error codes are those of the EC2 proof, the only caller::
+
+    ClientError   400  BlobMalformed        ec2_blob_malformed
+    Unauthorized  401  ContentMismatch      ec2_cms_content_mismatch
+                       SignerCount          ec2_cms_signer_count
+                       SignerUntrusted      ec2_cms_signer_untrusted
+                       DigestMismatch       ec2_cms_digest_mismatch
+                       SignatureInvalid     ec2_signature_invalid
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from issuer.errors import ClientError, IssuerError, Unauthorized
+
+__all__ = [
+    "BlobMalformed",
+    "CmsError",
+    "ContentMismatch",
+    "DigestMismatch",
+    "SignatureInvalid",
+    "SignerCount",
+    "SignerUntrusted",
+    "verify_signed_data",
+]
+
+
+class CmsError(IssuerError):
+    """Any refusal of :func:`verify_signed_data` (status hint from the concrete class)."""
+
+
+class BlobMalformed(CmsError, ClientError):
+    default_code = "ec2_blob_malformed"
+
+
+class ContentMismatch(CmsError, Unauthorized):
+    default_code = "ec2_cms_content_mismatch"
+
+
+class SignerCount(CmsError, Unauthorized):
+    default_code = "ec2_cms_signer_count"
+
+
+class SignerUntrusted(CmsError, Unauthorized):
+    default_code = "ec2_cms_signer_untrusted"
+
+
+class DigestMismatch(CmsError, Unauthorized):
+    default_code = "ec2_cms_digest_mismatch"
+
+
+class SignatureInvalid(CmsError, Unauthorized):
+    default_code = "ec2_signature_invalid"
+
+
+# SHA-1 stays because AWS's DSA (``pkcs7``) signatures use it; forging one would
+# need a second preimage on a document AWS chose, not a collision.
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+_NOT_VERIFIED = "The identity document signature did not verify."
+
+
+def verify_signed_data(
+    blob_der: bytes, *, content: bytes, trusted: Sequence[x509.Certificate]
+) -> x509.Certificate:
+    """Verify ``blob_der`` (a DER/BER ContentInfo) signs ``content`` with one of ``trusted``.
+
+    Returns the trusted certificate whose key verified the signature. Raises
+    :class:`BlobMalformed` if the bytes are not a CMS SignedData, and the other
+    :class:`CmsError` subclasses (all 401) when it does not prove ``content``.
+    """
+    try:
+        info = cms.ContentInfo.load(blob_der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise BlobMalformed(
+                "The signature is not a CMS SignedData.",
+                reason=f"ContentInfo type is {info['content_type'].native!r}",
+            )
+        signed = info["content"]
+        signer_infos = list(signed["signer_infos"])
+        encap = signed["encap_content_info"]
+        encap_type = encap["content_type"].native
+        encap_content = encap["content"].native
+        embedded = [c.chosen for c in signed["certificates"] or () if c.name == "certificate"]
+        for signer in signer_infos:
+            # asn1crypto parses lazily; touch what we read later so that a truncated
+            # or garbled inner structure fails here as "malformed", not deep inside.
+            signer.native  # noqa: B018
+        for cert in embedded:
+            cert.native  # noqa: B018
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BlobMalformed(
+            "The signature is not a valid CMS SignedData.", reason=f"CMS parse error: {exc}"
+        ) from exc
+
+    if encap_type != "data" or encap_content != content:
+        raise ContentMismatch(
+            "The signed content is not the identity document.",
+            reason=f"encapsulated {encap_type} content ({_size(encap_content)}) differs from the document",
+        )
+    if len(signer_infos) != 1:
+        raise SignerCount(
+            "The signature must have exactly one signer.", reason=f"{len(signer_infos)} SignerInfos"
+        )
+    signer = signer_infos[0]
+
+    candidates = [c for c in trusted if _names_signer(signer["sid"], c)]
+    if not candidates:
+        raise SignerUntrusted(
+            "The signature is not by a pinned AWS certificate.",
+            reason=f"signer {_describe_sid(signer['sid'])} is none of {len(trusted)} pinned certificates",
+        )
+    pinned_der = {c.public_bytes(Encoding.DER) for c in candidates}
+    for cert in embedded:
+        if cert.dump() not in pinned_der and _names_signer(signer["sid"], cert):
+            raise SignerUntrusted(
+                "The signature is not by a pinned AWS certificate.",
+                reason="CMS embeds a certificate that names the signer but is not the pinned AWS certificate",
+            )
+
+    digest_name = signer["digest_algorithm"]["algorithm"].native
+    hash_cls = _HASHES.get(digest_name)
+    if hash_cls is None:
+        raise SignatureInvalid(_NOT_VERIFIED, reason=f"unsupported digest algorithm {digest_name!r}")
+    signed_attrs = _check_signed_attrs(signer, content=content, hash_cls=hash_cls)
+
+    # RFC 5652 §5.4: the signature covers the DER of the attributes as an explicit SET OF.
+    attrs_der = signed_attrs.untag().dump()
+    signature = signer["signature"].native
+    failures: list[str] = []
+    for cert in candidates:
+        problem = _verify_one(cert, signer["signature_algorithm"], hash_cls, signature, attrs_der)
+        if problem is None:
+            return cert
+        failures.append(problem)
+    raise SignatureInvalid(_NOT_VERIFIED, reason="; ".join(failures))
+
+
+def _check_signed_attrs(
+    signer: cms.SignerInfo, *, content: bytes, hash_cls: type[hashes.HashAlgorithm]
+) -> cms.CMSAttributes:
+    attrs = signer["signed_attrs"]
+    if not attrs:
+        raise SignatureInvalid(_NOT_VERIFIED, reason="no signed attributes (AWS always signs them)")
+    values: dict[str, list[object]] = {}
+    for attr in attrs:
+        values.setdefault(attr["type"].native, []).extend(attr["values"])
+    for name in ("content_type", "message_digest", "cms_algorithm_protection"):
+        if len(values.get(name, [None])) != 1:
+            raise SignatureInvalid(_NOT_VERIFIED, reason=f"signed attribute {name} is missing or repeated")
+    (content_type,) = values["content_type"]
+    if not isinstance(content_type, cms.ContentType) or content_type.native != "data":
+        raise ContentMismatch(
+            "The signed content is not the identity document.",
+            reason="signed contentType attribute is not id-data",
+        )
+    (message_digest,) = values["message_digest"]
+    digest = hashes.Hash(hash_cls())
+    digest.update(content)
+    expected = digest.finalize()
+    if not isinstance(message_digest, core.OctetString) or message_digest.native != expected:
+        raise DigestMismatch(
+            "The signed digest does not match the identity document.",
+            reason=f"messageDigest attribute is not the {hash_cls.name} of the document",
+        )
+    protection = values.get("cms_algorithm_protection")
+    if protection is not None:
+        (prot,) = protection
+        if not isinstance(prot, cms.CMSAlgorithmProtection):
+            raise SignatureInvalid(_NOT_VERIFIED, reason="malformed CMSAlgorithmProtection")
+        # Parameters are NULL in one place and absent in another in AWS's own blobs;
+        # the OIDs are what an algorithm-substitution attack would change.
+        sig_alg = prot["signature_algorithm"]
+        if (
+            prot["digest_algorithm"]["algorithm"].dotted != signer["digest_algorithm"]["algorithm"].dotted
+            or sig_alg.native is None
+            or sig_alg["algorithm"].dotted != signer["signature_algorithm"]["algorithm"].dotted
+        ):
+            raise SignatureInvalid(
+                _NOT_VERIFIED, reason="CMSAlgorithmProtection disagrees with the SignerInfo algorithms"
+            )
+    return attrs
+
+
+def _verify_one(
+    cert: x509.Certificate,
+    algorithm: algos.SignedDigestAlgorithm,
+    hash_cls: type[hashes.HashAlgorithm],
+    signature: bytes,
+    data: bytes,
+) -> str | None:
+    """None if ``cert``'s key verifies; otherwise why not (for the audit reason)."""
+    try:
+        kind = algorithm.signature_algo
+    except ValueError:
+        return f"unsupported signature algorithm {algorithm['algorithm'].dotted}"
+    # sha256WithRSAEncryption and friends name the hash again; it must agree.
+    if algorithm["algorithm"].native not in ("rsassa_pkcs1v15", "dsa"):
+        try:
+            implied = algorithm.hash_algo
+        except ValueError:
+            return f"unsupported signature algorithm {algorithm['algorithm'].dotted}"
+        if implied != hash_cls.name:
+            return f"signature algorithm hash {implied} differs from digest algorithm {hash_cls.name}"
+    key = cert.public_key()
+    try:
+        if kind == "rsassa_pkcs1v15" and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hash_cls())
+        elif kind == "dsa" and isinstance(key, dsa.DSAPublicKey):
+            key.verify(signature, data, hash_cls())
+        else:
+            return f"{kind} signature cannot be checked with a {type(key).__name__} key"
+    except InvalidSignature:
+        return f"signature does not verify with the key of serial {cert.serial_number:X}"
+    return None
+
+
+def _names_signer(sid: cms.SignerIdentifier, cert: x509.Certificate | asn1_x509.Certificate) -> bool:
+    parsed = (
+        cert
+        if isinstance(cert, asn1_x509.Certificate)
+        else asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+    )
+    if sid.name == "issuer_and_serial_number":
+        ias = sid.chosen
+        return bool(ias["serial_number"].native == parsed.serial_number and ias["issuer"] == parsed.issuer)
+    if sid.name == "subject_key_identifier":
+        return parsed.key_identifier is not None and parsed.key_identifier == sid.chosen.native
+    return False
+
+
+def _describe_sid(sid: cms.SignerIdentifier) -> str:
+    if sid.name == "issuer_and_serial_number":
+        ias = sid.chosen
+        return f"issuer={ias['issuer'].human_friendly!r} serial={ias['serial_number'].native:X}"
+    return f"ski={sid.chosen.native.hex()}"
+
+
+def _size(value: object) -> str:
+    return f"{len(value)} bytes" if isinstance(value, bytes) else "absent"

@@ -1,0 +1,88 @@
+"""Where the CA's passphrase comes from, and the embedded default's development CA.
+
+Passphrase, in order: ``ISSUER_CA_PASSPHRASE``, the file named by
+``ISSUER_CA_PASSPHRASE_FILE``, else ``<state_dir>/ca-passphrase`` — generated (mode
+0600) when the CA is initialised without either variable, which is what the
+embedded default does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from ca.files import CAFiles, generate_passphrase, init_ca
+from issuer.errors import ConfigError
+from issuer.settings import Settings
+
+PASSPHRASE_FILE = "ca-passphrase"
+
+
+def passphrase_path(settings: Settings) -> Path:
+    return settings.state_dir / PASSPHRASE_FILE
+
+
+def read_passphrase(settings: Settings, *, env: Mapping[str, str] | None = None) -> bytes:
+    """The CA passphrase; raises ConfigError saying where it looked."""
+    env = os.environ if env is None else env
+    if env.get("ISSUER_CA_PASSPHRASE"):
+        return env["ISSUER_CA_PASSPHRASE"].encode()
+    named = env.get("ISSUER_CA_PASSPHRASE_FILE")
+    path = Path(named) if named else passphrase_path(settings)
+    try:
+        value = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no CA passphrase: set ISSUER_CA_PASSPHRASE or ISSUER_CA_PASSPHRASE_FILE, or create {path}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the CA passphrase file {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"the CA passphrase file {path} is empty")
+    return value
+
+
+def ensure_state_dir(settings: Settings) -> None:
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def initialise_ca(
+    settings: Settings,
+    *,
+    now: datetime,
+    root_validity: timedelta,
+    issuing_validity: timedelta,
+    organization: str | None = None,
+    force: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> tuple[CAFiles, Path | None]:
+    """Create the root and issuing CA in ``settings.ca_dir``.
+
+    Returns the files and, when this call generated the passphrase file, its path.
+    """
+    env = os.environ if env is None else env
+    ensure_state_dir(settings)
+    generated: Path | None = None
+    if not env.get("ISSUER_CA_PASSPHRASE") and not env.get("ISSUER_CA_PASSPHRASE_FILE"):
+        path = passphrase_path(settings)
+        if not path.exists() or force:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(generate_passphrase() + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            generated = path
+    files = init_ca(
+        settings.ca_dir,
+        passphrase=read_passphrase(settings, env=env),
+        now=now,
+        root_validity=root_validity,
+        issuing_validity=issuing_validity,
+        root_common_name=f"{settings.trust_domain} Root CA",
+        issuing_common_name=f"{settings.trust_domain} Issuing CA",
+        organization=organization,
+        force=force,
+    )
+    return files, generated

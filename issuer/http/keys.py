@@ -1,0 +1,14 @@
+"""Typed application keys: the only way handlers reach the app's resources."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from issuer.service import IssuerService
+from issuer.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SERVICE = web.AppKey("service", IssuerService)
+BUNDLE_PEM = web.AppKey("bundle_pem", bytes)

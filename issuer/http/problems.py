@@ -1,0 +1,115 @@
+"""The error middleware: every error becomes ``application/problem+json`` (RFC 9457).
+
+Deliberate errors (:class:`IssuerError`, :class:`CAError`) keep their status and
+``code``; aiohttp's own HTTP errors get a code of their own; anything else is a bug
+and becomes a 500 that leaks nothing. Every response carries ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ca.errors import CAError
+from issuer.errors import IssuerError
+from issuer.logs import request_id_var
+
+log = logging.getLogger("issuer.http")
+access_log = logging.getLogger("issuer.access")
+
+PROBLEM_TYPE = "https://github.com/aws-machine-issuer/docs/problems#"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def problem(
+    status: int, *, code: str, title: str, detail: str, request_id: str, retry_after: int | None = None
+) -> web.Response:
+    body = {
+        "type": PROBLEM_TYPE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": request_id,
+    }
+    headers = {"X-Request-ID": request_id}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
+    )
+
+
+def new_request_id(request: web.Request) -> str:
+    # A caller's (or load balancer's) id is kept when it is sane, so logs join up.
+    given = request.headers.get("X-Request-ID", "")
+    return given if _REQUEST_ID.match(given) else secrets.token_hex(8)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = new_request_id(request)
+    token = request_id_var.set(request_id)
+    request["request_id"] = request_id
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+        response.headers["X-Request-ID"] = request_id
+    except (IssuerError, CAError) as exc:
+        retry_after = getattr(exc, "retry_after", None)
+        response = problem(
+            exc.status_hint,
+            code=exc.code,
+            title=getattr(exc, "title", "Request refused"),
+            detail=exc.detail,
+            request_id=request_id,
+            retry_after=retry_after,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
+        detail = exc.text or exc.reason
+        if exc.status == 413:
+            detail = "The request body is larger than this service accepts."
+        response = problem(exc.status, code=code, title=exc.reason, detail=detail, request_id=request_id)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = problem(
+            500,
+            code="internal_error",
+            title="Internal error",
+            detail="The service failed to handle the request; the request id is in its log.",
+            request_id=request_id,
+        )
+    access_log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            "remote": request.remote,
+        },
+    )
+    request_id_var.reset(token)
+    return response

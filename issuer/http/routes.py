@@ -1,0 +1,14 @@
+"""The URL map of API v1."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from issuer.http import handlers
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/issue/token", handlers.issue_token)
+    app.router.add_get("/v1/bundle", handlers.bundle)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)

@@ -1,0 +1,196 @@
+"""SQLAlchemy 2 models: the facts DESIGN §6 says the store keeps.
+
+Security-relevant uniqueness (token hash, replay digests, instance bindings,
+certificate serials) lives in constraints here, so it holds across replicas.
+Every timestamp is timezone-aware UTC, on Postgres and on SQLite alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that refuses naive values and always returns aware UTC.
+
+    SQLite keeps no zone; Postgres returns aware values. This makes both the same.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# BIGINT keys on Postgres; SQLite only auto-increments INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("method", "principal"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    method: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(2048))
+    account_id: Mapped[str | None] = mapped_column(String(12))
+    region: Mapped[str | None] = mapped_column(String(32))
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CaIssuer(Base):
+    __tablename__ = "ca_issuers"
+    __table_args__ = (CheckConstraint("state IN ('prepared', 'active', 'retired')", name="state"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    subject: Mapped[str] = mapped_column(String(1024))
+    serial: Mapped[str] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    key_ref: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(16))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Certificate(Base):
+    __tablename__ = "certificates"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'revoked', 'superseded')", name="status"),
+        Index("ix_certificates_identity_id", "identity_id"),
+        Index("ix_certificates_not_after", "not_after"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    serial: Mapped[str] = mapped_column(String(64), unique=True)  # lower-case hex
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    issuer_id: Mapped[int] = mapped_column(ForeignKey("ca_issuers.id"))
+    role: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    key_type: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(1024))
+    sans: Mapped[list[str]] = mapped_column(Json, default=list)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    renewed_from: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revocation_reason: Mapped[str | None] = mapped_column(String(64))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Attestation(Base):
+    """Every attempt, success or failure: the audit trail."""
+
+    __tablename__ = "attestations"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('success', 'failure')", name="outcome"),
+        Index("ix_attestations_created_at", "created_at"),
+        Index("ix_attestations_principal", "principal"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    method: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(8))
+    code: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    principal: Mapped[str | None] = mapped_column(String(2048))
+    role: Mapped[str | None] = mapped_column(String(64))
+    certificate_serial: Mapped[str | None] = mapped_column(String(64))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InstanceBinding(Base):
+    """Trust on first use for EC2: the first success binds an instance to a nonce."""
+
+    __tablename__ = "instance_bindings"
+    __table_args__ = (UniqueConstraint("account_id", "instance_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    instance_id: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(64))
+    nonce_hash: Mapped[str] = mapped_column(String(64))
+    pending_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReplayGuard(Base):
+    """Single-use proofs (STS signatures): a second use violates the unique digest."""
+
+    __tablename__ = "replay_guards"
+    __table_args__ = (Index("ix_replay_guards_expires_at", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class JoinToken(Base):
+    __tablename__ = "join_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    used_by_request_id: Mapped[str | None] = mapped_column(String(64))
+    certificate_serial: Mapped[str | None] = mapped_column(String(64))

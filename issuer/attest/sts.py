@@ -1,0 +1,427 @@
+"""IAM attestation, the pure part: parse and validate a client's signed STS request.
+
+A machine proves its IAM identity by signing (SigV4) an ``sts:GetCallerIdentity``
+request that it does not send itself; the service forwards it to STS once. Because the
+service makes that call on the client's behalf, every part of the request is checked
+here first, with no I/O, so the service can never be used as a proxy to anything but
+STS's ``GetCallerIdentity`` (the holes Vault's ``iam`` auth and aws-iam-authenticator
+had: header smuggling, host confusion, other actions, unsigned headers).
+
+Parsing problems are ``ClientError`` (400; ``PayloadTooLarge``, 413, for size limits);
+a request that parses but cannot be accepted is ``Unauthorized`` (401). Every error has
+its own stable ``code`` (see ``validate_sts_request``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+from issuer.attest.sts_hosts import StsHostAllowlist
+from issuer.errors import ClientError, PayloadTooLarge, Unauthorized
+
+__all__ = [
+    "CSR_BINDING_HEADER",
+    "MAX_BODY_BYTES",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MAX_URL_BYTES",
+    "SERVER_ID_HEADER",
+    "VAULT_SERVER_ID_HEADER",
+    "StsRequest",
+    "ValidatedStsRequest",
+    "parse_sts_request",
+    "validate_sts_request",
+]
+
+SERVER_ID_HEADER = "X-Issuer-Server-ID"
+VAULT_SERVER_ID_HEADER = "X-Vault-AWS-IAM-Server-ID"
+CSR_BINDING_HEADER = "X-Issuer-CSR-SHA256"
+
+_BODY_PAIRS = frozenset({"Action=GetCallerIdentity", "Version=2011-06-15"})
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
+_AMZ_ALLOWED = frozenset({"x-amz-date", "x-amz-security-token", "x-amz-content-sha256", "x-amz-user-agent"})
+# Headers that change how a message is framed or routed: never accepted, signed or not.
+_FRAMING = frozenset({"transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "expect"})
+# Everything else that may be forwarded (besides the X-Amz-* allowlist). An unsigned
+# header outside this set is dropped; a signed one is refused, because STS would need it.
+_FORWARDED = frozenset(
+    {
+        "host",
+        "authorization",
+        "content-type",
+        "content-length",
+        "amz-sdk-invocation-id",
+        "amz-sdk-request",
+        SERVER_ID_HEADER.lower(),
+        CSR_BINDING_HEADER.lower(),
+    }
+)
+_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<akid>[A-Z0-9]{16,128})/(?P<date>[0-9]{8})/"
+    r"(?P<region>[a-z0-9-]{1,40})/(?P<service>[a-z0-9-]{1,40})/aws4_request,"
+    r" ?SignedHeaders=(?P<signed>[a-z0-9-]+(?:;[a-z0-9-]+)*),"
+    r" ?Signature=(?P<signature>[0-9a-f]{64})"
+)
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+
+MAX_HEADERS = 50
+MAX_HEADER_BYTES = 8 * 1024  # name + value
+MAX_BODY_BYTES = 1024
+MAX_URL_BYTES = 2 * 1024
+_NATIVE_FIELDS = frozenset({"method", "url", "headers", "body"})
+_VAULT_FIELDS = ("iam_http_request_method", "iam_request_url", "iam_request_headers", "iam_request_body")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+@dataclass(frozen=True, slots=True)
+class StsRequest:
+    """A client's signed STS request as sent: nothing in it is trusted yet.
+
+    ``headers`` keeps the client's names, values and order; no name occurs twice.
+    ``vault_style`` is true when it came in Vault's ``iam_*`` login fields.
+    """
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    vault_style: bool
+
+
+def parse_sts_request(payload: Mapping[str, object]) -> StsRequest:
+    """Read the signed request from an issue request's JSON body.
+
+    Accepts ``sts_request = {method, url, headers, body}`` (body base64; headers an
+    object of name to string or one-element list) or Vault's ``iam_http_request_method``,
+    ``iam_request_url``, ``iam_request_headers`` and ``iam_request_body`` (base64 as Vault
+    sends them; the headers may also be a plain object). Raises ``ClientError`` with code
+    ``sts_request_malformed`` or ``sts_header_duplicate``, and ``PayloadTooLarge``
+    (a ``ClientError``, 413) with code ``sts_request_too_large``.
+    """
+    vault = [k for k in _VAULT_FIELDS if k in payload]
+    if "sts_request" in payload and vault:
+        _malformed("send either sts_request or the Vault iam_request_* fields, not both")
+    if "sts_request" in payload:
+        native = payload["sts_request"]
+        if not isinstance(native, Mapping) or set(native) != _NATIVE_FIELDS:
+            _malformed("sts_request must be an object with exactly method, url, headers and body")
+        return StsRequest(
+            method=_method(native["method"], "sts_request.method"),
+            url=_url(_string(native["url"], "sts_request.url", MAX_URL_BYTES)),
+            headers=_headers(native["headers"], "sts_request.headers"),
+            body=_b64(native["body"], "sts_request.body", MAX_BODY_BYTES),
+            vault_style=False,
+        )
+    if not vault:
+        _malformed("no signed STS request: send sts_request (or Vault's iam_request_* fields)")
+    missing = [k for k in _VAULT_FIELDS if k not in payload]
+    if missing:
+        _malformed(f"missing {', '.join(missing)}")
+    raw_headers = payload["iam_request_headers"]
+    if isinstance(raw_headers, str):
+        blob = _b64(raw_headers, "iam_request_headers", MAX_HEADERS * (MAX_HEADER_BYTES + 16))
+        try:
+            raw_headers = json.loads(blob, object_pairs_hook=_no_duplicate_keys)
+        except (ValueError, RecursionError):
+            _malformed("iam_request_headers is not base64 of a JSON object")
+    url = _b64(payload["iam_request_url"], "iam_request_url", MAX_URL_BYTES)
+    try:
+        url_text = url.decode("ascii")
+    except UnicodeDecodeError:
+        _malformed("iam_request_url is not an ASCII URL")
+    return StsRequest(
+        method=_method(payload["iam_http_request_method"], "iam_http_request_method"),
+        url=_url(url_text),
+        headers=_headers(raw_headers, "iam_request_headers"),
+        body=_b64(payload["iam_request_body"], "iam_request_body", MAX_BODY_BYTES),
+        vault_style=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedStsRequest:
+    """A signed request that passed every local check and may be sent to STS once.
+
+    ``forward_headers`` is exactly what goes upstream (names and values as the client
+    sent them, in order, ``Host`` added when the client left it to the URL).
+    ``signature_hash`` (hex SHA-256 of the SigV4 signature) is the replay-guard key and
+    ``expires_at`` how long it must be kept: STS accepts the signature until then.
+    """
+
+    request: StsRequest
+    host: str
+    region: str
+    access_key_id: str
+    signed_headers: tuple[str, ...]
+    signature_hash: str
+    signed_at: datetime
+    expires_at: datetime
+    csr_bound: bool
+    forward_headers: tuple[tuple[str, str], ...]
+
+
+def validate_sts_request(
+    req: StsRequest,
+    *,
+    server_id: str,
+    csr_sha256_hex: str,
+    require_csr_binding: bool,
+    hosts: StsHostAllowlist,
+    now: datetime,
+    max_skew: timedelta = timedelta(minutes=15),
+) -> ValidatedStsRequest:
+    """Check ``req`` against DESIGN §4 and return what may be forwarded.
+
+    Raises ``Unauthorized`` with one of these codes: ``sts_method_not_allowed``,
+    ``sts_url_invalid``, ``sts_host_not_allowed``, ``sts_host_mismatch``,
+    ``sts_body_invalid`` (also a non-form ``Content-Type`` or a wrong ``Content-Length``),
+    ``sts_auth_invalid``, ``sts_scope_invalid``, ``sts_date_skew``,
+    ``sts_header_not_allowed``, ``sts_header_unsigned`` (``host``, ``x-amz-date`` or
+    ``x-amz-security-token`` not signed), ``sts_signed_header_missing``,
+    ``sts_server_id_missing`` / ``_unsigned`` / ``_mismatch``,
+    ``sts_csr_binding_missing`` / ``_unsigned`` / ``_mismatch``.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if req.method != "POST":
+        _deny("sts_method_not_allowed", "the STS request must be a POST", f"method {req.method!r}")
+    host = _url_host(req.url)
+    region = hosts.region_for(host)
+    if region is None:
+        _deny("sts_host_not_allowed", "the STS request names a host that is not an STS endpoint", host)
+    headers = {name.lower(): value for name, value in req.headers}
+    sent_host = headers.get("host")
+    if sent_host is not None and sent_host.lower() != host:
+        _deny("sts_host_mismatch", "the Host header does not match the URL", f"{sent_host!r} != {host!r}")
+    _check_body(req.body, headers)
+
+    auth = _AUTHORIZATION.fullmatch(headers.get("authorization", ""))
+    if auth is None:
+        _deny("sts_auth_invalid", "the Authorization header is not a SigV4 header", "unparsable")
+    if auth["service"] != "sts" or auth["region"] != region:
+        _deny(
+            "sts_scope_invalid",
+            "the signature's credential scope is not STS in the host's region",
+            f"scope {auth['region']}/{auth['service']}, host {host} is {region}",
+        )
+    signed = tuple(auth["signed"].split(";"))
+    if list(signed) != sorted(set(signed)):
+        _deny("sts_auth_invalid", "SignedHeaders is not a sorted list of unique names", auth["signed"])
+
+    signed_at = _signed_at(headers.get("x-amz-date"), now=now, max_skew=max_skew)
+    if signed_at.strftime("%Y%m%d") != auth["date"]:
+        _deny("sts_scope_invalid", "the credential scope date is not the X-Amz-Date day", auth["date"])
+    forward = _check_headers(req, headers, signed, host=host)
+
+    _check_server_id(req, headers, signed, server_id=server_id)
+    csr_bound = _check_csr_binding(
+        headers, signed, csr_sha256_hex=csr_sha256_hex, required=require_csr_binding
+    )
+    return ValidatedStsRequest(
+        request=req,
+        host=host,
+        region=region,
+        access_key_id=auth["akid"],
+        signed_headers=signed,
+        signature_hash=hashlib.sha256(auth["signature"].encode("ascii")).hexdigest(),
+        signed_at=signed_at,
+        expires_at=signed_at + max_skew,
+        csr_bound=csr_bound,
+        forward_headers=forward,
+    )
+
+
+def _deny(code: str, detail: str, reason: str) -> NoReturn:
+    raise Unauthorized(detail, code=code, reason=f"{code}: {reason}")
+
+
+def _malformed(detail: str) -> NoReturn:
+    raise ClientError(detail, code="sts_request_malformed")
+
+
+def _too_large(detail: str) -> NoReturn:
+    raise PayloadTooLarge(detail, code="sts_request_too_large")
+
+
+def _string(value: object, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        _malformed(f"{field} must be a string")
+    if len(value) > limit:
+        _too_large(f"{field} is longer than {limit} characters")
+    return value
+
+
+def _method(value: object, field: str) -> str:
+    return _string(value, field, 16)
+
+
+def _url(value: str) -> str:
+    if len(value) > MAX_URL_BYTES:
+        _too_large(f"the STS request URL is longer than {MAX_URL_BYTES} characters")
+    return value
+
+
+def _b64(value: object, field: str, limit: int) -> bytes:
+    """Strict base64 (no whitespace, no URL-safe alphabet), at most ``limit`` bytes decoded."""
+    text = _string(value, field, 4 * (limit // 3 + 1))
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        _malformed(f"{field} is not valid base64")
+    if len(data) > limit:
+        _too_large(f"{field} is larger than {limit} bytes")
+    return data
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # json.loads would silently keep the last of two equal keys: a smuggling vector.
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key.lower() in {k.lower() for k in seen}:
+            raise ClientError(f"header {key!r} is sent more than once", code="sts_header_duplicate")
+        seen[key] = value
+    return seen
+
+
+def _headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        _malformed(f"{field} must be an object of header name to value")
+    if len(value) > MAX_HEADERS:
+        _too_large(f"{field} has more than {MAX_HEADERS} headers")
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, raw in value.items():
+        if isinstance(raw, list) and len(raw) > 1:
+            raise ClientError(f"header {name!r} is sent more than once", code="sts_header_duplicate")
+        one = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            _malformed(f"{field}: {str(name)[:64]!r} is not a header name")
+        if not isinstance(one, str):
+            _malformed(f"{field}: {name} must be a string or a list of one string")
+        if len(name) + len(one) > MAX_HEADER_BYTES:
+            _too_large(f"{field}: {name} is larger than {MAX_HEADER_BYTES} bytes")
+        if not _HEADER_VALUE.fullmatch(one):
+            _malformed(f"{field}: {name} contains characters not allowed in a header value")
+        if name.lower() in seen:
+            raise ClientError(f"header {name!r} is sent more than once", code="sts_header_duplicate")
+        seen.add(name.lower())
+        out.append((name, one))
+    return tuple(out)
+
+
+def _url_host(url: str) -> str:
+    """The lower-cased host of ``https://<host>[:443]/``; anything else is ``sts_url_invalid``."""
+    # Parsed by hand rather than with urlsplit: no lenient corner (backslashes,
+    # whitespace, userinfo, empty query or fragment) can survive.
+    bad = not url.startswith("https://") or any(c in "\\?#@%" or not " " < c < "\x7f" for c in url)
+    authority, slash, path = url.removeprefix("https://").partition("/")
+    host, colon, port = authority.partition(":")
+    if bad or slash != "/" or path or not host or (colon and port != "443"):
+        _deny("sts_url_invalid", "the STS request URL must be https://<sts-host>/", url[:200])
+    return host.lower()
+
+
+def _check_body(body: bytes, headers: Mapping[str, str]) -> None:
+    pairs = body.decode("ascii", errors="replace").split("&")
+    if len(pairs) != len(_BODY_PAIRS) or set(pairs) != _BODY_PAIRS:
+        _deny(
+            "sts_body_invalid",
+            "the STS request body must be exactly Action=GetCallerIdentity&Version=2011-06-15",
+            repr(body[:200]),
+        )
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in _FORM_TYPES:
+        _deny("sts_body_invalid", "the STS request must be form-encoded", f"content-type {media_type!r}")
+    length = headers.get("content-length")
+    if length is not None and length != str(len(body)):
+        _deny("sts_body_invalid", "Content-Length does not match the body", f"{length!r} != {len(body)}")
+
+
+def _signed_at(value: str | None, *, now: datetime, max_skew: timedelta) -> datetime:
+    if value is None or not _AMZ_DATE.fullmatch(value):
+        _deny("sts_date_skew", "the STS request needs an X-Amz-Date header", f"x-amz-date {value!r}")
+    try:
+        at = datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        _deny("sts_date_skew", "the STS request's X-Amz-Date is not a valid time", repr(value))
+    if abs(now - at) > max_skew:
+        _deny("sts_date_skew", "the STS request was not signed within the allowed time", f"{at} vs {now}")
+    return at
+
+
+def _check_headers(
+    req: StsRequest, headers: Mapping[str, str], signed: tuple[str, ...], *, host: str
+) -> tuple[tuple[str, str], ...]:
+    """Refuse what must not pass and return the headers to forward, in the client's order."""
+    forwardable = _FORWARDED | _AMZ_ALLOWED
+    if req.vault_style:
+        forwardable = forwardable | {VAULT_SERVER_ID_HEADER.lower()}
+    for name in headers:
+        if (
+            name in _FRAMING
+            or name.startswith("proxy-")
+            or (name.startswith("x-amz-") and name not in _AMZ_ALLOWED)
+        ):
+            _deny("sts_header_not_allowed", "the STS request carries a header that is not allowed", name)
+    for name in signed:
+        if name not in forwardable:
+            _deny("sts_header_not_allowed", "the STS request signs a header that is not allowed", name)
+        if name != "host" and name not in headers:
+            _deny("sts_signed_header_missing", "a signed header was not sent", name)
+    must_sign = ("host", "x-amz-date", "x-amz-security-token")
+    for name in must_sign:
+        if name not in signed and (name != "x-amz-security-token" or name in headers):
+            _deny("sts_header_unsigned", f"the {name} header must be signed", name)
+    forward = tuple((n, v) for n, v in req.headers if n.lower() in forwardable)
+    if "host" not in headers:
+        forward += (("Host", host),)
+    return forward
+
+
+def _check_server_id(
+    req: StsRequest, headers: Mapping[str, str], signed: tuple[str, ...], *, server_id: str
+) -> None:
+    names = [SERVER_ID_HEADER.lower()]
+    if req.vault_style:
+        names.append(VAULT_SERVER_ID_HEADER.lower())
+    present = [n for n in names if n in headers]
+    if not present:
+        _deny("sts_server_id_missing", f"the signed request must carry {SERVER_ID_HEADER}", "absent")
+    for name in present:
+        if name not in signed:
+            _deny("sts_server_id_unsigned", f"{SERVER_ID_HEADER} must be signed", name)
+        if headers[name] != server_id:
+            _deny(
+                "sts_server_id_mismatch",
+                "the signed request was made for another service",
+                f"{name} {headers[name]!r} != {server_id!r}",
+            )
+
+
+def _check_csr_binding(
+    headers: Mapping[str, str], signed: tuple[str, ...], *, csr_sha256_hex: str, required: bool
+) -> bool:
+    name = CSR_BINDING_HEADER.lower()
+    value = headers.get(name)
+    if value is None:
+        if required:
+            _deny("sts_csr_binding_missing", f"the signed request must carry {CSR_BINDING_HEADER}", "absent")
+        return False
+    if name not in signed:
+        _deny("sts_csr_binding_unsigned", f"{CSR_BINDING_HEADER} must be signed", "unsigned")
+    if value.lower() != csr_sha256_hex.lower():
+        _deny(
+            "sts_csr_binding_mismatch",
+            "the signed request was made for another CSR",
+            f"{value!r} != {csr_sha256_hex!r}",
+        )
+    return True

@@ -1,0 +1,59 @@
+"""A small private CA: CSR checks, the certificate profiles, signer backends and CRLs.
+
+Pure where it can be: every function takes values and ``now`` and returns values
+or raises a :class:`CAError`; only ``ca.files`` touches the disk. Nothing here
+imports the issuer service.
+"""
+
+from __future__ import annotations
+
+from ca.crl import RevokedEntry, crl_builder
+from ca.csr import CheckedCSR, parse_csr
+from ca.errors import CAError, CAKeyError, CAStateError, CSRError
+from ca.files import (
+    CAFiles,
+    CAInfo,
+    CertificateInfo,
+    describe_ca,
+    generate_passphrase,
+    init_ca,
+    load_local_signer,
+)
+from ca.hierarchy import CAHierarchy, CertifiedKey, create_hierarchy, create_issuing, create_root
+from ca.keys import DEFAULT_KEY_TYPES, KEY_TYPES, KeyType, generate_private_key, key_type_of
+from ca.profile import LeafTemplate, issuing_builder, leaf_builder, root_builder
+from ca.signer import LocalFileSigner, Signer
+
+__all__ = [
+    "DEFAULT_KEY_TYPES",
+    "KEY_TYPES",
+    "CAError",
+    "CAFiles",
+    "CAHierarchy",
+    "CAInfo",
+    "CAKeyError",
+    "CAStateError",
+    "CSRError",
+    "CertificateInfo",
+    "CertifiedKey",
+    "CheckedCSR",
+    "KeyType",
+    "LeafTemplate",
+    "LocalFileSigner",
+    "RevokedEntry",
+    "Signer",
+    "create_hierarchy",
+    "create_issuing",
+    "create_root",
+    "crl_builder",
+    "describe_ca",
+    "generate_passphrase",
+    "generate_private_key",
+    "init_ca",
+    "issuing_builder",
+    "key_type_of",
+    "leaf_builder",
+    "load_local_signer",
+    "parse_csr",
+    "root_builder",
+]

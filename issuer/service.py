@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,14 +73,6 @@ class Attempt:
     ctx: RequestContext
     principal: str | None = None
     role: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedToken:
-    token: str  # shown once, never stored
-    name: str
-    role: str
-    expires_at: datetime
 
 
 def hash_secret(value: str) -> str:
@@ -166,19 +157,6 @@ class IssuerService:
             code="token_expired",
             reason=f"token {row.name!r} expired at {row.expires_at.isoformat()}",
         )
-
-    async def create_token(self, *, role: str, name: str, ttl: timedelta) -> CreatedToken:
-        """Create a one-time join token for ``role``; the token text is returned once and stored hashed."""
-        self._role(role, method="token")
-        if not name or len(name) > 128:
-            raise ClientError("A token needs a name of 1 to 128 characters.", code="token_name_invalid")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = self.clock()
-        async with self.sessions() as session, session.begin():
-            await repo.add_join_token(
-                session, token_hash=hash_secret(token), name=name, role=role, now=now, expires_at=now + ttl
-            )
-        return CreatedToken(token=token, name=name, role=role, expires_at=now + ttl)
 
     # -- the shared pipeline ---------------------------------------------------------
 

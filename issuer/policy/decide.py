@@ -133,7 +133,7 @@ def _render(template: str, variables: Mapping[str, str], *, escape: bool, role: 
             raise Forbidden(
                 "The role's name template needs a fact this identity does not have.",
                 code="template_variable_missing",
-                reason=f"role {role.name}: template variable {{{field}}} is not available for {variables.get('principal')}",
+                reason=f"role {role.name}: no {{{field}}} for {variables.get('principal')}",
             )
         # Values come from AWS or an operator, but still never let one add path segments or schemes.
         out.append(quote(value, safe="-._~@=,:") if escape and field != "trust_domain" else value)

@@ -1,0 +1,87 @@
+"""Operator use cases behind the CLI: join tokens, certificate and instance listings.
+
+Each function takes the session factory and owns its one transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from issuer.errors import ClientError, NotFound
+from issuer.policy import select_role
+from issuer.service import TOKEN_PREFIX, hash_secret
+from issuer.settings import Settings
+from issuer.store import repo
+from issuer.store.models import Certificate, Identity, InstanceBinding, JoinToken
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedToken:
+    token: str  # shown once, never stored
+    name: str
+    role: str
+    expires_at: datetime
+
+
+async def create_token(
+    sessions: Sessions, settings: Settings, *, role: str, name: str, ttl: timedelta, now: datetime
+) -> CreatedToken:
+    """Create a one-time join token for ``role``; the token text is returned once and stored hashed.
+
+    Raises ClientError ``role_unknown`` (no such role, or it does not allow tokens) or ``token_name_invalid``.
+    """
+    if select_role(settings.roles, method="token", requested=role) is None:
+        names = [r.name for r in settings.roles if "token" in r.methods]
+        raise ClientError(
+            f"no role {role!r} allows join tokens (roles that do: {', '.join(names) or 'none'})",
+            code="role_unknown",
+        )
+    if not name or len(name) > 128:
+        raise ClientError("a token needs a name of 1 to 128 characters", code="token_name_invalid")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    async with sessions() as session, session.begin():
+        await repo.add_join_token(
+            session, token_hash=hash_secret(token), name=name, role=role, now=now, expires_at=now + ttl
+        )
+    return CreatedToken(token=token, name=name, role=role, expires_at=now + ttl)
+
+
+async def list_tokens(sessions: Sessions, *, include_used: bool) -> Sequence[JoinToken]:
+    async with sessions() as session:
+        return await repo.list_join_tokens(session, include_used=include_used)
+
+
+async def list_certificates(
+    sessions: Sessions, *, limit: int, status: str | None, principal: str | None
+) -> Sequence[tuple[Certificate, Identity]]:
+    async with sessions() as session:
+        return await repo.list_certificates(session, limit=limit, status=status, principal=principal)
+
+
+async def show_certificate(sessions: Sessions, serial: str) -> tuple[Certificate, Identity]:
+    """The certificate row and its identity; NotFound ``certificate_not_found``."""
+    async with sessions() as session:
+        row = await repo.get_certificate(session, serial.lower().replace(":", ""))
+        if row is None:
+            raise NotFound(f"no certificate with serial {serial}", code="certificate_not_found")
+        identity = await repo.get_identity(session, row.identity_id)
+        assert identity is not None
+        return row, identity
+
+
+async def list_instances(sessions: Sessions, *, limit: int) -> Sequence[InstanceBinding]:
+    async with sessions() as session:
+        return await repo.list_instance_bindings(session, limit=limit)
+
+
+async def reset_instance(sessions: Sessions, *, instance_id: str) -> int:
+    """Forget an instance's trust-on-first-use binding; the number of bindings removed."""
+    async with sessions() as session, session.begin():
+        return await repo.delete_instance_binding(session, instance_id=instance_id)

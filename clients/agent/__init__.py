@@ -1,0 +1,1 @@
+"""``issuer-agent``: get a client certificate for this machine's own key."""

@@ -1,0 +1,185 @@
+"""Bootstrap: new key → CSR → proof → issuer → checked answer → files on disk.
+
+The three attestation methods differ only in their proof, so each is a small
+:class:`Proof` and one :func:`bootstrap` sequences the steps. The issuer is
+reached through the :class:`IssuerTransport` seam (the real one is
+:class:`clients.agent.http.IssuerClient`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from clients.agent.files import CredentialSet, WrittenFiles, install_credentials, read_nonce, store_nonce
+from clients.agent.issued import IssuedCertificate, parse_issue_response
+from clients.imds import InstanceIdentity
+from clients.keys import build_csr, csr_der, csr_pem, generate_private_key, private_key_pem
+from clients.sts_proof import AwsCredentials, sign_get_caller_identity
+from clients.wire import ISSUE_PATHS, Field, KeyType, Method, ResponseField
+
+__all__ = [
+    "BootstrapResult",
+    "Ec2Proof",
+    "IamProof",
+    "InstanceIdentitySource",
+    "IssuerTransport",
+    "Progress",
+    "Proof",
+    "TokenProof",
+    "bootstrap",
+]
+
+Progress = Callable[[str], None]
+
+
+class IssuerTransport(Protocol):
+    def post_json(self, path: str, body: Mapping[str, object]) -> Mapping[str, object]: ...
+
+
+class InstanceIdentitySource(Protocol):
+    def instance_identity(self) -> InstanceIdentity: ...
+
+
+class Proof(Protocol):
+    """One attestation method's part of the issue request."""
+
+    @property
+    def method(self) -> Method: ...
+
+    def fields(self, *, csr_der: bytes, progress: Progress) -> dict[str, object]:
+        """The proof fields of the request body (called once, before the request)."""
+        ...
+
+    def accepted(self, issued: Mapping[str, object]) -> None:
+        """Called with the raw 201 body as soon as it arrives, before any other check."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenProof:
+    token: str
+    method: Method = "token"
+
+    def fields(self, *, csr_der: bytes, progress: Progress) -> dict[str, object]:
+        return {Field.TOKEN: self.token}
+
+    def accepted(self, issued: Mapping[str, object]) -> None:
+        return None
+
+
+def _random_nonce() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Ec2Proof:
+    """The identity document and its rsa2048 signature, plus this instance's nonce.
+
+    The nonce lives in ``out_dir/instance-nonce``. A new one is written *before* the
+    request: if the issuer commits the binding and the agent dies before the answer
+    arrives, the nonce that binds the instance is still on disk.
+    """
+
+    imds: InstanceIdentitySource
+    out_dir: Path
+    new_nonce: Callable[[], str] = _random_nonce
+    method: Method = "aws-ec2"
+
+    def fields(self, *, csr_der: bytes, progress: Progress) -> dict[str, object]:
+        progress("reading the instance identity document (IMDSv2)")
+        identity = self.imds.instance_identity()
+        if identity.instance_id:
+            progress(f"instance {identity.instance_id} in {identity.account_id}/{identity.region}")
+        nonce = read_nonce(self.out_dir)
+        if nonce is None:
+            nonce = self.new_nonce()
+            store_nonce(self.out_dir, nonce)
+            progress(f"created a new instance nonce in {self.out_dir}")
+        return {Field.DOCUMENT: identity.document, Field.RSA2048: identity.rsa2048, Field.NONCE: nonce}
+
+    def accepted(self, issued: Mapping[str, object]) -> None:
+        nonce = issued.get(ResponseField.NONCE)
+        if isinstance(nonce, str) and nonce and nonce != read_nonce(self.out_dir):
+            store_nonce(self.out_dir, nonce)
+
+
+@dataclass(frozen=True, slots=True)
+class IamProof:
+    """A GetCallerIdentity request signed for this issuer and this CSR."""
+
+    credentials: AwsCredentials
+    region: str
+    server_id: str
+    host: str | None = None
+    method: Method = "aws-iam"
+
+    def fields(self, *, csr_der: bytes, progress: Progress) -> dict[str, object]:
+        signed = sign_get_caller_identity(
+            credentials=self.credentials,
+            region=self.region,
+            server_id=self.server_id,
+            csr_der=csr_der,
+            host=self.host,
+        )
+        progress(f"signed an STS GetCallerIdentity request for {signed.url}")
+        return {Field.STS_REQUEST: signed.to_wire()}
+
+    def accepted(self, issued: Mapping[str, object]) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapResult:
+    issued: IssuedCertificate
+    files: WrittenFiles
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+def bootstrap(
+    proof: Proof,
+    *,
+    transport: IssuerTransport,
+    out_dir: Path,
+    role: str | None = None,
+    key_type: KeyType = "ec-p256",
+    common_name: str | None = None,
+    progress: Progress = _ignore,
+) -> BootstrapResult:
+    """Get a certificate for a new local key and install both in ``out_dir``.
+
+    ``out_dir`` must exist (see :func:`clients.agent.files.prepare_out_dir`).
+    Nothing but the EC2 nonce is written unless the issuer's answer is a
+    certificate for the new key. Raises the :class:`clients.errors.AgentError`
+    subclasses of the steps (ImdsError, CredentialsError, TransportError,
+    ServerProblem, ResponseError, FilesystemError).
+    """
+    progress(f"generating a new {key_type} key")
+    key = generate_private_key(key_type)
+    csr = build_csr(key, common_name=common_name)
+    body: dict[str, object] = {Field.CSR: csr_pem(csr)}
+    if role:
+        body[Field.ROLE] = role
+    body.update(proof.fields(csr_der=csr_der(csr), progress=progress))
+
+    path = ISSUE_PATHS[proof.method]
+    progress(f"requesting a certificate ({proof.method}{f', role {role}' if role else ''})")
+    answer = transport.post_json(path, body)
+    proof.accepted(answer)
+    issued = parse_issue_response(answer, key=key)
+    files = install_credentials(
+        out_dir,
+        CredentialSet(
+            key_pem=private_key_pem(key),
+            cert_pem=issued.certificate_pem.encode("ascii"),
+            chain_pem=issued.chain_pem.encode("ascii"),
+            bundle_pem=issued.bundle_pem.encode("ascii"),
+        ),
+    )
+    return BootstrapResult(issued=issued, files=files)

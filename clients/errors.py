@@ -1,0 +1,116 @@
+"""The exception root of the agent.
+
+The agent is a command-line program, so where the service's errors carry an HTTP
+status hint, these carry an *exit status* hint; each has a stable ``code``::
+
+    AgentError                 exit 1
+    ├── UsageError             exit 2   options missing or contradictory (no join token, ...)
+    ├── ImdsError              exit 1   the instance metadata service is unreachable or refuses IMDSv2
+    ├── CredentialsError       exit 1   botocore found no usable AWS credentials
+    ├── FilesystemError        exit 1   the output directory cannot be used or written
+    ├── TransportError         exit 75  the issuer could not be reached (retry later)
+    ├── ServerProblem          exit 1, or 75 for 429/502/503/504: the issuer answered with an error
+    └── ResponseError          exit 1   the issuer's answer is unusable (e.g. a certificate for another key)
+
+Exit status 75 is ``EX_TEMPFAIL``: schedulers (systemd ``RestartForceExitStatus``,
+cron wrappers) can retry those and alert on the rest.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EX_FAILURE",
+    "EX_TEMPFAIL",
+    "EX_USAGE",
+    "AgentError",
+    "CredentialsError",
+    "FilesystemError",
+    "ImdsError",
+    "ResponseError",
+    "ServerProblem",
+    "TransportError",
+    "UsageError",
+]
+
+EX_FAILURE = 1
+EX_USAGE = 2
+EX_TEMPFAIL = 75
+
+
+class AgentError(Exception):
+    """Root of every deliberate error of the agent; ``str(err)`` is one line for a person."""
+
+    exit_status: int = EX_FAILURE
+    default_code: str = "agent_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+    def one_line(self) -> str:
+        """What the CLI prints: ``<message> (code <code>)``."""
+        return f"{self.message} (code {self.code})"
+
+
+class UsageError(AgentError):
+    exit_status = EX_USAGE
+    default_code = "usage"
+
+
+class ImdsError(AgentError):
+    default_code = "imds_error"
+
+
+class CredentialsError(AgentError):
+    default_code = "aws_credentials_missing"
+
+
+class FilesystemError(AgentError):
+    default_code = "write_failed"
+
+
+class TransportError(AgentError):
+    exit_status = EX_TEMPFAIL
+    default_code = "server_unreachable"
+
+
+class ResponseError(AgentError):
+    default_code = "bad_response"
+
+
+_TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class ServerProblem(AgentError):
+    """The issuer answered with an error (``application/problem+json`` when it could)."""
+
+    default_code = "server_error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        title: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(detail, code=code or f"http_{status}")
+        self.detail = detail
+        self.status = status
+        self.request_id = request_id
+        self.title = title
+        self.retry_after = retry_after
+        self.exit_status = EX_TEMPFAIL if status in _TRANSIENT_STATUSES else EX_FAILURE
+
+    def one_line(self) -> str:
+        """``<detail> (code <code>, HTTP <status>, request <request_id>)``."""
+        request = self.request_id or "unknown"
+        tail = ""
+        if self.retry_after:
+            # Retry-After is either delta-seconds or an HTTP date.
+            unit = "s" if self.retry_after.isdigit() else ""
+            tail = f", retry after {self.retry_after}{unit}"
+        return f"{self.detail} (code {self.code}, HTTP {self.status}, request {request}{tail})"

@@ -80,9 +80,7 @@ def parse_csr(pem: str | bytes, *, allowed_key_types: Collection[str]) -> Checke
             f"Key type {key_type} is not allowed here; allowed key types: {allowed}",
             code="key_type_not_allowed",
         )
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return CheckedCSR(
         public_key=public_key,
         key_type=key_type,
@@ -105,8 +103,7 @@ def _single_pem_csr(pem: str | bytes) -> bytes:
     begins = data.count(b"-----BEGIN ")
     if begins == 0:
         raise CSRError(
-            "The CSR must be PEM ('-----BEGIN CERTIFICATE REQUEST-----'); "
-            "this is not PEM (DER or another encoding?)"
+            "The CSR must be PEM ('-----BEGIN CERTIFICATE REQUEST-----'); this is not PEM (DER or another encoding?)"
         )
     if begins > 1:
         raise CSRError(f"Send exactly one CSR; this input has {begins} PEM blocks")
@@ -116,8 +113,7 @@ def _single_pem_csr(pem: str | bytes) -> bytes:
     label = match["label"]
     if label not in _CSR_LABELS:
         raise CSRError(
-            f"Expected a certificate signing request (PEM 'CERTIFICATE REQUEST'), "
-            f"got a PEM '{label.decode('ascii')}'"
+            f"Expected a certificate signing request (PEM 'CERTIFICATE REQUEST'), got a PEM '{label.decode('ascii')}'"
         )
     try:
         return base64.b64decode(b"".join(match["body"].split()), validate=True)
@@ -135,15 +131,14 @@ def _check_signature(csr: x509.CertificateSigningRequest) -> None:
             code="csr_signature_invalid",
             reason=f"CSR signature check failed: {exc}",
         ) from None
-    if not valid:
-        raise CSRError(
-            "The CSR's signature does not verify with its public key "
-            "(was it modified, or signed with another key?)",
-            code="csr_signature_invalid",
-        )
     # Ed25519 signs without a separate hash (algorithm is None); the others must use SHA-2.
     if algorithm is not None and not isinstance(algorithm, _ACCEPTED_HASHES):
         raise CSRError(
             f"The CSR is signed with {algorithm.name.upper()}; sign it with SHA-256 or stronger",
+            code="csr_signature_invalid",
+        )
+    if not valid:
+        raise CSRError(
+            "The CSR's signature does not verify with its public key (was it modified, or signed with another key?)",
             code="csr_signature_invalid",
         )

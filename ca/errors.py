@@ -75,9 +75,7 @@ class CSRError(CAError):
     default_code = "csr_malformed"
     title = "Unusable certificate signing request"
 
-    def __init__(
-        self, detail: str, *, code: CSRErrorCode = "csr_malformed", reason: str | None = None
-    ) -> None:
+    def __init__(self, detail: str, *, code: CSRErrorCode = "csr_malformed", reason: str | None = None) -> None:
         super().__init__(detail, code=code, reason=reason)
 
 
@@ -99,7 +97,5 @@ class CAKeyError(CAError):
     default_code = "ca_passphrase_wrong"
     title = "CA key locked"
 
-    def __init__(
-        self, detail: str, *, code: CAKeyErrorCode = "ca_passphrase_wrong", reason: str | None = None
-    ) -> None:
+    def __init__(self, detail: str, *, code: CAKeyErrorCode = "ca_passphrase_wrong", reason: str | None = None) -> None:
         super().__init__(detail, code=code, reason=reason)

@@ -276,8 +276,7 @@ def _load_certificates(files: CAFiles) -> tuple[tuple[x509.Certificate, ...], tu
     issuing = _read_certificates(files.issuing_cert_path)
     if not any(_issued_by(issuing[0], root) for root in roots):
         raise CAStateError(
-            f"The issuing certificate in {files.issuing_cert_path} was not signed by a root in "
-            f"{files.root_cert_path}",
+            f"The issuing certificate in {files.issuing_cert_path} was not signed by a root in {files.root_cert_path}",
             code="ca_files_corrupt",
         )
     return roots, issuing

@@ -122,9 +122,7 @@ def create_hierarchy(
     organization: str | None = None,
 ) -> CAHierarchy:
     """A new root and an issuing CA under it, both named with ``organization`` (O=) if given."""
-    root = create_root(
-        now=now, validity=root_validity, common_name=root_common_name, organization=organization
-    )
+    root = create_root(now=now, validity=root_validity, common_name=root_common_name, organization=organization)
     issuing = create_issuing(
         root, now=now, validity=issuing_validity, common_name=issuing_common_name, organization=organization
     )

@@ -63,9 +63,7 @@ class LeafTemplate:
         not_before = utc_seconds(self.not_before, "not_before")
         not_after = utc_seconds(self.not_after, "not_after")
         if not_after <= not_before:
-            raise ValueError(
-                f"not_after {not_after.isoformat()} is not after not_before {not_before.isoformat()}"
-            )
+            raise ValueError(f"not_after {not_after.isoformat()} is not after not_before {not_before.isoformat()}")
         object.__setattr__(self, "not_before", not_before)
         object.__setattr__(self, "not_after", not_after)
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text
 
-from issuer.http.keys import BUNDLE_PEM, ENGINE, SERVICE, SETTINGS
+from issuer.http.keys import BUNDLE_PEM, ENGINE, REQUEST_ID, SERVICE, SETTINGS
 from issuer.http.problems import problem
 from issuer.http.schemas import TOKEN_FIELDS, issue_request, read_json_object, text_field
 from issuer.service import Issued, RequestContext
@@ -19,7 +19,7 @@ log = logging.getLogger("issuer.http")
 
 
 def context(request: web.Request) -> RequestContext:
-    return RequestContext(request_id=request["request_id"], remote_addr=remote_address(request))
+    return RequestContext(request_id=request[REQUEST_ID], remote_addr=remote_address(request))
 
 
 def remote_address(request: web.Request) -> str | None:
@@ -102,6 +102,6 @@ async def readyz(request: web.Request) -> web.Response:
         code="not_ready",
         title="Not ready",
         detail="; ".join(f"{k}: {v}" for k, v in checks.items()),
-        request_id=request["request_id"],
+        request_id=request[REQUEST_ID],
     )
     return response

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ca.errors import CAError
 from issuer.errors import IssuerError
+from issuer.http.keys import REQUEST_ID
 from issuer.logs import request_id_var
 
 log = logging.getLogger("issuer.http")
@@ -65,7 +66,7 @@ def new_request_id(request: web.Request) -> str:
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = new_request_id(request)
     token = request_id_var.set(request_id)
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     response: web.StreamResponse
     try:

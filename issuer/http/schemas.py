@@ -61,9 +61,7 @@ def text_field(body: Mapping[str, Any], name: str, *, max_len: int, required: bo
     if not isinstance(value, str):
         raise ClientError(f"The field {name!r} must be a string.", code="field_invalid")
     if not value or len(value) > max_len:
-        raise ClientError(
-            f"The field {name!r} must be 1 to {max_len} characters long.", code="field_invalid"
-        )
+        raise ClientError(f"The field {name!r} must be 1 to {max_len} characters long.", code="field_invalid")
     return value
 
 

@@ -48,10 +48,12 @@ class StsHostAllowlist:
         import botocore.regions
 
         data: dict[str, Any] = botocore.loaders.create_loader().load_data("endpoints")
-        # The resolver merges defaults into the data it is given, so it gets a copy
-        # and the FIPS decision below reads the pristine one.
-        resolver = botocore.regions.EndpointResolver(copy.deepcopy(data))
-        by_name = {p["partition"]: p for p in data["partitions"]}
+        # Only STS matters; the resolver merges defaults into the data it is given, so it
+        # gets its own copy and the FIPS decision below reads the pristine one.
+        by_name = {
+            p["partition"]: {**p, "services": {_SERVICE: p["services"].get(_SERVICE, {})}} for p in data["partitions"]
+        }
+        resolver = botocore.regions.EndpointResolver({"partitions": copy.deepcopy(list(by_name.values()))})
         unknown = [p for p in wanted if p not in by_name]
         if unknown:
             raise ConfigError(

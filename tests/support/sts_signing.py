@@ -114,7 +114,7 @@ def sign_get_caller_identity(
     request = AWSRequest(method="POST", url=url or f"https://{host}/", data=body, headers=headers)
     credentials = Credentials(access_key_id, secret_access_key, session_token)
     _SigV4AuthAt(credentials, service, region, at=now).add_auth(request)
-    stamped = request.headers["X-Amz-Date"]
+    stamped = request.context["timestamp"]
     assert stamped == now.astimezone(UTC).strftime(SIGV4_TIMESTAMP), "botocore ignored the given time"
     items: list[tuple[str, Any]] = list(request.headers.items())
     return SignedStsRequest(

@@ -361,10 +361,10 @@ def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
         if not rows:
             print("No certificates issued yet.")
             return 0
-        print(f"{'SERIAL':34} {'STATUS':10} {'METHOD':8} {'ROLE':14} {'NOT AFTER':25} PRINCIPAL")
+        print(f"{'SERIAL':42} {'STATUS':10} {'METHOD':8} {'ROLE':14} {'NOT AFTER':25} PRINCIPAL")
         for cert, ident in rows:
             print(
-                f"{cert.serial:34} {cert.status:10} {cert.method:8} {cert.role:14} "
+                f"{cert.serial:42} {cert.status:10} {cert.method:8} {cert.role:14} "
                 f"{cert.not_after.isoformat(timespec='seconds'):25} {ident.principal}"
             )
         return 0

@@ -223,9 +223,7 @@ def validate_sts_request(
     forward = _check_headers(req, headers, signed, host=host)
 
     _check_server_id(req, headers, signed, server_id=server_id)
-    csr_bound = _check_csr_binding(
-        headers, signed, csr_sha256_hex=csr_sha256_hex, required=require_csr_binding
-    )
+    csr_bound = _check_csr_binding(headers, signed, csr_sha256_hex=csr_sha256_hex, required=require_csr_binding)
     return ValidatedStsRequest(
         request=req,
         host=host,
@@ -366,11 +364,7 @@ def _check_headers(
     if req.vault_style:
         forwardable = forwardable | {VAULT_SERVER_ID_HEADER.lower()}
     for name in headers:
-        if (
-            name in _FRAMING
-            or name.startswith("proxy-")
-            or (name.startswith("x-amz-") and name not in _AMZ_ALLOWED)
-        ):
+        if name in _FRAMING or name.startswith("proxy-") or (name.startswith("x-amz-") and name not in _AMZ_ALLOWED):
             _deny("sts_header_not_allowed", "the STS request carries a header that is not allowed", name)
     for name in signed:
         if name not in forwardable:
@@ -387,9 +381,7 @@ def _check_headers(
     return forward
 
 
-def _check_server_id(
-    req: StsRequest, headers: Mapping[str, str], signed: tuple[str, ...], *, server_id: str
-) -> None:
+def _check_server_id(req: StsRequest, headers: Mapping[str, str], signed: tuple[str, ...], *, server_id: str) -> None:
     names = [SERVER_ID_HEADER.lower()]
     if req.vault_style:
         names.append(VAULT_SERVER_ID_HEADER.lower())

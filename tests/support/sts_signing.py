@@ -40,7 +40,7 @@ class SignedStsRequest:
             "body": base64.b64encode(self.body).decode(),
         }
 
-    def vault_fields(self) -> dict[str, str]:
+    def vault_fields(self) -> dict[str, object]:
         """Vault's AWS-auth login fields (headers as Go's ``http.Header``: name → [values])."""
         headers = {name: [value] for name, value in self.headers}
         return {

@@ -51,7 +51,9 @@ def test_caller_identity_from_a_200() -> None:
         OK.replace(b"GetCallerIdentityResponse", b"AssumeRoleResponse"),
         OK.replace(b"<Account>123456789012</Account>", b""),
         OK.replace(b"<Account>123456789012</Account>", b"<Account></Account>"),
-        OK.replace(b"</GetCallerIdentityResult>", b"<Arn>arn:aws:iam::999999999999:root</Arn></GetCallerIdentityResult>"),
+        OK.replace(
+            b"</GetCallerIdentityResult>", b"<Arn>arn:aws:iam::999999999999:root</Arn></GetCallerIdentityResult>"
+        ),
         OK.replace(b"<Account>123456789012</Account>", b"<Account><x>1</x></Account>"),
         b'<!DOCTYPE r [<!ENTITY a "123456789012">]>' + OK.replace(b">123456789012<", b">&a;<"),
         b"<html><body>Welcome to the captive portal</body></html>",
@@ -95,7 +97,7 @@ def test_credential_and_signature_errors_are_rejections(code: str, shape: object
         (400, sts_error("InvalidAction")),
         (400, sts_error("")),
         (403, b"<html><body>Forbidden</body></html>"),
-        (403, b'<ErrorResponse><Error><Code>AccessDenied</Code></Error><Error><Code>X</Code></Error></ErrorResponse>'),
+        (403, b"<ErrorResponse><Error><Code>AccessDenied</Code></Error><Error><Code>X</Code></Error></ErrorResponse>"),
         (302, b""),
         (301, sts_error("SignatureDoesNotMatch")),
         (500, sts_error("InternalFailure")),
@@ -112,9 +114,11 @@ def test_everything_else_is_unavailable(status: int, body: bytes) -> None:
 
 
 def test_billion_laughs_is_refused_without_expansion() -> None:
-    lol = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY l "lol">' + b"".join(
-        f'<!ENTITY l{i} "{"&l;" * 10 if i == 1 else f"&l{i - 1};" * 10}">'.encode() for i in range(1, 10)
-    ) + b"]><ErrorResponse><Error><Code>&l9;</Code></Error></ErrorResponse>"
+    lol = (
+        b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY l "lol">'
+        + b"".join(f'<!ENTITY l{i} "{"&l;" * 10 if i == 1 else f"&l{i - 1};" * 10}">'.encode() for i in range(1, 10))
+        + b"]><ErrorResponse><Error><Code>&l9;</Code></Error></ErrorResponse>"
+    )
     with pytest.raises(UpstreamUnavailable):
         parse_sts_response(403, lol)
 

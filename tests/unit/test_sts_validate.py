@@ -339,7 +339,9 @@ def test_x_amz_user_agent_and_content_sha256_are_allowed() -> None:
 
 
 def test_a_signed_header_must_be_sent() -> None:
-    denied(sign(extra_headers={"X-Amz-User-Agent": "x"}).without_header("X-Amz-User-Agent"), "sts_signed_header_missing")
+    denied(
+        sign(extra_headers={"X-Amz-User-Agent": "x"}).without_header("X-Amz-User-Agent"), "sts_signed_header_missing"
+    )
 
 
 @pytest.mark.parametrize("name", ["host", "x-amz-date"])

@@ -20,7 +20,15 @@ from ca.files import (
     load_local_signer,
 )
 from ca.hierarchy import CAHierarchy, CertifiedKey, create_hierarchy, create_issuing, create_root
-from ca.keys import DEFAULT_KEY_TYPES, KEY_TYPES, KeyType, generate_private_key, key_type_of
+from ca.keys import (
+    DEFAULT_KEY_TYPES,
+    KEY_TYPES,
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    generate_private_key,
+    key_type_of,
+)
 from ca.profile import LeafTemplate, issuing_builder, leaf_builder, root_builder
 from ca.signer import LocalFileSigner, Signer
 
@@ -40,6 +48,8 @@ __all__ = [
     "KeyType",
     "LeafTemplate",
     "LocalFileSigner",
+    "PrivateKey",
+    "PublicKey",
     "RevokedEntry",
     "Signer",
     "create_hierarchy",

@@ -63,11 +63,19 @@ def parse_csr(pem: str | bytes, *, allowed_key_types: Collection[str]) -> Checke
     der = _single_pem_csr(pem)
     try:
         csr = x509.load_der_x509_csr(der)
-        public_key = csr.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except ValueError as exc:
         raise CSRError(
             "The CSR could not be decoded; send a PKCS#10 certificate signing request in PEM",
             reason=f"CSR DER did not parse: {exc}",
+        ) from None
+    try:
+        public_key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        # An algorithm cryptography cannot load (X448, explicit EC parameters, ...) is one we refuse too.
+        raise CSRError(
+            "The CSR's key could not be loaded; use ECDSA P-256 or P-384, or RSA 2048, 3072 or 4096",
+            code="key_type_unsupported",
+            reason=f"CSR public key did not load: {exc}",
         ) from None
     key_type = key_type_of(public_key, holder="this CSR")
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):

@@ -90,6 +90,18 @@ def test_dsa_refused() -> None:
     assert "DSA" in excinfo.value.detail
 
 
+def test_unknown_key_algorithm_refused() -> None:
+    der = x509.load_pem_x509_csr(make_csr(ec.generate_private_key(ec.SECP256R1()))).public_bytes(
+        serialization.Encoding.DER
+    )
+    id_ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # OID 1.2.840.10045.2.1
+    assert der.count(id_ec_public_key) == 1
+    unknown = der.replace(id_ec_public_key, bytes.fromhex("06072a8648ce3d0209"))
+    with pytest.raises(CSRError) as excinfo:
+        parse_csr(_to_pem(unknown), allowed_key_types=KEY_TYPES)
+    assert _code(excinfo) == "key_type_unsupported"
+
+
 def test_ed25519_refused_unless_allowed() -> None:
     csr_pem = make_csr(ed25519.Ed25519PrivateKey.generate())
     with pytest.raises(CSRError) as excinfo:

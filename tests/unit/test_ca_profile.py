@@ -18,6 +18,7 @@ from ca import (
     CSRError,
     LeafTemplate,
     LocalFileSigner,
+    Signer,
     create_hierarchy,
     generate_private_key,
     parse_csr,
@@ -249,7 +250,7 @@ def test_signer_refuses_a_key_that_is_not_the_issuers(hierarchy: CAHierarchy, ot
 
 
 def test_signer_exposes_chain_and_roots(hierarchy: CAHierarchy) -> None:
-    signer = hierarchy.signer()
+    signer: Signer = hierarchy.signer()  # mypy checks LocalFileSigner against the Protocol here
     assert signer.issuer_certificate == hierarchy.issuing.certificate
     assert signer.chain == (hierarchy.issuing.certificate,)
     assert signer.roots == (hierarchy.root.certificate,)

@@ -12,14 +12,16 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from clients.agent.files import CredentialSet, WrittenFiles, install_credentials, read_nonce, store_nonce
 from clients.agent.issued import IssuedCertificate, parse_issue_response
 from clients.imds import InstanceIdentity
 from clients.keys import build_csr, csr_der, csr_pem, generate_private_key, private_key_pem
-from clients.sts_proof import AwsCredentials, sign_get_caller_identity
 from clients.wire import ISSUE_PATHS, Field, KeyType, Method, ResponseField
+
+if TYPE_CHECKING:
+    from clients.sts_proof import AwsCredentials
 
 __all__ = [
     "BootstrapResult",
@@ -118,6 +120,9 @@ class IamProof:
     method: Method = "aws-iam"
 
     def fields(self, *, csr_der: bytes, progress: Progress) -> dict[str, object]:
+        # Imported here: botocore takes half a second to import and only this method needs it.
+        from clients.sts_proof import sign_get_caller_identity
+
         signed = sign_get_caller_identity(
             credentials=self.credentials,
             region=self.region,

@@ -28,7 +28,6 @@ from clients.agent.http import IssuerClient
 from clients.errors import AgentError, UsageError
 from clients.imds import DEFAULT_ENDPOINT, ImdsClient, resolve_endpoint
 from clients.keys import hostname_hint
-from clients.sts_proof import default_region, load_credentials, signing_region, sts_host
 from clients.wire import DEFAULT_KEY_TYPE, KEY_TYPES, METHODS
 
 __all__ = ["build_parser", "main"]
@@ -199,6 +198,9 @@ def _join_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
 
 
 def _iam_proof(args: argparse.Namespace, *, server_id: str, progress: Progress) -> IamProof:
+    # Imported here: botocore takes half a second to import and only aws-iam needs it.
+    from clients.sts_proof import default_region, load_credentials, signing_region, sts_host
+
     region = args.sts_region or default_region(profile=args.profile)
     host = args.sts_endpoint_host.strip().lower() if args.sts_endpoint_host else None
     if host and args.sts_region and signing_region(host, region=args.sts_region) != args.sts_region:

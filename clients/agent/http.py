@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import secrets
 import socket
 import ssl
 import urllib.error
@@ -98,18 +99,25 @@ class IssuerClient:
         is no answer, :class:`ResponseError` when a 2xx answer is not a JSON object.
         """
         url = self.server + path
+        # Our own request id, so that even an error page without one can be matched to the server's logs.
+        request_id = secrets.token_hex(8)
         request = urllib.request.Request(  # noqa: S310 - check_server_url allows http(s) only
             url,
             data=json.dumps(body).encode("utf-8"),
             method="POST",
-            headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT},
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json, application/problem+json",
+                "User-Agent": USER_AGENT,
+                REQUEST_ID_HEADER: request_id,
+            },
         )
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
                 raw: bytes = response.read(_MAX_BODY + 1)
         except urllib.error.HTTPError as exc:
             with exc:
-                raise self._problem(exc) from None
+                raise self._problem(exc, request_id=request_id) from None
         except TimeoutError:
             raise self._timed_out(url) from None
         except urllib.error.URLError as exc:
@@ -142,9 +150,9 @@ class IssuerClient:
         return TransportError(f"cannot reach the issuer at {url}: {text}", code="server_unreachable")
 
     @staticmethod
-    def _problem(exc: urllib.error.HTTPError) -> ServerProblem:
+    def _problem(exc: urllib.error.HTTPError, *, request_id: str) -> ServerProblem:
         status = exc.code
-        request_id = exc.headers.get(REQUEST_ID_HEADER) if exc.headers else None
+        request_id = (exc.headers.get(REQUEST_ID_HEADER) if exc.headers else None) or request_id
         retry_after = exc.headers.get("Retry-After") if exc.headers else None
         try:
             raw = exc.read(_MAX_BODY)

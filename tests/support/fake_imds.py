@@ -22,6 +22,7 @@ import asyncio
 import json
 import secrets
 import socket
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
@@ -114,7 +116,7 @@ def create_imds_app(config: ImdsConfig | None = None) -> web.Application:
 
 
 @web.middleware
-async def _record(request: web.Request, handler: web.RequestHandler[web.Request]) -> web.StreamResponse:
+async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
     requests = request.app[_STATE].requests
     try:
         response = await handler(request)
@@ -182,8 +184,9 @@ class FakeImds:
 
 
 @contextmanager
-def serve_in_thread(app: web.Application) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 (free port) from a background thread; yield its base URL."""
+def serve_in_thread(app: web.Application, *, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 (free port) from a background thread; yield its base URL
+    (``https://`` when an ``ssl_context`` is given)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="aiohttp-test-server", daemon=True)
     thread.start()
@@ -194,11 +197,11 @@ def serve_in_thread(app: web.Application) -> Iterator[str]:
 
     async def start() -> None:
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
 
     try:
         asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)

@@ -79,9 +79,7 @@ def resign(wire: dict[str, object], credentials: ReadOnlyCredentials, region: st
 
 
 def sign_with_env(csr: bytes, region: str = "eu-west-1") -> tuple[SignedStsRequest, dict[str, object]]:
-    signed = sign_get_caller_identity(
-        credentials=load_credentials(), region=region, server_id=SERVER_ID, csr_der=csr
-    )
+    signed = sign_get_caller_identity(credentials=load_credentials(), region=region, server_id=SERVER_ID, csr_der=csr)
     return signed, signed.to_wire()
 
 
@@ -105,9 +103,7 @@ def test_signed_request_has_the_shape_the_issuer_checks(
     assert scope[0] == "AKIAENVEXAMPLE000001"
     assert scope[1] == headers["X-Amz-Date"][:8]
     assert "/".join(scope[2:]) == "eu-west-1/sts/aws4_request"
-    assert {"host", "x-amz-date", "x-issuer-server-id", "x-issuer-csr-sha256", "content-type"} <= set(
-        signed_headers
-    )
+    assert {"host", "x-amz-date", "x-issuer-server-id", "x-issuer-csr-sha256", "content-type"} <= set(signed_headers)
     assert signed_headers == sorted(signed_headers)
     assert json.loads(json.dumps(wire)) == wire  # all plain JSON
 
@@ -336,9 +332,7 @@ def test_moto_sts_rejects_a_proof_moved_to_another_csr(
     moto_sts: tuple[MotoServer, StaticCredentials, str], csr: bytes
 ) -> None:
     moto, creds, _ = moto_sts
-    wire = sign_get_caller_identity(
-        credentials=creds, region="us-east-1", server_id=SERVER_ID, csr_der=csr
-    ).to_wire()
+    wire = sign_get_caller_identity(credentials=creds, region="us-east-1", server_id=SERVER_ID, csr_der=csr).to_wire()
     headers = wire["headers"]
     assert isinstance(headers, dict)
     moved = {**wire, "headers": {**headers, "X-Issuer-CSR-SHA256": hashlib.sha256(b"other csr").hexdigest()}}

@@ -115,7 +115,7 @@ def parse_sts_request(payload: Mapping[str, object]) -> StsRequest:
         if not isinstance(native, Mapping) or set(native) != _NATIVE_FIELDS:
             _malformed("sts_request must be an object with exactly method, url, headers and body")
         return StsRequest(
-            method=_method(native["method"], "sts_request.method"),
+            method=_string(native["method"], "sts_request.method", 16),
             url=_url(_string(native["url"], "sts_request.url", MAX_URL_BYTES)),
             headers=_headers(native["headers"], "sts_request.headers"),
             body=_b64(native["body"], "sts_request.body", MAX_BODY_BYTES),
@@ -139,7 +139,7 @@ def parse_sts_request(payload: Mapping[str, object]) -> StsRequest:
     except UnicodeDecodeError:
         _malformed("iam_request_url is not an ASCII URL")
     return StsRequest(
-        method=_method(payload["iam_http_request_method"], "iam_http_request_method"),
+        method=_string(payload["iam_http_request_method"], "iam_http_request_method", 16),
         url=_url(url_text),
         headers=_headers(raw_headers, "iam_request_headers"),
         body=_b64(payload["iam_request_body"], "iam_request_body", MAX_BODY_BYTES),
@@ -182,7 +182,7 @@ def validate_sts_request(
     """Check ``req`` against DESIGN §4 and return what may be forwarded.
 
     Raises ``Unauthorized`` with one of these codes: ``sts_method_not_allowed``,
-    ``sts_url_invalid``, ``sts_host_not_allowed``, ``sts_host_mismatch``,
+    ``sts_url_invalid``, ``sts_header_duplicate``, ``sts_host_not_allowed``, ``sts_host_mismatch``,
     ``sts_body_invalid`` (also a non-form ``Content-Type`` or a wrong ``Content-Length``),
     ``sts_auth_invalid``, ``sts_scope_invalid``, ``sts_date_skew``,
     ``sts_header_not_allowed``, ``sts_header_unsigned`` (``host``, ``x-amz-date`` or
@@ -199,6 +199,8 @@ def validate_sts_request(
     if region is None:
         _deny("sts_host_not_allowed", "the STS request names a host that is not an STS endpoint", host)
     headers = {name.lower(): value for name, value in req.headers}
+    if len(headers) != len(req.headers):  # parse_sts_request refuses these; a hand-made StsRequest may not
+        _deny("sts_header_duplicate", "a header is sent more than once", "duplicate names")
     sent_host = headers.get("host")
     if sent_host is not None and sent_host.lower() != host:
         _deny("sts_host_mismatch", "the Host header does not match the URL", f"{sent_host!r} != {host!r}")
@@ -256,10 +258,6 @@ def _string(value: object, field: str, limit: int) -> str:
     if len(value) > limit:
         _too_large(f"{field} is longer than {limit} characters")
     return value
-
-
-def _method(value: object, field: str) -> str:
-    return _string(value, field, 16)
 
 
 def _url(value: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -424,3 +425,14 @@ def test_denials_keep_specifics_out_of_the_public_detail() -> None:
 def test_form_header_of_the_helper_is_what_sdks_send() -> None:
     # Guards the fixture: botocore's query protocol sends this exact Content-Type.
     assert sign().header("Content-Type") == FORM
+
+
+def test_duplicate_headers_in_a_hand_made_request_are_refused() -> None:
+    signed = sign()
+    parsed = parse_sts_request({"sts_request": signed.sts_request()})
+    smuggled = replace(parsed, headers=(*parsed.headers, ("authorization", "AWS4-HMAC-SHA256 Credential=x")))
+    with pytest.raises(Unauthorized) as caught:
+        validate_sts_request(
+            smuggled, server_id=SERVER_ID, csr_sha256_hex=CSR, require_csr_binding=True, hosts=HOSTS, now=NOW
+        )
+    assert caught.value.code == "sts_header_duplicate"

@@ -94,9 +94,7 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 _NOT_VERIFIED = "The identity document signature did not verify."
 
 
-def verify_signed_data(
-    blob_der: bytes, *, content: bytes, trusted: Sequence[x509.Certificate]
-) -> x509.Certificate:
+def verify_signed_data(blob_der: bytes, *, content: bytes, trusted: Sequence[x509.Certificate]) -> x509.Certificate:
     """Verify ``blob_der`` (a DER/BER ContentInfo) signs ``content`` with one of ``trusted``.
 
     Returns the trusted certificate whose key verified the signature. Raises
@@ -123,9 +121,7 @@ def verify_signed_data(
         for cert in embedded:
             cert.native  # noqa: B018
     except (ValueError, TypeError, KeyError) as exc:
-        raise BlobMalformed(
-            "The signature is not a valid CMS SignedData.", reason=f"CMS parse error: {exc}"
-        ) from exc
+        raise BlobMalformed("The signature is not a valid CMS SignedData.", reason=f"CMS parse error: {exc}") from exc
 
     if encap_type != "data" or encap_content != content:
         raise ContentMismatch(
@@ -133,9 +129,7 @@ def verify_signed_data(
             reason=f"encapsulated {encap_type} content ({_size(encap_content)}) differs from the document",
         )
     if len(signer_infos) != 1:
-        raise SignerCount(
-            "The signature must have exactly one signer.", reason=f"{len(signer_infos)} SignerInfos"
-        )
+        raise SignerCount("The signature must have exactly one signer.", reason=f"{len(signer_infos)} SignerInfos")
     signer = signer_infos[0]
 
     candidates = [c for c in trusted if _names_signer(signer["sid"], c)]
@@ -251,9 +245,7 @@ def _verify_one(
 
 def _names_signer(sid: cms.SignerIdentifier, cert: x509.Certificate | asn1_x509.Certificate) -> bool:
     parsed = (
-        cert
-        if isinstance(cert, asn1_x509.Certificate)
-        else asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+        cert if isinstance(cert, asn1_x509.Certificate) else asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
     )
     if sid.name == "issuer_and_serial_number":
         ias = sid.chosen

@@ -108,9 +108,7 @@ class Ec2Proof:
     blob: str
 
     @classmethod
-    def from_fields(
-        cls, *, document: str, rsa2048: str | None, pkcs7: str | None, signature: str | None
-    ) -> Ec2Proof:
+    def from_fields(cls, *, document: str, rsa2048: str | None, pkcs7: str | None, signature: str | None) -> Ec2Proof:
         """Build a proof from the request fields.
 
         ``document`` is UTF-8 encoded as given (never re-serialised). Exactly one of
@@ -134,9 +132,7 @@ class Ec2Proof:
         except UnicodeEncodeError as exc:
             raise DocumentMalformed("The identity document is not valid text.", reason=str(exc)) from exc
         if len(raw) > MAX_DOCUMENT_BYTES:
-            raise DocumentMalformed(
-                "The identity document is too large.", reason=f"document is {len(raw)} bytes"
-            )
+            raise DocumentMalformed("The identity document is too large.", reason=f"document is {len(raw)} bytes")
         return cls(document=raw, form=form, blob=blob)
 
 
@@ -217,9 +213,7 @@ def _decode_blob(blob: str, *, armour_ok: bool) -> bytes:
         raise BlobMalformed("The signature is not valid base64.", reason=f"base64: {exc}") from exc
 
 
-def _verify_raw_signature(
-    signature: bytes, *, document: bytes, trusted: tuple[x509.Certificate, ...]
-) -> None:
+def _verify_raw_signature(signature: bytes, *, document: bytes, trusted: tuple[x509.Certificate, ...]) -> None:
     keys = [c.public_key() for c in trusted]
     rsa_keys = [k for k in keys if isinstance(k, rsa.RSAPublicKey)]
     if not any(len(signature) == (k.key_size + 7) // 8 for k in rsa_keys):

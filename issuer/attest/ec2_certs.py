@@ -39,9 +39,7 @@ FORMS: tuple[SignatureForm, ...] = ("rsa2048", "pkcs7", "signature")
 
 # Form -> package data folder; AWS names the pkcs7 certificates "DSA" and the
 # signature certificates "RSA" in its documentation.
-_FOLDERS: Mapping[SignatureForm, str] = MappingProxyType(
-    {"rsa2048": "rsa2048", "pkcs7": "dsa", "signature": "rsa"}
-)
+_FOLDERS: Mapping[SignatureForm, str] = MappingProxyType({"rsa2048": "rsa2048", "pkcs7": "dsa", "signature": "rsa"})
 
 # af-south-1, us-gov-west-1, cn-north-1, eusc-de-east-1, ...: a typo in the
 # configuration would otherwise add a certificate that is never consulted.

@@ -108,5 +108,5 @@ def test_load_extra_certs_names_a_missing_file(tmp_path: Path) -> None:
 def test_load_extra_certs_names_a_file_that_is_not_pem(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("hello\n")
-    with pytest.raises(ConfigError, match="junk.pem is not a PEM certificate"):
+    with pytest.raises(ConfigError, match=r"junk\.pem is not a PEM certificate"):
         load_extra_certs({"eu-west-1": [junk]})

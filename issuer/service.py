@@ -112,7 +112,7 @@ class IssuerService:
         """
         attempt = Attempt(method="token", ctx=ctx)
         try:
-            csr = self._parse_csr(request.csr_pem)
+            csr = self.parse_csr(request.csr_pem)
             token_hash = hash_secret(token)
             now = self.clock()
             async with self.sessions() as session, session.begin():
@@ -130,7 +130,7 @@ class IssuerService:
                     )
                 role = self._role(row.role, method="token")
                 identity = VerifiedIdentity(method="token", principal=row.name, attributes={"name": row.name})
-                issued = await self._sign_and_record(
+                issued = await self.sign_and_record(
                     session, identity=identity, role=role, csr=csr, request=request, attempt=attempt, now=now
                 )
                 row.certificate_serial = issued.serial
@@ -160,7 +160,7 @@ class IssuerService:
 
     # -- the shared pipeline ---------------------------------------------------------
 
-    def _parse_csr(self, csr_pem: str) -> CheckedCSR:
+    def parse_csr(self, csr_pem: str) -> CheckedCSR:
         # Every supported type parses here; the role narrows it in decide().
         return parse_csr(csr_pem, allowed_key_types=KEY_TYPES)
 
@@ -188,7 +188,7 @@ class IssuerService:
             )
         return role
 
-    async def _sign_and_record(
+    async def sign_and_record(
         self,
         session: AsyncSession,
         *,

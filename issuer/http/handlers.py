@@ -10,9 +10,20 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text
 
-from issuer.http.keys import BUNDLE_PEM, ENGINE, REQUEST_ID, SERVICE, SETTINGS
+from issuer.ec2_issuance import Ec2Fields
+from issuer.errors import ClientError
+from issuer.http.keys import BUNDLE_PEM, EC2, ENGINE, IAM, REQUEST_ID, SERVICE, SETTINGS
 from issuer.http.problems import problem
-from issuer.http.schemas import TOKEN_FIELDS, issue_request, read_json_object, text_field
+from issuer.http.schemas import (
+    EC2_FIELDS,
+    IAM_FIELDS,
+    MAX_BLOB,
+    MAX_DOCUMENT,
+    TOKEN_FIELDS,
+    issue_request,
+    read_json_object,
+    text_field,
+)
 from issuer.service import Issued, RequestContext
 
 log = logging.getLogger("issuer.http")
@@ -70,6 +81,31 @@ async def issue_token(request: web.Request) -> web.Response:
     token = text_field(body, "token", max_len=256)
     assert token is not None
     issued = await request.app[SERVICE].issue_with_token(issue, token, context(request))
+    return issued_response(issued)
+
+
+async def issue_ec2(request: web.Request) -> web.Response:
+    body = await read_json_object(request, allowed=EC2_FIELDS)
+    issue = issue_request(body)
+    document = text_field(body, "document", max_len=MAX_DOCUMENT)
+    assert document is not None
+    fields = Ec2Fields(
+        document=document,
+        rsa2048=text_field(body, "rsa2048", max_len=MAX_BLOB, required=False),
+        pkcs7=text_field(body, "pkcs7", max_len=MAX_BLOB, required=False),
+        signature=text_field(body, "signature", max_len=MAX_BLOB, required=False),
+        nonce=text_field(body, "nonce", max_len=128, required=False),
+    )
+    issued = await request.app[EC2].issue(issue, fields, context(request))
+    return issued_response(issued)
+
+
+async def issue_iam(request: web.Request) -> web.Response:
+    if IAM not in request.app:
+        raise ClientError("No role allows the aws-iam method.", code="method_not_enabled")
+    body = await read_json_object(request, allowed=IAM_FIELDS)
+    issue = issue_request(body)
+    issued = await request.app[IAM].issue(issue, body, context(request))
     return issued_response(issued)
 
 

@@ -51,9 +51,7 @@ def problem(
     headers = {"X-Request-ID": request_id}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.Response(
-        status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
-    )
+    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers)
 
 
 def new_request_id(request: web.Request) -> str:

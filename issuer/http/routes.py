@@ -9,6 +9,8 @@ from issuer.http import handlers
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/issue/token", handlers.issue_token)
+    app.router.add_post("/v1/issue/aws-ec2", handlers.issue_ec2)
+    app.router.add_post("/v1/issue/aws-iam", handlers.issue_iam)
     app.router.add_get("/v1/bundle", handlers.bundle)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

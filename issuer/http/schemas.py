@@ -17,6 +17,8 @@ from issuer.errors import ClientError
 from issuer.service import IssueRequest
 
 MAX_CSR = 16 * 1024
+MAX_DOCUMENT = 16 * 1024
+MAX_BLOB = 16 * 1024
 COMMON_FIELDS = frozenset({"csr", "role", "ttl"})
 TOKEN_FIELDS = COMMON_FIELDS | {"token"}
 EC2_FIELDS = COMMON_FIELDS | {"document", "rsa2048", "pkcs7", "signature", "nonce"}

@@ -89,7 +89,7 @@ def create_app(
             if settings.server_id is not None:
                 caller = sts_caller
                 if caller is None:
-                    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+                    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trust_env=False)
                     caller = AiohttpStsCaller(
                         session=http,
                         endpoint_overrides=settings.sts.endpoint_overrides,

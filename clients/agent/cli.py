@@ -145,6 +145,8 @@ def _run_bootstrap(args: argparse.Namespace, *, env: Mapping[str, str], out: Tex
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} is for --method {method}, not {args.method}", code="option_not_for_method")
     # Everything that can be checked without I/O is checked before the first file or request.
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds", code="timeout_invalid")
     token = _join_token(args, env) if args.method == "token" else None
     server_id = args.server_id or env.get("ISSUER_SERVER_ID")
     if args.method == "aws-iam" and not server_id:

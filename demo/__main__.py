@@ -125,14 +125,21 @@ def main() -> int:
         say(f"Step 3: start the issuer on {server} (SQLite in {state})")
         log = (WORK / "issuer.log").open("wb")
         print(f"    $ issuer serve --port {port} --log-format text   (log: {WORK / 'issuer.log'})")
-        service = subprocess.Popen([issuer, "serve", "--port", str(port), "--log-format", "text"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        service = subprocess.Popen(
+            [issuer, "serve", "--port", str(port), "--log-format", "text"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_ready(f"{server}/readyz", service)
         ok("GET /readyz answers 200 (database reachable, signer loaded)")
 
         say("Step 4: an operator creates a one-time join token for machine 'build-box-1'")
-        token = run([issuer, "token", "create", "--role", "onprem", "--name", "build-box-1", "--ttl", "15m"],
-                    env=env, capture=True).strip()
+        token = run(
+            [issuer, "token", "create", "--role", "onprem", "--name", "build-box-1", "--ttl", "15m"],
+            env=env,
+            capture=True,
+        ).strip()
         if not token.startswith("ijt_"):
             raise DemoFailed("no token printed")
         ok("token printed once (stored only as a SHA-256 hash)")
@@ -147,8 +154,10 @@ def main() -> int:
         ok(f"{certs}/key.pem is 0600; cert.pem, chain.pem, bundle.pem, fullchain.pem written")
         print("    The same token again is refused (single use):")
         try:
-            run([agent, "bootstrap", "--method", "token", "--server", server, "--out", str(WORK / "again")],
-                env=agent_env)
+            run(
+                [agent, "bootstrap", "--method", "token", "--server", server, "--out", str(WORK / "again")],
+                env=agent_env,
+            )
             raise DemoFailed("a used token was accepted")
         except DemoFailed as exc:
             if "accepted" in str(exc):
@@ -159,8 +168,21 @@ def main() -> int:
         bundle = WORK / "truststore.pem"
         with urllib.request.urlopen(f"{server}/v1/bundle", timeout=5) as resp:
             bundle.write_bytes(resp.read())
-        run(["openssl", "verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", str(bundle),
-             "-untrusted", str(certs / "chain.pem"), str(certs / "cert.pem")], env=env)
+        run(
+            [
+                "openssl",
+                "verify",
+                "-x509_strict",
+                "-purpose",
+                "sslclient",
+                "-CAfile",
+                str(bundle),
+                "-untrusted",
+                str(certs / "chain.pem"),
+                str(certs / "cert.pem"),
+            ],
+            env=env,
+        )
         server_cert, server_key = make_server_certificate(WORK)
         endpoint = MtlsEndpoint(bundle=bundle, cert=server_cert, key=server_key, port=free_port())
         endpoint.start()

@@ -50,9 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"issuer {__version__}")
-    parser.add_argument(
-        "--config", metavar="FILE", help="issuer.toml (default: $ISSUER_CONFIG, else embedded default)"
-    )
+    parser.add_argument("--config", metavar="FILE", help="issuer.toml (default: $ISSUER_CONFIG, else embedded default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API", description="Run the HTTP API.")
@@ -70,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
 
-    ca = sub.add_parser("ca", help="the private CA").add_subparsers(
-        dest="ca_command", metavar="ACTION", required=True
-    )
+    ca = sub.add_parser("ca", help="the private CA").add_subparsers(dest="ca_command", metavar="ACTION", required=True)
     init = ca.add_parser(
         "init",
         help="create the root and issuing CA",
@@ -82,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--root-validity", default="3650d", help="root CA lifetime (default 3650d)")
     init.add_argument("--issuing-validity", default="365d", help="issuing CA lifetime (default 365d)")
     init.add_argument("--organization", help="O= in the CA subjects and leaves")
-    init.add_argument(
-        "--force", action="store_true", help="replace an existing CA (every issued cert stops verifying)"
-    )
+    init.add_argument("--force", action="store_true", help="replace an existing CA (every issued cert stops verifying)")
     ca.add_parser("show", help="show the CA certificates", description="Show the CA certificates.")
 
     token = sub.add_parser("token", help="one-time join tokens").add_subparsers(
@@ -100,9 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="the machine's name (goes into the certificate)")
     create.add_argument("--ttl", default="1h", help="how long the token is usable (default 1h)")
     create.add_argument("--json", action="store_true", help="print JSON")
-    tlist = token.add_parser(
-        "list", help="list unused tokens", description="List join tokens (never their text)."
-    )
+    tlist = token.add_parser("list", help="list unused tokens", description="List join tokens (never their text).")
     tlist.add_argument("--all", action="store_true", help="include used tokens")
 
     certs = sub.add_parser("certs", help="issued certificates").add_subparsers(
@@ -114,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     clist.add_argument("--limit", type=int, default=50)
     clist.add_argument("--status", choices=("active", "revoked", "superseded"))
     clist.add_argument("--principal", help="only this principal (instance id, ARN, token name)")
-    cshow = certs.add_parser(
-        "show", help="show one certificate", description="Show one certificate by serial (hex)."
-    )
+    cshow = certs.add_parser("show", help="show one certificate", description="Show one certificate by serial (hex).")
     cshow.add_argument("serial")
     cshow.add_argument("--pem", action="store_true", help="print the PEM only")
 
@@ -261,9 +251,7 @@ def _init_ca(
     print(f"  root:    {files.root_cert_path} (valid {format_duration(root_td)})")
     print(f"  issuing: {files.issuing_cert_path} (valid {format_duration(issuing_td)})")
     if generated:
-        print(
-            f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE"
-        )
+        print(f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE")
 
 
 def cmd_ca(args: argparse.Namespace, settings: Settings) -> int:
@@ -307,9 +295,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         created = _run(
             lambda: _with_sessions(
                 settings,
-                lambda s: admin.create_token(
-                    s, settings, role=args.role, name=args.name, ttl=ttl, now=_now()
-                ),
+                lambda s: admin.create_token(s, settings, role=args.role, name=args.name, ttl=ttl, now=_now()),
             )
         )
         if args.json:
@@ -353,9 +339,7 @@ def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
         rows = _run(
             lambda: _with_sessions(
                 settings,
-                lambda s: admin.list_certificates(
-                    s, limit=args.limit, status=args.status, principal=args.principal
-                ),
+                lambda s: admin.list_certificates(s, limit=args.limit, status=args.status, principal=args.principal),
             )
         )
         if not rows:
@@ -374,8 +358,7 @@ def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"serial:      {cert.serial}")
     print(
-        f"status:      {cert.status}"
-        + (f" ({cert.revocation_reason} at {cert.revoked_at})" if cert.revoked_at else "")
+        f"status:      {cert.status}" + (f" ({cert.revocation_reason} at {cert.revoked_at})" if cert.revoked_at else "")
     )
     print(f"subject:     {cert.subject}")
     print(f"SANs:        {', '.join(cert.sans)}")
@@ -404,9 +387,7 @@ def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
                 f"{b.pending_time.isoformat(timespec='seconds'):26} {b.created_at.isoformat(timespec='seconds')}"
             )
         return 0
-    removed = _run(
-        lambda: _with_sessions(settings, lambda s: admin.reset_instance(s, instance_id=args.instance_id))
-    )
+    removed = _run(lambda: _with_sessions(settings, lambda s: admin.reset_instance(s, instance_id=args.instance_id)))
     if not removed:
         print(f"issuer: error: no binding for instance {args.instance_id}", file=sys.stderr)
         return 1

@@ -21,15 +21,15 @@ goes only to the log and the audit table, so a client never learns which binding
 from __future__ import annotations
 
 __all__ = [
-    "IssuerError",
     "ClientError",
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "IssuerError",
+    "NotFound",
     "PayloadTooLarge",
     "Unauthorized",
-    "Forbidden",
-    "NotFound",
-    "Conflict",
     "UpstreamUnavailable",
-    "ConfigError",
 ]
 
 

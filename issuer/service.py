@@ -116,9 +116,7 @@ class IssuerService:
             token_hash = hash_secret(token)
             now = self.clock()
             async with self.sessions() as session, session.begin():
-                row = await repo.consume_join_token(
-                    session, token_hash=token_hash, now=now, request_id=ctx.request_id
-                )
+                row = await repo.consume_join_token(session, token_hash=token_hash, now=now, request_id=ctx.request_id)
                 if row is None:
                     raise await self._token_refusal(session, token_hash=token_hash, now=now, attempt=attempt)
                 attempt.principal, attempt.role = row.name, row.role

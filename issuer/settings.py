@@ -171,7 +171,7 @@ def _sts(table: Mapping[str, Any], source: str) -> StsSettings:
         raise ConfigError(f"{source}: [aws.sts] has unknown field {bad[0]!r}")
     partitions = table.get("partitions", ["aws"])
     if not isinstance(partitions, list) or not partitions or not all(isinstance(p, str) for p in partitions):
-        raise ConfigError(f"{source}: [aws.sts] partitions must be a non-empty array such as [\"aws\"]")
+        raise ConfigError(f'{source}: [aws.sts] partitions must be a non-empty array such as ["aws"]')
     try:
         timeout = parse_duration(table.get("timeout", "5s"))
     except ValueError as exc:
@@ -204,7 +204,7 @@ def _ec2(table: Mapping[str, Any], source: str, *, base: Path) -> Ec2Settings:
 
 def _url_map(value: object, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigError(f"{where} must be a table of name = \"URL\"")
+        raise ConfigError(f'{where} must be a table of name = "URL"')
     for name, url in value.items():
         if not re.match(r"^https?://", url):
             raise ConfigError(f"{where}: {name!r} must be an http(s) URL")

@@ -211,9 +211,7 @@ def _parse_role(table: Mapping[str, Any], *, where: str, trust_domain: str) -> R
             _check_template(template, allowed, where=f"{where}, field 'dns_sans' (method {method})")
     uri = role.uri_san_template(role.methods[0]).replace("{trust_domain}", trust_domain)
     if not re.match(r"^[a-z][a-z0-9+.-]*://", uri):
-        raise ConfigError(
-            f"{where}, field 'uri_san': must be an absolute URI such as spiffe://{trust_domain}/..."
-        )
+        raise ConfigError(f"{where}, field 'uri_san': must be an absolute URI such as spiffe://{trust_domain}/...")
     return role
 
 
@@ -224,9 +222,7 @@ def _check_template(template: str, allowed: frozenset[str], *, where: str) -> No
         raise ConfigError(f"{where}: {exc}") from None
     for name in names:
         if name not in allowed:
-            raise ConfigError(
-                f"{where}: unknown variable {{{name}}} (available: {', '.join(sorted(allowed))})"
-            )
+            raise ConfigError(f"{where}: unknown variable {{{name}}} (available: {', '.join(sorted(allowed))})")
 
 
 def _convert(value: object, *, kind: str, where: str) -> Any:

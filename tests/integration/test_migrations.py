@@ -32,7 +32,6 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-
 def test_stairway(empty_db: str) -> None:
     revs = revisions()
     assert revs, "no migrations found"

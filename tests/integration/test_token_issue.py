@@ -114,8 +114,14 @@ def _tamper_signature(pem: str) -> str:
     ("make_body", "status", "code"),
     [
         (lambda csr, tok: {"csr": _tamper_signature(csr), "token": tok}, 400, "csr_signature_invalid"),
-        (lambda csr, tok: {"csr": "-----BEGIN CERTIFICATE REQUEST-----\nZm9v\n-----END CERTIFICATE REQUEST-----\n",
-                           "token": tok}, 400, "csr_malformed"),
+        (
+            lambda csr, tok: {
+                "csr": "-----BEGIN CERTIFICATE REQUEST-----\nZm9v\n-----END CERTIFICATE REQUEST-----\n",
+                "token": tok,
+            },
+            400,
+            "csr_malformed",
+        ),
         (lambda csr, tok: {"csr": "hello", "token": tok}, 400, "csr_malformed"),
         (lambda csr, tok: b"{not json", 400, "body_not_json"),
         (lambda csr, tok: [csr, tok], 400, "body_not_object"),
@@ -186,7 +192,11 @@ async def test_expired_and_reused_tokens(tmp_path: Path, pg_url: str) -> None:
         status, body = await h.post("/v1/issue/token", {"csr": csr, "token": token})
         assert (status, body["code"]) == (401, "token_used")
         codes = [(a.outcome, a.code, a.principal) for a in await h.attestations()]
-        assert codes == [("failure", "token_expired", "late"), ("success", None, "once"), ("failure", "token_used", "once")]
+        assert codes == [
+            ("failure", "token_expired", "late"),
+            ("success", None, "once"),
+            ("failure", "token_used", "once"),
+        ]
 
 
 async def test_concurrent_use_of_one_token_exactly_one_wins(tmp_path: Path, pg_url: str) -> None:

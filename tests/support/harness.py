@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 

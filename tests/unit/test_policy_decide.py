@@ -32,7 +32,12 @@ def ec2_identity(**attrs: str) -> VerifiedIdentity:
 
 
 def iam_identity(arn: str, session: str | None = "task-1") -> VerifiedIdentity:
-    attrs = {"canonical_arn": arn, "principal_type": "role", "name": arn.rsplit("/", 1)[1], "role_name": arn.rsplit("/", 1)[1]}
+    attrs = {
+        "canonical_arn": arn,
+        "principal_type": "role",
+        "name": arn.rsplit("/", 1)[1],
+        "role_name": arn.rsplit("/", 1)[1],
+    }
     if session:
         attrs["session_name"] = session
     return VerifiedIdentity(method="aws-iam", principal=arn, account_id="123456789012", attributes=attrs)
@@ -97,7 +102,9 @@ def test_iam_principal_globs_and_session_template() -> None:
     )
     assert leaf.uri_sans == ("spiffe://t/aws/123456789012/iam/ecs-task-web/task-1",)
     with pytest.raises(Forbidden):
-        decide(iam_identity("arn:aws:iam::123456789012:role/admin"), role, key_type="ec-p256", now=NOW, trust_domain="t")
+        decide(
+            iam_identity("arn:aws:iam::123456789012:role/admin"), role, key_type="ec-p256", now=NOW, trust_domain="t"
+        )
     with pytest.raises(Forbidden) as info:
         decide(
             iam_identity("arn:aws:iam::123456789012:role/ecs-task-web", session=None),
@@ -124,7 +131,9 @@ def test_arn_matches() -> None:
 
 
 def test_ttl_and_method_and_key_type() -> None:
-    role = Role(name="t", methods=("token",), max_ttl=timedelta(hours=1), ttl=timedelta(minutes=30), key_types=("ec-p256",))
+    role = Role(
+        name="t", methods=("token",), max_ttl=timedelta(hours=1), ttl=timedelta(minutes=30), key_types=("ec-p256",)
+    )
     ident = VerifiedIdentity(method="token", principal="n", attributes={"name": "n"})
     with pytest.raises(ClientError, match="max_ttl"):
         decide(ident, role, key_type="ec-p256", now=NOW, trust_domain="t", requested_ttl=timedelta(hours=2))

@@ -1,8 +1,12 @@
 """`make demo`: the whole product on one machine, narrated, on the embedded default.
 
-1. write a role (issuer.toml)         4. create a one-time join token
-2. initialise the private CA          5. bootstrap a machine with issuer-agent
-3. start the issuer service           6. call an mTLS API with the certificate (and without)
+1. write the roles (issuer.toml)      5. bootstrap an on-prem machine with issuer-agent
+2. initialise the private CA          6. call an mTLS API with the certificate (and without)
+3. start the issuer service           7. bootstrap an EC2 instance (IMDSv2 identity document)
+4. create a one-time join token       8. bootstrap an IAM user and an ECS-style task role (STS)
+
+AWS is played by local stand-ins: moto's server for STS and IAM (signatures checked),
+a fake instance metadata service, and a demo "AWS" key trusted for one region.
 
 Everything runs on 127.0.0.1 under ./.demo; the processes it starts are stopped at
 the end; it exits 0 only if every step did what it said.
@@ -21,8 +25,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
+from demo.aws_standins import ACCOUNT, INSTANCE, REGION, DemoAws, demo_aws
 from demo.mtls_endpoint import MtlsEndpoint, make_server_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +41,38 @@ ROLES = """\
 trust_domain = "demo.example"
 server_id = "issuer.demo.example"
 
+[aws.sts]
+# Real clients sign for the real STS host; the issuer sends those requests to moto instead.
+endpoint_overrides = {{ "sts.us-east-1.amazonaws.com" = "{sts_url}" }}
+
+[aws.ec2]
+# The demo's stand-in "AWS" signing certificate, trusted for one region.
+extra_certs = {{ "{region}" = ["{aws_cert}"] }}
+
 [[roles]]
 name = "onprem"
 methods = ["token"]
 ttl = "24h"
-uri_san = "spiffe://{trust_domain}/onprem/{name}"
+uri_san = "spiffe://{{trust_domain}}/onprem/{{name}}"
+
+[[roles]]
+name = "web-fleet"
+methods = ["aws-ec2"]
+account_ids = ["{account}"]
+regions = ["{region}"]
+ttl = "12h"
+
+[[roles]]
+name = "build-servers"
+methods = ["aws-iam"]
+principal_arns = ["{user_arn}"]
+
+[[roles]]
+name = "ecs-tasks"
+methods = ["aws-iam"]
+principal_arns = ["arn:aws:iam::{account}:role/ecs-task-*"]
+ttl = "1h"
+uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/{{role_name}}/{{session_name}}"
 """
 
 
@@ -98,10 +131,36 @@ def mtls_get(url: str, *, server_ca: Path, cert: Path | None, key: Path | None) 
         return json.loads(resp.read())
 
 
+def call_api(endpoint: MtlsEndpoint, server_cert: Path, certs: Path, expected: str) -> None:
+    print(f"    GET {endpoint.url} with the certificate in {certs.name}/:")
+    answer = mtls_get(endpoint.url, server_ca=server_cert, cert=certs / "fullchain.pem", key=certs / "key.pem")
+    print(f"      {json.dumps(answer)}")
+    if answer.get("hello") != expected:
+        raise DemoFailed(f"the API saw {answer}, expected {expected}")
+    ok(f"the API saw {expected}")
+
+
+def expect_refusal(args: list[str], *, env: dict[str, str], what: str) -> None:
+    try:
+        run(args, env=env)
+    except DemoFailed:
+        ok(f"{what} refused")
+        return
+    raise DemoFailed(f"{what} was accepted")
+
+
 def main() -> int:
-    if WORK.exists():
-        shutil.rmtree(WORK)
-    WORK.mkdir(mode=0o700)
+    with ExitStack() as stack:
+        if WORK.exists():
+            shutil.rmtree(WORK)
+        WORK.mkdir(mode=0o700)
+        say("Starting the AWS stand-ins: moto (STS + IAM, SigV4 checked), a fake IMDS, a demo AWS signing key")
+        aws = stack.enter_context(demo_aws(WORK))
+        ok(f"STS at {aws.sts_url}; IMDS at {aws.imds_url}; IAM user {aws.user_arn}; role {aws.role_arn}")
+        return walkthrough(aws)
+
+
+def walkthrough(aws: DemoAws) -> int:
     state = WORK / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "AWS_"))}
     env.update({"ISSUER_STATE_DIR": str(state), "ISSUER_CONFIG": str(WORK / "issuer.toml")})
@@ -111,9 +170,16 @@ def main() -> int:
     service: subprocess.Popen[bytes] | None = None
     endpoint: MtlsEndpoint | None = None
     try:
-        say("Step 1: write a role: on-prem machines with join tokens get 24 h certificates")
-        (WORK / "issuer.toml").write_text(ROLES)
-        print("      " + ROLES.rstrip().replace("\n", "\n      "))
+        say("Step 1: write the roles: on-prem (join tokens), an EC2 fleet, build servers and ECS tasks (IAM)")
+        roles = ROLES.format(
+            sts_url=aws.sts_url,
+            region=REGION,
+            aws_cert=aws.aws_cert_path,
+            account=ACCOUNT,
+            user_arn=aws.user_arn,
+        )
+        (WORK / "issuer.toml").write_text(roles)
+        print("      " + roles.rstrip().replace("\n", "\n      "))
 
         say("Step 2: initialise the private CA (root ECDSA P-384, issuing ECDSA P-256, keys encrypted at rest)")
         run([issuer, "ca", "init"], env=env)
@@ -186,12 +252,7 @@ def main() -> int:
         server_cert, server_key = make_server_certificate(WORK)
         endpoint = MtlsEndpoint(bundle=bundle, cert=server_cert, key=server_key, port=free_port())
         endpoint.start()
-        print(f"    GET {endpoint.url} with the machine's certificate:")
-        answer = mtls_get(endpoint.url, server_ca=server_cert, cert=certs / "fullchain.pem", key=certs / "key.pem")
-        print(f"      {json.dumps(answer)}")
-        if answer.get("hello") != "spiffe://demo.example/onprem/build-box-1":
-            raise DemoFailed(f"unexpected identity: {answer}")
-        ok("the API saw spiffe://demo.example/onprem/build-box-1")
+        call_api(endpoint, server_cert, certs, "spiffe://demo.example/onprem/build-box-1")
         print(f"    GET {endpoint.url} without a client certificate:")
         try:
             answer = mtls_get(endpoint.url, server_ca=server_cert, cert=None, key=None)
@@ -200,6 +261,60 @@ def main() -> int:
             if isinstance(exc, DemoFailed):
                 raise
             ok(f"refused during the TLS handshake ({type(exc).__name__})")
+
+        say("Step 7: an EC2 instance bootstraps with its AWS-signed identity document (IMDSv2)")
+        ec2 = WORK / "ec2-instance"
+        ec2_args = [
+            agent,
+            "bootstrap",
+            "--method",
+            "aws-ec2",
+            "--role",
+            "web-fleet",
+            "--server",
+            server,
+            "--imds-endpoint",
+            aws.imds_url,
+        ]
+        run([*ec2_args, "--out", str(ec2)], env=env)
+        ok("first attestation binds the instance to the nonce kept in instance-nonce (0600)")
+        run([*ec2_args, "--out", str(ec2)], env=env)
+        ok("re-attestation with the kept nonce works")
+        print("    A copy of the same identity document from another machine (no nonce) is a replay:")
+        expect_refusal([*ec2_args, "--out", str(WORK / "thief")], env=env, what="replayed identity document")
+        call_api(endpoint, server_cert, ec2, f"spiffe://demo.example/aws/{ACCOUNT}/{REGION}/ec2/{INSTANCE}")
+
+        say("Step 8: IAM: a build server with an IAM user's keys, and an ECS task with its role's session")
+        iam_args = [
+            agent,
+            "bootstrap",
+            "--method",
+            "aws-iam",
+            "--server",
+            server,
+            "--server-id",
+            "issuer.demo.example",
+            "--sts-region",
+            "us-east-1",
+        ]
+        iam_env = dict(
+            env,
+            AWS_EC2_METADATA_DISABLED="true",
+            AWS_CONFIG_FILE=str(WORK / "no-aws-config"),
+            AWS_SHARED_CREDENTIALS_FILE=str(WORK / "no-aws-credentials"),
+        )
+        build = WORK / "build-server"
+        run([*iam_args, "--role", "build-servers", "--out", str(build)], env=dict(iam_env, **aws.user.env()))
+        call_api(endpoint, server_cert, build, f"spiffe://demo.example/aws/{ACCOUNT}/iam/user/build-server")
+        task = WORK / "ecs-task"
+        run([*iam_args, "--role", "ecs-tasks", "--out", str(task)], env=dict(iam_env, **aws.task.env()))
+        call_api(endpoint, server_cert, task, f"spiffe://demo.example/aws/{ACCOUNT}/iam/ecs-task-payments/task-7f3a9c")
+        print("    The build server's keys asking for the ECS role (not in its principal_arns):")
+        expect_refusal(
+            [*iam_args, "--role", "ecs-tasks", "--out", str(WORK / "wrong-role")],
+            env=dict(iam_env, **aws.user.env()),
+            what="role outside the principal's bindings",
+        )
 
         say("The record: every issuance and refusal is in the database")
         run([issuer, "certs", "list"], env=env)

@@ -1,0 +1,609 @@
+"""POST /v1/issue/aws-iam end to end: the real app on a migrated database, moto's STS checking
+every signature, openssl and cryptography checking every certificate.
+
+Requests are signed by botocore (``tests/support/sts_signing.py``) with the keys moto issued
+(``tests/support/moto_iam.py``). Where a test must count or script the upstream, STS is a
+small aiohttp app on 127.0.0.1 that the service reaches through its ``[aws.sts]``
+endpoint overrides, exactly as it reaches moto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+from ca.files import load_local_signer
+from ca.profile import LeafTemplate
+from ca.signer import Signer
+from issuer.attest.sts import ValidatedStsRequest
+from issuer.attest.sts_client import AiohttpStsCaller, CallerIdentity, StsCaller
+from issuer.store.models import Attestation, Identity
+from tests.support.harness import PASSPHRASE, Harness, check_issued, new_csr, running_issuer, write_ca
+from tests.support.moto_iam import ACCOUNT_ID, AwsKey, MotoIam, moto_iam
+from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
+
+PATH = "/v1/issue/aws-iam"
+SERVER_ID = "issuer.test.example"
+TRUST = "test.example"
+# Any key will do where STS is our own fake: nothing checks its signature.
+FAKE_KEY = AwsKey("AKIAIOSFODNN7EXAMPLE", "fake-secret")
+
+
+def config(sts_overrides: Mapping[str, str], *, timeout: str = "5s") -> str:
+    overrides = ", ".join(f'"{host}" = "{url}"' for host, url in sts_overrides.items())
+    return f"""
+[issuer]
+trust_domain = "{TRUST}"
+server_id = "{SERVER_ID}"
+
+[aws.sts]
+timeout = "{timeout}"
+endpoint_overrides = {{ {overrides} }}
+
+[[roles]]
+name = "builders"
+methods = ["aws-iam"]
+account_ids = ["{ACCOUNT_ID}"]
+principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:user/onprem/*"]
+uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/user/{{user_name}}"
+
+[[roles]]
+name = "ecs-tasks"
+methods = ["aws-iam"]
+account_ids = ["{ACCOUNT_ID}"]
+principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:role/ecs-task-*"]
+uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/{{role_name}}/{{session_name}}"
+
+[[roles]]
+name = "vault-clients"
+methods = ["aws-iam"]
+principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:role/ecs-task-web"]
+require_csr_binding = false
+uri_san = "spiffe://{{trust_domain}}/vault/{{role_name}}/{{session_name}}"
+"""
+
+
+def to_moto(aws: MotoIam) -> dict[str, str]:
+    return {"sts.amazonaws.com": aws.url, "sts.us-east-1.amazonaws.com": aws.url}
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[MotoIam]:
+    with moto_iam() as m:
+        yield m
+
+
+def csr_sha256(csr_pem: str) -> str:
+    der = x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+def sign(key: AwsKey, csr_pem: str | None, **options: Any) -> SignedStsRequest:
+    """Sign GetCallerIdentity for this issuer (and ``csr_pem``'s CSR, when given) with botocore."""
+    return sign_get_caller_identity(
+        access_key_id=key.access_key_id,
+        secret_access_key=key.secret_access_key,
+        session_token=key.session_token,
+        now=options.pop("now", datetime.now(UTC)),
+        server_id=options.pop("server_id", SERVER_ID),
+        csr_sha256_hex=csr_sha256(csr_pem) if csr_pem else None,
+        **options,
+    )
+
+
+def issue_body(csr_pem: str, role: str | None, proof: Mapping[str, object]) -> dict[str, object]:
+    body: dict[str, object] = {"csr": csr_pem, **proof}
+    if role is not None:
+        body["role"] = role
+    return body
+
+
+def native(signed: SignedStsRequest) -> dict[str, object]:
+    return {"sts_request": signed.sts_request()}
+
+
+async def identity_row(h: Harness, principal: str) -> Identity:
+    async with h.service.sessions() as session:
+        row = await session.scalar(
+            select(Identity).where(Identity.method == "aws-iam", Identity.principal == principal)
+        )
+    assert row is not None, principal
+    return row
+
+
+async def audit_row(h: Harness, request_id: str) -> Attestation:
+    (row,) = [a for a in await h.attestations() if a.request_id == request_id]
+    return row
+
+
+async def refused(
+    h: Harness, body: Mapping[str, object], *, status: int, code: str
+) -> tuple[dict[str, Any], Attestation]:
+    """POST ``body``; assert a problem+json refusal with ``code``, a failure audit row and no certificate."""
+    resp = await h.client.post(PATH, json=body)
+    problem = await resp.json(content_type=None)
+    assert (resp.status, problem.get("code")) == (status, code), problem
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    assert problem["type"].endswith(code)
+    assert problem["request_id"] == resp.headers["X-Request-ID"]
+    row = await audit_row(h, problem["request_id"])
+    assert (row.outcome, row.method, row.code, row.certificate_serial) == ("failure", "aws-iam", code, None)
+    assert [c.serial for c in await h.certificates() if c.request_id == problem["request_id"]] == []
+    return problem, row
+
+
+# --- accepted -----------------------------------------------------------------------------------
+
+
+async def test_iam_user_gets_a_certificate(tmp_path: Path, db_url: str, aws: MotoIam) -> None:
+    async with running_issuer(tmp_path, db_url, config=config(to_moto(aws))) as h:
+        # The CSR asks for names of its own; only its key is used.
+        key, csr = new_csr(common_name="root", uris=["spiffe://evil/x"])
+        status, body = await h.post(PATH, issue_body(csr, "builders", native(sign(aws.user, csr))))
+        assert status == 201, body
+        leaf = check_issued(body, key=key)
+
+        uri = f"spiffe://{TRUST}/aws/{ACCOUNT_ID}/iam/user/builder-1"
+        assert body["identity"] == {"method": "aws-iam", "principal": aws.user_arn, "uri_san": uri}
+        assert aws.user_arn == f"arn:aws:iam::{ACCOUNT_ID}:user/onprem/builder-1"
+        assert body["role"] == "builders"
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [uri]
+        assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "builder-1"
+
+        (cert_row,) = await h.certificates()
+        assert (cert_row.serial, cert_row.method, cert_row.role, cert_row.status) == (
+            body["serial"],
+            "aws-iam",
+            "builders",
+            "active",
+        )
+        assert cert_row.sans == [uri]
+        (audit,) = await h.attestations()
+        assert (audit.outcome, audit.method, audit.principal, audit.role, audit.certificate_serial, audit.code) == (
+            "success",
+            "aws-iam",
+            aws.user_arn,
+            "builders",
+            body["serial"],
+            None,
+        )
+        ident = await identity_row(h, aws.user_arn)
+        assert ident.account_id == ACCOUNT_ID
+        assert (ident.attributes["user_id"], ident.attributes["unique_id"]) == (aws.user_id, aws.user_id)
+
+
+async def test_assumed_role_is_bound_as_the_role_and_keeps_its_session_name(
+    tmp_path: Path, pg_url: str, aws: MotoIam
+) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config(to_moto(aws))) as h:
+        key, csr = new_csr()
+        status, body = await h.post(PATH, issue_body(csr, "ecs-tasks", native(sign(aws.role, csr))))
+        assert status == 201, body
+        leaf = check_issued(body, key=key)
+
+        uri = f"spiffe://{TRUST}/aws/{ACCOUNT_ID}/iam/ecs-task-web/task-42"
+        assert body["identity"] == {"method": "aws-iam", "principal": aws.canonical_role_arn, "uri_san": uri}
+        assert aws.canonical_role_arn == f"arn:aws:iam::{ACCOUNT_ID}:role/ecs-task-web"  # no /svc/ path
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [uri]
+
+        (audit,) = await h.attestations()
+        assert (audit.outcome, audit.principal, audit.role) == ("success", aws.canonical_role_arn, "ecs-tasks")
+        ident = await identity_row(h, aws.canonical_role_arn)
+        assert (
+            ident.attributes["arn"] == aws.session_arn == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/ecs-task-web/task-42"
+        )
+        assert ident.attributes["session_name"] == "task-42"
+        role_id, _, session = aws.session_user_id.partition(":")
+        assert session == "task-42"
+        assert (ident.attributes["user_id"], ident.attributes["unique_id"]) == (aws.session_user_id, role_id)
+
+
+async def test_vault_style_payload_only_for_a_role_without_csr_binding(
+    tmp_path: Path, pg_url: str, aws: MotoIam
+) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config(to_moto(aws))) as h:
+        key, csr = new_csr()
+        # What Vault's AWS auth clients send: no CSR hash, Vault's server-ID header, base64 fields.
+        signed = sign(aws.role, None, server_id_header="X-Vault-AWS-IAM-Server-ID")
+        vault = signed.vault_fields()
+        assert set(vault) == {"iam_http_request_method", "iam_request_url", "iam_request_headers", "iam_request_body"}
+
+        # A role that requires CSR binding refuses it before STS is asked (and before the
+        # signature is burned, so the same request is still good for the next role).
+        await refused(h, issue_body(csr, "ecs-tasks", vault), status=401, code="sts_csr_binding_missing")
+
+        status, body = await h.post(PATH, issue_body(csr, "vault-clients", vault))
+        assert status == 201, body
+        check_issued(body, key=key)
+        assert body["identity"] == {
+            "method": "aws-iam",
+            "principal": aws.canonical_role_arn,
+            "uri_san": f"spiffe://{TRUST}/vault/ecs-task-web/task-42",
+        }
+        assert [c.role for c in await h.certificates()] == ["vault-clients"]
+
+
+# --- refused ------------------------------------------------------------------------------------
+
+Build = Callable[[MotoIam, str], dict[str, object]]
+
+
+def _body_swapped(aws: MotoIam, csr: str) -> dict[str, object]:
+    # Still exactly GetCallerIdentity (keys swapped), so every local check passes; only STS can
+    # tell it is not the body that was signed.
+    proof = native(sign(aws.user, csr))
+    sts_request = proof["sts_request"]
+    assert isinstance(sts_request, dict)
+    sts_request["body"] = base64.b64encode(b"Version=2011-06-15&Action=GetCallerIdentity").decode()
+    return issue_body(csr, "builders", proof)
+
+
+def _moved_to_another_csr(aws: MotoIam, csr: str) -> dict[str, object]:
+    # A stolen signed request (made for the victim's CSR) with the hash swapped for the thief's.
+    _, victims = new_csr()
+    stolen = sign(aws.user, victims).with_header("X-Issuer-CSR-SHA256", csr_sha256(csr))
+    return issue_body(csr, "builders", native(stolen))
+
+
+REFUSALS: list[tuple[str, int, str, Build]] = [
+    (
+        "wrong secret",
+        401,
+        "sts_rejected",
+        lambda aws, csr: issue_body(csr, "builders", native(sign(AwsKey(aws.user.access_key_id, "wrong"), csr))),
+    ),
+    ("body changed after signing", 401, "sts_rejected", _body_swapped),
+    (
+        "signed header changed after signing",
+        401,
+        "sts_rejected",
+        lambda aws, csr: issue_body(
+            csr,
+            "builders",
+            native(sign(aws.user, csr).with_header("Content-Type", "application/x-www-form-urlencoded")),
+        ),
+    ),
+    ("signed CSR hash swapped for another CSR", 401, "sts_rejected", _moved_to_another_csr),
+    (
+        "server id header missing",
+        401,
+        "sts_server_id_missing",
+        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, csr, server_id=None))),
+    ),
+    (
+        "server id header unsigned",
+        401,
+        "sts_server_id_unsigned",
+        lambda aws, csr: issue_body(
+            csr, "builders", native(sign(aws.user, csr, server_id=None).with_header("X-Issuer-Server-ID", SERVER_ID))
+        ),
+    ),
+    (
+        "server id of another service",
+        401,
+        "sts_server_id_mismatch",
+        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, csr, server_id="issuer.other.example"))),
+    ),
+    (
+        "CSR hash missing",
+        401,
+        "sts_csr_binding_missing",
+        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, None))),
+    ),
+    (
+        "CSR hash unsigned",
+        401,
+        "sts_csr_binding_unsigned",
+        lambda aws, csr: issue_body(
+            csr, "builders", native(sign(aws.user, None).with_header("X-Issuer-CSR-SHA256", csr_sha256(csr)))
+        ),
+    ),
+    (
+        "CSR hash of another CSR",
+        401,
+        "sts_csr_binding_mismatch",
+        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, new_csr()[1]))),
+    ),
+    (
+        "signed 16 minutes ago",
+        401,
+        "sts_date_skew",
+        lambda aws, csr: issue_body(
+            csr, "builders", native(sign(aws.user, csr, now=datetime.now(UTC) - timedelta(minutes=16)))
+        ),
+    ),
+    (
+        "principal not in the role's principal_arns",
+        403,
+        "binding_mismatch",
+        lambda aws, csr: issue_body(csr, "ecs-tasks", native(sign(aws.user, csr))),
+    ),
+    (
+        "unknown role",
+        400,
+        "role_unknown",
+        lambda aws, csr: issue_body(csr, "no-such-role", native(sign(aws.user, csr))),
+    ),
+    (
+        "no role named while several roles allow aws-iam",
+        400,
+        "role_required",
+        lambda aws, csr: issue_body(csr, None, native(sign(aws.user, csr))),
+    ),
+]
+
+
+async def test_refusals_name_their_code_and_issue_nothing(
+    tmp_path: Path, pg_url: str, aws: MotoIam, subtests: pytest.Subtests
+) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config(to_moto(aws))) as h:
+        for name, status, code, build in REFUSALS:
+            with subtests.test(name, code=code):
+                _, csr = new_csr()
+                problem, row = await refused(h, build(aws, csr), status=status, code=code)
+                if code == "binding_mismatch":
+                    # The audit row knows who it was; the client is not told which binding failed.
+                    assert row.principal == aws.user_arn and row.role == "ecs-tasks"
+                    assert aws.user_arn not in problem["detail"] and "principal_arns" not in problem["detail"]
+                    assert "principal_arns" in (row.reason or "")
+                if code == "sts_rejected":
+                    assert "SignatureDoesNotMatch" in (row.reason or "")
+        assert await h.certificates() == []
+
+
+# --- single use ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CountingCaller:
+    """The real STS caller, counting the calls the service makes through the seam."""
+
+    inner: StsCaller
+    calls: int = 0
+
+    async def get_caller_identity(self, request: ValidatedStsRequest) -> CallerIdentity:
+        self.calls += 1
+        return await self.inner.get_caller_identity(request)
+
+
+@pytest.fixture
+async def counting_moto(aws: MotoIam) -> AsyncIterator[CountingCaller]:
+    async with aiohttp.ClientSession(trust_env=False) as http:
+        yield CountingCaller(AiohttpStsCaller(session=http, endpoint_overrides=to_moto(aws)))
+
+
+async def test_a_signed_request_is_single_use(
+    tmp_path: Path, db_url: str, aws: MotoIam, counting_moto: CountingCaller
+) -> None:
+    async with running_issuer(tmp_path, db_url, config=config({}), sts_caller=counting_moto) as h:
+        key, csr = new_csr()
+        body = issue_body(csr, "ecs-tasks", native(sign(aws.role, csr)))
+        status, issued = await h.post(PATH, body)
+        assert status == 201, issued
+        check_issued(issued, key=key)
+        await refused(h, body, status=401, code="sts_replayed")
+        assert counting_moto.calls == 1  # the replay never reached STS
+        assert len(await h.certificates()) == 1
+
+        # Burned even when the issuance then fails: STS accepts the user, the role's binding does not.
+        _, csr2 = new_csr()
+        denied = issue_body(csr2, "ecs-tasks", native(sign(aws.user, csr2)))
+        await refused(h, denied, status=403, code="binding_mismatch")
+        await refused(h, denied, status=401, code="sts_replayed")
+        assert counting_moto.calls == 2
+
+
+async def test_concurrent_replays_reach_sts_once(
+    tmp_path: Path, pg_url: str, aws: MotoIam, counting_moto: CountingCaller
+) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config({}), sts_caller=counting_moto) as h:
+        _, csr = new_csr()
+        body = issue_body(csr, "ecs-tasks", native(sign(aws.role, csr)))
+        results = await asyncio.gather(*(h.post(PATH, body) for _ in range(6)))
+        assert sorted(status for status, _ in results) == [201] + [401] * 5, results
+        assert {b["code"] for status, b in results if status == 401} == {"sts_replayed"}
+        assert counting_moto.calls == 1
+        assert len(await h.certificates()) == 1
+
+
+class GatheringSigner:
+    """The real CA signer, holding each ``issue`` until ``expected`` issuances wait, so that many
+    issuance transactions go on to record at once (N tasks of one ECS service scaling out)."""
+
+    def __init__(self, inner: Signer, *, expected: int) -> None:
+        self.inner = inner
+        self._barrier = asyncio.Barrier(expected)
+
+    @property
+    def issuer_certificate(self) -> x509.Certificate:
+        return self.inner.issuer_certificate
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        return self.inner.chain
+
+    @property
+    def roots(self) -> tuple[x509.Certificate, ...]:
+        return self.inner.roots
+
+    async def issue(
+        self, template: LeafTemplate, public_key: CertificatePublicKeyTypes, *, serial: int | None = None
+    ) -> x509.Certificate:
+        async with asyncio.timeout(20):  # fewer arrivals than expected: fail, do not hang
+            await self._barrier.wait()
+        return await self.inner.issue(template, public_key, serial=serial)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issuer/store/repo.py upsert_identity: SELECT ... FOR UPDATE locks no row for a principal seen for "
+    "the first time, so concurrent first issuances for one principal race on uq_identities_method_principal "
+    "and all but one end in IntegrityError -> 500 internal_error, with no audit row",
+)
+async def test_concurrent_first_issuances_for_one_role_all_succeed(tmp_path: Path, pg_url: str, aws: MotoIam) -> None:
+    write_ca(tmp_path / "state")
+    signer = load_local_signer(tmp_path / "state" / "ca", passphrase=PASSPHRASE.encode())
+    tasks = 4
+    gathering = GatheringSigner(signer, expected=tasks)
+    async with running_issuer(tmp_path, pg_url, config=config(to_moto(aws)), signer=gathering) as h:
+        csrs = [new_csr()[1] for _ in range(tasks)]
+        results = await asyncio.gather(
+            *(h.post(PATH, issue_body(csr, "ecs-tasks", native(sign(aws.role, csr)))) for csr in csrs)
+        )
+        assert [status for status, _ in results] == [201] * tasks, [b.get("code") for _, b in results]
+        assert len(await h.certificates()) == tasks
+
+
+# --- a scripted STS: what must never reach it, and what it does wrong ---------------------------
+
+
+@dataclass
+class FakeSts:
+    server: TestServer
+    hits: Counter[str]
+
+    def url(self, behaviour: str) -> str:
+        return str(self.server.make_url(f"/{behaviour}"))
+
+
+FAKE_USER_ARN = f"arn:aws:iam::{ACCOUNT_ID}:user/onprem/fake-sts-user"
+OK_XML = (
+    '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>'
+    f"<Arn>{FAKE_USER_ARN}</Arn><UserId>AIDAFAKESTSUSER</UserId><Account>{ACCOUNT_ID}</Account>"
+    "</GetCallerIdentityResult></GetCallerIdentityResponse>"
+)
+
+
+@pytest.fixture
+async def fake_sts() -> AsyncIterator[FakeSts]:
+    hits: Counter[str] = Counter()
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        behaviour = request.match_info["behaviour"]
+        hits[behaviour] += 1
+        if behaviour in ("ok", "target"):
+            return web.Response(text=OK_XML, content_type="text/xml")
+        if behaviour == "redirect":
+            raise web.HTTPTemporaryRedirect(location="/target/")
+        if behaviour == "error500":
+            return web.Response(
+                status=500, text="<ErrorResponse><Error><Code>InternalFailure</Code></Error></ErrorResponse>"
+            )
+        await release.wait()  # "hang": no answer while the test runs
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_route("*", "/{behaviour}/", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield FakeSts(server=server, hits=hits)
+    finally:
+        release.set()
+        await server.close()
+
+
+def _get(signed: SignedStsRequest) -> dict[str, object]:
+    # An attacker's GET (the form with the query in the URL); the method alone must stop it.
+    proof = native(signed)
+    sts_request = proof["sts_request"]
+    assert isinstance(sts_request, dict)
+    sts_request["method"] = "GET"
+    return proof
+
+
+EVIL_HOST = "sts.amazonaws.com.evil.example"
+LOCAL_REFUSALS: list[tuple[str, str, Callable[[str], dict[str, object]]]] = [
+    ("host not on the allowlist", "sts_host_not_allowed", lambda csr: native(sign(FAKE_KEY, csr, host=EVIL_HOST))),
+    (
+        "query string",
+        "sts_url_invalid",
+        lambda csr: native(sign(FAKE_KEY, csr, url="https://sts.amazonaws.com/?Action=GetCallerIdentity")),
+    ),
+    (
+        "another action",
+        "sts_body_invalid",
+        lambda csr: native(sign(FAKE_KEY, csr, body=b"Action=GetSessionToken&Version=2011-06-15")),
+    ),
+    ("GET", "sts_method_not_allowed", lambda csr: _get(sign(FAKE_KEY, csr))),
+    ("credential scope not sts", "sts_scope_invalid", lambda csr: native(sign(FAKE_KEY, csr, service="iam"))),
+]
+
+
+async def test_local_refusals_make_no_outbound_call(
+    tmp_path: Path, pg_url: str, fake_sts: FakeSts, subtests: pytest.Subtests
+) -> None:
+    # Every host, even the one STS's allowlist does not know, leads to the counting fake: had a
+    # request got past validation, the service would have sent it there.
+    overrides = {host: fake_sts.url("ok") for host in ("sts.amazonaws.com", EVIL_HOST)}
+    async with running_issuer(tmp_path, pg_url, config=config(overrides)) as h:
+        for name, code, build in LOCAL_REFUSALS:
+            with subtests.test(name, code=code):
+                _, csr = new_csr()
+                await refused(h, issue_body(csr, "builders", build(csr)), status=401, code=code)
+                assert sum(fake_sts.hits.values()) == 0
+        assert await h.certificates() == []
+
+        # The counter is live: a valid request through the same configuration reaches it once.
+        _, csr = new_csr()
+        status, body = await h.post(PATH, issue_body(csr, "builders", native(sign(FAKE_KEY, csr))))
+        assert status == 201, body
+        assert body["identity"]["principal"] == FAKE_USER_ARN
+        assert fake_sts.hits == Counter({"ok": 1})
+
+
+async def test_sts_failures_are_503_with_retry_after(
+    tmp_path: Path, pg_url: str, fake_sts: FakeSts, subtests: pytest.Subtests
+) -> None:
+    hosts = {
+        "error500": ("sts.us-east-1.amazonaws.com", "us-east-1"),
+        "hang": ("sts.us-west-2.amazonaws.com", "us-west-2"),
+        "redirect": ("sts.eu-west-1.amazonaws.com", "eu-west-1"),
+    }
+    overrides = {host: fake_sts.url(behaviour) for behaviour, (host, _) in hosts.items()}
+    async with running_issuer(tmp_path, pg_url, config=config(overrides, timeout="1s")) as h:
+        for behaviour, (host, region) in hosts.items():
+            with subtests.test(behaviour):
+                _, csr = new_csr()
+                body = issue_body(csr, "builders", native(sign(FAKE_KEY, csr, host=host, region=region)))
+                # A guard, not a measurement: a service that ignored its STS timeout fails here
+                # instead of hanging the suite.
+                async with asyncio.timeout(30):
+                    resp = await h.client.post(PATH, json=body)
+                problem = await resp.json(content_type=None)
+                assert (resp.status, problem["code"]) == (503, "sts_unavailable"), problem
+                assert resp.headers["Content-Type"].startswith("application/problem+json")
+                assert resp.headers["Retry-After"] == "5"
+                row = await audit_row(h, problem["request_id"])
+                assert (row.outcome, row.code) == ("failure", "sts_unavailable")
+                assert fake_sts.hits[behaviour] == 1
+                reason = row.reason or ""
+                if behaviour == "hang":
+                    assert "within 1.0s" in reason  # the configured timeout, not the 5 s default
+                elif behaviour == "redirect":
+                    assert "307" in reason
+                    assert fake_sts.hits["target"] == 0  # the target would have answered 200
+                else:
+                    assert "500" in reason
+        assert await h.certificates() == []

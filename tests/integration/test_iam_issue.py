@@ -10,11 +10,10 @@ endpoint overrides, exactly as it reaches moto.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -245,111 +244,59 @@ async def test_vault_style_payload_only_for_a_role_without_csr_binding(
 
 # --- refused ------------------------------------------------------------------------------------
 
-Build = Callable[[MotoIam, str], dict[str, object]]
+Sign = Callable[[MotoIam, str], SignedStsRequest]
 
 
-def _body_swapped(aws: MotoIam, csr: str) -> dict[str, object]:
+def user(aws: MotoIam, csr: str | None, **options: Any) -> SignedStsRequest:
+    """The IAM user's request for ``csr``; ``options`` go to :func:`sign`."""
+    return sign(aws.user, csr, **options)
+
+
+def _body_swapped(aws: MotoIam, csr: str) -> SignedStsRequest:
     # Still exactly GetCallerIdentity (keys swapped), so every local check passes; only STS can
     # tell it is not the body that was signed.
-    proof = native(sign(aws.user, csr))
-    sts_request = proof["sts_request"]
-    assert isinstance(sts_request, dict)
-    sts_request["body"] = base64.b64encode(b"Version=2011-06-15&Action=GetCallerIdentity").decode()
-    return issue_body(csr, "builders", proof)
+    return replace(user(aws, csr), body=b"Version=2011-06-15&Action=GetCallerIdentity")
 
 
-def _moved_to_another_csr(aws: MotoIam, csr: str) -> dict[str, object]:
+def _moved_to_another_csr(aws: MotoIam, csr: str) -> SignedStsRequest:
     # A stolen signed request (made for the victim's CSR) with the hash swapped for the thief's.
-    _, victims = new_csr()
-    stolen = sign(aws.user, victims).with_header("X-Issuer-CSR-SHA256", csr_sha256(csr))
-    return issue_body(csr, "builders", native(stolen))
+    return user(aws, new_csr()[1]).with_header("X-Issuer-CSR-SHA256", csr_sha256(csr))
 
 
-REFUSALS: list[tuple[str, int, str, Build]] = [
-    (
-        "wrong secret",
-        401,
-        "sts_rejected",
-        lambda aws, csr: issue_body(csr, "builders", native(sign(AwsKey(aws.user.access_key_id, "wrong"), csr))),
-    ),
-    ("body changed after signing", 401, "sts_rejected", _body_swapped),
-    (
-        "signed header changed after signing",
-        401,
-        "sts_rejected",
-        lambda aws, csr: issue_body(
-            csr,
-            "builders",
-            native(sign(aws.user, csr).with_header("Content-Type", "application/x-www-form-urlencoded")),
-        ),
-    ),
-    ("signed CSR hash swapped for another CSR", 401, "sts_rejected", _moved_to_another_csr),
-    (
-        "server id header missing",
-        401,
-        "sts_server_id_missing",
-        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, csr, server_id=None))),
-    ),
-    (
-        "server id header unsigned",
-        401,
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    name: str
+    code: str
+    signed: Sign
+    status: int = 401
+    role: str | None = "builders"
+
+
+FORM = "application/x-www-form-urlencoded"
+SKEWED = timedelta(minutes=16)
+REFUSALS = [
+    Refusal("wrong secret", "sts_rejected", lambda a, c: sign(AwsKey(a.user.access_key_id, "wrong"), c)),
+    Refusal("body changed after signing", "sts_rejected", _body_swapped),
+    Refusal("signed header changed", "sts_rejected", lambda a, c: user(a, c).with_header("Content-Type", FORM)),
+    Refusal("signed CSR hash swapped for another CSR", "sts_rejected", _moved_to_another_csr),
+    Refusal("server id missing", "sts_server_id_missing", lambda a, c: user(a, c, server_id=None)),
+    Refusal(
+        "server id unsigned",
         "sts_server_id_unsigned",
-        lambda aws, csr: issue_body(
-            csr, "builders", native(sign(aws.user, csr, server_id=None).with_header("X-Issuer-Server-ID", SERVER_ID))
-        ),
+        lambda a, c: user(a, c, server_id=None).with_header("X-Issuer-Server-ID", SERVER_ID),
     ),
-    (
-        "server id of another service",
-        401,
-        "sts_server_id_mismatch",
-        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, csr, server_id="issuer.other.example"))),
-    ),
-    (
-        "CSR hash missing",
-        401,
-        "sts_csr_binding_missing",
-        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, None))),
-    ),
-    (
+    Refusal("server id of another service", "sts_server_id_mismatch", lambda a, c: user(a, c, server_id="other")),
+    Refusal("CSR hash missing", "sts_csr_binding_missing", lambda a, c: user(a, None)),
+    Refusal(
         "CSR hash unsigned",
-        401,
         "sts_csr_binding_unsigned",
-        lambda aws, csr: issue_body(
-            csr, "builders", native(sign(aws.user, None).with_header("X-Issuer-CSR-SHA256", csr_sha256(csr)))
-        ),
+        lambda a, c: user(a, None).with_header("X-Issuer-CSR-SHA256", csr_sha256(c)),
     ),
-    (
-        "CSR hash of another CSR",
-        401,
-        "sts_csr_binding_mismatch",
-        lambda aws, csr: issue_body(csr, "builders", native(sign(aws.user, new_csr()[1]))),
-    ),
-    (
-        "signed 16 minutes ago",
-        401,
-        "sts_date_skew",
-        lambda aws, csr: issue_body(
-            csr, "builders", native(sign(aws.user, csr, now=datetime.now(UTC) - timedelta(minutes=16)))
-        ),
-    ),
-    (
-        "principal not in the role's principal_arns",
-        403,
-        "binding_mismatch",
-        lambda aws, csr: issue_body(csr, "ecs-tasks", native(sign(aws.user, csr))),
-    ),
-    (
-        "unknown role",
-        400,
-        "role_unknown",
-        lambda aws, csr: issue_body(csr, "no-such-role", native(sign(aws.user, csr))),
-    ),
-    (
-        "no role named while several roles allow aws-iam",
-        400,
-        "role_required",
-        lambda aws, csr: issue_body(csr, None, native(sign(aws.user, csr))),
-    ),
+    Refusal("CSR hash of another CSR", "sts_csr_binding_mismatch", lambda a, c: user(a, new_csr()[1])),
+    Refusal("signed 16 minutes ago", "sts_date_skew", lambda a, c: user(a, c, now=datetime.now(UTC) - SKEWED)),
+    Refusal("principal not in principal_arns", "binding_mismatch", user, status=403, role="ecs-tasks"),
+    Refusal("unknown role", "role_unknown", user, status=400, role="no-such-role"),
+    Refusal("no role named, several aws-iam roles", "role_required", user, status=400, role=None),
 ]
 
 
@@ -357,16 +304,17 @@ async def test_refusals_name_their_code_and_issue_nothing(
     tmp_path: Path, pg_url: str, aws: MotoIam, subtests: pytest.Subtests
 ) -> None:
     async with running_issuer(tmp_path, pg_url, config=config(to_moto(aws))) as h:
-        for name, status, code, build in REFUSALS:
-            with subtests.test(name, code=code):
+        for case in REFUSALS:
+            with subtests.test(case.name, code=case.code):
                 _, csr = new_csr()
-                problem, row = await refused(h, build(aws, csr), status=status, code=code)
-                if code == "binding_mismatch":
+                body = issue_body(csr, case.role, native(case.signed(aws, csr)))
+                problem, row = await refused(h, body, status=case.status, code=case.code)
+                if case.code == "binding_mismatch":
                     # The audit row knows who it was; the client is not told which binding failed.
                     assert row.principal == aws.user_arn and row.role == "ecs-tasks"
                     assert aws.user_arn not in problem["detail"] and "principal_arns" not in problem["detail"]
                     assert "principal_arns" in (row.reason or "")
-                if code == "sts_rejected":
+                if case.code == "sts_rejected":
                     assert "SignatureDoesNotMatch" in (row.reason or "")
         assert await h.certificates() == []
 
@@ -524,30 +472,20 @@ async def fake_sts() -> AsyncIterator[FakeSts]:
         await server.close()
 
 
-def _get(signed: SignedStsRequest) -> dict[str, object]:
+def _get(csr: str) -> SignedStsRequest:
     # An attacker's GET (the form with the query in the URL); the method alone must stop it.
-    proof = native(signed)
-    sts_request = proof["sts_request"]
-    assert isinstance(sts_request, dict)
-    sts_request["method"] = "GET"
-    return proof
+    return replace(sign(FAKE_KEY, csr), method="GET")
 
 
 EVIL_HOST = "sts.amazonaws.com.evil.example"
-LOCAL_REFUSALS: list[tuple[str, str, Callable[[str], dict[str, object]]]] = [
-    ("host not on the allowlist", "sts_host_not_allowed", lambda csr: native(sign(FAKE_KEY, csr, host=EVIL_HOST))),
-    (
-        "query string",
-        "sts_url_invalid",
-        lambda csr: native(sign(FAKE_KEY, csr, url="https://sts.amazonaws.com/?Action=GetCallerIdentity")),
-    ),
-    (
-        "another action",
-        "sts_body_invalid",
-        lambda csr: native(sign(FAKE_KEY, csr, body=b"Action=GetSessionToken&Version=2011-06-15")),
-    ),
-    ("GET", "sts_method_not_allowed", lambda csr: _get(sign(FAKE_KEY, csr))),
-    ("credential scope not sts", "sts_scope_invalid", lambda csr: native(sign(FAKE_KEY, csr, service="iam"))),
+QUERY_URL = "https://sts.amazonaws.com/?Action=GetCallerIdentity"
+OTHER_ACTION = b"Action=GetSessionToken&Version=2011-06-15"
+LOCAL_REFUSALS: list[tuple[str, str, Callable[[str], SignedStsRequest]]] = [
+    ("host not on the allowlist", "sts_host_not_allowed", lambda csr: sign(FAKE_KEY, csr, host=EVIL_HOST)),
+    ("query string", "sts_url_invalid", lambda csr: sign(FAKE_KEY, csr, url=QUERY_URL)),
+    ("another action", "sts_body_invalid", lambda csr: sign(FAKE_KEY, csr, body=OTHER_ACTION)),
+    ("GET", "sts_method_not_allowed", _get),
+    ("credential scope not sts", "sts_scope_invalid", lambda csr: sign(FAKE_KEY, csr, service="iam")),
 ]
 
 
@@ -561,8 +499,9 @@ async def test_local_refusals_make_no_outbound_call(
         for name, code, build in LOCAL_REFUSALS:
             with subtests.test(name, code=code):
                 _, csr = new_csr()
-                await refused(h, issue_body(csr, "builders", build(csr)), status=401, code=code)
-                assert sum(fake_sts.hits.values()) == 0
+                before = sum(fake_sts.hits.values())
+                await refused(h, issue_body(csr, "builders", native(build(csr))), status=401, code=code)
+                assert sum(fake_sts.hits.values()) == before == 0
         assert await h.certificates() == []
 
         # The counter is live: a valid request through the same configuration reaches it once.

@@ -75,7 +75,7 @@ class Ec2Issuance:
         """
         attempt = Attempt(method="aws-ec2", ctx=ctx)
         try:
-            if fields.nonce is not None and not _NONCE.match(fields.nonce):
+            if fields.nonce is not None and not _NONCE.fullmatch(fields.nonce):
                 raise ClientError("The nonce must be 16 to 128 URL-safe characters.", code="field_invalid")
             csr = self.core.parse_csr(request.csr_pem)
             proof = Ec2Proof.from_fields(

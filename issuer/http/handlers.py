@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text
 
+from issuer.attest.identity import Method
 from issuer.ec2_issuance import Ec2Fields
-from issuer.errors import ClientError
+from issuer.errors import ClientError, IssuerError
 from issuer.http.keys import BUNDLE_PEM, EC2, ENGINE, IAM, REQUEST_ID, SERVICE, SETTINGS
 from issuer.http.problems import problem
 from issuer.http.schemas import (
@@ -24,7 +27,7 @@ from issuer.http.schemas import (
     read_json_object,
     text_field,
 )
-from issuer.service import Issued, RequestContext
+from issuer.service import Attempt, Issued, RequestContext
 
 log = logging.getLogger("issuer.http")
 
@@ -75,37 +78,51 @@ def issued_response(issued: Issued) -> web.Response:
     return web.json_response(body, status=201)
 
 
+@asynccontextmanager
+async def audited(request: web.Request, method: Method) -> AsyncIterator[RequestContext]:
+    """Refusals at the wire (bad JSON, wrong types, oversize) leave an audit row like any other attempt."""
+    ctx = context(request)
+    try:
+        yield ctx
+    except IssuerError as exc:
+        await request.app[SERVICE].record_failure(Attempt(method=method, ctx=ctx), exc)
+        raise
+
+
 async def issue_token(request: web.Request) -> web.Response:
-    body = await read_json_object(request, allowed=TOKEN_FIELDS)
-    issue = issue_request(body)
-    token = text_field(body, "token", max_len=256)
-    assert token is not None
-    issued = await request.app[SERVICE].issue_with_token(issue, token, context(request))
+    async with audited(request, "token") as ctx:
+        body = await read_json_object(request, allowed=TOKEN_FIELDS)
+        issue = issue_request(body)
+        token = text_field(body, "token", max_len=256)
+        assert token is not None
+    issued = await request.app[SERVICE].issue_with_token(issue, token, ctx)
     return issued_response(issued)
 
 
 async def issue_ec2(request: web.Request) -> web.Response:
-    body = await read_json_object(request, allowed=EC2_FIELDS)
-    issue = issue_request(body)
-    document = text_field(body, "document", max_len=MAX_DOCUMENT)
-    assert document is not None
-    fields = Ec2Fields(
-        document=document,
-        rsa2048=text_field(body, "rsa2048", max_len=MAX_BLOB, required=False),
-        pkcs7=text_field(body, "pkcs7", max_len=MAX_BLOB, required=False),
-        signature=text_field(body, "signature", max_len=MAX_BLOB, required=False),
-        nonce=text_field(body, "nonce", max_len=128, required=False),
-    )
-    issued = await request.app[EC2].issue(issue, fields, context(request))
+    async with audited(request, "aws-ec2") as ctx:
+        body = await read_json_object(request, allowed=EC2_FIELDS)
+        issue = issue_request(body)
+        document = text_field(body, "document", max_len=MAX_DOCUMENT)
+        assert document is not None
+        fields = Ec2Fields(
+            document=document,
+            rsa2048=text_field(body, "rsa2048", max_len=MAX_BLOB, required=False),
+            pkcs7=text_field(body, "pkcs7", max_len=MAX_BLOB, required=False),
+            signature=text_field(body, "signature", max_len=MAX_BLOB, required=False),
+            nonce=text_field(body, "nonce", max_len=128, required=False),
+        )
+    issued = await request.app[EC2].issue(issue, fields, ctx)
     return issued_response(issued)
 
 
 async def issue_iam(request: web.Request) -> web.Response:
-    if IAM not in request.app:
-        raise ClientError("No role allows the aws-iam method.", code="method_not_enabled")
-    body = await read_json_object(request, allowed=IAM_FIELDS)
-    issue = issue_request(body)
-    issued = await request.app[IAM].issue(issue, body, context(request))
+    async with audited(request, "aws-iam") as ctx:
+        if IAM not in request.app:
+            raise ClientError("No role allows the aws-iam method.", code="method_not_enabled")
+        body = await read_json_object(request, allowed=IAM_FIELDS)
+        issue = issue_request(body)
+    issued = await request.app[IAM].issue(issue, body, ctx)
     return issued_response(issued)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from issuer.durations import parse_duration
-from issuer.errors import ClientError
+from issuer.errors import ClientError, PayloadTooLarge
+from issuer.http.keys import SETTINGS
 from issuer.service import IssueRequest
 
 MAX_CSR = 16 * 1024
@@ -37,7 +38,12 @@ async def read_json_object(request: web.Request, *, allowed: Collection[str]) ->
     Raises :class:`ClientError` ``body_not_json``, ``body_not_object``, ``field_unknown``;
     an oversize body ends in aiohttp's 413 before it is read whole.
     """
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"The request body is larger than this service accepts ({request.app[SETTINGS].max_body_bytes} bytes).",
+        ) from None
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

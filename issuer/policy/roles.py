@@ -183,7 +183,7 @@ def _parse_role(table: Mapping[str, Any], *, where: str, trust_domain: str) -> R
     values: dict[str, Any] = {}
     for key, value in table.items():
         values[key] = _convert(value, kind=_FIELD_KINDS[key], where=f"{where}, field {key!r}")
-    if "name" not in values or not _ROLE_NAME.match(values["name"]):
+    if "name" not in values or not _ROLE_NAME.fullmatch(values["name"]):
         raise ConfigError(f"{where}, field 'name': required; letters, digits, '.', '_' and '-' (at most 63)")
     if "methods" not in values:
         raise ConfigError(f"{where}, field 'methods': required, e.g. methods = [\"token\"]")
@@ -256,7 +256,7 @@ def _convert(value: object, *, kind: str, where: str) -> Any:
                 raise ConfigError(f"{where}: unknown key type {item!r} (known: {', '.join(KEY_TYPES)})")
     elif kind == "accounts":
         for item in items:
-            if not _ACCOUNT_ID.match(item):
+            if not _ACCOUNT_ID.fullmatch(item):
                 raise ConfigError(f"{where}: {item!r} is not a 12-digit AWS account ID")
     return items
 

@@ -234,13 +234,6 @@ async def test_bad_proofs_are_refused_with_their_own_code(
         check_issued(issued)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issuer/ec2_issuance.py:34 _NONCE ends in '$', which also matches before a final newline, so a nonce "
-    "'<16+ URL-safe chars>\\n' passes the '16 to 128 URL-safe characters' check and is bound with the newline "
-    "in its hash (a later request with the same nonce minus the newline is ec2_nonce_mismatch); use re.fullmatch "
-    "or \\Z",
-)
 async def test_nonce_with_a_trailing_newline_is_refused(
     tmp_path: Path, pg_url: str, aws: FakeAwsSigner, aws_certs: AwsCertStore
 ) -> None:

@@ -154,6 +154,10 @@ async def test_bad_requests_get_problem_json_and_change_nothing(
         # The token is still unused: a correct request with it succeeds.
         got, _ = await h.post("/v1/issue/token", {"csr": csr, "token": token})
         assert got == 201
+        # Both attempts are in the audit trail, the refusal with its code and request id.
+        audit = [(a.outcome, a.method, a.code, a.request_id) for a in await h.attestations()]
+        assert audit[0] == ("failure", "token", code, body["request_id"])
+        assert [row[0] for row in audit] == ["failure", "success"]
 
 
 async def test_failures_leave_an_audit_row_with_the_reason(tmp_path: Path, pg_url: str) -> None:
@@ -175,6 +179,8 @@ async def test_oversize_body_is_refused_with_413(tmp_path: Path, pg_url: str) ->
         resp = await h.client.post("/v1/issue/token", data=b'{"csr": "' + b"A" * 200_000 + b'"}')
         body = await resp.json(content_type=None)
         assert (resp.status, body["code"]) == (413, "payload_too_large")
+        (row,) = await h.attestations()
+        assert (row.outcome, row.code) == ("failure", "payload_too_large")
 
 
 async def test_expired_and_reused_tokens(tmp_path: Path, pg_url: str) -> None:

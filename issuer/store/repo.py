@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store.models import (
@@ -30,25 +32,20 @@ async def upsert_identity(
     attributes: dict[str, Any],
     now: datetime,
 ) -> Identity:
-    """The identity row for (method, principal), created or refreshed."""
-    row = await session.scalar(
-        select(Identity).where(Identity.method == method, Identity.principal == principal).with_for_update()
+    """The identity row for (method, principal), created or refreshed.
+
+    One ``INSERT … ON CONFLICT DO UPDATE``: many machines share a principal (every
+    task of an ECS service has the same role ARN), and their first issuances race.
+    """
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    values = {"account_id": account_id, "region": region, "attributes": attributes, "last_seen": now}
+    statement = (
+        insert(Identity)
+        .values(method=method, principal=principal, first_seen=now, **values)
+        .on_conflict_do_update(index_elements=[Identity.method, Identity.principal], set_=values)
+        .returning(Identity)
     )
-    if row is None:
-        row = Identity(
-            method=method,
-            principal=principal,
-            account_id=account_id,
-            region=region,
-            attributes=attributes,
-            first_seen=now,
-            last_seen=now,
-        )
-        session.add(row)
-    else:
-        row.account_id, row.region, row.attributes, row.last_seen = account_id, region, attributes, now
-    await session.flush()
-    return row
+    return (await session.execute(statement, execution_options={"populate_existing": True})).scalar_one()
 
 
 async def add_attestation(

@@ -26,7 +26,7 @@ async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db
                 account_id="123456789012",
                 region=None,
                 attributes={"session_name": f"task-{i}"},
-                now=now + timedelta(seconds=i),
+                now=now,
             )
             return row.id
 
@@ -36,8 +36,7 @@ async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db
         assert await session.scalar(select(func.count()).select_from(Identity)) == 1
         row = await session.scalar(select(Identity))
         assert row is not None
-        # first_seen is the first writer's and is never overwritten; last_seen moves on.
-        assert now <= row.first_seen <= row.last_seen <= now + timedelta(seconds=7)
+        assert row.first_seen == row.last_seen == now
         assert row.attributes["session_name"].startswith("task-")
 
 

@@ -21,11 +21,10 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ca.errors import CAError
 from issuer.attest.ec2 import Ec2Proof, InstanceIdentityDocument, identity_from_document, verify_instance_identity
 from issuer.attest.ec2_certs import AwsCertStore
 from issuer.attest.ec2_instance import Boto3InstanceLookup, InstanceLookup, check_instance
-from issuer.errors import ClientError, Conflict, IssuerError, Unauthorized
+from issuer.errors import ClientError, Conflict, Unauthorized
 from issuer.policy import Role, check_bindings
 from issuer.service import Attempt, Issued, IssueRequest, IssuerService, RequestContext, hash_secret
 from issuer.store import repo
@@ -121,7 +120,7 @@ class Ec2Issuance:
                     code="ec2_binding_race",
                     reason=f"instance binding insert lost a race: {exc.orig!r}",
                 ) from None
-        except (IssuerError, CAError) as exc:
+        except Exception as exc:  # refusals and bugs alike leave their audit row
             await self.core.record_failure(attempt, exc)
             raise
 

@@ -13,12 +13,11 @@ from collections.abc import Mapping
 
 from sqlalchemy.exc import IntegrityError
 
-from ca.errors import CAError
 from issuer.attest.arn import identity_from_caller
 from issuer.attest.sts import parse_sts_request, validate_sts_request
 from issuer.attest.sts_client import StsCaller
 from issuer.attest.sts_hosts import StsHostAllowlist
-from issuer.errors import IssuerError, Unauthorized
+from issuer.errors import Unauthorized
 from issuer.service import Attempt, Issued, IssueRequest, IssuerService, RequestContext
 from issuer.store import repo
 
@@ -70,6 +69,6 @@ class IamIssuance:
                 return await self.core.sign_and_record(
                     session, identity=identity, role=role, csr=csr, request=request, attempt=attempt, now=now
                 )
-        except (IssuerError, CAError) as exc:
+        except Exception as exc:  # refusals and bugs alike leave their audit row
             await self.core.record_failure(attempt, exc)
             raise

@@ -21,11 +21,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.csr import CheckedCSR, parse_csr
-from ca.errors import CAError
 from ca.keys import KEY_TYPES
 from ca.signer import Signer
 from issuer.attest.identity import Method, VerifiedIdentity
-from issuer.errors import ClientError, IssuerError, NotFound, Unauthorized
+from issuer.errors import ClientError, NotFound, Unauthorized
 from issuer.policy import Role, decide, select_role
 from issuer.settings import Settings
 from issuer.store import repo
@@ -133,7 +132,7 @@ class IssuerService:
                 )
                 row.certificate_serial = issued.serial
             return issued
-        except (IssuerError, CAError) as exc:
+        except Exception as exc:  # refusals and bugs alike leave their audit row
             await self.record_failure(attempt, exc)
             raise
 

@@ -226,3 +226,40 @@ async def test_health_and_readiness(tmp_path: Path, sqlite_url: str) -> None:
         resp = await h.client.get("/v1/nothing")
         body = await resp.json(content_type=None)
         assert (resp.status, body["code"]) == (404, "not_found")
+
+
+class _BrokenSigner:
+    """A signer whose backend fails (an HSM or KMS outage, say)."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.issuer_certificate, self.chain, self.roots = real.issuer_certificate, real.chain, real.roots
+
+    async def issue(self, template, public_key, *, serial=None):
+        raise RuntimeError("signing backend unavailable")
+
+    async def sign_crl(self, *args, **kwargs):
+        return await self._real.sign_crl(*args, **kwargs)
+
+
+async def test_an_unexpected_failure_is_a_500_that_leaks_nothing_and_is_audited(tmp_path: Path, pg_url: str) -> None:
+    from ca.files import load_local_signer
+    from tests.support.harness import PASSPHRASE, write_ca
+
+    (tmp_path / "state").mkdir(mode=0o700)
+    write_ca(tmp_path / "state")
+    signer = _BrokenSigner(load_local_signer(tmp_path / "state" / "ca", passphrase=PASSPHRASE.encode()))
+    async with running_issuer(tmp_path, pg_url, signer=signer) as h:
+        token = await h.token(name="unlucky")
+        _, csr = new_csr()
+        status, body = await h.post("/v1/issue/token", {"csr": csr, "token": token})
+        assert (status, body["code"]) == (500, "internal_error")
+        assert "backend" not in body["detail"]
+        assert await h.certificates() == []
+        (row,) = await h.attestations()
+        assert (row.outcome, row.code, row.principal) == ("failure", "internal_error", "unlucky")
+        assert "signing backend unavailable" in (row.reason or "")
+        # Nothing was consumed: the token still works once the signer does.
+        h.service.signer = signer._real
+        status, _ = await h.post("/v1/issue/token", {"csr": csr, "token": token})
+        assert status == 201

@@ -24,7 +24,7 @@ from ca.csr import CheckedCSR, parse_csr
 from ca.keys import KEY_TYPES
 from ca.signer import Signer
 from issuer.attest.identity import Method, VerifiedIdentity
-from issuer.errors import ClientError, NotFound, Unauthorized
+from issuer.errors import ClientError, Unauthorized
 from issuer.policy import Role, decide, select_role
 from issuer.settings import Settings
 from issuer.store import repo
@@ -300,12 +300,3 @@ class IssuerService:
         except Exception:
             # The refusal stands even if the audit write fails; say so loudly.
             log.exception("could not record the failed attempt (request %s)", attempt.ctx.request_id)
-
-    # -- reads ------------------------------------------------------------------------
-
-    async def certificate(self, serial: str) -> Certificate:
-        async with self.sessions() as session:
-            row = await repo.get_certificate(session, serial)
-        if row is None:
-            raise NotFound(f"No certificate with serial {serial}.", code="certificate_not_found")
-        return row

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ca.keys import DEFAULT_KEY_TYPES, KEY_TYPES
 from issuer.attest.identity import METHODS, Method
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
-
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519")
-DEFAULT_KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 
 DEFAULT_URI_SAN: Mapping[Method, str] = {
     "token": "spiffe://{trust_domain}/onprem/{name}",

@@ -32,10 +32,3 @@ def revisions(database_url: str = "sqlite://") -> list[str]:
     """Every revision id, oldest first."""
     script = ScriptDirectory.from_config(alembic_config(database_url))
     return [rev.revision for rev in reversed(list(script.walk_revisions()))]
-
-
-def head() -> str:
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    head_rev = script.get_current_head()
-    assert head_rev is not None
-    return head_rev

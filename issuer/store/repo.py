@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -210,10 +210,3 @@ async def delete_instance_binding(session: AsyncSession, *, instance_id: str) ->
         await session.delete(row)
     await session.flush()
     return len(rows)
-
-
-async def count_attestations(session: AsyncSession, *, outcome: str | None = None) -> int:
-    query = select(func.count()).select_from(Attestation)
-    if outcome:
-        query = query.where(Attestation.outcome == outcome)
-    return int(await session.scalar(query) or 0)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from clients.agent.cli import main as agent_main
 from tests.support.harness import Harness, running_issuer
-from tests.support.moto_iam import ACCOUNT_ID, MotoIam, moto_iam
+from tests.support.moto_iam import ACCOUNT_ID, BUILDER_AND_TASK_ROLES, MotoIam, moto_iam
 from tests.support.x509_check import openssl_verify
 
 SERVER_ID = "issuer.test.example"
@@ -42,20 +42,7 @@ server_id = "{SERVER_ID}"
 [aws.sts]
 endpoint_overrides = {{ "sts.amazonaws.com" = "{moto_url}", "sts.us-east-1.amazonaws.com" = "{moto_url}" }}
 
-[[roles]]
-name = "builders"
-methods = ["aws-iam"]
-account_ids = ["{ACCOUNT_ID}"]
-principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:user/onprem/*"]
-uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/user/{{user_name}}"
-
-[[roles]]
-name = "ecs-tasks"
-methods = ["aws-iam"]
-account_ids = ["{ACCOUNT_ID}"]
-principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:role/ecs-task-*"]
-uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/{{role_name}}/{{session_name}}"
-"""
+{BUILDER_AND_TASK_ROLES}"""
 
 
 @pytest.fixture(scope="module")

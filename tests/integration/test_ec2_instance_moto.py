@@ -15,7 +15,7 @@ import pytest
 from issuer.attest.ec2 import InstanceIdentityDocument
 from issuer.attest.ec2_instance import Boto3InstanceLookup, InstanceInfo, check_instance
 from issuer.errors import Forbidden, Unauthorized, UpstreamUnavailable
-from tests.support.moto_server import MotoServer, free_port, moto_server
+from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "eu-west-1"
@@ -24,24 +24,14 @@ REGION = "eu-west-1"
 @pytest.fixture(scope="module")
 def moto() -> Iterator[MotoServer]:
     with pytest.MonkeyPatch.context() as mp:
-        _fake_credentials(mp)
+        fake_aws_credentials(mp, region=REGION)
         with moto_server() as server:
             yield server
 
 
 @pytest.fixture(autouse=True)
 def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_credentials(monkeypatch)
-
-
-def _fake_credentials(mp: pytest.MonkeyPatch) -> None:
-    # Nothing may reach real AWS or use a developer's profile.
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        mp.delenv(key, raising=False)
-    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    mp.setenv("AWS_DEFAULT_REGION", REGION)
-    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fake_aws_credentials(monkeypatch, region=REGION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +47,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(moto: MotoServer) -> Fleet:
     with pytest.MonkeyPatch.context() as mp:
-        _fake_credentials(mp)
+        fake_aws_credentials(mp, region=REGION)
         ec2 = _client(moto, "ec2")
         iam = _client(moto, "iam")
         # One of moto's built-in AMIs; a filter keeps the reply small.

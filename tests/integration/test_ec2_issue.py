@@ -25,7 +25,7 @@ from issuer.service import hash_secret
 from issuer.store.models import InstanceBinding
 from tests.support.fake_aws_iid import FakeAwsSigner, Form, build_document, sign
 from tests.support.harness import Harness, check_issued, new_csr, running_issuer
-from tests.support.moto_server import MotoServer, free_port, moto_server
+from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
 
 PATH = "/v1/issue/aws-ec2"
 DATA = Path(__file__).resolve().parents[1] / "data" / "iid"
@@ -433,16 +433,6 @@ def fields_instance(fields: Mapping[str, str]) -> str:
 # -- liveness: DescribeInstances against moto's server ---------------------------------
 
 
-def _fake_credentials(mp: pytest.MonkeyPatch) -> None:
-    # Nothing may reach real AWS or use a developer's profile.
-    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        mp.delenv(key, raising=False)
-    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    mp.setenv("AWS_DEFAULT_REGION", REGION)
-    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
 @dataclass(frozen=True, slots=True)
 class Fleet:
     moto: MotoServer
@@ -459,7 +449,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
     with pytest.MonkeyPatch.context() as mp:
-        _fake_credentials(mp)
+        fake_aws_credentials(mp, region=REGION)
         with moto_server() as moto:
             ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto.url)
             images = ec2.describe_images(Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])
@@ -470,7 +460,7 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_credentials(monkeypatch)
+    fake_aws_credentials(monkeypatch, region=REGION)
 
 
 LIVE = {"methods": ["aws-ec2"], "check_instance": True}

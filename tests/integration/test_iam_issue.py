@@ -35,7 +35,7 @@ from issuer.attest.sts import ValidatedStsRequest
 from issuer.attest.sts_client import AiohttpStsCaller, CallerIdentity, StsCaller
 from issuer.store.models import Attestation, Identity
 from tests.support.harness import PASSPHRASE, Harness, check_issued, new_csr, running_issuer, write_ca
-from tests.support.moto_iam import ACCOUNT_ID, AwsKey, MotoIam, moto_iam
+from tests.support.moto_iam import ACCOUNT_ID, BUILDER_AND_TASK_ROLES, AwsKey, MotoIam, moto_iam
 from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
 
 PATH = "/v1/issue/aws-iam"
@@ -56,20 +56,7 @@ server_id = "{SERVER_ID}"
 timeout = "{timeout}"
 endpoint_overrides = {{ {overrides} }}
 
-[[roles]]
-name = "builders"
-methods = ["aws-iam"]
-account_ids = ["{ACCOUNT_ID}"]
-principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:user/onprem/*"]
-uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/user/{{user_name}}"
-
-[[roles]]
-name = "ecs-tasks"
-methods = ["aws-iam"]
-account_ids = ["{ACCOUNT_ID}"]
-principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:role/ecs-task-*"]
-uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/{{role_name}}/{{session_name}}"
-
+{BUILDER_AND_TASK_ROLES}
 [[roles]]
 name = "vault-clients"
 methods = ["aws-iam"]

@@ -121,3 +121,21 @@ def moto_iam(
             session_name=session_name,
             role_expiration=creds["Expiration"],
         )
+
+
+# The roles the IAM tests issue for: IAM users under /onprem/, and ECS-style task roles.
+BUILDER_AND_TASK_ROLES = f"""
+[[roles]]
+name = "builders"
+methods = ["aws-iam"]
+account_ids = ["{ACCOUNT_ID}"]
+principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:user/onprem/*"]
+uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/user/{{user_name}}"
+
+[[roles]]
+name = "ecs-tasks"
+methods = ["aws-iam"]
+account_ids = ["{ACCOUNT_ID}"]
+principal_arns = ["arn:aws:iam::{ACCOUNT_ID}:role/ecs-task-*"]
+uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/{{role_name}}/{{session_name}}"
+"""

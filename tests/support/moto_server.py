@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pytest
+
 
 @dataclass(frozen=True, slots=True)
 class MotoServer:
@@ -77,3 +79,13 @@ def moto_server(*, env: Mapping[str, str] | None = None, timeout: float = 30.0) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def fake_aws_credentials(mp: pytest.MonkeyPatch, *, region: str) -> None:
+    """Fake keys for boto3 talking to moto; nothing may reach real AWS or use a developer's profile."""
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        mp.delenv(key, raising=False)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", region)
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")

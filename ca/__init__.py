@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ca.crl import RevokedEntry, crl_builder
 from ca.csr import CheckedCSR, parse_csr
-from ca.errors import CAError, CAKeyError, CAStateError, CSRError
+from ca.errors import CAError, CAKeyError, CAStateError, CSRError, KMSKeyError, SignerDenied, SignerUnavailable
 from ca.files import (
     CAFiles,
     CAInfo,
@@ -29,6 +29,9 @@ from ca.keys import (
     generate_private_key,
     key_type_of,
 )
+from ca.kms import KmsSigner, kms_botocore_config, load_kms_signer
+from ca.kms_client import KmsClient, KmsKey, kms_public_key
+from ca.kms_setup import KmsAdminClient, KmsCertifiedKey, create_issuing_for_kms_key, create_kms_key, create_kms_root
 from ca.profile import LeafTemplate, issuing_builder, leaf_builder, root_builder
 from ca.signer import LocalFileSigner, Signer
 
@@ -45,15 +48,26 @@ __all__ = [
     "CertificateInfo",
     "CertifiedKey",
     "CheckedCSR",
+    "KMSKeyError",
     "KeyType",
+    "KmsAdminClient",
+    "KmsCertifiedKey",
+    "KmsClient",
+    "KmsKey",
+    "KmsSigner",
     "LeafTemplate",
     "LocalFileSigner",
     "PrivateKey",
     "PublicKey",
     "RevokedEntry",
     "Signer",
+    "SignerDenied",
+    "SignerUnavailable",
     "create_hierarchy",
     "create_issuing",
+    "create_issuing_for_kms_key",
+    "create_kms_key",
+    "create_kms_root",
     "create_root",
     "crl_builder",
     "describe_ca",
@@ -62,7 +76,10 @@ __all__ = [
     "init_ca",
     "issuing_builder",
     "key_type_of",
+    "kms_botocore_config",
+    "kms_public_key",
     "leaf_builder",
+    "load_kms_signer",
     "load_local_signer",
     "parse_csr",
     "root_builder",

@@ -10,8 +10,14 @@ imports a web framework; whoever serves it maps the hint)::
     │                        key_type_unsupported, key_type_not_allowed
     ├── CAStateError    500  the CA itself is missing, present, broken or expired
     │                        ca_not_initialised, ca_exists, ca_files_corrupt, ca_expired
-    └── CAKeyError      500  the CA key cannot be unlocked
-                             ca_passphrase_wrong, ca_passphrase_empty, ca_passphrase_weak
+    ├── CAKeyError      500  the CA key cannot be unlocked
+    │                        ca_passphrase_wrong, ca_passphrase_empty, ca_passphrase_weak
+    ├── KMSKeyError     500  (a CAStateError) the KMS key cannot be this CA's key
+    │                        ca_kms_key_mismatch, ca_kms_key_unsupported, ca_kms_signature_invalid
+    └── SignerUnavailable 503  the signer backend (AWS KMS) cannot sign now; retry_after set
+        │                      ca_signer_unavailable (throttled, KMS internal error, timeout, unreachable)
+        └── SignerDenied  503  the backend refuses this CA's key: an operator must act
+                               ca_signer_denied, ca_kms_key_disabled, ca_kms_key_not_found
 
 ``detail`` is written for a person and is safe to show to the caller of the
 library; ``reason`` (defaulting to ``detail``) is for logs only. The shape matches
@@ -30,6 +36,11 @@ __all__ = [
     "CAStateErrorCode",
     "CSRError",
     "CSRErrorCode",
+    "KMSKeyError",
+    "KMSKeyErrorCode",
+    "SignerDenied",
+    "SignerDeniedCode",
+    "SignerUnavailable",
 ]
 
 CSRErrorCode = Literal[
@@ -40,6 +51,8 @@ CSRErrorCode = Literal[
 ]
 CAStateErrorCode = Literal["ca_not_initialised", "ca_exists", "ca_files_corrupt", "ca_expired"]
 CAKeyErrorCode = Literal["ca_passphrase_wrong", "ca_passphrase_empty", "ca_passphrase_weak"]
+KMSKeyErrorCode = Literal["ca_kms_key_mismatch", "ca_kms_key_unsupported", "ca_kms_signature_invalid"]
+SignerDeniedCode = Literal["ca_signer_denied", "ca_kms_key_disabled", "ca_kms_key_not_found"]
 
 
 class CAError(Exception):
@@ -99,3 +112,55 @@ class CAKeyError(CAError):
 
     def __init__(self, detail: str, *, code: CAKeyErrorCode = "ca_passphrase_wrong", reason: str | None = None) -> None:
         super().__init__(detail, code=code, reason=reason)
+
+
+class KMSKeyError(CAStateError):
+    """The KMS key is not (or no longer) the issuing CA's key, or cannot sign certificates (500).
+
+    ``ca_kms_key_mismatch``: its public key differs from the CA certificate's;
+    ``ca_kms_key_unsupported``: wrong key usage or key spec; ``ca_kms_signature_invalid``:
+    KMS returned a signature that does not verify with the CA certificate (nothing is issued).
+    """
+
+    default_code = "ca_kms_key_mismatch"
+
+    def __init__(self, detail: str, *, code: KMSKeyErrorCode, reason: str | None = None) -> None:
+        # CAStateError narrows ``code`` to its own codes; these are the KMS ones.
+        CAError.__init__(self, detail, code=code, reason=reason)
+
+
+class SignerUnavailable(CAError):
+    """The signer backend cannot sign right now: throttled, failing, unreachable or too slow (503).
+
+    The client's request was fine; ``retry_after`` (seconds) says when to try again.
+    """
+
+    status_hint = 503
+    default_code = "ca_signer_unavailable"
+    title = "Signer unavailable"
+
+    def __init__(self, detail: str, *, reason: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(detail, code="ca_signer_unavailable", reason=reason, retry_after=retry_after)
+
+
+class SignerDenied(SignerUnavailable):
+    """The signer backend refuses to use the CA's key: access denied, key disabled or gone (503).
+
+    Still 503, not 4xx: the client's request was fine and an operator must act
+    (``reason`` names the key and what to check). A subclass of :class:`SignerUnavailable`
+    so that code treating "cannot sign now" alike needs one ``except``.
+    """
+
+    default_code = "ca_signer_denied"
+    title = "Signer unavailable"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: SignerDeniedCode = "ca_signer_denied",
+        reason: str | None = None,
+        retry_after: int = 30,
+    ) -> None:
+        super().__init__(detail, reason=reason, retry_after=retry_after)
+        self.code = code

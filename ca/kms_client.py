@@ -263,13 +263,18 @@ def kms_failure(exc: ClientError | BotoCoreError, *, key_id: str, operation: str
     code = str(error.get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     aws = f"{code} (HTTP {status}): {error.get('Message', '')}"
-    if code in _THROTTLED or code in _TRANSIENT or status >= 500:
+    # Known codes first: KeyUnavailableException comes as HTTP 500 but needs an operator, not a retry.
+    if code in _THROTTLED or code in _TRANSIENT or (status >= 500 and code not in _DISABLED):
         text = f"AWS KMS is {'throttling' if code in _THROTTLED else 'failing'} {call} ({code}); try again later"
         retry = 2 if code in _THROTTLED else 5
         return SignerUnavailable(_UNAVAILABLE if public else text, reason=f"{call}: {aws}", retry_after=retry)
     if code in _UNSUPPORTED:
         text = f"KMS key {key_id} cannot be used for {operation} ({code}): it must be an asymmetric SIGN_VERIFY key"
-        return KMSKeyError(text, code="ca_kms_key_unsupported", reason=f"{call}: {aws}")
+        return KMSKeyError(
+            "The CA's signing key in AWS KMS cannot sign; an operator must act." if public else text,
+            code="ca_kms_key_unsupported",
+            reason=f"{text}: {aws}",
+        )
     if code in _DISABLED:
         text = (
             f"KMS key {key_id} is disabled, pending deletion or unavailable ({code}): enable it or cancel its "

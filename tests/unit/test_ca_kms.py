@@ -69,9 +69,12 @@ def issuing(request: pytest.FixtureRequest, root: CertifiedKey) -> CertifiedKey:
     return issuing_ca(root, str(request.param))
 
 
+# One session for the module: it caches the service model, so each new client is cheap.
+SESSION = botocore.session.Session()
+
+
 def kms_client() -> Any:
-    session = botocore.session.Session()
-    return session.create_client(
+    return SESSION.create_client(
         "kms", region_name="eu-west-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     )
 

@@ -47,8 +47,12 @@ def root_cert() -> Any:
     return create_hierarchy(now=NOW - timedelta(days=30)).root.certificate
 
 
+# One session for the module: it caches the service model, so each new client is cheap.
+SESSION = botocore.session.Session()
+
+
 def kms_client() -> Any:
-    return botocore.session.Session().create_client(
+    return SESSION.create_client(
         "kms", region_name="eu-west-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     )
 

@@ -1,28 +1,35 @@
 """The exception root of the agent.
 
 The agent is a command-line program, so where the service's errors carry an HTTP
-status hint, these carry an *exit status* hint; each has a stable ``code``::
+status hint, these carry an *exit status* hint (``sysexits.h``); each has a stable ``code``::
 
-    AgentError                 exit 1
-    ├── UsageError             exit 2   options missing or contradictory (no join token, ...)
+    AgentError                 exit 1   failed; a person should look
+    ├── UsageError             exit 64  the command line is wrong (options missing or contradictory)
+    ├── ConfigError            exit 78  something the command line names cannot be used: --ca-bundle,
+    │                                   --token-file, --out, the files in it, an issuer TLS certificate
+    │                                   that does not verify against the trust given
     ├── ImdsError              exit 1   the instance metadata service is unreachable or refuses IMDSv2
     ├── CredentialsError       exit 1   botocore found no usable AWS credentials
-    ├── FilesystemError        exit 1   the output directory cannot be used or written
+    ├── FilesystemError        exit 1   writing the new files failed (disk full, ...)
     ├── TransportError         exit 75  the issuer could not be reached (retry later)
     ├── ServerProblem          exit 1, or 75 for 429/502/503/504: the issuer answered with an error
     └── ResponseError          exit 1   the issuer's answer is unusable (e.g. a certificate for another key)
 
-Exit status 75 is ``EX_TEMPFAIL``: schedulers (systemd ``RestartForceExitStatus``,
-cron wrappers) can retry those and alert on the rest.
+Only 75 (``EX_TEMPFAIL``) means "the same command may work later": schedulers
+(systemd ``Restart=on-failure`` with ``RestartPreventExitStatus=64 78``, cron
+wrappers) retry it. 64 and 78 never fix themselves, so they must never be retried
+in a loop; 1 is a refusal or a fault a person should look at.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EX_CONFIG",
     "EX_FAILURE",
     "EX_TEMPFAIL",
     "EX_USAGE",
     "AgentError",
+    "ConfigError",
     "CredentialsError",
     "FilesystemError",
     "ImdsError",
@@ -33,8 +40,9 @@ __all__ = [
 ]
 
 EX_FAILURE = 1
-EX_USAGE = 2
-EX_TEMPFAIL = 75
+EX_USAGE = 64  # sysexits.h EX_USAGE
+EX_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL
+EX_CONFIG = 78  # sysexits.h EX_CONFIG
 
 
 class AgentError(Exception):
@@ -52,10 +60,20 @@ class AgentError(Exception):
         """What the CLI prints: ``<message> (code <code>)``."""
         return f"{self.message} (code {self.code})"
 
+    @property
+    def transient(self) -> bool:
+        """True when the same request may succeed later without anyone changing anything."""
+        return self.exit_status == EX_TEMPFAIL
+
 
 class UsageError(AgentError):
     exit_status = EX_USAGE
     default_code = "usage"
+
+
+class ConfigError(AgentError):
+    exit_status = EX_CONFIG
+    default_code = "config"
 
 
 class ImdsError(AgentError):
@@ -104,6 +122,11 @@ class ServerProblem(AgentError):
         self.title = title
         self.retry_after = retry_after
         self.exit_status = EX_TEMPFAIL if status in _TRANSIENT_STATUSES else EX_FAILURE
+
+    @property
+    def refused(self) -> bool:
+        """True for 401/403: the issuer does not accept these credentials (retrying the same proof is useless)."""
+        return self.status in (401, 403)
 
     def one_line(self) -> str:
         """``<detail> (code <code>, HTTP <status>, request <request_id>)``."""

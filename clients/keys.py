@@ -24,14 +24,15 @@ __all__ = [
     "csr_pem",
     "generate_private_key",
     "hostname_hint",
+    "key_type_of",
     "private_key_pem",
     "same_public_key",
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
-_CURVES: dict[str, ec.EllipticCurve] = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
-_RSA_BITS: dict[str, int] = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
+_CURVES: dict[KeyType, ec.EllipticCurve] = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
+_RSA_BITS: dict[KeyType, int] = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
 _CN_MAX = 64  # ub-common-name (RFC 5280)
 
 
@@ -42,6 +43,17 @@ def generate_private_key(key_type: KeyType) -> PrivateKey:
     if key_type in _RSA_BITS:
         return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS[key_type])
     raise UsageError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}", code="key_type_unknown")
+
+
+def key_type_of(key: PrivateKey) -> KeyType | None:
+    """The :data:`KeyType` name of ``key`` (e.g. ``ec-p256``), or None for a key the agent would not make."""
+    for name, curve in _CURVES.items():
+        if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == curve.name:
+            return name
+    for name, bits in _RSA_BITS.items():
+        if isinstance(key, rsa.RSAPrivateKey) and key.key_size == bits:
+            return name
+    return None
 
 
 def build_csr(key: PrivateKey, *, common_name: str | None) -> x509.CertificateSigningRequest:

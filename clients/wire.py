@@ -9,14 +9,19 @@ from __future__ import annotations
 from typing import Final, Literal, get_args
 
 __all__ = [
+    "AUTH_MODES",
     "CSR_SHA256_HEADER",
     "DEFAULT_KEY_TYPE",
     "ISSUE_PATHS",
     "KEY_TYPES",
     "METHODS",
+    "POP_TOKEN_LIFETIME",
     "PROBLEM_CONTENT_TYPE",
+    "RENEWAL_REFUSALS",
+    "RENEW_PATH",
     "REQUEST_ID_HEADER",
     "SERVER_ID_HEADER",
+    "AuthMode",
     "Field",
     "KeyType",
     "Method",
@@ -31,6 +36,31 @@ ISSUE_PATHS: Final[dict[Method, str]] = {
     "aws-ec2": "/v1/issue/aws-ec2",
     "aws-iam": "/v1/issue/aws-iam",
 }
+
+# Renewal: the current certificate is the credential, shown either as a proof-of-possession
+# JWS in ``Authorization: Bearer`` or as the TLS client certificate (mTLS).
+RENEW_PATH: Final = "/v1/renew"
+AuthMode = Literal["token", "mtls"]
+AUTH_MODES: Final[tuple[AuthMode, ...]] = get_args(AuthMode)
+# exp - iat of the proof-of-possession token; the issuer accepts at most 300 s.
+POP_TOKEN_LIFETIME: Final = 120
+# 401/403 codes of POST /v1/renew meaning "this certificate will not be renewed": the
+# daemon stops asking and proves who the machine is again with its original method.
+RENEWAL_REFUSALS: Final = frozenset(
+    {
+        "renew_auth_missing",
+        "renew_token_invalid",
+        "renew_token_expired",
+        "renew_token_replayed",
+        "renew_audience_mismatch",
+        "renew_csr_mismatch",
+        "renew_certificate_unknown",
+        "certificate_revoked",
+        "certificate_expired",
+        "certificate_superseded",
+        "renewal_chain_too_old",
+    }
+)
 
 KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
 KEY_TYPES: Final[tuple[KeyType, ...]] = get_args(KeyType)
@@ -56,6 +86,7 @@ class Field:
     RSA2048: Final = "rsa2048"
     NONCE: Final = "nonce"
     STS_REQUEST: Final = "sts_request"
+    TTL: Final = "ttl"
 
 
 class ResponseField:
@@ -73,6 +104,9 @@ class ResponseField:
     IDENTITY_PRINCIPAL: Final = "principal"
     IDENTITY_URI_SAN: Final = "uri_san"
     NONCE: Final = "nonce"
+    ROLE: Final = "role"
+    SERVER_ID: Final = "server_id"
+    RENEWED_FROM: Final = "renewed_from"
     # problem+json (RFC 9457) plus the service's two extensions
     TYPE: Final = "type"
     TITLE: Final = "title"

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from clients.agent.files import CredentialSet, WrittenFiles, install_credentials, read_nonce, store_nonce
+from clients.agent.files import WrittenFiles, read_nonce, store_nonce
+from clients.agent.installed import install_issued
 from clients.agent.issued import IssuedCertificate, parse_issue_response
+from clients.agent.state import AgentState
 from clients.imds import InstanceIdentity
-from clients.keys import build_csr, csr_der, csr_pem, generate_private_key, private_key_pem
+from clients.keys import build_csr, csr_der, csr_pem, generate_private_key
 from clients.wire import ISSUE_PATHS, Field, KeyType, Method, ResponseField
 
 if TYPE_CHECKING:
@@ -39,7 +41,11 @@ Progress = Callable[[str], None]
 
 
 class IssuerTransport(Protocol):
-    def post_json(self, path: str, body: Mapping[str, object]) -> Mapping[str, object]: ...
+    """POSTs JSON to the issuer; raises the :mod:`clients.errors` of :class:`clients.agent.http.IssuerClient`."""
+
+    def post_json(
+        self, path: str, body: Mapping[str, object], *, headers: Mapping[str, str] | None = None
+    ) -> Mapping[str, object]: ...
 
 
 class InstanceIdentitySource(Protocol):
@@ -63,14 +69,18 @@ class Proof(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TokenProof:
+    """A one-time join token; ``on_accepted`` hears that it is spent (the daemon then never sends it again)."""
+
     token: str
+    on_accepted: Callable[[str], None] | None = None
     method: Method = "token"
 
     def fields(self, *, csr_der: bytes, progress: Progress) -> dict[str, object]:
         return {Field.TOKEN: self.token}
 
     def accepted(self, issued: Mapping[str, object]) -> None:
-        return None
+        if self.on_accepted is not None:
+            self.on_accepted(self.token)
 
 
 def _random_nonce() -> str:
@@ -141,6 +151,7 @@ class IamProof:
 class BootstrapResult:
     issued: IssuedCertificate
     files: WrittenFiles
+    state: AgentState
 
 
 def _ignore(_: str) -> None:
@@ -155,9 +166,13 @@ def bootstrap(
     role: str | None = None,
     key_type: KeyType = "ec-p256",
     common_name: str | None = None,
+    server: str = "",
+    server_id: str | None = None,
     progress: Progress = _ignore,
 ) -> BootstrapResult:
-    """Get a certificate for a new local key and install both in ``out_dir``.
+    """Get a certificate for a new local key and install both in ``out_dir``, with
+    ``issuer.json`` naming ``server`` and the issuer's server id (its own answer's,
+    else ``server_id``).
 
     ``out_dir`` must exist (see :func:`clients.agent.files.prepare_out_dir`).
     Nothing but the EC2 nonce is written unless the issuer's answer is a
@@ -178,13 +193,14 @@ def bootstrap(
     answer = transport.post_json(path, body)
     proof.accepted(answer)
     issued = parse_issue_response(answer, key=key)
-    files = install_credentials(
-        out_dir,
-        CredentialSet(
-            key_pem=private_key_pem(key),
-            cert_pem=issued.certificate_pem.encode("ascii"),
-            chain_pem=issued.chain_pem.encode("ascii"),
-            bundle_pem=issued.bundle_pem.encode("ascii"),
-        ),
+    state = AgentState(
+        server=server,
+        server_id=issued.server_id or server_id,
+        method=proof.method,
+        role=issued.role or role,
+        serial=issued.serial,
+        not_after=issued.not_after,
+        renew_after=issued.renew_after,
     )
-    return BootstrapResult(issued=issued, files=files)
+    files = install_issued(out_dir, key=key, issued=issued, state=state)
+    return BootstrapResult(issued=issued, files=files, state=state)

@@ -1,7 +1,10 @@
-"""The ``issuer-agent`` command: ``issuer-agent bootstrap --method {token,aws-ec2,aws-iam} ...``.
+"""The ``issuer-agent`` command line: ``bootstrap``, ``renew``, ``run`` (the daemon) and ``status``.
 
-Progress goes to stderr, the result to stdout; a failure is one line on stderr
-(``error: ... (code ...)``) and a non-zero exit status (see :mod:`clients.errors`).
+This module is the parser and :func:`main`; the commands themselves are in
+:mod:`clients.agent.commands`. Progress and the daemon's log go to stderr, results
+to stdout; a failure is one line on stderr (``error: ... (code ...)``) and an exit
+status from ``sysexits.h`` (see :mod:`clients.errors`): 64 and 78 are never worth
+retrying, 75 is.
 """
 
 from __future__ import annotations
@@ -10,29 +13,22 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn
 
-from clients.agent.bootstrap import (
-    BootstrapResult,
-    Ec2Proof,
-    IamProof,
-    Progress,
-    Proof,
-    TokenProof,
-    bootstrap,
-)
-from clients.agent.files import NONCE_FILE, prepare_out_dir
-from clients.agent.http import IssuerClient
-from clients.errors import AgentError, UsageError
-from clients.imds import DEFAULT_ENDPOINT, ImdsClient, resolve_endpoint
-from clients.keys import hostname_hint
-from clients.wire import DEFAULT_KEY_TYPE, KEY_TYPES, METHODS
+from clients.agent.commands import COMMANDS, check_options
+from clients.errors import EX_USAGE, AgentError
+from clients.imds import DEFAULT_ENDPOINT
+from clients.wire import AUTH_MODES, DEFAULT_KEY_TYPE, KEY_TYPES, METHODS
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "parse"]
 
-_EPILOG = """\
+_EXIT_CONFIG_USAGE = """\
+  64  bad usage: an option is missing, unknown or contradictory (do not retry)
+  78  configuration: --ca-bundle, --token-file or --out cannot be used, the files in --out are
+      broken, or the issuer's TLS certificate does not verify against the trust given (do not retry)"""
+
+_BOOTSTRAP_EPILOG = f"""\
 examples:
   # on-prem machine, with a one-time token from `issuer token create --role onprem ...`
   ISSUER_JOIN_TOKEN=... issuer-agent bootstrap --method token \\
@@ -47,81 +43,240 @@ examples:
       --server https://issuer.example.org --out /run/issuer-agent
 
 writes to --out (created 0700): key.pem (0600), cert.pem, chain.pem, bundle.pem, fullchain.pem
-(leaf + chain); for aws-ec2 also instance-nonce (0600, keep it: the issuer binds the instance to it).
-The key is made here and never leaves the machine.
+(leaf + chain), issuer.json (issuer, server id, method, role, serial, not after, renew after: what
+`renew` and `run` need); for aws-ec2 also instance-nonce (0600, keep it: the issuer binds the
+instance to it). The key is made here and never leaves the machine.
 
-exit status: 0 issued, 1 failed, 2 bad usage, 75 temporary failure (retry later)
+exit status:
+  0   issued
+  1   refused or failed (the issuer said no, or its answer was unusable)
+{_EXIT_CONFIG_USAGE}
+  75  temporary: the issuer is unreachable or busy (429/502/503/504); retry later
+"""
+
+_RENEW_EPILOG = f"""\
+examples:
+  # from a systemd timer or cron every 15 minutes: renews only when due, prints nothing otherwise
+  issuer-agent renew --out /etc/issuer-agent --quiet --on-change "systemctl reload nginx"
+
+  # present the current certificate over mTLS instead of a proof-of-possession token
+  issuer-agent renew --out /etc/issuer-agent --auth mtls --ca-bundle /etc/issuer/ca.pem
+
+Due at the issuer's renew_after (in issuer.json; else 2/3 of the lifetime), brought forward by a
+jitter of up to 10 % of the lifetime that is fixed per certificate, so every run agrees on the time.
+A renewal always uses a NEW key (same type as the current one unless --key-type). The files are
+switched all at once: readers never see a key that does not match the certificate.
+--server and --server-id default to what issuer.json records.
+
+exit status:
+  0   renewed, or not due yet (the time it is due is printed)
+  1   refused (revoked, superseded, expired, unknown...: bootstrap again, or let `run` do it) or failed
+{_EXIT_CONFIG_USAGE}
+      (also: no certificate in --out yet: bootstrap first)
+  75  temporary: the issuer is unreachable or busy (429/502/503/504); retry later
+"""
+
+_RUN_EPILOG = f"""\
+examples:
+  # ECS sidecar: keep /certs fresh for the app container that shares the volume
+  issuer-agent run --method aws-iam --role ecs-tasks --server-id issuer.example.org \\
+      --server https://issuer.example.org --out /certs
+
+  # systemd service on an EC2 instance, reloading nginx after every change
+  issuer-agent run --method aws-ec2 --server https://issuer.example.org \\
+      --out /etc/issuer-agent --on-change "systemctl reload nginx"
+
+Bootstraps when --out has no certificate, then sleeps until renewal is due (jittered) and renews
+with a new key. Transient failures are retried with exponential backoff and full jitter (at most
+5 minutes apart, honouring Retry-After, and always once more before the certificate expires).
+When the issuer refuses renewal (revoked, superseded, ...) or the certificate has expired, the
+machine proves who it is again with --method (for token: a new token in --token-file or
+ISSUER_JOIN_TOKEN; a spent token is not sent twice). After every change --on-change runs (split
+like a shell would, but without one; its environment has ISSUER_AGENT_EVENT, ISSUER_AGENT_SERIAL,
+ISSUER_AGENT_NOT_AFTER, ISSUER_AGENT_OUT); its failure is logged, not fatal. One log line per event
+on stderr. SIGTERM/SIGINT: finish the exchange under way (at most --timeout), then exit 0; a second
+signal exits at once. Files are never left half-written.
+
+exit status:
+  0   stopped by SIGTERM/SIGINT; with --once: done (bootstrapped, renewed, re-attested, or not due)
+  1   no certificate yet and the issuer refused (with --once: refused or failed)
+{_EXIT_CONFIG_USAGE}
+  75  with --once only: temporary failure, retry later (without --once the daemon retries itself)
+Once it has a certificate the daemon only exits when told to (or on a usage error):
+systemd: Restart=on-failure, RestartPreventExitStatus=64 78.
+"""
+
+_STATUS_EPILOG = """\
+exit status: 0 a certificate matching key.pem is installed and valid now; 1 none, or expired;
+78 the files cannot be read. Suitable as a container health check.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="issuer-agent",
-        description="Get a short-lived mTLS client certificate for this machine from the issuer.",
-        epilog="run `issuer-agent bootstrap --help` for options and examples",
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) rather than 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _connection(parser: argparse.ArgumentParser, *, server_required: bool) -> None:
+    group = parser.add_argument_group("issuer")
+    group.add_argument(
+        "--server",
+        required=server_required,
+        metavar="URL",
+        help="the issuer's base URL (https://...)" + ("" if server_required else "; default: from issuer.json"),
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    boot = commands.add_parser(
-        "bootstrap",
-        help="prove who this machine is and get its first certificate",
-        description="Generate a key, prove this machine's identity (join token, EC2 identity document "
-        "or IAM-signed STS request) and install the certificate the issuer returns.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    group.add_argument("--out", required=True, type=Path, metavar="DIR", help="the directory of the files")
+    group.add_argument(
+        "--server-id",
+        metavar="ID",
+        help="the issuer's server id (or ISSUER_SERVER_ID): signed into aws-iam proofs, and the audience of "
+        "renewal tokens (default for those: the one issuer.json records, from the issuer's own answer)",
     )
-    common = boot.add_argument_group("common options")
-    common.add_argument("--method", required=True, choices=METHODS, help="how this machine proves who it is")
-    common.add_argument("--server", required=True, metavar="URL", help="the issuer's base URL (https://...)")
-    common.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the files")
-    common.add_argument("--role", help="issuer role to ask for (optional when exactly one role matches)")
-    common.add_argument("--key-type", choices=KEY_TYPES, default=DEFAULT_KEY_TYPE, help=f"default: {DEFAULT_KEY_TYPE}")
-    common.add_argument("--common-name", metavar="CN", help="subject hint in the CSR (default: the hostname)")
-    common.add_argument(
+    group.add_argument(
         "--ca-bundle", type=Path, metavar="PEM", help="CA certificates to verify the issuer (default: system)"
     )
-    common.add_argument(
+    group.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the issuer (default 30)"
     )
-    common.add_argument(
+    group.add_argument(
         "--insecure-http", action="store_true", help="allow plain http to a non-loopback issuer (labs only)"
     )
 
-    token = boot.add_argument_group("--method token", "the join token: --token, --token-file or ISSUER_JOIN_TOKEN")
+
+def _key(parser: argparse.ArgumentParser, *, default: str | None, shown: str) -> None:
+    group = parser.add_argument_group("key")
+    group.add_argument("--key-type", choices=KEY_TYPES, default=default, help=f"default: {shown}")
+    group.add_argument("--common-name", metavar="CN", help="subject hint in the CSR (default: the hostname)")
+
+
+def _attestation(parser: argparse.ArgumentParser) -> None:
+    common = parser.add_argument_group("attestation")
+    common.add_argument("--method", required=True, choices=METHODS, help="how this machine proves who it is")
+    common.add_argument("--role", help="issuer role to ask for (optional when exactly one role matches)")
+    token = parser.add_argument_group("--method token", "the join token: --token, --token-file or ISSUER_JOIN_TOKEN")
     source = token.add_mutually_exclusive_group()
     source.add_argument("--token", help="the join token (visible in `ps`; prefer the file or the variable)")
     source.add_argument("--token-file", type=Path, metavar="FILE", help="read the join token from FILE")
-
-    ec2 = boot.add_argument_group("--method aws-ec2")
+    ec2 = parser.add_argument_group("--method aws-ec2")
     ec2.add_argument(
         "--imds-endpoint",
         metavar="URL",
         help=f"instance metadata service (default {DEFAULT_ENDPOINT}, or AWS_EC2_METADATA_SERVICE_ENDPOINT; "
         "IPv6: http://[fd00:ec2::254])",
     )
-
-    iam = boot.add_argument_group("--method aws-iam")
-    iam.add_argument("--server-id", metavar="ID", help="the issuer's server id (or ISSUER_SERVER_ID); required")
+    iam = parser.add_argument_group("--method aws-iam", "needs --server-id (or ISSUER_SERVER_ID)")
     iam.add_argument("--sts-region", metavar="REGION", help="STS region (default: the AWS config's, else us-east-1)")
     iam.add_argument(
         "--sts-endpoint-host", metavar="HOST", help="another STS host the issuer allows, e.g. sts.amazonaws.com"
     )
     iam.add_argument("--profile", help="AWS profile for credentials (default: botocore's chain)")
-    boot.set_defaults(handler=_run_bootstrap)
+
+
+def _renewal(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("renewal")
+    group.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default="token",
+        help="how the current certificate vouches for the new key: a proof-of-possession token signed by the "
+        "current key (default), or the certificate itself as the TLS client certificate (https only)",
+    )
+    group.add_argument("--on-change", metavar="CMD", help="command to run after the files changed (no shell)")
+    group.add_argument(
+        "--on-change-timeout", type=float, default=30.0, metavar="S", help="kill CMD after S seconds (default 30)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="issuer-agent",
+        description="Get and keep a short-lived mTLS client certificate for this machine from the issuer.",
+        epilog="run `issuer-agent COMMAND --help` for options, examples and exit statuses",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    boot = commands.add_parser(
+        "bootstrap",
+        help="prove who this machine is and get its first certificate",
+        description="Generate a key, prove this machine's identity (join token, EC2 identity document "
+        "or IAM-signed STS request) and install the certificate the issuer returns.",
+        epilog=_BOOTSTRAP_EPILOG,
+        formatter_class=raw,
+    )
+    _attestation(boot)
+    _connection(boot, server_required=True)
+    _key(boot, default=DEFAULT_KEY_TYPE, shown=DEFAULT_KEY_TYPE)
+
+    renew = commands.add_parser(
+        "renew",
+        help="renew the certificate in --out with a new key when it is due",
+        description="Renew the certificate in --out for a new key when it is due (or now, with --force): "
+        "the current certificate vouches for the new key.",
+        epilog=_RENEW_EPILOG,
+        formatter_class=raw,
+    )
+    _connection(renew, server_required=False)
+    _key(renew, default=None, shown="the current key's type")
+    _renewal(renew)
+    extra = renew.add_argument_group("when")
+    extra.add_argument("--force", action="store_true", help="renew now, even when not due")
+    extra.add_argument("--quiet", "-q", action="store_true", help="print nothing unless it fails (for cron)")
+
+    run = commands.add_parser(
+        "run",
+        help="daemon: bootstrap if needed, then renew before expiry, forever",
+        description="Keep a valid certificate in --out: bootstrap when there is none, renew before it "
+        "expires, prove the machine's identity again when renewal is refused or too late.",
+        epilog=_RUN_EPILOG,
+        formatter_class=raw,
+    )
+    _attestation(run)
+    _connection(run, server_required=True)
+    _key(run, default=None, shown=f"{DEFAULT_KEY_TYPE} at bootstrap, then the current key's type")
+    _renewal(run)
+    run.add_argument_group("when").add_argument(
+        "--once", action="store_true", help="one pass (bootstrap/renew/re-attest if needed), then exit (for cron)"
+    )
+
+    status = commands.add_parser(
+        "status",
+        help="show the installed certificate; exit 1 when there is none or it expired",
+        description="Show the certificate installed in --out and when it is due for renewal.",
+        epilog=_STATUS_EPILOG,
+        formatter_class=raw,
+    )
+    status.add_argument("--out", required=True, type=Path, metavar="DIR", help="the directory of the files")
     return parser
+
+
+def parse(argv: list[str], env: Mapping[str, str]) -> argparse.Namespace:
+    """Parse and check ``argv`` without any I/O; raise :class:`clients.errors.UsageError`
+    (or ``SystemExit(64)`` from argparse itself)."""
+    args = build_parser().parse_args(argv)
+    if args.command is not None:
+        check_options(args, env)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``issuer-agent`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or argparse's own usage error (status 2)
-        return exc.code if isinstance(exc.code, int) else 2
+        args = parse(argv, os.environ)
+    except SystemExit as exc:  # --help (0), or argparse's own usage error (64)
+        return exc.code if isinstance(exc.code, int) else EX_USAGE
+    except AgentError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_status
     if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
+        build_parser().print_help(sys.stderr)
+        return EX_USAGE
     try:
-        status: int = args.handler(args, env=os.environ, out=sys.stdout, err=sys.stderr)
+        status: int = COMMANDS[args.command](args, env=os.environ, out=sys.stdout, err=sys.stderr)
     except AgentError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_status
@@ -129,106 +284,3 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     return status
-
-
-_METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "token": ("token", "token_file"),
-    "aws-ec2": ("imds_endpoint",),
-    "aws-iam": ("server_id", "sts_region", "sts_endpoint_host", "profile"),
-}
-
-
-def _run_bootstrap(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
-    for method, names in _METHOD_OPTIONS.items():
-        for name in names:
-            if method != args.method and getattr(args, name) is not None:
-                flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} is for --method {method}, not {args.method}", code="option_not_for_method")
-    # Everything that can be checked without I/O is checked before the first file or request.
-    if not args.timeout > 0:
-        raise UsageError("--timeout must be a positive number of seconds", code="timeout_invalid")
-    token = _join_token(args, env) if args.method == "token" else None
-    server_id = args.server_id or env.get("ISSUER_SERVER_ID")
-    if args.method == "aws-iam" and not server_id:
-        raise UsageError("--method aws-iam needs --server-id (or ISSUER_SERVER_ID)", code="server_id_missing")
-
-    client = IssuerClient(
-        args.server, ca_bundle=args.ca_bundle, timeout=args.timeout, allow_insecure_http=args.insecure_http
-    )
-    if client.warning:
-        print(client.warning, file=err)
-    out_dir = prepare_out_dir(args.out)
-
-    def progress(message: str) -> None:
-        print(message, file=err, flush=True)
-
-    proof: Proof
-    if token is not None:
-        proof = TokenProof(token=token)
-    elif args.method == "aws-ec2":
-        proof = Ec2Proof(imds=ImdsClient(resolve_endpoint(args.imds_endpoint, env)), out_dir=out_dir)
-    else:
-        assert server_id is not None
-        proof = _iam_proof(args, server_id=server_id, progress=progress)
-
-    result = bootstrap(
-        proof,
-        transport=client,
-        out_dir=out_dir,
-        role=args.role,
-        key_type=args.key_type,
-        common_name=args.common_name or hostname_hint(),
-        progress=progress,
-    )
-    _report(result, method=args.method, out=out)
-    return 0
-
-
-def _join_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    if args.token_file is not None:
-        try:
-            token = str(args.token_file.read_text(encoding="utf-8")).strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                f"cannot read --token-file {args.token_file}: {exc}", code="token_file_unreadable"
-            ) from None
-    else:
-        token = (args.token or env.get("ISSUER_JOIN_TOKEN") or "").strip()
-    if not token:
-        raise UsageError("no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN", code="token_missing")
-    return token
-
-
-def _iam_proof(args: argparse.Namespace, *, server_id: str, progress: Progress) -> IamProof:
-    # Imported here: botocore takes half a second to import and only aws-iam needs it.
-    from clients.sts_proof import default_region, load_credentials, signing_region, sts_host
-
-    region = args.sts_region or default_region(profile=args.profile)
-    host = args.sts_endpoint_host.strip().lower() if args.sts_endpoint_host else None
-    if host and args.sts_region and signing_region(host, region=args.sts_region) != args.sts_region:
-        raise UsageError(
-            f"--sts-endpoint-host {host} is not in --sts-region {args.sts_region}", code="sts_region_mismatch"
-        )
-    progress("loading AWS credentials (botocore's chain)")
-    credentials = load_credentials(profile=args.profile)
-    progress(f"signing for STS at {host or sts_host(region)} with access key {credentials.access_key}")
-    return IamProof(credentials=credentials, region=region, server_id=server_id, host=host)
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _report(result: BootstrapResult, *, method: str, out: TextIO) -> None:
-    files, issued = result.files, result.issued
-    print(f"wrote {files.key} (0600)", file=out)
-    for path in (files.cert, files.chain, files.bundle, files.fullchain):
-        print(f"wrote {path}", file=out)
-    if method == "aws-ec2":
-        print(f"instance nonce in {files.directory / NONCE_FILE} (keep it: it binds this instance)", file=out)
-    identity = issued.identity
-    print(f"serial {issued.serial}", file=out)
-    uri = f" ({identity.uri_san})" if identity.uri_san else ""
-    print(f"identity {identity.method} {identity.principal}{uri}", file=out)
-    print(f"not after {_when(issued.not_after)}", file=out)
-    print(f"renew after {_when(issued.renew_after)}", file=out)

@@ -7,6 +7,7 @@ Layout (the same trick as the kubelet's atomic volume writer)::
     DIR/chain.pem      -> .live/chain.pem      0644
     DIR/bundle.pem     -> .live/bundle.pem     0644
     DIR/fullchain.pem  -> .live/fullchain.pem  0644  (leaf + chain)
+    DIR/issuer.json    -> .live/issuer.json    0644  (where it came from and when to renew; no secrets)
     DIR/.live          -> .gen-XXXXXXXX        the one name that is switched
     DIR/.gen-XXXXXXXX/                         one complete set, 0700
     DIR/instance-nonce                         0600, a plain file (EC2 only)
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from clients.errors import FilesystemError
+from clients.errors import ConfigError, FilesystemError
 
 __all__ = [
     "BUNDLE_FILE",
@@ -42,10 +43,12 @@ __all__ = [
     "FULLCHAIN_FILE",
     "KEY_FILE",
     "NONCE_FILE",
+    "STATE_FILE",
     "CredentialSet",
     "WrittenFiles",
     "atomic_write",
     "install_credentials",
+    "live_directory",
     "prepare_out_dir",
     "read_nonce",
     "store_nonce",
@@ -57,6 +60,7 @@ CHAIN_FILE: Final = "chain.pem"
 BUNDLE_FILE: Final = "bundle.pem"
 FULLCHAIN_FILE: Final = "fullchain.pem"
 NONCE_FILE: Final = "instance-nonce"
+STATE_FILE: Final = "issuer.json"
 _LIVE: Final = ".live"
 _GEN_PREFIX: Final = ".gen-"
 _LOCK: Final = ".lock"
@@ -66,22 +70,30 @@ _PUBLIC: Final = 0o644
 
 @dataclass(frozen=True, slots=True)
 class CredentialSet:
-    """PEM bytes of one issuance, all for the same key."""
+    """PEM bytes of one issuance, all for the same key, and the agent's note about it.
+
+    ``state`` is the JSON of :class:`clients.agent.state.AgentState`; it goes into
+    the same generation so that it always describes the certificate beside it.
+    """
 
     key_pem: bytes
     cert_pem: bytes
     chain_pem: bytes
     bundle_pem: bytes
+    state: bytes = b""
 
     def files(self) -> tuple[tuple[str, bytes, int], ...]:
         fullchain = _pem_join(self.cert_pem, self.chain_pem)
-        return (
+        files = (
             (KEY_FILE, self.key_pem, _PRIVATE),
             (CERT_FILE, self.cert_pem, _PUBLIC),
             (CHAIN_FILE, self.chain_pem, _PUBLIC),
             (BUNDLE_FILE, self.bundle_pem, _PUBLIC),
             (FULLCHAIN_FILE, fullchain, _PUBLIC),
         )
+        # 0644 like cert.pem: everything in it is public (the certificate says as much) and
+        # monitoring that may read cert.pem may read when it is due, too.
+        return (*files, (STATE_FILE, self.state, _PUBLIC)) if self.state else files
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +115,8 @@ def _pem_join(*parts: bytes) -> bytes:
 def prepare_out_dir(path: Path) -> Path:
     """Create ``path`` with mode 0700 when missing; return it resolved.
 
-    Raises :class:`FilesystemError` when it is not a directory or other users can
-    write to it (they could swap the key under us).
+    Raises :class:`ConfigError` (exit 78: no retry fixes it) when it cannot be
+    created, is not a directory or other users can write to it (they could swap the key under us).
     """
     try:
         if not path.exists():
@@ -112,11 +124,15 @@ def prepare_out_dir(path: Path) -> Path:
             os.chmod(path, 0o700)  # mkdir's mode passes through the umask
         info = path.stat()
     except OSError as exc:
-        raise FilesystemError(f"cannot create the output directory {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot create the output directory {path}: {exc.strerror}", code="out_dir_unusable"
+        ) from None
     if not stat.S_ISDIR(info.st_mode):
-        raise FilesystemError(f"{path} exists and is not a directory", code="out_dir_invalid")
+        raise ConfigError(f"{path} exists and is not a directory", code="out_dir_invalid")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write in the output directory {path} (permission denied)", code="out_dir_unusable")
     if info.st_mode & 0o022:
-        raise FilesystemError(
+        raise ConfigError(
             f"{path} is writable by other users (mode {stat.S_IMODE(info.st_mode):04o}); run: chmod go-w {path}",
             code="out_dir_insecure",
         )
@@ -168,10 +184,18 @@ def install_credentials(out_dir: Path, credentials: CredentialSet) -> WrittenFil
     )
 
 
+def live_directory(out_dir: Path) -> Path:
+    """The directory holding the live set: the generation ``.live`` points to, or ``out_dir``
+    itself for plain files of an older layout. Reading every file through this one path
+    gives a consistent set even while a writer switches to the next one."""
+    live = out_dir / _LIVE
+    return live.resolve() if live.is_symlink() else out_dir
+
+
 def read_nonce(out_dir: Path) -> str | None:
     """The stored EC2 instance nonce, or None when there is none yet.
 
-    Raises :class:`FilesystemError` when the file exists but is empty or unreadable:
+    Raises :class:`ConfigError` when the file exists but is empty or unreadable:
     the issuer bound this instance to that nonce, so a person must decide.
     """
     path = out_dir / NONCE_FILE
@@ -180,9 +204,9 @@ def read_nonce(out_dir: Path) -> str | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise FilesystemError(f"cannot read {path}: {exc}", code="nonce_unreadable") from None
+        raise ConfigError(f"cannot read {path}: {exc}", code="nonce_unreadable") from None
     if not text:
-        raise FilesystemError(
+        raise ConfigError(
             f"{path} is empty; restore it, or ask an operator to reset this instance's binding and delete it",
             code="nonce_unreadable",
         )

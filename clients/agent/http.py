@@ -7,6 +7,8 @@
   signed STS request).
 - redirects are never followed (a redirect must not carry a proof elsewhere).
 - errors come back as ``application/problem+json`` and become :class:`ServerProblem`.
+- mTLS: with ``client_certificate`` the machine's current certificate (fullchain)
+  and key are presented in the TLS handshake (``issuer-agent renew --auth mtls``).
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from clients.errors import ResponseError, ServerProblem, TransportError, UsageError
+from clients.errors import ConfigError, ResponseError, ServerProblem, TransportError, UsageError
 from clients.wire import PROBLEM_CONTENT_TYPE, REQUEST_ID_HEADER
 from clients.wire import ResponseField as R
 
-__all__ = ["USER_AGENT", "IssuerClient", "check_server_url"]
+__all__ = ["USER_AGENT", "ClientCertificate", "IssuerClient", "check_server_url"]
 
 USER_AGENT: Final = "issuer-agent/0.1"
 _MAX_BODY: Final = 1024 * 1024
@@ -66,6 +69,14 @@ def check_server_url(server: str, *, allow_insecure_http: bool) -> str | None:
     return f"warning: sending credentials over plain http to {parts.hostname} (--insecure-http)"
 
 
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """Files of one installed generation to present over mTLS: leaf + chain, and its key."""
+
+    fullchain: Path
+    key: Path
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
@@ -81,22 +92,39 @@ class IssuerClient:
         ca_bundle: Path | None = None,
         timeout: float = 30.0,
         allow_insecure_http: bool = False,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
+        """Raises :class:`UsageError` for a bad URL (or mTLS over plain http), :class:`ConfigError`
+        (exit 78) for a ``ca_bundle`` or client certificate that cannot be loaded."""
         self.warning = check_server_url(server, allow_insecure_http=allow_insecure_http)
         self.server = server.rstrip("/")
         self._timeout = timeout
         try:
             context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
         except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"cannot load --ca-bundle {ca_bundle}: {exc}", code="ca_bundle_invalid") from None
+            raise ConfigError(f"cannot load --ca-bundle {ca_bundle}: {exc}", code="ca_bundle_invalid") from None
+        if client_certificate is not None:
+            if not self.server.startswith("https://"):
+                raise UsageError("--auth mtls needs an https:// issuer", code="mtls_needs_https")
+            try:
+                context.load_cert_chain(client_certificate.fullchain, client_certificate.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"cannot load the client certificate {client_certificate.fullchain}: {exc}",
+                    code="client_certificate_invalid",
+                ) from None
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
 
-    def post_json(self, path: str, body: Mapping[str, object]) -> dict[str, object]:
-        """POST ``body`` to ``server + path``; return the JSON object of a 2xx answer.
+    def post_json(
+        self, path: str, body: Mapping[str, object], *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, object]:
+        """POST ``body`` to ``server + path`` (with extra ``headers``); return the JSON object of a 2xx answer.
 
         Raises :class:`ServerProblem` for an error answer, :class:`TransportError`
-        (``server_unreachable``, ``server_timeout``, ``tls_verify_failed``) when there
-        is no answer, :class:`ResponseError` when a 2xx answer is not a JSON object.
+        (``server_unreachable``, ``server_timeout``) when there is no answer,
+        :class:`ConfigError` (``tls_verify_failed``) when the issuer's certificate does
+        not verify against the trust given (retrying cannot fix that),
+        :class:`ResponseError` when a 2xx answer is not a JSON object.
         """
         url = self.server + path
         # Our own request id, so that even an error page without one can be matched to the server's logs.
@@ -109,6 +137,7 @@ class IssuerClient:
                 "Content-Type": "application/json",
                 "Accept": "application/json, application/problem+json",
                 "User-Agent": USER_AGENT,
+                **(headers or {}),
                 REQUEST_ID_HEADER: request_id,
             },
         )
@@ -137,11 +166,11 @@ class IssuerClient:
     def _timed_out(self, url: str) -> TransportError:
         return TransportError(f"no answer from the issuer at {url} within {self._timeout:g}s", code="server_timeout")
 
-    def _no_answer(self, url: str, reason: object) -> TransportError:
+    def _no_answer(self, url: str, reason: object) -> TransportError | ConfigError:
         if isinstance(reason, TimeoutError | socket.timeout):
             return self._timed_out(url)
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return TransportError(
+            return ConfigError(
                 f"the issuer's TLS certificate at {url} did not verify ({reason.verify_message}); "
                 f"pass the CA that signed it with --ca-bundle",
                 code="tls_verify_failed",

@@ -1,4 +1,4 @@
-"""The issuer's 201 answer, checked before anything touches the disk."""
+"""The issuer's 201 answer (issue and renew alike), checked before anything touches the disk."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ class IssuedCertificate:
     renew_after: datetime
     identity: IssuedIdentity
     nonce: str | None
+    role: str | None = None
+    # The issuer's own name for itself (the ``aud`` of renewal tokens), when it says.
+    server_id: str | None = None
+    # Renewals only: the serial of the certificate this one replaces.
+    renewed_from: str | None = None
 
 
 def parse_issue_response(body: Mapping[str, object], *, key: PrivateKey) -> IssuedCertificate:
@@ -75,7 +80,6 @@ def parse_issue_response(body: Mapping[str, object], *, key: PrivateKey) -> Issu
     if not isinstance(identity, Mapping):
         raise ResponseError(f"the issuer's answer has no {R.IDENTITY!r} object")
     uri_san = identity.get(R.IDENTITY_URI_SAN)
-    nonce = body.get(R.NONCE)
     return IssuedCertificate(
         serial=serial,
         certificate_pem=certificate_pem,
@@ -89,8 +93,16 @@ def parse_issue_response(body: Mapping[str, object], *, key: PrivateKey) -> Issu
             principal=_text(identity, R.IDENTITY_PRINCIPAL),
             uri_san=uri_san if isinstance(uri_san, str) and uri_san else None,
         ),
-        nonce=nonce if isinstance(nonce, str) and nonce else None,
+        nonce=_optional(body, R.NONCE),
+        role=_optional(body, R.ROLE),
+        server_id=_optional(body, R.SERVER_ID),
+        renewed_from=_optional(body, R.RENEWED_FROM),
     )
+
+
+def _optional(body: Mapping[str, object], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _text(body: Mapping[str, object], name: str, *, allow_empty: bool = False) -> str:

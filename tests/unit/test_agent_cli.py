@@ -217,10 +217,13 @@ def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
         assert method in text
     assert "ISSUER_JOIN_TOKEN" in text
     assert "key.pem (0600)" in text
+    assert "issuer.json" in text
+    for status in ("64  bad usage", "75  temporary", "78  configuration"):
+        assert status in text
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 2
+    assert main([]) == 64
 
 
 def test_missing_token_fails_with_one_line_and_touches_nothing(
@@ -228,7 +231,7 @@ def test_missing_token_fails_with_one_line_and_touches_nothing(
 ) -> None:
     out = tmp_path / "out"
     status = main(["bootstrap", "--method", "token", "--server", "http://127.0.0.1:9", "--out", str(out)])
-    assert status == 2
+    assert status == 64
     err = capsys.readouterr().err
     assert err.strip() == (
         "error: no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN (code token_missing)"
@@ -238,19 +241,19 @@ def test_missing_token_fails_with_one_line_and_touches_nothing(
 
 def test_iam_without_server_id_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["bootstrap", "--method", "aws-iam", "--server", "http://127.0.0.1:9", "--out", str(tmp_path)])
-    assert status == 2
+    assert status == 64
     assert "(code server_id_missing)" in one_line_error(capsys.readouterr().err)
 
 
 def test_an_option_of_another_method_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bootstrap", "--method", "aws-ec2", "--token", "t", "--server", "https://x.test", "--out", str(tmp_path)]
-    assert main(argv) == 2
+    assert main(argv) == 64
     assert "--token is for --method token" in one_line_error(capsys.readouterr().err)
 
 
 def test_plain_http_to_a_remote_issuer_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bootstrap", "--method", "token", "--token", "t", "--server", "http://192.0.2.10", "--out", str(tmp_path)]
-    assert main(argv) == 2
+    assert main(argv) == 64
     assert "(code insecure_transport)" in one_line_error(capsys.readouterr().err)
 
 
@@ -465,5 +468,5 @@ def test_iam_host_and_region_must_agree(tmp_path: Path, capsys: pytest.CaptureFi
         "bootstrap", "--method", "aws-iam", "--server-id", "s", "--server", "https://issuer.test",
         "--sts-region", "eu-west-1", "--sts-endpoint-host", "sts.us-east-2.amazonaws.com", "--out", str(tmp_path),
     ]  # fmt: skip
-    assert main(argv) == 2
+    assert main(argv) == 64
     assert "(code sts_region_mismatch)" in one_line_error(capsys.readouterr().err)

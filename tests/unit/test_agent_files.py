@@ -16,7 +16,7 @@ from clients.agent.files import (
     read_nonce,
     store_nonce,
 )
-from clients.errors import FilesystemError
+from clients.errors import EX_CONFIG, ConfigError, FilesystemError
 
 NAMES = {"key.pem", "cert.pem", "chain.pem", "bundle.pem", "fullchain.pem"}
 
@@ -54,15 +54,24 @@ def test_out_dir_writable_by_others_is_refused(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    with pytest.raises(FilesystemError) as err:
+    with pytest.raises(ConfigError) as err:
         prepare_out_dir(shared)
     assert err.value.code == "out_dir_insecure"
+    assert err.value.exit_status == EX_CONFIG
 
 
 def test_out_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
-    with pytest.raises(FilesystemError):
+    with pytest.raises(ConfigError) as err:
         prepare_out_dir(tmp_path / "f")
+    assert err.value.code == "out_dir_invalid"
+
+
+def test_out_dir_under_a_file_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError) as err:
+        prepare_out_dir(tmp_path / "f" / "out")
+    assert err.value.code == "out_dir_unusable"
 
 
 def test_install_writes_every_file_with_its_mode_and_content(tmp_path: Path, umask_022: None) -> None:
@@ -168,6 +177,6 @@ def test_nonce_round_trip_is_0600(tmp_path: Path) -> None:
 
 def test_an_empty_nonce_file_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
     (tmp_path / "instance-nonce").write_text("\n")
-    with pytest.raises(FilesystemError) as err:
+    with pytest.raises(ConfigError) as err:
         read_nonce(tmp_path)
     assert err.value.code == "nonce_unreadable"

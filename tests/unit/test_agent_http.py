@@ -17,7 +17,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from clients.agent.http import IssuerClient, check_server_url
-from clients.errors import EX_FAILURE, EX_TEMPFAIL, ResponseError, ServerProblem, TransportError, UsageError
+from clients.errors import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_TEMPFAIL,
+    ConfigError,
+    ResponseError,
+    ServerProblem,
+    TransportError,
+    UsageError,
+)
 from tests.support.fake_imds import serve_in_thread
 
 
@@ -53,6 +62,10 @@ def make_app(seen: Seen) -> web.Application:
             headers={"Retry-After": "7"},
         )
 
+    async def headers(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"authorization": request.headers.get("Authorization")}, status=201)
+
     async def not_an_object(request: web.Request) -> web.Response:
         await record(request)
         return web.json_response([1, 2], status=201)
@@ -64,6 +77,7 @@ def make_app(seen: Seen) -> web.Application:
     app.router.add_post("/v1/proxy-error", proxy_error)
     app.router.add_post("/v1/problem", problem_without_id)
     app.router.add_post("/v1/list", not_an_object)
+    app.router.add_post("/v1/headers", headers)
     return app
 
 
@@ -78,6 +92,24 @@ def test_posts_json_and_returns_the_object(server: tuple[str, Seen]) -> None:
     url, seen = server
     assert IssuerClient(url).post_json("/v1/ok", {"a": 1}) == {"echo": {"a": 1}}
     assert len(seen.request_ids[0]) == 16  # the agent names its request for the server's logs
+
+
+def test_extra_headers_are_sent_but_cannot_replace_our_request_id(server: tuple[str, Seen]) -> None:
+    url, seen = server
+    answer = IssuerClient(url).post_json(
+        "/v1/headers", {}, headers={"Authorization": "Bearer abc", "X-Request-ID": "chosen"}
+    )
+    assert answer == {"authorization": "Bearer abc"}
+    assert seen.request_ids[0] != "chosen" and len(seen.request_ids[0]) == 16
+
+
+def test_an_unreachable_issuer_is_transient() -> None:
+    from tests.support.moto_server import free_port
+
+    with pytest.raises(TransportError) as err:
+        IssuerClient(f"http://127.0.0.1:{free_port()}").post_json("/v1/ok", {})
+    assert err.value.code == "server_unreachable"
+    assert err.value.exit_status == EX_TEMPFAIL and err.value.transient
 
 
 def test_a_path_prefix_in_the_server_url_is_kept(server: tuple[str, Seen]) -> None:
@@ -187,16 +219,21 @@ def test_https_verifies_against_the_ca_bundle(tls: tuple[Path, ssl.SSLContext]) 
     with serve_in_thread(make_app(Seen()), ssl_context=context) as url:
         assert url.startswith("https://")
         assert IssuerClient(url, ca_bundle=ca_file).post_json("/v1/ok", {"x": 1}) == {"echo": {"x": 1}}
-        with pytest.raises(TransportError) as err:
+        with pytest.raises(ConfigError) as err:
             IssuerClient(url).post_json("/v1/ok", {})  # system trust does not know the test CA
     assert err.value.code == "tls_verify_failed"
+    # Not transient: without the right --ca-bundle no retry will ever work.
+    assert err.value.exit_status == EX_CONFIG
     assert "--ca-bundle" in err.value.message
 
 
-def test_an_unreadable_ca_bundle_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError) as err:
-        IssuerClient("https://issuer.test", ca_bundle=tmp_path / "missing.pem")
+@pytest.mark.parametrize("name", ["missing.pem", "empty.pem", "."])
+def test_an_unusable_ca_bundle_is_a_configuration_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / "empty.pem").write_text("")
+    with pytest.raises(ConfigError) as err:
+        IssuerClient("https://issuer.test", ca_bundle=tmp_path / name)
     assert err.value.code == "ca_bundle_invalid"
+    assert err.value.exit_status == EX_CONFIG
 
 
 # --- where credentials may go ------------------------------------------------------------------

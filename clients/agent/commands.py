@@ -1,0 +1,334 @@
+"""What each ``issuer-agent`` command does, wired to the real clock, HTTP, IMDS, botocore and signals.
+
+:func:`check_options` holds every check that needs no I/O, so that a bad command
+line fails (exit 64) before any file or request, and so that tests can check
+the deployment files' command lines against the real parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from clients.agent.bootstrap import Ec2Proof, IamProof, Progress, Proof, TokenProof, bootstrap
+from clients.agent.daemon import Daemon, DaemonSettings, when
+from clients.agent.files import NONCE_FILE, WrittenFiles, prepare_out_dir
+from clients.agent.hooks import ChangeEvent, CommandHook, EventKind, parse_command
+from clients.agent.http import ClientCertificate, IssuerClient, check_server_url
+from clients.agent.installed import read_current
+from clients.agent.issued import IssuedCertificate
+from clients.agent.renewal import renew
+from clients.agent.schedule import renewal_due
+from clients.agent.stop import StopSwitch, SystemClock
+from clients.errors import ConfigError, ServerProblem, UsageError
+from clients.imds import ImdsClient, resolve_endpoint
+from clients.keys import hostname_hint
+from clients.wire import RENEWAL_REFUSALS
+
+__all__ = ["COMMANDS", "Handler", "TokenSource", "check_options"]
+
+Handler = Callable[..., int]
+
+_METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "token": ("token", "token_file"),
+    "aws-ec2": ("imds_endpoint",),
+    "aws-iam": ("sts_region", "sts_endpoint_host", "profile"),
+}
+
+
+def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Every check of the parsed options that needs no I/O; raises :class:`UsageError`."""
+    if not args.command:
+        return
+    if getattr(args, "timeout", 1.0) <= 0:
+        raise UsageError("--timeout must be a positive number of seconds", code="timeout_invalid")
+    if getattr(args, "on_change_timeout", 1.0) <= 0:
+        raise UsageError("--on-change-timeout must be a positive number of seconds", code="timeout_invalid")
+    if getattr(args, "on_change", None) is not None:
+        parse_command(args.on_change)
+    if getattr(args, "server", None):
+        check_server_url(args.server, allow_insecure_http=args.insecure_http)
+        if getattr(args, "auth", None) == "mtls" and not args.server.startswith("https://"):
+            raise UsageError("--auth mtls needs an https:// issuer", code="mtls_needs_https")
+    method = getattr(args, "method", None)
+    if method is None:
+        return
+    for other, names in _METHOD_OPTIONS.items():
+        for name in names:
+            if other != method and getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} is for --method {other}, not {method}", code="option_not_for_method")
+    if method == "aws-iam" and not _server_id(args, env):
+        raise UsageError("--method aws-iam needs --server-id (or ISSUER_SERVER_ID)", code="server_id_missing")
+    if method == "token" and args.command == "bootstrap" and not (args.token_file or _inline_token(args, env)):
+        raise UsageError("no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN", code="token_missing")
+    if method == "aws-iam" and args.sts_endpoint_host and args.sts_region:
+        # Imported here: botocore takes half a second to import and only aws-iam needs it.
+        from clients.sts_proof import signing_region
+
+        host = args.sts_endpoint_host.strip().lower()
+        if signing_region(host, region=args.sts_region) != args.sts_region:
+            raise UsageError(
+                f"--sts-endpoint-host {host} is not in --sts-region {args.sts_region}", code="sts_region_mismatch"
+            )
+
+
+def _server_id(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    return args.server_id or env.get("ISSUER_SERVER_ID") or None
+
+
+def _inline_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    return (args.token or env.get("ISSUER_JOIN_TOKEN") or "").strip()
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        return str(path.read_text(encoding="utf-8")).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read --token-file {path}: {exc}", code="token_file_unreadable") from None
+
+
+class TokenSource:
+    """Join tokens for the daemon, read afresh for every attempt (from ``file``, else ``inline``);
+    a token the issuer accepted (they are one-time) is never sent again, so an operator can drop
+    a new one into --token-file while the daemon keeps trying. Raises :class:`ConfigError`
+    (``token_missing``, ``token_spent``, ``token_file_unreadable``)."""
+
+    def __init__(self, *, file: Path | None, inline: str = "") -> None:
+        self._file = file
+        self._inline = inline.strip()
+        self._spent: set[str] = set()
+
+    def __call__(self) -> Proof:
+        token = _read_token_file(self._file) if self._file else self._inline
+        where = f"--token-file {self._file}" if self._file else "--token/ISSUER_JOIN_TOKEN"
+        if not token:
+            raise ConfigError(f"no join token in {where}", code="token_missing")
+        if token in self._spent:
+            raise ConfigError(f"the join token in {where} was used already; put a new one there", code="token_spent")
+        return TokenProof(token=token, on_accepted=self._spent.add)
+
+
+def _proof_source(
+    args: argparse.Namespace, env: Mapping[str, str], *, out_dir: Path, progress: Progress
+) -> Callable[[], Proof]:
+    if args.method == "token":
+        return TokenSource(file=args.token_file, inline=_inline_token(args, env))
+    if args.method == "aws-ec2":
+        endpoint = resolve_endpoint(args.imds_endpoint, env)
+        return lambda: Ec2Proof(imds=ImdsClient(endpoint), out_dir=out_dir)
+    server_id = _server_id(args, env)
+    assert server_id is not None  # check_options
+    return lambda: _iam_proof(args, server_id=server_id, progress=progress)
+
+
+def _iam_proof(args: argparse.Namespace, *, server_id: str, progress: Progress) -> IamProof:
+    # Imported here: botocore takes half a second to import and only aws-iam needs it.
+    from clients.sts_proof import default_region, load_credentials, sts_host
+
+    region = args.sts_region or default_region(profile=args.profile)
+    host = args.sts_endpoint_host.strip().lower() if args.sts_endpoint_host else None
+    progress("loading AWS credentials (botocore's chain)")
+    credentials = load_credentials(profile=args.profile)
+    progress(f"signing for STS at {host or sts_host(region)} with access key {credentials.access_key}")
+    return IamProof(credentials=credentials, region=region, server_id=server_id, host=host)
+
+
+def _client(args: argparse.Namespace, server: str, certificate: ClientCertificate | None = None) -> IssuerClient:
+    return IssuerClient(
+        server,
+        ca_bundle=args.ca_bundle,
+        timeout=args.timeout,
+        allow_insecure_http=args.insecure_http,
+        client_certificate=certificate,
+    )
+
+
+def _printer(stream: TextIO, *, quiet: bool = False) -> Progress:
+    def progress(message: str) -> None:
+        if not quiet:
+            print(message, file=stream, flush=True)
+
+    return progress
+
+
+def run_bootstrap(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    progress = _printer(err)
+    client = _client(args, args.server)
+    if client.warning:
+        print(client.warning, file=err)
+    out_dir = prepare_out_dir(args.out)
+    proof = (
+        TokenProof(token=_read_token_file(args.token_file) if args.token_file else _inline_token(args, env))
+        if args.method == "token"
+        else _proof_source(args, env, out_dir=out_dir, progress=progress)()
+    )
+    result = bootstrap(
+        proof,
+        transport=client,
+        out_dir=out_dir,
+        role=args.role,
+        key_type=args.key_type,
+        common_name=args.common_name or hostname_hint(),
+        server=client.server,
+        server_id=_server_id(args, env),
+        progress=progress,
+    )
+    _report(result.files, result.issued, out=out)
+    if args.method == "aws-ec2":
+        print(f"instance nonce in {out_dir / NONCE_FILE} (keep it: it binds this instance)", file=out)
+    return 0
+
+
+def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    progress = _printer(err, quiet=args.quiet)
+    current = read_current(args.out)
+    if current is None:
+        raise ConfigError(f"no certificate in {args.out}; run `issuer-agent bootstrap` first", code="not_bootstrapped")
+    prepare_out_dir(args.out)  # the same checks as at bootstrap: a directory others cannot write
+    state = current.state
+    server = args.server or (state.server if state else None)
+    if not server:
+        raise UsageError(f"--server is needed: {args.out}/issuer.json names no issuer", code="server_missing")
+    now = datetime.now(UTC)
+    # Seeded by the serial: every run of a timer agrees on one time per certificate, and a fleet spreads out.
+    jitter = random.Random(current.serial).random()  # noqa: S311 - scheduling, not secrecy
+    due = renewal_due(
+        not_before=current.not_before,
+        not_after=current.not_after,
+        issuer_renew_after=state.renew_after if state else None,
+        jitter=jitter,
+    )
+    if now < due and not args.force:
+        if not args.quiet:
+            print(
+                f"not due: certificate {current.serial} is due for renewal at {when(due)} "
+                f"(valid until {when(current.not_after)}); --force renews now",
+                file=out,
+            )
+        return 0
+    client = _client(args, server, current.client_certificate if args.auth == "mtls" else None)
+    if client.warning:
+        print(client.warning, file=err)
+    try:
+        result = renew(
+            current,
+            transport=client,
+            out_dir=args.out.resolve(),
+            auth=args.auth,
+            server=client.server,
+            server_id=_server_id(args, env) or (state.server_id if state else None),
+            now=lambda: datetime.now(UTC),
+            key_type=args.key_type,
+            common_name=args.common_name or hostname_hint(),
+            progress=progress,
+        )
+    except ServerProblem as exc:
+        if exc.refused and exc.code in RENEWAL_REFUSALS:
+            print(
+                "hint: the issuer will not renew this certificate; run `issuer-agent bootstrap` again "
+                "(`issuer-agent run` does that by itself)",
+                file=err,
+            )
+        raise
+    if not args.quiet:
+        print(f"renewed {result.renewed_from} -> {result.issued.serial}", file=out)
+        _report(result.files, result.issued, out=out)
+    _hook(args, "renew", result.issued, args.out.resolve(), err=err)
+    return 0
+
+
+def run_daemon(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    out_dir = prepare_out_dir(args.out)
+    probe = _client(args, args.server)  # fails now (64/78) on a bad URL or --ca-bundle, not at the first renewal
+    if probe.warning:
+        print(probe.warning, file=err)
+    switch = StopSwitch()
+    hook = (
+        CommandHook(parse_command(args.on_change), timeout=args.on_change_timeout)
+        if args.on_change is not None
+        else None
+    )
+    daemon = Daemon(
+        DaemonSettings(
+            out_dir=out_dir,
+            server=probe.server,
+            method=args.method,
+            server_id=_server_id(args, env),
+            auth=args.auth,
+            role=args.role,
+            key_type=args.key_type,
+            common_name=args.common_name or hostname_hint(),
+            once=args.once,
+        ),
+        clock=SystemClock(),
+        waiter=switch,
+        rng=random.SystemRandom().random,
+        connect=lambda certificate: _client(args, args.server, certificate),
+        proofs=_proof_source(args, env, out_dir=out_dir, progress=_printer(err, quiet=True)),
+        hook=hook,
+        log=_printer(err),
+    )
+    with switch.signals_installed():
+        return daemon.run()
+
+
+def run_status(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    current = read_current(args.out)
+    if current is None:
+        print(f"no certificate in {args.out}", file=out)
+        return 1
+    now = datetime.now(UTC)
+    state = current.state
+    renew_after = renewal_due(
+        not_before=current.not_before,
+        not_after=current.not_after,
+        issuer_renew_after=state.renew_after if state else None,
+        jitter=0.0,
+    )
+    print(f"serial {current.serial}", file=out)
+    if state is not None:
+        print(f"issuer {state.server} (server id {state.server_id or 'unknown'}, method {state.method})", file=out)
+    print(f"not before {when(current.not_before)}", file=out)
+    print(f"not after {when(current.not_after)}", file=out)
+    print(f"renew after {when(renew_after)}", file=out)
+    if now >= current.not_after:
+        print(f"EXPIRED at {when(current.not_after)}", file=out)
+        return 1
+    if now < current.not_before:
+        print(f"NOT YET VALID until {when(current.not_before)}", file=out)
+        return 1
+    return 0
+
+
+def _hook(args: argparse.Namespace, kind: EventKind, issued: IssuedCertificate, out_dir: Path, *, err: TextIO) -> None:
+    if args.on_change is None:
+        return
+    hook = CommandHook(parse_command(args.on_change), timeout=args.on_change_timeout)
+    problem = hook(ChangeEvent(kind, issued.serial, issued.not_after, out_dir))
+    if problem is not None:
+        print(f"warning: on-change command failed: {problem} (the new files are installed)", file=err)
+
+
+def _report(files: WrittenFiles, issued: IssuedCertificate, *, out: TextIO) -> None:
+    print(f"wrote {files.key} (0600)", file=out)
+    for path in (files.cert, files.chain, files.bundle, files.fullchain):
+        print(f"wrote {path}", file=out)
+    identity = issued.identity
+    print(f"serial {issued.serial}", file=out)
+    uri = f" ({identity.uri_san})" if identity.uri_san else ""
+    print(f"identity {identity.method} {identity.principal}{uri}", file=out)
+    print(f"not after {when(issued.not_after)}", file=out)
+    print(f"renew after {when(issued.renew_after)}", file=out)
+
+
+COMMANDS: dict[str, Handler] = {
+    "bootstrap": run_bootstrap,
+    "renew": run_renew,
+    "run": run_daemon,
+    "status": run_status,
+}

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,7 +140,8 @@ def leaf(ca: Ca) -> x509.Certificate:
 
 
 def load(name: str) -> dict[str, Any]:
-    return json.loads((DATA / name).read_text())
+    event: dict[str, Any] = json.loads((DATA / name).read_text())
+    return event
 
 
 def rest_event(
@@ -177,7 +178,7 @@ def colon_hex(serial: int) -> str:
     return ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
 
 
-SHAPES = {"rest": rest_event, "http": http_event}
+SHAPES: dict[str, Callable[..., dict[str, Any]]] = {"rest": rest_event, "http": http_event}
 
 
 @dataclass
@@ -616,7 +617,10 @@ def test_stale_list_is_served_within_the_grace_then_refused(server: ListServer, 
     assert allowed(authz(rest_event(good), now=t0))
 
     server.mode = "error"
-    at = lambda s: t0 + timedelta(seconds=s)  # noqa: E731
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
     assert allowed(authz(rest_event(good), now=at(61)))
     assert authz.last["revocation"] == "stale" and authz.last["list_age"] == 61
     assert not allowed(authz(rest_event(bad), now=at(62)))  # the stale list still revokes
@@ -629,9 +633,10 @@ def test_stale_list_is_served_within_the_grace_then_refused(server: ListServer, 
     assert authz.last["reason"] == "revocation_list_unavailable"
     assert authz.last["revocation"] == "unavailable"
 
-    server.mode = "ok"  # the source recovers; a full fetch, since the 304 would also do
+    server.mode = "ok"  # the source recovers: a 304 confirms the list we kept
     assert allowed(authz(rest_event(good), now=at(700)))
-    assert authz.last["revocation"] == "fresh"
+    assert authz.last["revocation"] == "fresh" and server.not_modified == 1
+    assert not allowed(authz(rest_event(bad), now=at(701)))
 
 
 def test_stale_grace_with_fail_open(server: ListServer, leaf: x509.Certificate) -> None:

@@ -69,10 +69,15 @@ def make_leaf(
     """A client leaf like the issuer's: OU=<role>, CN=<machine>, URI SAN, clientAuth."""
     now = datetime.now(UTC)
     key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
-    kind = {"_type": name_type} if name_type is not None else {}
+
+    def attribute(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute[str]:
+        if name_type is None:
+            return x509.NameAttribute(oid, value)
+        return x509.NameAttribute(oid, value, name_type)
+
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "example.org")]
-    attributes += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, r, **kind) for r in [role, *extra_roles] if r]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name, **kind))
+    attributes += [attribute(NameOID.ORGANIZATIONAL_UNIT_NAME, r) for r in [role, *extra_roles] if r]
+    attributes.append(attribute(NameOID.COMMON_NAME, common_name))
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attributes))

@@ -19,6 +19,29 @@ Responses never raise: REST APIs (and HTTP APIs with payload 1.0) get an IAM pol
 or Denies ``execute-api:Invoke`` on the ``methodArn`` (a Deny is a 403 to the client); HTTP APIs
 with payload 2.0 get the simple response ``{"isAuthorized": ..., "context": ...}`` (simple
 responses must be enabled on the authorizer). Every decision is one JSON log line on stdout.
+
+Settings (environment):
+
+    ISSUER_REVOKED_URL        https://issuer/v1/revoked, or s3://bucket/key (SigV4 with the Lambda's
+                              AWS_* credentials; AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL switch to
+                              path-style addressing at that endpoint). http:// only for loopback.
+    ISSUER_REVOKED_TTL        seconds the list is used before revalidating (If-None-Match); 60
+    ISSUER_REVOKED_MAX_STALE  seconds a list may be served while the source fails; 10 x TTL
+    ISSUER_REVOKED_TIMEOUT    seconds for one fetch; 3
+    ISSUER_REVOKED_CA_FILE    PEM roots for an https source with a private TLS CA; system roots
+    ISSUER_FAIL_CLOSED        true: no usable list denies everything; false: allow, log level error
+    ISSUER_AUTHZ_POLICY       the route policy (JSON, below); missing or invalid denies everything
+
+Policy: ``{"rules": [{"name": ..., "routes": [...], "roles": [...], "uri_prefixes": [...]}],
+"default": "deny"}``. A request is allowed when some rule has a route matching it and the
+certificate has one of the rule's ``roles`` (an exact subject OU value) or a URI SAN starting with
+one of its ``uri_prefixes`` (each must end in "/"). When rules match the route but none admits
+the certificate, the request is denied; ``default`` ("deny" or "allow") decides only routes no
+rule mentions. Routes are ``"METHOD /path"``, ``"METHOD $default"`` or ``"*"`` (everything);
+METHOD may be ``*`` or ``ANY``. They are matched against the request's method and the *route
+template* API Gateway matched: the REST ``resource`` (``/orders/{id}``) or the HTTP API
+``routeKey`` path. In a pattern path ``*`` is exactly one whole segment (not a greedy
+``{proxy+}``) and a final ``**`` one or more segments; anything else is literal and case-sensitive.
 """
 
 from __future__ import annotations
@@ -27,6 +50,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import math
@@ -44,7 +68,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 __all__ = [
+    "ApiRequest",
     "AuthorizerError",
+    "AwsEnvironment",
     "CertificateError",
     "ClientCertificate",
     "EventError",
@@ -59,7 +85,9 @@ __all__ = [
     "authorize",
     "lambda_handler",
     "load_settings",
+    "parse_certificate_der",
     "parse_certificate_pem",
+    "parse_event",
     "parse_policy",
     "parse_revocation_document",
     "serial_matches",
@@ -189,7 +217,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
 
 def _parse_source(url: str) -> Source:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        raise SettingsError(f"ISSUER_REVOKED_URL {url!r} is not a URL") from None
     if parts.scheme == "s3":
         bucket, key = parts.netloc, parts.path.lstrip("/")
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket) or not key or parts.query or parts.fragment:
@@ -200,7 +231,11 @@ def _parse_source(url: str) -> Source:
 
 
 def _check_http_url(url: str, name: str) -> None:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        raise SettingsError(f"{name} {url!r} is not a URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.fragment:
         raise SettingsError(f"{name} {url!r} must be an https:// URL without credentials")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -682,7 +717,8 @@ def sigv4_headers(
     if aws.session_token:
         headers["x-amz-security-token"] = aws.session_token
     names = sorted(headers)
-    query = "&".join(sorted(urllib.parse.urlencode([pair]) for pair in urllib.parse.parse_qsl(parts.query, True)))
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = "&".join(sorted(f"{_uri_encode(k)}={_uri_encode(v)}" for k, v in pairs))
     canonical_headers = "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names)
     canonical = "\n".join(["GET", parts.path or "/", query, canonical_headers, ";".join(names), EMPTY_SHA256])
     scope = f"{amz_date[:8]}/{aws.region}/{service}/aws4_request"
@@ -698,8 +734,13 @@ def sigv4_headers(
     return headers
 
 
+def _uri_encode(text: str, safe: str = "-_.~") -> str:
+    """SigV4's URI encoding: everything but RFC 3986 unreserved characters (and ``safe``) as %XX."""
+    return urllib.parse.quote(text, safe=safe)
+
+
 def _s3_url(source: Source, aws: AwsEnvironment) -> str:
-    key = urllib.parse.quote(source.key, safe="/-_.~")
+    key = _uri_encode(source.key, safe="/-_.~")
     if aws.endpoint_url:
         return f"{aws.endpoint_url}/{source.bucket}/{key}"
     suffix = "amazonaws.com.cn" if aws.region.startswith("cn-") else "amazonaws.com"
@@ -743,15 +784,21 @@ def _fetch(settings: Settings, etag: str, now: datetime) -> _Fetched:
             body = response.read(MAX_DOCUMENT_BYTES + 1)
             if len(body) > MAX_DOCUMENT_BYTES:
                 raise SourceError(f"revocation list from {host} is larger than {MAX_DOCUMENT_BYTES} bytes")
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) != len(body):  # read(n) returns short data silently
+                raise SourceError(f"GET {host}: body truncated at {len(body)} of {length} bytes")
             return _Fetched(200, body, response.headers.get("ETag", ""))
     except urllib.error.HTTPError as exc:
         if exc.code == 304:
             return _Fetched(304, b"", exc.headers.get("ETag", "") or etag)
-        detail = exc.read(4096).decode("utf-8", errors="replace")
+        try:
+            detail = exc.read(4096).decode("utf-8", errors="replace")
+        except (OSError, http.client.HTTPException):
+            detail = ""
         code = re.search(r"<Code>([^<]{1,64})</Code>", detail)  # S3's error code, e.g. SignatureDoesNotMatch
         raise SourceError(f"GET {host} answered {exc.code}" + (f" {code.group(1)}" if code else "")) from None
-    except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else f"{type(exc).__name__}: {exc}"
         raise SourceError(f"GET {host} failed: {reason}") from None
 
 
@@ -974,7 +1021,7 @@ def _log_decision(log: Log, decision: Decision) -> None:
         "request_id": decision.request_id or None,
     }
     if cert is not None:
-        fields.update(_identity(cert), serial=cert.serial)
+        fields.update(_identity(cert))
     if decision.allow and decision.revocation == "unchecked":
         fields["alert"] = "FAIL-OPEN: allowed without a revocation list (ISSUER_FAIL_CLOSED=false)"
     _log(log, "error" if loud else "info" if decision.allow else "warning", "authorizer_decision", **fields)

@@ -10,8 +10,11 @@ import ast
 import asyncio
 import ipaddress
 import json
+import os
 import ssl
+import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,7 +80,7 @@ class ListServer:
 
     body: bytes = field(default_factory=revoked_doc)
     version: int = 1
-    mode: str = "ok"  # ok | error | garbage | redirect | hang
+    mode: str = "ok"  # ok | error | garbage | redirect | hang | truncated
     url: str = ""
     requests: int = 0
     not_modified: int = 0
@@ -103,6 +106,13 @@ class ListServer:
                 raise web.HTTPFound("/v1/elsewhere")
             if self.mode == "hang":
                 await asyncio.sleep(5)
+            if self.mode == "truncated":  # promise 1000 bytes, send 10, hang up
+                response = web.StreamResponse(headers={"Content-Length": "1000", "Content-Type": "application/json"})
+                await response.prepare(request)
+                await response.write(self.body[:10])
+                assert request.transport is not None
+                request.transport.close()
+                return response
             if request.headers.get("If-None-Match") == self.etag:
                 self.not_modified += 1
                 return web.Response(status=304, headers={"ETag": self.etag})
@@ -498,6 +508,8 @@ def test_invalid_policy_denies_everything_with_one_clear_line(
         ({"ISSUER_REVOKED_URL": ""}, "ISSUER_REVOKED_URL is not set"),
         ({"ISSUER_REVOKED_URL": "http://issuer.example.org/v1/revoked"}, "loopback"),
         ({"ISSUER_REVOKED_URL": "ftp://issuer.example.org/v1/revoked"}, "https://"),
+        ({"ISSUER_REVOKED_URL": "http://[::1/v1/revoked"}, "is not a URL"),
+        ({"ISSUER_REVOKED_URL": "http://127.0.0.1:port/v1/revoked"}, "is not a URL"),
         ({"ISSUER_REVOKED_URL": "https://user:pw@issuer.example.org/v1/revoked"}, "without credentials"),
         ({"ISSUER_REVOKED_URL": "s3://Bucket_Name/key"}, "s3://bucket/key"),
         ({"ISSUER_REVOKED_URL": "s3://bucket/"}, "s3://bucket/key"),
@@ -562,14 +574,20 @@ def test_timeout_counts_as_unreachable(server: ListServer, leaf: x509.Certificat
     assert "timed out" in authz.events("revocation_source_failed")[0]["error"]
 
 
-@pytest.mark.parametrize("mode", ["garbage", "error", "redirect"])
+@pytest.mark.parametrize("mode", ["garbage", "error", "redirect", "truncated"])
 def test_a_bad_answer_is_not_a_list(server: ListServer, leaf: x509.Certificate, mode: str) -> None:
     server.mode = mode
     authz = Harness(env_for(server.url))
     assert not allowed(authz(rest_event(leaf)))
     assert authz.last["reason"] == "revocation_list_unavailable"
     error = authz.events("revocation_source_failed")[0]["error"]
-    assert {"garbage": "not JSON", "error": "answered 503", "redirect": "answered 302"}[mode] in error
+    expected = {
+        "garbage": "not JSON",
+        "error": "answered 503",
+        "redirect": "answered 302",
+        "truncated": "body truncated at 10 of 1000 bytes",
+    }
+    assert expected[mode] in error
     assert server.redirected_to == 0  # redirects are never followed
 
 
@@ -721,6 +739,25 @@ def test_https_source_is_verified_against_the_configured_ca(tmp_path: Path, ca: 
     assert srv.requests == 1  # the refused handshakes never got as far as an HTTP request
 
 
+def test_a_crash_inside_becomes_a_deny_not_an_exception(server: ListServer, leaf: x509.Certificate) -> None:
+    # The log is the one injected seam; make it fail where the cache logs a fetch.
+    lines: list[dict[str, Any]] = []
+
+    def log(line: str) -> None:
+        record = json.loads(line)
+        if record["event"] == "revocation_list_fetched":
+            raise RuntimeError("log sink broke")
+        lines.append(record)
+
+    for make in SHAPES.values():
+        response = authorize(
+            make(leaf), env=env_for(server.url), cache=RevocationCache(), now=datetime.now(UTC), log=log
+        )
+        assert not allowed(response)
+        assert lines[-1]["reason"] == "internal_error" and "log sink broke" in lines[-1]["detail"]
+        assert "Traceback" in lines[-2]["traceback"] and lines[-2]["event"] == "authorizer_bug"
+
+
 # --- the revocation document ------------------------------------------------------------------
 
 
@@ -799,6 +836,35 @@ def test_the_module_imports_only_the_standard_library() -> None:
     assert imported, "the check found the imports"
     assert imported - {"__future__"} <= sys.stdlib_module_names, imported - sys.stdlib_module_names
     assert "boto3" not in imported and "cryptography" not in imported
+
+
+def test_the_zipped_file_runs_alone_without_site_packages(
+    server: ListServer, leaf: x509.Certificate, tmp_path: Path
+) -> None:
+    """What Lambda runs: the one file in a zip, handler lambda_function.lambda_handler."""
+    bundle = tmp_path / "authorizer.zip"
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.write(MODULE, "lambda_function.py")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(http_event(leaf)))
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import lambda_function as f; "
+        "print(json.dumps(f.lambda_handler(json.load(open(sys.argv[2])), None)))"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), **env_for(server.url)}
+    # -I -S: no site-packages, no PYTHONPATH, no user site: only the standard library is importable.
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script, str(bundle), str(event)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    *logs, response = done.stdout.strip().splitlines()
+    assert json.loads(response)["isAuthorized"] is True
+    assert json.loads(logs[-1])["decision"] == "allow"
+    assert server.requests == 1
 
 
 def test_no_environment_is_read_at_import() -> None:

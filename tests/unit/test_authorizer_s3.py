@@ -72,6 +72,7 @@ def test_aws_documented_example_signature() -> None:
         "http://127.0.0.1:5000/bucket/revoked.json",
         "http://bucket.s3.eu-west-1.amazonaws.com/a/b%20c%28d%29.json",
         "http://s3.eu-west-1.amazonaws.com/dotted.bucket/key~x_y-z.json",
+        "http://127.0.0.1:5000/bucket/key.json?versionId=a%20b%2Bc&acl=&x-id=GetObject",
     ],
 )
 def test_same_signature_as_botocore(url: str, token: str) -> None:

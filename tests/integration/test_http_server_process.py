@@ -1,0 +1,311 @@
+"""``serve()`` as a process: workers sharing one port, graceful SIGTERM, a killed worker
+replaced, start-up failures as one line with no "listening", listen errors.
+
+The process tests run ``python -m tests.support.slow_app`` (the real ``serve`` with a tiny
+app) and talk to it over HTTP; every wait is bounded and nothing asserts a duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+
+from issuer.errors import ConfigError
+from issuer.http.server import ServeError, ServerLimits, serve
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def children(pid: int) -> set[int]:
+    """Live (non-zombie) child processes of ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def leftovers(marker: Path) -> list[int]:
+    """Processes whose command line names ``marker`` (a test's own directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(marker).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    url: str
+    state: Path
+    log: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def workers(self, count: int, *, without: int | None = None) -> set[int]:
+        def probe() -> set[int] | None:
+            found = children(self.proc.pid)
+            return found if len(found) == count and without not in found else None
+
+        return wait_for(probe, what=f"{count} workers")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@contextmanager
+def served(tmp_path: Path, *args: str) -> Iterator[Served]:
+    state = tmp_path / "state"
+    state.mkdir()
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.slow_app", "--state", str(state), *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        lines: Queue[str] = Queue()
+        threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+        try:
+            url = lines.get(timeout=60).strip()
+        except Empty:
+            url = ""
+        assert url.startswith("http://"), f"no URL on stdout; stderr:\n{log.read_text()}"
+        yield Served(proc, url, state, log)
+    finally:
+        if proc.poll() is None:
+            for pid in children(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def fetch(url: str) -> tuple[int, Any]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+@contextmanager
+def blocking_request(port: int, seconds: float) -> Iterator[int]:
+    """Hold a worker's event loop in ``GET /block``; yields that worker's pid once it blocks."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        sock.sendall(b"GET /block?s=%g HTTP/1.1\r\nHost: x\r\n\r\n" % seconds)
+        received = b""
+        while b"started\n" not in received:
+            chunk = sock.recv(4096)
+            assert chunk, "connection closed before the worker blocked"
+            received += chunk
+        head = received.split(b"\r\n\r\n", 1)[0].decode()
+        yield int(next(line.split(":", 1)[1] for line in head.split("\r\n") if line.lower().startswith("x-worker-pid")))
+    finally:
+        sock.close()
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+def test_two_workers_share_one_port_and_both_serve(tmp_path: Path) -> None:
+    with served(tmp_path, "--workers", "2") as server:
+        workers = server.workers(2)
+        with blocking_request(server.port, 2) as blocked:
+            # That worker's loop is stuck, so only the other one can accept this connection.
+            _, body = fetch(f"{server.url}/pid")
+        assert {blocked, body["pid"]} == workers
+        assert "listening on http://127.0.0.1:" in server.stderr()
+        assert server.stop() == 0
+    for pid in workers:
+        assert (server.state / f"cleanup-{pid}").exists(), "the app's cleanup ran in every worker"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_lets_the_in_flight_request_finish(tmp_path: Path, workers: int) -> None:
+    with served(tmp_path, "--workers", str(workers)) as server:
+        result: Queue[tuple[int, Any]] = Queue()
+        threading.Thread(target=lambda: result.put(fetch(f"{server.url}/slow?s=1.5")), daemon=True).start()
+        started = wait_for(lambda: next(server.state.glob("started-*"), None), what="the slow request")
+        os.kill(server.proc.pid, signal.SIGTERM)
+
+        status, body = result.get(timeout=60)
+        assert (status, body["slept"]) == (200, True)
+        assert server.proc.wait(timeout=60) == 0
+        pid = int(started.name.removeprefix("started-"))
+        assert (server.state / f"cleanup-{pid}").exists()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        assert "Traceback" not in server.stderr()
+
+
+def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
+    with served(tmp_path, "--workers", "2") as server:
+        before = server.workers(2)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        after = server.workers(2, without=victim)
+        (replacement,) = after - before
+        wait_for(lambda: f"worker {replacement} serving" in server.stderr(), what="the replacement to serve")
+        assert f"worker {victim} was killed by SIGKILL; starting a new one" in server.stderr()
+        with blocking_request(server.port, 2) as blocked:
+            _, body = fetch(f"{server.url}/pid")
+        assert {blocked, body["pid"]} == after
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_startup_failure_is_one_line_and_never_says_listening(tmp_path: Path, workers: int) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.slow_app",
+            "--state",
+            str(tmp_path),
+            "--fail-startup",
+            "--workers",
+            str(workers),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""  # on_listening never ran
+    assert proc.stderr.splitlines()[-1] == (
+        "issuer: error: application start-up failed: ConnectionRefusedError: database at 127.0.0.1:1 refused the connection"
+    )
+    assert "listening" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert leftovers(tmp_path) == [], "no worker outlives a failed start"
+
+
+# -- in-process: errors before serving ------------------------------------------------------
+
+
+def _never_called() -> web.Application:
+    raise AssertionError("make_app must not run when the socket cannot be bound")
+
+
+def _listening(url: str) -> None:
+    raise AssertionError(f"on_listening must not run, got {url}")
+
+
+def test_port_in_use_is_one_line() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ServeError) as caught:
+            serve(_never_called, host="127.0.0.1", port=port, on_listening=_listening)
+    assert caught.value.code == "listen_failed"
+    assert caught.value.detail == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("no-such-host.invalid", "cannot resolve the host"), ("192.0.2.1", "Cannot assign requested address")],
+)
+def test_unusable_host_is_one_line(host: str, reason: str) -> None:
+    with pytest.raises(ServeError) as caught:
+        serve(_never_called, host=host, port=8080, on_listening=_listening)
+    assert caught.value.code == "listen_failed"
+    assert caught.value.detail.startswith(f"cannot listen on {host}:8080: {reason}")
+    assert "\n" not in caught.value.detail
+
+
+def test_issuer_errors_from_startup_propagate_as_themselves() -> None:
+    error = ConfigError("roles.toml: role 'web' has no bindings", code="config_invalid")
+
+    def make_app() -> web.Application:
+        raise error
+
+    with pytest.raises(ConfigError) as caught:
+        serve(make_app, host="127.0.0.1", port=0, on_listening=_listening)
+    assert caught.value is error
+
+
+def test_other_startup_errors_become_one_line_after_cleanup() -> None:
+    closed = []
+
+    def make_app() -> web.Application:
+        app = web.Application()
+
+        async def pool(app: web.Application) -> Any:
+            yield
+            closed.append("pool")
+
+        async def broken(app: web.Application) -> Any:
+            raise RuntimeError("signer key unreadable\n  (details on a second line)")
+            yield
+
+        app.cleanup_ctx.extend([pool, broken])
+        return app
+
+    with pytest.raises(ServeError) as caught:
+        serve(make_app, host="127.0.0.1", port=0, on_listening=_listening)
+    assert caught.value.code == "startup_failed"
+    assert caught.value.detail == "application start-up failed: RuntimeError: signer key unreadable"
+    assert closed == ["pool"]
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        serve(_never_called, host="127.0.0.1", port=0, workers=0)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"header_timeout": 0}, {"keepalive_timeout": -1}, {"max_connections": 0}, {"shutdown_timeout": float("inf")},
+     {"max_request_line": 8190, "max_header_field": 8190}],
+)  # fmt: skip
+def test_limits_are_validated(limits: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        ServerLimits(**limits)  # type: ignore[arg-type]

@@ -47,6 +47,8 @@ __all__ = [
     "describe_ca",
     "generate_passphrase",
     "init_ca",
+    "load_ca_certificates",
+    "load_key_file",
     "load_local_signer",
 ]
 
@@ -178,6 +180,24 @@ def load_local_signer(directory: Path, *, passphrase: bytes) -> LocalFileSigner:
             f"{files.issuing_key_path} does not hold the key of the certificate in {files.issuing_cert_path}",
             code="ca_files_corrupt",
         ) from None
+
+
+def load_key_file(path: Path, *, passphrase: bytes) -> PrivateKey:
+    """Decrypt the CA key in ``path`` (an encrypted PKCS#8 PEM file).
+
+    Raises :class:`CAStateError` ``ca_files_corrupt`` (missing, unreadable, not an
+    encrypted key) and :class:`CAKeyError` ``ca_passphrase_wrong`` / ``ca_passphrase_empty``.
+    """
+    _check_passphrase(passphrase, creating=False)
+    return _load_key(path, passphrase)
+
+
+def load_ca_certificates(directory: Path) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:
+    """The roots and the issuing certificate (then its chain) of the CA in ``directory``.
+
+    Raises :class:`CAStateError` ``ca_not_initialised`` or ``ca_files_corrupt``.
+    """
+    return _load_certificates(CAFiles.at(directory))
 
 
 def describe_ca(directory: Path) -> CAInfo:

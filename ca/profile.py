@@ -48,10 +48,14 @@ class LeafTemplate:
     dns_sans: tuple[str, ...] = ()
     not_before: datetime
     not_after: datetime
+    # The role the certificate was issued under (OU=), so relying parties can authorise by it.
+    organizational_unit: str | None = None
 
     def __post_init__(self) -> None:
         if not self.common_name or len(self.common_name) > _MAX_CN:
             raise ValueError(f"common_name must be 1 to {_MAX_CN} characters, got {self.common_name!r}")
+        if self.organizational_unit is not None and not 0 < len(self.organizational_unit) <= _MAX_CN:
+            raise ValueError(f"organizational_unit must be 1 to {_MAX_CN} characters, got {self.organizational_unit!r}")
         if not self.uri_sans and not self.dns_sans:
             raise ValueError("a leaf needs at least one URI or DNS subject alternative name")
         for uri in self.uri_sans:
@@ -78,7 +82,7 @@ def leaf_builder(
     """An unsigned client-certificate builder for ``public_key``, issued by ``issuer``.
 
     The validity is clamped into the issuer's (a leaf never outlives its CA); the
-    subject is the template's CN plus the issuer's O, if it has one. Raises
+    subject is the issuer's O (if it has one), the template's OU (the role) and CN. Raises
     :class:`CAStateError` ``ca_expired`` when nothing of the window is left.
     """
     not_before = max(template.not_before, issuer.not_valid_before_utc)
@@ -94,7 +98,7 @@ def leaf_builder(
     return (
         x509.CertificateBuilder()
         .serial_number(serial if serial is not None else x509.random_serial_number())
-        .subject_name(_name(template.common_name, _organization_of(issuer)))
+        .subject_name(_name(template.common_name, _organization_of(issuer), template.organizational_unit))
         .issuer_name(issuer.subject)
         .public_key(public_key)
         .not_valid_before(not_before)
@@ -178,10 +182,12 @@ def issuing_builder(
     )
 
 
-def _name(common_name: str, organization: str | None) -> x509.Name:
+def _name(common_name: str, organization: str | None, unit: str | None = None) -> x509.Name:
     if not common_name or len(common_name) > _MAX_CN:
         raise ValueError(f"common name must be 1 to {_MAX_CN} characters, got {common_name!r}")
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
+    if unit:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return x509.Name(attributes)
 

@@ -60,6 +60,7 @@ name = "web-fleet"
 methods = ["aws-ec2"]
 account_ids = ["{account}"]
 regions = ["{region}"]
+max_instance_age = "1h"                 # documents never expire: only young instances may attest
 ttl = "12h"
 
 [[roles]]
@@ -132,8 +133,9 @@ def mtls_get(url: str, *, server_ca: Path, cert: Path | None, key: Path | None) 
 
 
 def call_api(endpoint: MtlsEndpoint, server_cert: Path, certs: Path, expected: str) -> None:
-    print(f"    GET {endpoint.url} with the certificate in {certs.name}/:")
-    answer = mtls_get(endpoint.url, server_ca=server_cert, cert=certs / "fullchain.pem", key=certs / "key.pem")
+    # Like a client of API Gateway: only the leaf is presented; the truststore must hold its issuer.
+    print(f"    GET {endpoint.url} presenting only {certs.name}/cert.pem (the leaf):")
+    answer = mtls_get(endpoint.url, server_ca=server_cert, cert=certs / "cert.pem", key=certs / "key.pem")
     print(f"      {json.dumps(answer)}")
     if answer.get("hello") != expected:
         raise DemoFailed(f"the API saw {answer}, expected {expected}")
@@ -230,27 +232,20 @@ def walkthrough(aws: DemoAws) -> int:
                 raise
         ok("second use refused")
 
-        say("Step 6: the API (stand-in for API Gateway with mTLS) trusts GET /v1/bundle")
-        bundle = WORK / "truststore.pem"
-        with urllib.request.urlopen(f"{server}/v1/bundle", timeout=5) as resp:
-            bundle.write_bytes(resp.read())
-        run(
-            [
-                "openssl",
-                "verify",
-                "-x509_strict",
-                "-purpose",
-                "sslclient",
-                "-CAfile",
-                str(bundle),
-                "-untrusted",
-                str(certs / "chain.pem"),
-                str(certs / "cert.pem"),
-            ],
-            env=env,
-        )
+        say("Step 6: the API (stand-in for API Gateway with mTLS) trusts the truststore the issuer exports")
+        print("    API Gateway looks up the issuer of the client's *leaf* in its truststore and ignores")
+        print("    intermediates the client sends, so the truststore holds the issuing CA(s) and the root.")
+        truststore = WORK / "truststore.pem"
+        run([issuer, "truststore", "export", "--out", str(truststore)], env=env)
+        with urllib.request.urlopen(f"{server}/v1/truststore", timeout=5) as resp:
+            if resp.read() != truststore.read_bytes():
+                raise DemoFailed("GET /v1/truststore differs from `issuer truststore export`")
+        ok("GET /v1/truststore serves the same file")
+        verify_leaf = ["openssl", "verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", str(truststore)]
+        run([*verify_leaf, str(certs / "cert.pem")], env=env)
+        ok("openssl verifies the leaf alone against the truststore (no -untrusted), as API Gateway does")
         server_cert, server_key = make_server_certificate(WORK)
-        endpoint = MtlsEndpoint(bundle=bundle, cert=server_cert, key=server_key, port=free_port())
+        endpoint = MtlsEndpoint(truststore=truststore, cert=server_cert, key=server_key, port=free_port())
         endpoint.start()
         call_api(endpoint, server_cert, certs, "spiffe://demo.example/onprem/build-box-1")
         print(f"    GET {endpoint.url} without a client certificate:")

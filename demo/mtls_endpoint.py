@@ -1,9 +1,11 @@
 """The stand-in for an API Gateway custom domain with mutual TLS.
 
-An HTTPS server on 127.0.0.1 that requires a client certificate chaining to the
-truststore bundle (what ``GET /v1/bundle`` serves), and answers with the URI SAN
-of the certificate it was shown — like a backend reading
-``$context.identity.clientCert`` behind API Gateway.
+An HTTPS server on 127.0.0.1 that behaves like API Gateway: it requires a client
+certificate and verifies the *leaf alone* against the truststore file (what
+``issuer truststore export`` writes and ``GET /v1/truststore`` serves), ignoring
+any intermediates the client sends — so a truststore holding only the root fails
+here exactly as it fails in AWS. It answers with the URI SAN of the certificate
+it was shown, like a backend reading ``$context.identity.clientCert``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 
 def make_server_certificate(directory: Path) -> tuple[Path, Path]:
@@ -48,6 +51,9 @@ def make_server_certificate(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+TRUSTSTORE = web.AppKey("truststore", list)
+
+
 async def _whoami(request: web.Request) -> web.Response:
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport else None
@@ -55,6 +61,12 @@ async def _whoami(request: web.Request) -> web.Response:
     if not der:
         return web.json_response({"error": "no client certificate"}, status=401)
     cert = x509.load_der_x509_certificate(der)
+    # Python's ssl may have used intermediates the client sent; API Gateway does not. Check the leaf alone.
+    verifier = PolicyBuilder().store(Store(request.app[TRUSTSTORE])).build_client_verifier()
+    try:
+        verifier.verify(cert, [])
+    except VerificationError as exc:
+        return web.json_response({"error": f"Could not find issuer for certificate ({exc})"}, status=403)
     uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.UniformResourceIdentifier
     )
@@ -64,8 +76,9 @@ async def _whoami(request: web.Request) -> web.Response:
 class MtlsEndpoint:
     """Runs the endpoint in a background thread; ``url`` once started."""
 
-    def __init__(self, *, bundle: Path, cert: Path, key: Path, port: int) -> None:
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(bundle))
+    def __init__(self, *, truststore: Path, cert: Path, key: Path, port: int) -> None:
+        self.truststore = x509.load_pem_x509_certificates(truststore.read_bytes())
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(truststore))
         self.context.verify_mode = ssl.CERT_REQUIRED
         self.context.load_cert_chain(str(cert), str(key))
         self.port = port
@@ -80,6 +93,7 @@ class MtlsEndpoint:
 
     async def _start(self) -> None:
         app = web.Application()
+        app[TRUSTSTORE] = self.truststore
         app.router.add_get("/whoami", _whoami)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -1,35 +1,45 @@
 """``create_app(settings)``: the aiohttp application, its middleware, routes and resources.
 
-No globals: everything a handler needs hangs off typed ``AppKey``s, and every
-resource (engine, signer, outbound HTTP session) is opened and closed in
-``cleanup_ctx``. Tests pass their own clock or signer through the keyword arguments.
+No globals and no environment: everything the app needs comes from ``settings``
+and the keyword arguments (tests pass their own clock, signer loader, AWS
+certificates, instance lookups or STS caller). Every resource (engine, registry,
+outbound HTTP session, background tasks) is opened and closed in ``cleanup_ctx``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
-from cryptography.hazmat.primitives import hashes, serialization
 
-from ca.files import load_local_signer
-from ca.signer import Signer
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
-from issuer.attest.sts_client import AiohttpStsCaller, StsCaller
 from issuer.attest.sts_hosts import StsHostAllowlist
+from issuer.attest.sts_response import StsCaller
+from issuer.aws.ec2 import Boto3Lookups
+from issuer.aws.sts import AiohttpStsCaller
 from issuer.ca_setup import read_passphrase
-from issuer.ec2_issuance import Boto3Lookups, Ec2Issuance, LookupFactory
-from issuer.http.keys import BUNDLE_PEM, EC2, ENGINE, IAM, SERVICE, SETTINGS
+from issuer.http.keys import BODY_TIMEOUT, EC2, ENGINE, IAM, PIPELINE, REGISTRY, SETTINGS, TOKEN
 from issuer.http.problems import problem_middleware
 from issuer.http.routes import add_routes
-from issuer.iam_issuance import IamIssuance
-from issuer.service import Clock, IssuerService
+from issuer.service.ca_registry import register_file_ca
+from issuer.service.ec2 import Ec2Method, LookupFactory
+from issuer.service.guards import ReplayGuards
+from issuer.service.iam import IamMethod
+from issuer.service.janitor import Janitor
+from issuer.service.model import Clock
+from issuer.service.pipeline import Pipeline
+from issuer.service.registry import IssuerRegistry, SignerLoader
+from issuer.service.signers import KeySigners
+from issuer.service.token import TokenMethod
 from issuer.settings import Settings
-from issuer.store import repo
 from issuer.store.engine import make_engine, make_session_factory
+
+__all__ = ["create_app", "utc_now"]
 
 log = logging.getLogger("issuer.app")
 
@@ -42,75 +52,86 @@ def create_app(
     settings: Settings,
     *,
     clock: Clock = utc_now,
-    signer: Signer | None = None,
+    signer_loader: SignerLoader | None = None,
     aws_certs: AwsCertStore | None = None,
     instance_lookups: LookupFactory | None = None,
     sts_caller: StsCaller | None = None,
+    body_timeout: float = 30.0,
+    pool_size: int = 10,
+    janitor_every: float = 300.0,
 ) -> web.Application:
     """The issuer's web application for ``settings``.
 
-    ``signer`` defaults to the local-file CA in ``settings.ca_dir`` (loaded at start-up);
-    ``aws_certs`` to the shipped AWS certificates plus ``[aws.ec2] extra_certs``;
-    ``instance_lookups`` to boto3 (``[aws.ec2] endpoint_overrides``); ``sts_caller`` to an
-    aiohttp client on one keep-alive session (``[aws.sts]``).
+    ``signer_loader`` defaults to the key backends of :class:`KeySigners` (file keys
+    decrypted with the CA passphrase from ``settings``); ``aws_certs`` to the shipped
+    AWS certificates plus ``[aws.ec2] extra_certs``; ``instance_lookups`` to boto3
+    (``[aws.ec2] endpoint_overrides``); ``sts_caller`` to an aiohttp client on one
+    keep-alive session (``[aws.sts]``). At start-up a CA made on disk is registered
+    when the registry is empty, and the active issuer's key is loaded: a missing or
+    locked key fails start-up with one line.
     """
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[BODY_TIMEOUT] = body_timeout
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=pool_size)
         app[ENGINE] = engine
         http: aiohttp.ClientSession | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
-            the_signer = signer or load_local_signer(settings.ca_dir, passphrase=read_passphrase(settings))
             sessions = make_session_factory(engine)
-            issuer_cert = the_signer.issuer_certificate
-            now = clock()
-            async with sessions() as session, session.begin():
-                issuer_row = await repo.ensure_issuer(
-                    session,
-                    fingerprint_sha256=issuer_cert.fingerprint(hashes.SHA256()).hex(),
-                    subject=issuer_cert.subject.rfc4514_string(),
-                    serial=format(issuer_cert.serial_number, "x"),
-                    certificate_pem=issuer_cert.public_bytes(serialization.Encoding.PEM).decode(),
-                    key_ref=f"file:{settings.ca_dir / 'issuing.key.pem'}",
-                    not_before=issuer_cert.not_valid_before_utc,
-                    not_after=issuer_cert.not_valid_after_utc,
-                    now=now,
-                )
-            app[SERVICE] = IssuerService(
-                settings=settings, sessions=sessions, signer=the_signer, issuer_id=issuer_row.id, clock=clock
+            if (settings.ca_dir / "issuing.pem").exists():
+                registered = await register_file_ca(sessions, ca_dir=settings.ca_dir, now=clock())
+                if registered is not None:
+                    log.info("registered the CA in %s as the active issuer (%s)", settings.ca_dir, registered.subject)
+            registry = IssuerRegistry(
+                sessions,
+                load_signer=signer_loader
+                or KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings)),
+                clock=clock,
+                refresh_every=settings.registry_refresh.total_seconds(),
             )
-            service = app[SERVICE]
+            trust = await registry.load()
+            app[REGISTRY] = registry
+            pipeline = Pipeline(settings=settings, sessions=sessions, registry=registry, clock=clock)
+            app[PIPELINE] = pipeline
+            guards = ReplayGuards(sessions)
+            app[TOKEN] = TokenMethod(pipeline.roles)
             certs = aws_certs or AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs))
-            app[EC2] = Ec2Issuance(
-                service, certs=certs, lookups=instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides))
+            app[EC2] = Ec2Method(
+                certs=certs, lookups=instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides))
             )
-            if settings.server_id is not None:
-                caller = sts_caller
-                if caller is None:
-                    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trust_env=False)
-                    caller = AiohttpStsCaller(
-                        session=http,
-                        endpoint_overrides=settings.sts.endpoint_overrides,
-                        timeout=settings.sts.timeout.total_seconds(),
-                    )
-                app[IAM] = IamIssuance(
-                    service,
-                    hosts=StsHostAllowlist.from_botocore(settings.sts.partitions),
-                    caller=caller,
-                    server_id=settings.server_id,
+            caller = sts_caller
+            if caller is None:
+                http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trust_env=False)
+                caller = AiohttpStsCaller(
+                    session=http,
+                    endpoint_overrides=settings.sts.endpoint_overrides,
+                    timeout=settings.sts.timeout.total_seconds(),
                 )
-            app[BUNDLE_PEM] = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in the_signer.roots)
+            app[IAM] = IamMethod(
+                hosts=StsHostAllowlist.from_botocore(settings.sts.partitions),
+                caller=caller,
+                server_id=settings.audience,
+                guards=guards,
+            )
+            janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
+            tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
             log.info(
                 "ready: issuing CA %s (valid until %s), %d role(s), database %s",
-                issuer_cert.subject.rfc4514_string(),
-                issuer_cert.not_valid_after_utc.isoformat(),
+                trust.active.certificate.subject.rfc4514_string(),
+                trust.active.certificate.not_valid_after_utc.isoformat(),
                 len(settings.roles),
                 engine.url.render_as_string(hide_password=True),
             )
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if http is not None:
                 await http.close()
             await engine.dispose()

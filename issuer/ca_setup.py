@@ -1,15 +1,14 @@
 """Where the CA's passphrase comes from, and the embedded default's development CA.
 
-Passphrase, in order: ``ISSUER_CA_PASSPHRASE``, the file named by
-``ISSUER_CA_PASSPHRASE_FILE``, else ``<state_dir>/ca-passphrase`` — generated (mode
-0600) when the CA is initialised without either variable, which is what the
-embedded default does.
+Passphrase, in order (read into the settings by ``load_settings``):
+``ISSUER_CA_PASSPHRASE``, the file named by ``ISSUER_CA_PASSPHRASE_FILE``, else
+``<state_dir>/ca-passphrase`` — generated (mode 0600) when the CA is initialised
+without either variable, which is what the embedded default does.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,13 +23,11 @@ def passphrase_path(settings: Settings) -> Path:
     return settings.state_dir / PASSPHRASE_FILE
 
 
-def read_passphrase(settings: Settings, *, env: Mapping[str, str] | None = None) -> bytes:
-    """The CA passphrase; raises ConfigError saying where it looked."""
-    env = os.environ if env is None else env
-    if env.get("ISSUER_CA_PASSPHRASE"):
-        return env["ISSUER_CA_PASSPHRASE"].encode()
-    named = env.get("ISSUER_CA_PASSPHRASE_FILE")
-    path = Path(named) if named else passphrase_path(settings)
+def read_passphrase(settings: Settings) -> bytes:
+    """The CA passphrase (see :class:`Settings`); raises ConfigError saying where it looked."""
+    if settings.ca_passphrase is not None:
+        return settings.ca_passphrase.reveal()
+    path = settings.ca_passphrase_file or passphrase_path(settings)
     try:
         value = path.read_bytes().strip()
     except FileNotFoundError:
@@ -56,16 +53,14 @@ def initialise_ca(
     issuing_validity: timedelta,
     organization: str | None = None,
     force: bool = False,
-    env: Mapping[str, str] | None = None,
 ) -> tuple[CAFiles, Path | None]:
     """Create the root and issuing CA in ``settings.ca_dir``.
 
     Returns the files and, when this call generated the passphrase file, its path.
     """
-    env = os.environ if env is None else env
     ensure_state_dir(settings)
     generated: Path | None = None
-    if not env.get("ISSUER_CA_PASSPHRASE") and not env.get("ISSUER_CA_PASSPHRASE_FILE"):
+    if settings.ca_passphrase is None and settings.ca_passphrase_file is None:
         path = passphrase_path(settings)
         if not path.exists() or force:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -76,7 +71,7 @@ def initialise_ca(
             generated = path
     files = init_ca(
         settings.ca_dir,
-        passphrase=read_passphrase(settings, env=env),
+        passphrase=read_passphrase(settings),
         now=now,
         root_validity=root_validity,
         issuing_validity=issuing_validity,

@@ -6,7 +6,9 @@ import re
 from datetime import timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_PART = re.compile(r"(\d+)([smhdwy])")
+_PART = re.compile(r"(\d{1,15})([smhdwy])")
+# Far beyond any certificate or token lifetime; bounds the arithmetic an untrusted "ttl" can cause.
+MAX_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(text: str | int) -> timedelta:
@@ -19,9 +21,13 @@ def parse_duration(text: str | int) -> timedelta:
     if isinstance(text, int):
         if text <= 0:
             raise ValueError("a duration must be positive")
+        if text > MAX_SECONDS:
+            raise ValueError("a duration must be at most 100 years")
         return timedelta(seconds=text)
     s = text.strip().lower()
     if s.isdigit():
+        if len(s) > 15:
+            raise ValueError("a duration must be at most 100 years")
         return parse_duration(int(s))
     pos = 0
     total = 0
@@ -34,6 +40,8 @@ def parse_duration(text: str | int) -> timedelta:
         raise ValueError(f"{text!r} is not a duration; use forms like '90s', '10m', '24h', '7d'")
     if total <= 0:
         raise ValueError("a duration must be positive")
+    if total > MAX_SECONDS:
+        raise ValueError("a duration must be at most 100 years")
     return timedelta(seconds=total)
 
 

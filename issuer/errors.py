@@ -6,12 +6,15 @@ core never imports the web framework; the error middleware maps the hint)::
 
     IssuerError
     ├── ClientError            400  the request is malformed
-    │   └── PayloadTooLarge    413
+    │   ├── RequestTimeout     408  the body did not arrive in time
+    │   ├── PayloadTooLarge    413
+    │   └── UnsupportedMediaType 415  the body is not application/json
     ├── Unauthorized           401  the proof did not verify
     ├── Forbidden              403  the proof verified but policy says no
     ├── NotFound               404
     ├── Conflict               409  a single-use thing was used already
-    ├── UpstreamUnavailable    503  AWS (or another peer) did not answer usefully
+    ├── ClientGone             499  the client closed the connection before its request was read
+    ├── UpstreamUnavailable    503  AWS, the database or the signer did not answer usefully
     └── ConfigError            (start-up) invalid configuration, never sent to a client
 
 Denials carry a public ``detail`` (safe to send) and a private ``reason`` that
@@ -22,13 +25,16 @@ from __future__ import annotations
 
 __all__ = [
     "ClientError",
+    "ClientGone",
     "ConfigError",
     "Conflict",
     "Forbidden",
     "IssuerError",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
+    "UnsupportedMediaType",
     "UpstreamUnavailable",
 ]
 
@@ -47,6 +53,8 @@ class IssuerError(Exception):
         code: str | None = None,
         reason: str | None = None,
         retry_after: int | None = None,
+        principal: str | None = None,
+        role: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -54,6 +62,9 @@ class IssuerError(Exception):
         # Private: for logs and the attestations table only, never for the client.
         self.reason = reason or detail
         self.retry_after = retry_after
+        # Who a refusal was about, when only the failing step learnt it (the audit row names them).
+        self.principal = principal
+        self.role = role
 
 
 class ClientError(IssuerError):
@@ -66,6 +77,26 @@ class PayloadTooLarge(ClientError):
     status_hint = 413
     default_code = "payload_too_large"
     title = "Payload too large"
+
+
+class RequestTimeout(ClientError):
+    status_hint = 408
+    default_code = "body_timeout"
+    title = "Request timeout"
+
+
+class UnsupportedMediaType(ClientError):
+    status_hint = 415
+    default_code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class ClientGone(IssuerError):
+    """The client went away mid-request; nothing can be answered (logged as 499, nginx's convention)."""
+
+    status_hint = 499
+    default_code = "client_disconnected"
+    title = "Client closed the connection"
 
 
 class Unauthorized(IssuerError):
@@ -104,8 +135,10 @@ class UpstreamUnavailable(IssuerError):
         code: str | None = None,
         reason: str | None = None,
         retry_after: int | None = 5,
+        principal: str | None = None,
+        role: str | None = None,
     ) -> None:
-        super().__init__(detail, code=code, reason=reason, retry_after=retry_after)
+        super().__init__(detail, code=code, reason=reason, retry_after=retry_after, principal=principal, role=role)
 
 
 class ConfigError(IssuerError):

@@ -9,6 +9,8 @@ import sys
 from datetime import UTC, datetime
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# The caller's own X-Request-ID, kept beside ours so logs can be joined up; never trusted as ours.
+client_request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,6 +24,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        client_id = client_request_id_var.get()
+        if client_id:
+            entry["client_request_id"] = client_id
         for key in ("method", "path", "status", "duration_ms", "remote"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
@@ -46,5 +51,6 @@ def configure_logging(*, level: str = "info", json_format: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's own access log duplicates ours.
+    # aiohttp's own access log duplicates ours; Alembic's INFO lines are noise unless a migration runs.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -25,6 +25,7 @@ DEFAULT_TRUST_DOMAIN = "issuer.local"
 DEFAULT_MAX_BODY = 64 * 1024
 _SECTIONS = {"issuer", "aws", "roles"}
 _ISSUER_KEYS = {
+    "registry_refresh",
     "trust_domain",
     "server_id",
     "database_url",
@@ -33,6 +34,27 @@ _ISSUER_KEYS = {
     "renew_fraction",
     "trusted_proxies",
 }
+
+
+class Secret:
+    """A secret value that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +89,21 @@ class Settings:
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
     config_path: Path | None = None
     embedded: bool = False  # no config file: development defaults
+    # How often each replica re-reads the CA issuer registry.
+    registry_refresh: timedelta = timedelta(seconds=5)
+    # The CA passphrase: ISSUER_CA_PASSPHRASE, else the file ISSUER_CA_PASSPHRASE_FILE names,
+    # else <state_dir>/ca-passphrase (what the embedded default generates).
+    ca_passphrase: Secret | None = None
+    ca_passphrase_file: Path | None = None
 
     @property
     def ca_dir(self) -> Path:
         return self.state_dir / "ca"
+
+    @property
+    def audience(self) -> str:
+        """The name proofs must be made for (STS server ID header, renewal token ``aud``)."""
+        return self.server_id or self.trust_domain
 
     @property
     def is_sqlite(self) -> bool:
@@ -148,6 +181,13 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
             "(clients sign it into their STS request as X-Issuer-Server-ID)"
         )
 
+    try:
+        registry_refresh = parse_duration(issuer.get("registry_refresh", "5s"))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [issuer] registry_refresh: {exc}") from None
+    passphrase = env.get("ISSUER_CA_PASSPHRASE")
+    passphrase_file = env.get("ISSUER_CA_PASSPHRASE_FILE")
+
     aws = _table(raw, "aws", source)
     return Settings(
         state_dir=state_dir,
@@ -162,6 +202,9 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         ec2=_ec2(_table(aws, "ec2", source, prefix="aws."), source, base=path.parent if path else Path.cwd()),
         config_path=path,
         embedded=embedded,
+        registry_refresh=registry_refresh,
+        ca_passphrase=Secret(passphrase.encode()) if passphrase else None,
+        ca_passphrase_file=Path(passphrase_file) if passphrase_file else None,
     )
 
 

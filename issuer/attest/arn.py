@@ -17,7 +17,7 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import Unauthorized
 
 if TYPE_CHECKING:
-    from issuer.attest.sts_client import CallerIdentity
+    from issuer.attest.sts_response import CallerIdentity
 
 __all__ = ["CanonicalPrincipal", "PrincipalType", "canonicalise", "identity_from_caller"]
 

@@ -112,14 +112,15 @@ class Ec2Proof:
         """Build a proof from the request fields.
 
         ``document`` is UTF-8 encoded as given (never re-serialised). Exactly one of
-        the forms must be given; a missing or blank field counts as not given.
-        Raises :class:`ProofFormError` (none or several forms) or
+        the forms must be given (not None), and it must not be blank: a second field,
+        even an empty one, makes the proof ambiguous.
+        Raises :class:`ProofFormError` (none, several, or a blank form) or
         :class:`DocumentMalformed` (not encodable, or too large).
         """
         given = {
             form: value
             for form, value in zip(_FORM_FIELDS, (rsa2048, pkcs7, signature), strict=True)
-            if value is not None and value.strip()
+            if value is not None
         }
         if len(given) != 1:
             raise ProofFormError(
@@ -127,6 +128,8 @@ class Ec2Proof:
                 reason=f"signature forms given: {sorted(given) or 'none'}",
             )
         ((form, blob),) = given.items()
+        if not blob.strip():
+            raise ProofFormError(f"The {form} signature is empty.", reason=f"signature form {form} given blank")
         try:
             raw = document.encode("utf-8")
         except UnicodeEncodeError as exc:

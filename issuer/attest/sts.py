@@ -1,4 +1,4 @@
-"""IAM attestation, the pure part: parse and validate a client's signed STS request.
+"""IAM attestation, the pure part: validate a client's signed STS request.
 
 A machine proves its IAM identity by signing (SigV4) an ``sts:GetCallerIdentity``
 request that it does not send itself; the service forwards it to STS once. Because the
@@ -7,17 +7,14 @@ here first, with no I/O, so the service can never be used as a proxy to anything
 STS's ``GetCallerIdentity`` (the holes Vault's ``iam`` auth and aws-iam-authenticator
 had: header smuggling, host confusion, other actions, unsigned headers).
 
-Parsing problems are ``ClientError`` (400; ``PayloadTooLarge``, 413, for size limits);
-a request that parses but cannot be accepted is ``Unauthorized`` (401). Every error has
+The wire forms (native and Vault) are read by :mod:`issuer.http.sts_wire`; a request
+that parses but cannot be accepted is ``Unauthorized`` (401) here, each refusal with
 its own stable ``code`` (see ``validate_sts_request``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,19 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from issuer.attest.sts_hosts import StsHostAllowlist
-from issuer.errors import ClientError, PayloadTooLarge, Unauthorized
+from issuer.errors import Unauthorized
 
 __all__ = [
     "CSR_BINDING_HEADER",
-    "MAX_BODY_BYTES",
-    "MAX_HEADERS",
-    "MAX_HEADER_BYTES",
-    "MAX_URL_BYTES",
     "SERVER_ID_HEADER",
     "VAULT_SERVER_ID_HEADER",
     "StsRequest",
     "ValidatedStsRequest",
-    "parse_sts_request",
     "validate_sts_request",
 ]
 
@@ -72,15 +64,6 @@ _AUTHORIZATION = re.compile(
 )
 _AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 
-MAX_HEADERS = 50
-MAX_HEADER_BYTES = 8 * 1024  # name + value
-MAX_BODY_BYTES = 1024
-MAX_URL_BYTES = 2 * 1024
-_NATIVE_FIELDS = frozenset({"method", "url", "headers", "body"})
-_VAULT_FIELDS = ("iam_http_request_method", "iam_request_url", "iam_request_headers", "iam_request_body")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
-
 
 @dataclass(frozen=True, slots=True)
 class StsRequest:
@@ -95,56 +78,6 @@ class StsRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     vault_style: bool
-
-
-def parse_sts_request(payload: Mapping[str, object]) -> StsRequest:
-    """Read the signed request from an issue request's JSON body.
-
-    Accepts ``sts_request = {method, url, headers, body}`` (body base64; headers an
-    object of name to string or one-element list) or Vault's ``iam_http_request_method``,
-    ``iam_request_url``, ``iam_request_headers`` and ``iam_request_body`` (base64 as Vault
-    sends them; the headers may also be a plain object). Raises ``ClientError`` with code
-    ``sts_request_malformed`` or ``sts_header_duplicate``, and ``PayloadTooLarge``
-    (a ``ClientError``, 413) with code ``sts_request_too_large``.
-    """
-    vault = [k for k in _VAULT_FIELDS if k in payload]
-    if "sts_request" in payload and vault:
-        _malformed("send either sts_request or the Vault iam_request_* fields, not both")
-    if "sts_request" in payload:
-        native = payload["sts_request"]
-        if not isinstance(native, Mapping) or set(native) != _NATIVE_FIELDS:
-            _malformed("sts_request must be an object with exactly method, url, headers and body")
-        return StsRequest(
-            method=_string(native["method"], "sts_request.method", 16),
-            url=_url(_string(native["url"], "sts_request.url", MAX_URL_BYTES)),
-            headers=_headers(native["headers"], "sts_request.headers"),
-            body=_b64(native["body"], "sts_request.body", MAX_BODY_BYTES),
-            vault_style=False,
-        )
-    if not vault:
-        _malformed("no signed STS request: send sts_request (or Vault's iam_request_* fields)")
-    missing = [k for k in _VAULT_FIELDS if k not in payload]
-    if missing:
-        _malformed(f"missing {', '.join(missing)}")
-    raw_headers = payload["iam_request_headers"]
-    if isinstance(raw_headers, str):
-        blob = _b64(raw_headers, "iam_request_headers", MAX_HEADERS * (MAX_HEADER_BYTES + 16))
-        try:
-            raw_headers = json.loads(blob, object_pairs_hook=_no_duplicate_keys)
-        except (ValueError, RecursionError):
-            _malformed("iam_request_headers is not base64 of a JSON object")
-    url = _b64(payload["iam_request_url"], "iam_request_url", MAX_URL_BYTES)
-    try:
-        url_text = url.decode("ascii")
-    except UnicodeDecodeError:
-        _malformed("iam_request_url is not an ASCII URL")
-    return StsRequest(
-        method=_string(payload["iam_http_request_method"], "iam_http_request_method", 16),
-        url=_url(url_text),
-        headers=_headers(raw_headers, "iam_request_headers"),
-        body=_b64(payload["iam_request_body"], "iam_request_body", MAX_BODY_BYTES),
-        vault_style=True,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,86 +177,15 @@ def _deny(code: str, detail: str, reason: str) -> NoReturn:
     raise Unauthorized(detail, code=code, reason=f"{code}: {reason}")
 
 
-def _malformed(detail: str) -> NoReturn:
-    raise ClientError(detail, code="sts_request_malformed")
-
-
-def _too_large(detail: str) -> NoReturn:
-    raise PayloadTooLarge(detail, code="sts_request_too_large")
-
-
-def _string(value: object, field: str, limit: int) -> str:
-    if not isinstance(value, str):
-        _malformed(f"{field} must be a string")
-    if len(value) > limit:
-        _too_large(f"{field} is longer than {limit} characters")
-    return value
-
-
-def _url(value: str) -> str:
-    if len(value) > MAX_URL_BYTES:
-        _too_large(f"the STS request URL is longer than {MAX_URL_BYTES} characters")
-    return value
-
-
-def _b64(value: object, field: str, limit: int) -> bytes:
-    """Strict base64 (no whitespace, no URL-safe alphabet), at most ``limit`` bytes decoded."""
-    text = _string(value, field, 4 * (limit // 3 + 1))
-    try:
-        data = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        _malformed(f"{field} is not valid base64")
-    if len(data) > limit:
-        _too_large(f"{field} is larger than {limit} bytes")
-    return data
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    # json.loads would silently keep the last of two equal keys: a smuggling vector.
-    seen: dict[str, object] = {}
-    for key, value in pairs:
-        if key.lower() in {k.lower() for k in seen}:
-            raise ClientError(f"header {key!r} is sent more than once", code="sts_header_duplicate")
-        seen[key] = value
-    return seen
-
-
-def _headers(value: object, field: str) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, Mapping):
-        _malformed(f"{field} must be an object of header name to value")
-    if len(value) > MAX_HEADERS:
-        _too_large(f"{field} has more than {MAX_HEADERS} headers")
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for name, raw in value.items():
-        if isinstance(raw, list) and len(raw) > 1:
-            raise ClientError(f"header {name!r} is sent more than once", code="sts_header_duplicate")
-        one = raw[0] if isinstance(raw, list) and len(raw) == 1 else raw
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-            _malformed(f"{field}: {str(name)[:64]!r} is not a header name")
-        if not isinstance(one, str):
-            _malformed(f"{field}: {name} must be a string or a list of one string")
-        if len(name) + len(one) > MAX_HEADER_BYTES:
-            _too_large(f"{field}: {name} is larger than {MAX_HEADER_BYTES} bytes")
-        if not _HEADER_VALUE.fullmatch(one):
-            _malformed(f"{field}: {name} contains characters not allowed in a header value")
-        if name.lower() in seen:
-            raise ClientError(f"header {name!r} is sent more than once", code="sts_header_duplicate")
-        seen.add(name.lower())
-        out.append((name, one))
-    return tuple(out)
-
-
 def _url_host(url: str) -> str:
-    """The lower-cased host of ``https://<host>[:443]/``; anything else is ``sts_url_invalid``."""
+    """The lower-cased host of ``https://<host>/`` (no port, userinfo, query or fragment), else ``sts_url_invalid``."""
     # Parsed by hand rather than with urlsplit: no lenient corner (backslashes,
     # whitespace, userinfo, empty query or fragment) can survive.
     bad = not url.startswith("https://") or any(c in "\\?#@%" or not " " < c < "\x7f" for c in url)
     authority, slash, path = url.removeprefix("https://").partition("/")
-    host, colon, port = authority.partition(":")
-    if bad or slash != "/" or path or not host or (colon and port != "443"):
+    if bad or slash != "/" or path or not authority or ":" in authority:
         _deny("sts_url_invalid", "the STS request URL must be https://<sts-host>/", url[:200])
-    return host.lower()
+    return authority.lower()
 
 
 def _check_body(body: bytes, headers: Mapping[str, str]) -> None:

@@ -1,39 +1,42 @@
-"""Thin handlers: parse the wire, call the service, shape the response. No SQL, no crypto."""
+"""Thin handlers: read the wire through a schema, run the pipeline, shape the response. No SQL, no crypto."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text
 
-from issuer.attest.identity import Method
-from issuer.ec2_issuance import Ec2Fields
-from issuer.errors import ClientError, IssuerError
-from issuer.http.keys import BUNDLE_PEM, EC2, ENGINE, IAM, REQUEST_ID, SERVICE, SETTINGS
-from issuer.http.problems import problem
-from issuer.http.schemas import (
-    EC2_FIELDS,
-    IAM_FIELDS,
-    MAX_BLOB,
-    MAX_DOCUMENT,
-    TOKEN_FIELDS,
-    issue_request,
-    read_json_object,
-    text_field,
+from issuer.http import schemas
+from issuer.http.body import read_json_object
+from issuer.http.keys import (
+    BODY_TIMEOUT,
+    CLIENT_REQUEST_ID,
+    EC2,
+    ENGINE,
+    IAM,
+    PIPELINE,
+    REGISTRY,
+    REQUEST_ID,
+    SETTINGS,
+    TOKEN,
 )
-from issuer.service import Attempt, Issued, RequestContext
+from issuer.http.problems import problem
+from issuer.service.model import Issued, IssueRequest, RequestContext
 
 log = logging.getLogger("issuer.http")
 
 
 def context(request: web.Request) -> RequestContext:
-    return RequestContext(request_id=request[REQUEST_ID], remote_addr=remote_address(request))
+    return RequestContext(
+        request_id=request[REQUEST_ID],
+        remote_addr=remote_address(request),
+        client_request_id=request.get(CLIENT_REQUEST_ID),
+    )
 
 
 def remote_address(request: web.Request) -> str | None:
@@ -67,6 +70,7 @@ def issued_response(issued: Issued) -> web.Response:
         "not_after": cert.not_valid_after_utc.isoformat(),
         "renew_after": issued.renew_after.isoformat(),
         "role": issued.role,
+        "server_id": issued.server_id,
         "identity": {
             "method": issued.identity.method,
             "principal": issued.identity.principal,
@@ -75,63 +79,61 @@ def issued_response(issued: Issued) -> web.Response:
     }
     if issued.nonce is not None:
         body["nonce"] = issued.nonce
+    if issued.renewed_from is not None:
+        body["renewed_from"] = issued.renewed_from
     return web.json_response(body, status=201)
 
 
-@asynccontextmanager
-async def audited(request: web.Request, method: Method) -> AsyncIterator[RequestContext]:
-    """Refusals at the wire (bad JSON, wrong types, oversize) leave an audit row like any other attempt."""
-    ctx = context(request)
-    try:
-        yield ctx
-    except IssuerError as exc:
-        await request.app[SERVICE].record_failure(Attempt(method=method, ctx=ctx), exc)
-        raise
+def _reader(
+    request: web.Request, fields: frozenset[str], schema: Callable[[Mapping[str, Any]], IssueRequest[Any]]
+) -> Callable[[], Any]:
+    async def read() -> IssueRequest[Any]:
+        body = await read_json_object(
+            request,
+            allowed=fields,
+            max_bytes=request.app[SETTINGS].max_body_bytes,
+            read_timeout=request.app[BODY_TIMEOUT],
+        )
+        return schema(body)
+
+    return read
 
 
 async def issue_token(request: web.Request) -> web.Response:
-    async with audited(request, "token") as ctx:
-        body = await read_json_object(request, allowed=TOKEN_FIELDS)
-        issue = issue_request(body)
-        token = text_field(body, "token", max_len=256)
-        assert token is not None
-    issued = await request.app[SERVICE].issue_with_token(issue, token, ctx)
-    return issued_response(issued)
+    read = _reader(request, schemas.TOKEN_FIELDS, schemas.token_request)
+    method = request.app[TOKEN]
+    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
 
 
 async def issue_ec2(request: web.Request) -> web.Response:
-    async with audited(request, "aws-ec2") as ctx:
-        body = await read_json_object(request, allowed=EC2_FIELDS)
-        issue = issue_request(body)
-        document = text_field(body, "document", max_len=MAX_DOCUMENT)
-        assert document is not None
-        fields = Ec2Fields(
-            document=document,
-            rsa2048=text_field(body, "rsa2048", max_len=MAX_BLOB, required=False),
-            pkcs7=text_field(body, "pkcs7", max_len=MAX_BLOB, required=False),
-            signature=text_field(body, "signature", max_len=MAX_BLOB, required=False),
-            nonce=text_field(body, "nonce", max_len=128, required=False),
-        )
-    issued = await request.app[EC2].issue(issue, fields, ctx)
-    return issued_response(issued)
+    read = _reader(request, schemas.EC2_FIELDS, schemas.ec2_request)
+    method = request.app[EC2]
+    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
 
 
 async def issue_iam(request: web.Request) -> web.Response:
-    async with audited(request, "aws-iam") as ctx:
-        if IAM not in request.app:
-            raise ClientError("No role allows the aws-iam method.", code="method_not_enabled")
-        body = await read_json_object(request, allowed=IAM_FIELDS)
-        issue = issue_request(body)
-    issued = await request.app[IAM].issue(issue, body, ctx)
-    return issued_response(issued)
+    read = _reader(request, schemas.IAM_FIELDS, schemas.iam_request)
+    method = request.app[IAM]
+    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
 
 
 async def bundle(request: web.Request) -> web.Response:
-    return web.Response(
-        body=request.app[BUNDLE_PEM],
-        content_type="application/x-pem-file",
-        headers={"Cache-Control": "max-age=300"},
-    )
+    """The trust anchors (roots), for clients verifying servers and chains."""
+    return _pem_response(request, request.app[REGISTRY].snapshot.bundle_pem)
+
+
+async def truststore(request: web.Request) -> web.Response:
+    """What API Gateway's truststore must hold: every issuing CA that may have live leaves, then the roots."""
+    snapshot = request.app[REGISTRY].snapshot
+    if request.headers.get("If-None-Match") == snapshot.truststore_etag:
+        return web.Response(status=304, headers={"ETag": snapshot.truststore_etag})
+    response = _pem_response(request, snapshot.truststore_pem)
+    response.headers["ETag"] = snapshot.truststore_etag
+    return response
+
+
+def _pem_response(request: web.Request, body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/x-pem-file", headers={"Cache-Control": "max-age=60"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -142,19 +144,22 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         async with request.app[ENGINE].connect() as conn:
-            await conn.execute(text("SELECT 1 FROM certificates LIMIT 1"))
+            await conn.execute(text("SELECT 1 FROM ca_issuers LIMIT 1"))
         checks["database"] = "ok"
     except Exception as exc:
-        log.warning("readiness: database check failed: %s", exc)
+        log.warning("readiness: database check failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
         checks["database"] = "unavailable"
-    checks["signer"] = "ok" if request.app[SERVICE].signer.issuer_certificate is not None else "missing"
+    try:
+        checks["signer"] = "ok" if request.app[REGISTRY].snapshot.active.signer else "missing"
+    except RuntimeError:
+        checks["signer"] = "missing"
     if all(v == "ok" for v in checks.values()):
         return web.json_response({"status": "ready", "checks": checks})
-    response = problem(
+    return problem(
         503,
         code="not_ready",
         title="Not ready",
         detail="; ".join(f"{k}: {v}" for k, v in checks.items()),
         request_id=request[REQUEST_ID],
+        retry_after=5,
     )
-    return response

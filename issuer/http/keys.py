@@ -5,15 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.ec2_issuance import Ec2Issuance
-from issuer.iam_issuance import IamIssuance
-from issuer.service import IssuerService
+from issuer.service.ec2 import Ec2Method
+from issuer.service.iam import IamMethod
+from issuer.service.pipeline import Pipeline
+from issuer.service.registry import IssuerRegistry
+from issuer.service.token import TokenMethod
 from issuer.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
-SERVICE = web.AppKey("service", IssuerService)
-BUNDLE_PEM = web.AppKey("bundle_pem", bytes)
-EC2 = web.AppKey("ec2", Ec2Issuance)
-IAM = web.AppKey("iam", IamIssuance)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+REGISTRY = web.AppKey("registry", IssuerRegistry)
+TOKEN = web.AppKey("token_method", TokenMethod)
+EC2 = web.AppKey("ec2_method", Ec2Method)
+IAM = web.AppKey("iam_method", IamMethod)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
 REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)

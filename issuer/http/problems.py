@@ -1,8 +1,10 @@
 """The error middleware: every error becomes ``application/problem+json`` (RFC 9457).
 
 Deliberate errors (:class:`IssuerError`, :class:`CAError`) keep their status and
-``code``; aiohttp's own HTTP errors get a code of their own; anything else is a bug
-and becomes a 500 that leaks nothing. Every response carries ``X-Request-ID``.
+``code``; a database outage is a 503 with ``Retry-After``; aiohttp's own HTTP errors
+get a code of their own; anything else is a bug and becomes a 500 that leaks
+nothing. Every response carries ``X-Request-ID`` — always an id of ours; a caller's
+own ``X-Request-ID`` is kept only as ``client_request_id`` in the logs.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from aiohttp import web
 
 from ca.errors import CAError
 from issuer.errors import IssuerError
-from issuer.http.keys import REQUEST_ID
-from issuer.logs import request_id_var
+from issuer.http.keys import CLIENT_REQUEST_ID, REQUEST_ID
+from issuer.logs import client_request_id_var, request_id_var
+from issuer.service.faults import as_service_error
 
 log = logging.getLogger("issuer.http")
 access_log = logging.getLogger("issuer.access")
 
 PROBLEM_TYPE = "https://github.com/aws-machine-issuer/docs/problems#"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
@@ -54,17 +57,25 @@ def problem(
     return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers)
 
 
-def new_request_id(request: web.Request) -> str:
-    # A caller's (or load balancer's) id is kept when it is sane, so logs join up.
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+def client_request_id(request: web.Request) -> str | None:
+    """The caller's (or load balancer's) X-Request-ID when it is sane, so logs can be joined up."""
     given = request.headers.get("X-Request-ID", "")
-    return given if _REQUEST_ID.match(given) else secrets.token_hex(8)
+    return given if _CLIENT_REQUEST_ID.fullmatch(given) else None
 
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = new_request_id(request)
+    request_id = new_request_id()
+    client_id = client_request_id(request)
     token = request_id_var.set(request_id)
+    client_token = client_request_id_var.set(client_id)
     request[REQUEST_ID] = request_id
+    if client_id is not None:
+        request[CLIENT_REQUEST_ID] = client_id
     started = time.perf_counter()
     response: web.StreamResponse
     try:
@@ -88,15 +99,27 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status == 413:
             detail = "The request body is larger than this service accepts."
         response = problem(exc.status, code=code, title=exc.reason, detail=detail, request_id=request_id)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = problem(
-            500,
-            code="internal_error",
-            title="Internal error",
-            detail="The service failed to handle the request; the request id is in its log.",
-            request_id=request_id,
-        )
+    except Exception as exc:
+        error = as_service_error(exc)
+        if isinstance(error, IssuerError):
+            log.warning("%s on %s %s: %s", error.code, request.method, request.path, error.reason)
+            response = problem(
+                error.status_hint,
+                code=error.code,
+                title=error.title,
+                detail=error.detail,
+                request_id=request_id,
+                retry_after=error.retry_after,
+            )
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = problem(
+                500,
+                code="internal_error",
+                title="Internal error",
+                detail="The service failed to handle the request; the request id is in its log.",
+                request_id=request_id,
+            )
     access_log.info(
         "%s %s %s",
         request.method,
@@ -111,4 +134,5 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         },
     )
     request_id_var.reset(token)
+    client_request_id_var.reset(client_token)
     return response

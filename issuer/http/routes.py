@@ -12,5 +12,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/issue/aws-ec2", handlers.issue_ec2)
     app.router.add_post("/v1/issue/aws-iam", handlers.issue_iam)
     app.router.add_get("/v1/bundle", handlers.bundle)
+    app.router.add_get("/v1/truststore", handlers.truststore)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

@@ -92,9 +92,15 @@ class Role:
     allow_migration: bool = False
     check_instance: bool = False
     assume_role: str | None = None
+    # Accept documents with neither max_instance_age nor check_instance (see _check_ec2_bounds).
+    allow_unbounded_documents: bool = False
     # IAM bindings and options.
     principal_arns: tuple[str, ...] = ()
     require_csr_binding: bool = True
+    # Renewal: how long after expiry a certificate may still renew, and how long a chain of
+    # renewals may run from the machine's last attestation (None: no limit).
+    renew_grace: timedelta = timedelta(0)
+    max_renewal_age: timedelta | None = None
 
     def uri_san_template(self, method: Method) -> str:
         return self.uri_san or DEFAULT_URI_SAN[method]
@@ -127,6 +133,9 @@ _FIELD_KINDS: Mapping[str, str] = {
     "assume_role": "str",
     "principal_arns": "strs",
     "require_csr_binding": "bool",
+    "allow_unbounded_documents": "bool",
+    "renew_grace": "duration",
+    "max_renewal_age": "duration",
 }
 _EC2_ONLY = frozenset(
     {
@@ -142,6 +151,7 @@ _EC2_ONLY = frozenset(
         "allow_migration",
         "check_instance",
         "assume_role",
+        "allow_unbounded_documents",
     }
 )
 _IAM_ONLY = frozenset({"principal_arns", "require_csr_binding"})
@@ -198,6 +208,8 @@ def _parse_role(table: Mapping[str, Any], *, where: str, trust_domain: str) -> R
             )
     if role.account_ids and methods == {"token"}:
         raise ConfigError(f"{where}, field 'account_ids': only applies to the AWS methods")
+    if "aws-ec2" in methods:
+        _check_ec2_bounds(role, where=where)
     if role.ttl > role.max_ttl:
         raise ConfigError(f"{where}, field 'ttl': {role.ttl} is longer than max_ttl {role.max_ttl}")
     for method in role.methods:
@@ -211,6 +223,17 @@ def _parse_role(table: Mapping[str, Any], *, where: str, trust_domain: str) -> R
     if not re.match(r"^[a-z][a-z0-9+.-]*://", uri):
         raise ConfigError(f"{where}, field 'uri_san': must be an absolute URI such as spiffe://{trust_domain}/...")
     return role
+
+
+def _check_ec2_bounds(role: Role, *, where: str) -> None:
+    # An identity document never expires: without an age limit or a liveness check, any leaked,
+    # years-old AWS-signed document attests, and whoever attests first locks the real instance out.
+    if role.max_instance_age is None and not role.check_instance and not role.allow_unbounded_documents:
+        raise ConfigError(
+            f'{where}: an aws-ec2 role needs max_instance_age (e.g. "10m") or check_instance = true; '
+            "without either any leaked identity document, however old, attests. "
+            "Set allow_unbounded_documents = true to accept that risk"
+        )
 
 
 def _check_template(template: str, allowed: frozenset[str], *, where: str) -> None:

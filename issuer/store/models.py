@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -83,20 +84,56 @@ class Identity(Base):
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class CaRoot(Base):
+    """A trust anchor: the root certificates clients and the truststore trust."""
+
+    __tablename__ = "ca_roots"
+    __table_args__ = (CheckConstraint("state IN ('active', 'retired')", name="state"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    subject: Mapped[str] = mapped_column(String(1024))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    # Where the root key lives (file:/path, kms:arn); it may be offline (only `ca rotate` needs it).
+    key_ref: Mapped[str | None] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(16))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class CaIssuer(Base):
+    """An issuing CA: prepared (in the truststore, not signing), active (signing; at most one), retired."""
+
     __tablename__ = "ca_issuers"
-    __table_args__ = (CheckConstraint("state IN ('prepared', 'active', 'retired')", name="state"),)
+    __table_args__ = (
+        CheckConstraint("state IN ('prepared', 'active', 'retired')", name="state"),
+        # At most one issuer signs at a time, whichever replica activated it.
+        Index(
+            "uq_ca_issuers_one_active",
+            "state",
+            unique=True,
+            postgresql_where=text("state = 'active'"),
+            sqlite_where=text("state = 'active'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     subject: Mapped[str] = mapped_column(String(1024))
     serial: Mapped[str] = mapped_column(String(64))
     certificate_pem: Mapped[str] = mapped_column(Text)
+    # The intermediates between this issuer and a root, PEM, nearest first (empty when a root signed it).
+    chain_pem: Mapped[str] = mapped_column(Text, default="")
     key_ref: Mapped[str] = mapped_column(String(1024))
     state: Mapped[str] = mapped_column(String(16))
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Certificate(Base):
@@ -104,6 +141,7 @@ class Certificate(Base):
     __table_args__ = (
         CheckConstraint("status IN ('active', 'revoked', 'superseded')", name="status"),
         Index("ix_certificates_identity_id", "identity_id"),
+        Index("ix_certificates_issuer_id", "issuer_id"),
         Index("ix_certificates_not_after", "not_after"),
     )
 
@@ -121,6 +159,8 @@ class Certificate(Base):
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     renewed_from: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))
+    # When the machine last attested (not renewed): how long a renewal chain has run.
+    chain_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), default="active")
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revocation_reason: Mapped[str | None] = mapped_column(String(64))

@@ -1,4 +1,8 @@
-"""Repository functions: each takes a session and never commits (the service does)."""
+"""Repository functions for issuances, the audit trail and replay guards.
+
+Each takes a session and never commits (the service owns the transaction). The
+hot path (:func:`record_issuance`) uses Core statements, not the ORM unit of work.
+"""
 
 from __future__ import annotations
 
@@ -6,207 +10,177 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from issuer.store.models import (
-    Attestation,
-    CaIssuer,
-    Certificate,
-    Identity,
-    InstanceBinding,
-    JoinToken,
-    ReplayGuard,
+from issuer.store.models import Attestation, Certificate, Identity, ReplayGuard
+from issuer.store.records import (
+    AuditEntry,
+    CertificateRecord,
+    IdentityRecord,
+    NewCertificate,
+    NewIdentity,
+    record_of,
 )
 
+__all__ = [
+    "add_attestation",
+    "add_replay_guard",
+    "delete_expired_replay_guards",
+    "get_certificate",
+    "get_identity",
+    "list_certificates",
+    "lock_certificate",
+    "record_issuance",
+    "supersede_certificate",
+    "upsert_identity",
+]
 
-async def upsert_identity(
-    session: AsyncSession,
-    *,
-    method: str,
-    principal: str,
-    account_id: str | None,
-    region: str | None,
-    attributes: dict[str, Any],
-    now: datetime,
-) -> Identity:
-    """The identity row for (method, principal), created or refreshed.
+
+def _dialect_insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+async def upsert_identity(session: AsyncSession, identity: NewIdentity, *, now: datetime) -> int:
+    """The id of the identity row for (method, principal), created or refreshed.
 
     One ``INSERT … ON CONFLICT DO UPDATE``: many machines share a principal (every
     task of an ECS service has the same role ARN), and their first issuances race.
     """
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    values = {"account_id": account_id, "region": region, "attributes": attributes, "last_seen": now}
+    values = {
+        "account_id": identity.account_id,
+        "region": identity.region,
+        "attributes": dict(identity.attributes),
+        "last_seen": now,
+    }
     statement = (
-        insert(Identity)
-        .values(method=method, principal=principal, first_seen=now, **values)
+        _dialect_insert(session)(Identity)
+        .values(method=identity.method, principal=identity.principal, first_seen=now, **values)
         .on_conflict_do_update(index_elements=[Identity.method, Identity.principal], set_=values)
-        .returning(Identity)
+        .returning(Identity.id)
     )
-    return (await session.execute(statement, execution_options={"populate_existing": True})).scalar_one()
+    return int((await session.execute(statement)).scalar_one())
 
 
-async def add_attestation(
-    session: AsyncSession,
-    *,
-    method: str,
-    outcome: str,
-    request_id: str,
-    now: datetime,
-    code: str | None = None,
-    reason: str | None = None,
-    principal: str | None = None,
-    role: str | None = None,
-    certificate_serial: str | None = None,
-    remote_addr: str | None = None,
-) -> None:
-    session.add(
-        Attestation(
-            method=method,
-            outcome=outcome,
-            code=code,
-            reason=reason,
-            principal=principal,
-            role=role,
-            certificate_serial=certificate_serial,
-            remote_addr=remote_addr,
-            request_id=request_id,
+async def record_issuance(
+    session: AsyncSession, *, identity: NewIdentity, certificate: NewCertificate, audit: AuditEntry, now: datetime
+) -> int:
+    """Record an issued certificate, its identity and its success audit row; the certificate's id."""
+    identity_id = await upsert_identity(session, identity, now=now)
+    cert_id = (
+        await session.execute(
+            insert(Certificate)
+            .values(
+                serial=certificate.serial,
+                identity_id=identity_id,
+                issuer_id=certificate.issuer_id,
+                role=certificate.role,
+                method=certificate.method,
+                fingerprint_sha256=certificate.fingerprint_sha256,
+                public_key_sha256=certificate.public_key_sha256,
+                key_type=certificate.key_type,
+                subject=certificate.subject,
+                sans=list(certificate.sans),
+                not_before=certificate.not_before,
+                not_after=certificate.not_after,
+                renewed_from=certificate.renewed_from,
+                chain_started_at=certificate.chain_started_at,
+                status="active",
+                certificate_pem=certificate.certificate_pem,
+                request_id=certificate.request_id,
+                created_at=now,
+            )
+            .returning(Certificate.id)
+        )
+    ).scalar_one()
+    await add_attestation(session, audit, now=now)
+    return int(cert_id)
+
+
+async def add_attestation(session: AsyncSession, entry: AuditEntry, *, now: datetime) -> None:
+    await session.execute(
+        insert(Attestation).values(
+            method=entry.method,
+            outcome=entry.outcome,
+            code=entry.code,
+            reason=entry.reason,
+            principal=entry.principal,
+            role=entry.role,
+            certificate_serial=entry.certificate_serial,
+            remote_addr=entry.remote_addr,
+            request_id=entry.request_id,
             created_at=now,
         )
     )
-    await session.flush()
 
 
-async def ensure_issuer(
-    session: AsyncSession,
-    *,
-    fingerprint_sha256: str,
-    subject: str,
-    serial: str,
-    certificate_pem: str,
-    key_ref: str,
-    not_before: datetime,
-    not_after: datetime,
-    now: datetime,
-) -> CaIssuer:
-    """The ``ca_issuers`` row for this certificate, registered as active when new."""
-    row = await session.scalar(select(CaIssuer).where(CaIssuer.fingerprint_sha256 == fingerprint_sha256))
-    if row is None:
-        row = CaIssuer(
-            fingerprint_sha256=fingerprint_sha256,
-            subject=subject,
-            serial=serial,
-            certificate_pem=certificate_pem,
-            key_ref=key_ref,
-            state="active",
-            not_before=not_before,
-            not_after=not_after,
-            created_at=now,
-        )
-        session.add(row)
-        await session.flush()
-    return row
+async def get_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
+    """The certificate with ``serial`` (normalised lower-case hex, no leading zeros)."""
+    row = await session.scalar(select(Certificate).where(Certificate.serial == serial))
+    return None if row is None else record_of(CertificateRecord, row)
 
 
-async def add_certificate(session: AsyncSession, row: Certificate) -> Certificate:
-    session.add(row)
-    await session.flush()
-    return row
+async def lock_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
+    """Like :func:`get_certificate`, holding a row lock until the transaction ends (Postgres)."""
+    row = await session.scalar(select(Certificate).where(Certificate.serial == serial).with_for_update())
+    return None if row is None else record_of(CertificateRecord, row)
 
 
-async def get_certificate(session: AsyncSession, serial: str) -> Certificate | None:
-    return await session.scalar(select(Certificate).where(Certificate.serial == serial.lower()))
+async def supersede_certificate(session: AsyncSession, *, certificate_id: int) -> bool:
+    """Mark an active certificate superseded; False if it was not active (revoked or renewed meanwhile)."""
+    result = await session.execute(
+        update(Certificate)
+        .where(Certificate.id == certificate_id, Certificate.status == "active")
+        .values(status="superseded")
+        .returning(Certificate.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def get_identity(session: AsyncSession, identity_id: int) -> IdentityRecord | None:
+    row = await session.get(Identity, identity_id)
+    return None if row is None else record_of(IdentityRecord, row)
 
 
 async def list_certificates(
     session: AsyncSession, *, limit: int = 50, status: str | None = None, principal: str | None = None
-) -> Sequence[tuple[Certificate, Identity]]:
+) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
     query = select(Certificate, Identity).join(Identity, Certificate.identity_id == Identity.id)
     if status:
         query = query.where(Certificate.status == status)
     if principal:
         query = query.where(Identity.principal == principal)
     rows = await session.execute(query.order_by(Certificate.id.desc()).limit(limit))
-    return [(c, i) for c, i in rows.tuples()]
+    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows.tuples()]
 
 
-async def get_identity(session: AsyncSession, identity_id: int) -> Identity | None:
-    return await session.get(Identity, identity_id)
-
-
-# Join tokens -------------------------------------------------------------------------
-
-
-async def add_join_token(
-    session: AsyncSession, *, token_hash: str, name: str, role: str, now: datetime, expires_at: datetime
-) -> JoinToken:
-    row = JoinToken(token_hash=token_hash, name=name, role=role, created_at=now, expires_at=expires_at)
-    session.add(row)
-    await session.flush()
-    return row
-
-
-async def consume_join_token(
-    session: AsyncSession, *, token_hash: str, now: datetime, request_id: str
-) -> JoinToken | None:
-    """Mark the token used if it is unused and unexpired; the row, or None.
-
-    One conditional UPDATE: under concurrent use the database lets exactly one
-    transaction see the row unused; the others find ``used_at`` set (Postgres
-    re-checks the WHERE clause after the winner commits).
-    """
-    result = await session.execute(
-        update(JoinToken)
-        .where(JoinToken.token_hash == token_hash, JoinToken.used_at.is_(None), JoinToken.expires_at > now)
-        .values(used_at=now, used_by_request_id=request_id)
-        .returning(JoinToken)
-        .execution_options(synchronize_session=False)
-    )
-    return result.scalar_one_or_none()
-
-
-async def find_join_token(session: AsyncSession, *, token_hash: str) -> JoinToken | None:
-    return await session.scalar(select(JoinToken).where(JoinToken.token_hash == token_hash))
-
-
-async def list_join_tokens(session: AsyncSession, *, include_used: bool = False) -> Sequence[JoinToken]:
-    query = select(JoinToken)
-    if not include_used:
-        query = query.where(JoinToken.used_at.is_(None))
-    return (await session.scalars(query.order_by(JoinToken.id.desc()))).all()
-
-
-# Replay guards and EC2 bindings -----------------------------------------------------
+# Replay guards ------------------------------------------------------------------------
 
 
 async def add_replay_guard(
     session: AsyncSession, *, kind: str, digest: str, expires_at: datetime, now: datetime
-) -> None:
-    """Record a single-use proof; the unique ``digest`` raises IntegrityError on a second use."""
-    session.add(ReplayGuard(kind=kind, digest=digest, expires_at=expires_at, created_at=now))
-    await session.flush()
+) -> bool:
+    """Record a single-use proof; False if the digest was recorded before (a replay).
 
-
-async def get_instance_binding(
-    session: AsyncSession, *, account_id: str, instance_id: str, lock: bool = False
-) -> InstanceBinding | None:
-    query = select(InstanceBinding).where(
-        InstanceBinding.account_id == account_id, InstanceBinding.instance_id == instance_id
+    The unique ``digest`` decides (``ON CONFLICT DO NOTHING``), so it holds across replicas.
+    """
+    statement = (
+        _dialect_insert(session)(ReplayGuard)
+        .values(kind=kind, digest=digest, expires_at=expires_at, created_at=now)
+        .on_conflict_do_nothing(index_elements=[ReplayGuard.digest])
+        .returning(ReplayGuard.id)
     )
-    if lock:
-        query = query.with_for_update()
-    return await session.scalar(query)
+    return (await session.execute(statement)).scalar_one_or_none() is not None
 
 
-async def list_instance_bindings(session: AsyncSession, *, limit: int = 100) -> Sequence[InstanceBinding]:
-    return (await session.scalars(select(InstanceBinding).order_by(InstanceBinding.id.desc()).limit(limit))).all()
+async def delete_expired_replay_guards(session: AsyncSession, *, now: datetime, batch: int = 5000) -> int:
+    """Delete up to ``batch`` guards whose proofs can no longer be replayed; how many went."""
+    ids = select(ReplayGuard.id).where(ReplayGuard.expires_at < now).limit(batch).scalar_subquery()
+    result = await session.execute(delete(ReplayGuard).where(ReplayGuard.id.in_(ids)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def delete_instance_binding(session: AsyncSession, *, instance_id: str) -> int:
-    rows = (await session.scalars(select(InstanceBinding).where(InstanceBinding.instance_id == instance_id))).all()
-    for row in rows:
-        await session.delete(row)
-    await session.flush()
-    return len(rows)
+async def count_replay_guards(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(ReplayGuard)) or 0)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from clients.agent.cli import main as agent_main
 from issuer.attest.ec2_certs import AwsCertStore
-from issuer.service import hash_secret
+from issuer.hashing import hash_secret
 from issuer.store.models import InstanceBinding
 from tests.support.fake_aws_iid import FakeAwsSigner, build_document, sign
 from tests.support.fake_imds import ImdsConfig, fake_imds
@@ -39,6 +39,7 @@ name = "fleet"
 methods = ["aws-ec2"]
 account_ids = ["123456789012"]
 regions = ["eu-west-1"]
+max_instance_age = "10m"
 """
 
 

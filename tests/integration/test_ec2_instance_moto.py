@@ -12,9 +12,13 @@ from typing import Any
 import boto3
 import pytest
 
-from issuer.attest.ec2 import InstanceIdentityDocument
-from issuer.attest.ec2_instance import Boto3InstanceLookup, InstanceInfo, check_instance
+from issuer.attest.ec2 import InstanceIdentityDocument, identity_from_document
+from issuer.attest.ec2_instance import InstanceInfo
+from issuer.aws.ec2 import Boto3InstanceLookup
+from issuer.aws.sessions import AccountSessions, client_config
 from issuer.errors import Forbidden, Unauthorized, UpstreamUnavailable
+from issuer.policy import Role
+from issuer.policy import check_instance as check_against_role
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -65,7 +69,25 @@ def fleet(moto: MotoServer) -> Fleet:
 @pytest.fixture(scope="module")
 def lookup(moto: MotoServer) -> Boto3InstanceLookup:
     # One lookup for the module, as the service holds one: its boto3 clients are reused.
-    return Boto3InstanceLookup(endpoint_url=moto.url)
+    return make_lookup(moto.url)
+
+
+def make_lookup(
+    endpoint_url: str,
+    *,
+    assume_role: str | None = None,
+    resolve_roles: bool = True,
+    read_timeout: float = 5.0,
+    max_attempts: int = 2,
+) -> Boto3InstanceLookup:
+    config = client_config(read_timeout=read_timeout, max_attempts=max_attempts)
+    sessions = AccountSessions(endpoint_url=endpoint_url, assume_role=assume_role, config=config)
+    return Boto3InstanceLookup(sessions, resolve_roles=resolve_roles)
+
+
+def check_instance(info: InstanceInfo | None, *, doc: InstanceIdentityDocument, **bindings: list[str]) -> None:
+    role = Role(name="r", methods=("aws-ec2",), check_instance=True, **{k: tuple(v) for k, v in bindings.items()})
+    check_against_role(info, identity=identity_from_document(doc), role=role)
 
 
 def _client(moto: MotoServer, service: str) -> Any:
@@ -121,7 +143,7 @@ async def test_running_instance_is_described_and_passes_its_bindings(lookup: Bot
 
 async def test_roles_are_not_resolved_when_switched_off(moto: MotoServer, fleet: Fleet) -> None:
     instance_id = _launch(fleet)
-    info = await _describe(Boto3InstanceLookup(endpoint_url=moto.url, resolve_roles=False), instance_id)
+    info = await _describe(make_lookup(moto.url, resolve_roles=False), instance_id)
     assert info is not None
     assert (info.instance_profile_arn, info.iam_role_arns) == (fleet.profile_arn, ())
 
@@ -192,7 +214,7 @@ async def test_instance_without_a_profile_fails_a_profile_binding(lookup: Boto3I
 
 async def test_assume_role_looks_in_the_documents_account(moto: MotoServer, fleet: Fleet) -> None:
     instance_id = _launch(fleet)
-    lookup = Boto3InstanceLookup(endpoint_url=moto.url, assume_role="arn:aws:iam::{account_id}:role/issuer-reader")
+    lookup = make_lookup(moto.url, assume_role="arn:aws:iam::{account_id}:role/issuer-reader")
 
     found = await _describe(lookup, instance_id)
     # moto keeps accounts apart: the assumed session for another account does not see it.
@@ -204,7 +226,7 @@ async def test_assume_role_looks_in_the_documents_account(moto: MotoServer, flee
 
 
 async def test_unreachable_endpoint_is_upstream_unavailable() -> None:
-    lookup = Boto3InstanceLookup(endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1)
+    lookup = make_lookup(f"http://127.0.0.1:{free_port()}", max_attempts=1)
     with pytest.raises(UpstreamUnavailable) as err:
         await _describe(lookup, "i-0123456789abcdef0")
     assert (err.value.status_hint, err.value.code) == (503, "ec2_lookup_unavailable")
@@ -225,7 +247,7 @@ async def test_silent_endpoint_times_out_without_blocking_the_event_loop() -> No
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        lookup = Boto3InstanceLookup(endpoint_url=f"http://127.0.0.1:{port}", read_timeout=0.5, max_attempts=1)
+        lookup = make_lookup(f"http://127.0.0.1:{port}", read_timeout=0.5, max_attempts=1)
         task = asyncio.create_task(ticker())
         try:
             with pytest.raises(UpstreamUnavailable) as err:
@@ -240,7 +262,7 @@ async def test_silent_endpoint_times_out_without_blocking_the_event_loop() -> No
 async def test_access_denied_is_the_operators_problem_not_the_clients() -> None:
     with moto_server(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as strict:
         # Generous read timeout: moto builds its EC2 backend on the first call.
-        lookup = Boto3InstanceLookup(endpoint_url=strict.url, max_attempts=1, read_timeout=60)
+        lookup = make_lookup(strict.url, max_attempts=1, read_timeout=60)
         with pytest.raises(UpstreamUnavailable) as err:
             await _describe(lookup, "i-0123456789abcdef0")
     assert err.value.code == "ec2_lookup_unavailable"

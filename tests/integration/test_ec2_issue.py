@@ -19,9 +19,9 @@ import pytest
 from cryptography import x509
 from sqlalchemy import select
 
-from issuer import admin
 from issuer.attest.ec2_certs import AwsCertStore
-from issuer.service import hash_secret
+from issuer.hashing import hash_secret
+from issuer.service import admin
 from issuer.store.models import InstanceBinding
 from tests.support.fake_aws_iid import FakeAwsSigner, Form, build_document, sign
 from tests.support.harness import Harness, check_issued, new_csr, running_issuer
@@ -40,7 +40,8 @@ REAL: dict[str, tuple[str, str, str, tuple[Form, ...]]] = {
 }
 REAL_CASES = [(vector, form) for vector, (*_, forms) in REAL.items() for form in forms]
 
-OPEN_ROLE: dict[str, object] = {"name": "fleet", "methods": ["aws-ec2"]}
+# The real AWS vectors are years old: only a role that accepts unbounded documents takes them.
+OPEN_ROLE: dict[str, object] = {"name": "fleet", "methods": ["aws-ec2"], "allow_unbounded_documents": True}
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -245,7 +246,7 @@ async def test_nonce_with_a_trailing_newline_is_refused(
 async def test_binding_mismatches_are_forbidden_without_saying_which(
     tmp_path: Path, pg_url: str, aws: FakeAwsSigner, aws_certs: AwsCertStore
 ) -> None:
-    bound = {"methods": ["aws-ec2"]}
+    bound = {"methods": ["aws-ec2"], "allow_unbounded_documents": True}
     roles = [
         {"name": "by-account", **bound, "account_ids": ["111122223333"]},
         {"name": "by-region", **bound, "regions": ["us-east-1"]},
@@ -306,8 +307,8 @@ async def test_max_instance_age_is_judged_by_the_service_clock(
 
 T1, T2, T3 = "2026-02-16T00:38:27Z", "2026-03-01T10:00:00Z", "2026-04-01T10:00:00Z"
 REPLAY_ROLES = (
-    {"name": "fixed", "methods": ["aws-ec2"]},
-    {"name": "movable", "methods": ["aws-ec2"], "allow_migration": True},
+    {"name": "fixed", "methods": ["aws-ec2"], "allow_unbounded_documents": True},
+    {"name": "movable", "methods": ["aws-ec2"], "allow_migration": True, "allow_unbounded_documents": True},
 )
 
 

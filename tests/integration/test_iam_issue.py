@@ -32,7 +32,8 @@ from ca.files import load_local_signer
 from ca.profile import LeafTemplate
 from ca.signer import Signer
 from issuer.attest.sts import ValidatedStsRequest
-from issuer.attest.sts_client import AiohttpStsCaller, CallerIdentity, StsCaller
+from issuer.attest.sts_response import CallerIdentity, StsCaller
+from issuer.aws.sts import AiohttpStsCaller
 from issuer.store.models import Attestation, Identity
 from tests.support.harness import PASSPHRASE, Harness, check_issued, new_csr, running_issuer, write_ca
 from tests.support.moto_iam import ACCOUNT_ID, BUILDER_AND_TASK_ROLES, AwsKey, MotoIam, moto_iam

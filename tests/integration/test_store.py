@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from issuer.store import repo
+from issuer.store import repo, tokens
 from issuer.store.engine import make_session_factory
 from issuer.store.models import Identity
+from issuer.store.records import NewIdentity
 
 
 async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db_url: str, engine_for) -> None:
@@ -19,16 +20,17 @@ async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db
 
     async def sighting(i: int) -> int:
         async with sessions() as session, session.begin():
-            row = await repo.upsert_identity(
+            return await repo.upsert_identity(
                 session,
-                method="aws-iam",
-                principal="arn:aws:iam::123456789012:role/ecs-task-web",
-                account_id="123456789012",
-                region=None,
-                attributes={"session_name": f"task-{i}"},
+                NewIdentity(
+                    method="aws-iam",
+                    principal="arn:aws:iam::123456789012:role/ecs-task-web",
+                    account_id="123456789012",
+                    region=None,
+                    attributes={"session_name": f"task-{i}"},
+                ),
                 now=now,
             )
-            return row.id
 
     ids = await asyncio.gather(*(sighting(i) for i in range(8)))
     assert len(set(ids)) == 1
@@ -44,17 +46,25 @@ async def test_join_token_is_consumed_once(db_url: str, engine_for) -> None:
     sessions = make_session_factory(engine_for(db_url))
     now = datetime.now(UTC)
     async with sessions() as session, session.begin():
-        await repo.add_join_token(
+        await tokens.add_join_token(
             session, token_hash="h" * 64, name="n", role="r", now=now, expires_at=now + timedelta(hours=1)
         )
 
     async def use() -> bool:
         async with sessions() as session, session.begin():
-            return await repo.consume_join_token(session, token_hash="h" * 64, now=now, request_id="x") is not None
+            used = await tokens.consume_join_token(
+                session, token_hash="h" * 64, now=now, request_id="x", certificate_serial="1"
+            )
+            return used is not None
 
     results = await asyncio.gather(*(use() for _ in range(6)))
     assert sorted(results) == [False] * 5 + [True]
     # Expired tokens are never consumed.
     async with sessions() as session, session.begin():
-        await repo.add_join_token(session, token_hash="e" * 64, name="n", role="r", now=now, expires_at=now)
-        assert await repo.consume_join_token(session, token_hash="e" * 64, now=now, request_id="x") is None
+        await tokens.add_join_token(session, token_hash="e" * 64, name="n", role="r", now=now, expires_at=now)
+        assert (
+            await tokens.consume_join_token(
+                session, token_hash="e" * 64, now=now, request_id="x", certificate_serial="1"
+            )
+            is None
+        )

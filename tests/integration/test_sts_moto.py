@@ -32,10 +32,11 @@ from botocore.exceptions import ClientError as BotoClientError
 
 from issuer.attest.arn import identity_from_caller
 from issuer.attest.identity import VerifiedIdentity
-from issuer.attest.sts import parse_sts_request, validate_sts_request
-from issuer.attest.sts_client import AiohttpStsCaller
+from issuer.attest.sts import validate_sts_request
 from issuer.attest.sts_hosts import StsHostAllowlist
+from issuer.aws.sts import AiohttpStsCaller
 from issuer.errors import Unauthorized, UpstreamUnavailable
+from issuer.http.sts_wire import parse_sts_request
 from tests.support.moto_server import free_port, moto_server
 from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
 

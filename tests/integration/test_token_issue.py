@@ -143,6 +143,7 @@ async def test_bad_requests_get_problem_json_and_change_nothing(
         resp = await h.client.post(
             "/v1/issue/token",
             data=(lambda b: b if isinstance(b, bytes) else __import__("json").dumps(b))(make_body(csr, token)),
+            headers={"Content-Type": "application/json"},
         )
         body = await resp.json(content_type=None)
         assert resp.status == status, body
@@ -176,7 +177,11 @@ async def test_failures_leave_an_audit_row_with_the_reason(tmp_path: Path, pg_ur
 
 async def test_oversize_body_is_refused_with_413(tmp_path: Path, pg_url: str) -> None:
     async with running_issuer(tmp_path, pg_url) as h:
-        resp = await h.client.post("/v1/issue/token", data=b'{"csr": "' + b"A" * 200_000 + b'"}')
+        resp = await h.client.post(
+            "/v1/issue/token",
+            data=b'{"csr": "' + b"A" * 200_000 + b'"}',
+            headers={"Content-Type": "application/json"},
+        )
         body = await resp.json(content_type=None)
         assert (resp.status, body["code"]) == (413, "payload_too_large")
         (row,) = await h.attestations()
@@ -233,10 +238,13 @@ class _BrokenSigner:
 
     def __init__(self, real) -> None:
         self._real = real
+        self.broken = True
         self.issuer_certificate, self.chain, self.roots = real.issuer_certificate, real.chain, real.roots
 
     async def issue(self, template, public_key, *, serial=None):
-        raise RuntimeError("signing backend unavailable")
+        if self.broken:
+            raise RuntimeError("signing backend unavailable")
+        return await self._real.issue(template, public_key, serial=serial)
 
     async def sign_crl(self, *args, **kwargs):
         return await self._real.sign_crl(*args, **kwargs)
@@ -260,6 +268,6 @@ async def test_an_unexpected_failure_is_a_500_that_leaks_nothing_and_is_audited(
         assert (row.outcome, row.code, row.principal) == ("failure", "internal_error", "unlucky")
         assert "signing backend unavailable" in (row.reason or "")
         # Nothing was consumed: the token still works once the signer does.
-        h.service.signer = signer._real
+        signer.broken = False
         status, _ = await h.post("/v1/issue/token", {"csr": csr, "token": token})
         assert status == 201

@@ -16,10 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from ca.files import init_ca
-from issuer import admin
+from ca.signer import Signer
 from issuer.app import create_app
-from issuer.http.keys import SERVICE
-from issuer.service import IssuerService
+from issuer.http.keys import PIPELINE
+from issuer.service import admin
+from issuer.service.pipeline import Pipeline
+from issuer.service.registry import SignerLoader
 from issuer.settings import Settings, load_settings
 from issuer.store.models import Attestation, Certificate
 from tests.support.x509_check import make_csr, openssl_verify, verify_client_chain
@@ -51,7 +53,7 @@ uri_san = "spiffe://{trust_domain}/edge/{name}"
 class Harness:
     client: TestClient[Any, Any]
     settings: Settings
-    service: IssuerService
+    service: Pipeline
 
     async def token(self, *, role: str = "onprem", name: str = "machine-1", ttl: timedelta = timedelta(hours=1)) -> str:
         created = await admin.create_token(
@@ -101,22 +103,23 @@ async def running_issuer(
         **(env or {}),
     }
     settings = load_settings(config_path, env=environ)
-    import os
+    kwargs = dict(app_kwargs)
+    if clock is not None:
+        kwargs["clock"] = clock
+    if "signer" in kwargs:
+        kwargs["signer_loader"] = fixed_signer(kwargs.pop("signer"))
+    app = create_app(settings, **kwargs)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield Harness(client=client, settings=settings, service=app[PIPELINE])
 
-    old = os.environ.get("ISSUER_CA_PASSPHRASE")
-    os.environ["ISSUER_CA_PASSPHRASE"] = PASSPHRASE
-    try:
-        kwargs = dict(app_kwargs)
-        if clock is not None:
-            kwargs["clock"] = clock
-        app = create_app(settings, **kwargs)
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            yield Harness(client=client, settings=settings, service=app[SERVICE])
-    finally:
-        if old is None:
-            os.environ.pop("ISSUER_CA_PASSPHRASE", None)
-        else:
-            os.environ["ISSUER_CA_PASSPHRASE"] = old
+
+def fixed_signer(signer: Signer) -> SignerLoader:
+    """A signer loader that hands out ``signer`` whatever the registry's active issuer is."""
+
+    async def load(issuer: Any, *, certificate: Any, chain: Any, roots: Any) -> Signer:
+        return signer
+
+    return load
 
 
 def new_csr(*, curve: ec.EllipticCurve | None = None, key: Any = None, **kwargs: Any) -> tuple[Any, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from issuer.attest.arn import CanonicalPrincipal, canonicalise, identity_from_caller
-from issuer.attest.sts_client import CallerIdentity
+from issuer.attest.sts_response import CallerIdentity
 from issuer.errors import Unauthorized
 
 

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from issuer.attest.ec2 import InstanceIdentityDocument
-from issuer.attest.ec2_instance import InstanceInfo, arn_matches, check_instance
+from issuer.attest.ec2 import InstanceIdentityDocument, identity_from_document
+from issuer.attest.ec2_instance import InstanceInfo
 from issuer.errors import Forbidden, Unauthorized
+from issuer.policy import Role, arn_matches
+from issuer.policy import check_instance as check_against_role
 
 DOC = InstanceIdentityDocument(
     account_id="123456789012",
@@ -35,6 +37,12 @@ LIVE = InstanceInfo(
 )
 
 
+def check_instance(info: InstanceInfo | None, *, doc: InstanceIdentityDocument, **bindings: list[str]) -> None:
+    """The policy check for a role with these DescribeInstances bindings."""
+    role = Role(name="r", methods=("aws-ec2",), check_instance=True, **{k: tuple(v) for k, v in bindings.items()})
+    check_against_role(info, identity=identity_from_document(doc), role=role)
+
+
 @pytest.mark.parametrize(
     ("pattern", "arn", "expected"),
     [
@@ -44,9 +52,11 @@ LIVE = InstanceInfo(
         ("arn:aws:iam::123456789012:role/web-*", "arn:aws:iam::123456789012:role/db", False),
         ("arn:aws:iam::123456789012:role/*", "arn:aws:iam::210987654321:role/web", False),
         ("*", ROLE, True),
-        # Only a trailing star is a wildcard.
-        ("arn:aws:iam::*:role/web-fleet", ROLE, False),
-        ("arn:aws:iam::*:role/web-fleet", "arn:aws:iam::*:role/web-fleet", True),
+        # A star matches any run of characters, anywhere (IAM names cannot contain one).
+        ("arn:aws:iam::*:role/web-fleet", ROLE, True),
+        ("arn:aws:iam::*:role/web-fleet", "arn:aws:iam::123456789012:role/web-fleet-2", False),
+        ("arn:aws:iam::123456789012:role/*-fleet", ROLE, True),
+        ("arn:aws:iam::123456789012:role/web*", "arn:aws:iam::123456789012:role/web/deep/path", True),
         ("", ROLE, False),
     ],
 )

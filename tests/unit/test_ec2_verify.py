@@ -248,9 +248,25 @@ def test_proof_needs_exactly_one_form(forms: dict[str, str]) -> None:
     assert (err.value.status_hint, err.value.code) == (400, "ec2_proof_form")
 
 
-def test_blank_forms_count_as_absent() -> None:
-    p = Ec2Proof.from_fields(document="{}", rsa2048="", pkcs7=None, signature="QUJD")
-    assert p.form == "signature"
+@pytest.mark.parametrize(
+    "forms",
+    [
+        {"rsa2048": "", "signature": "QUJD"},  # a blank second field still makes the proof ambiguous
+        {"pkcs7": "   ", "rsa2048": "QUJD"},
+        {"rsa2048": "   "},  # the one form given is blank
+        {},
+    ],
+)
+def test_exactly_one_non_blank_form(forms: dict[str, str]) -> None:
+    fields = {"rsa2048": None, "pkcs7": None, "signature": None, **forms}
+    with pytest.raises(ProofFormError) as err:
+        Ec2Proof.from_fields(document="{}", **fields)
+    assert err.value.code == "ec2_proof_form"
+
+
+def test_one_form_is_taken_as_given() -> None:
+    p = Ec2Proof.from_fields(document="{}", rsa2048=None, pkcs7=None, signature="QUJD")
+    assert (p.form, p.blob) == ("signature", "QUJD")
 
 
 def test_oversized_document_and_blob_are_refused(certs: AwsCertStore) -> None:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from ca.csr import CheckedCSR, parse_csr
+from ca.keys import KEY_TYPES
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError, Forbidden
 from issuer.policy import Role, arn_matches, decide, select_role
+from tests.support.x509_check import make_csr, rsa_key
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+@functools.cache
+def csr(key_type: str) -> CheckedCSR:
+    """A checked CSR for a fresh key of ``key_type``."""
+    key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec-p256" else rsa_key(2048)
+    return parse_csr(make_csr(key), allowed_key_types=KEY_TYPES)
 
 
 def ec2_identity(**attrs: str) -> VerifiedIdentity:
@@ -45,7 +57,7 @@ def iam_identity(arn: str, session: str | None = "task-1") -> VerifiedIdentity:
 
 def test_ec2_template_and_lifetime() -> None:
     role = Role(name="web", methods=("aws-ec2",), ttl=timedelta(hours=2))
-    leaf = decide(ec2_identity(), role, key_type="ec-p256", now=NOW, trust_domain="example.org")
+    leaf = decide(ec2_identity(), role, csr("ec-p256"), None, NOW, trust_domain="example.org")
     assert leaf.uri_sans == ("spiffe://example.org/aws/123456789012/eu-west-1/ec2/i-0abc",)
     assert leaf.common_name == "i-0abc"
     assert leaf.not_before == NOW - timedelta(seconds=60)
@@ -64,7 +76,7 @@ def test_ec2_template_and_lifetime() -> None:
 )
 def test_each_ec2_binding_refuses_without_saying_which(role: Role) -> None:
     with pytest.raises(Forbidden) as info:
-        decide(ec2_identity(), role, key_type="ec-p256", now=NOW, trust_domain="t")
+        decide(ec2_identity(), role, csr("ec-p256"), None, NOW, trust_domain="t")
     assert info.value.code == "binding_mismatch"
     assert info.value.detail == "The identity does not match the role's bindings."
     assert role.name in info.value.reason
@@ -79,14 +91,14 @@ def test_matching_bindings_pass() -> None:
         ami_ids=("ami-1",),
         instance_types=("t3.micro",),
     )
-    decide(ec2_identity(), role, key_type="ec-p256", now=NOW, trust_domain="t")
+    decide(ec2_identity(), role, csr("ec-p256"), None, NOW, trust_domain="t")
 
 
 def test_max_instance_age() -> None:
     role = Role(name="r", methods=("aws-ec2",), max_instance_age=timedelta(minutes=10))
-    decide(ec2_identity(), role, key_type="ec-p256", now=NOW, trust_domain="t")
+    decide(ec2_identity(), role, csr("ec-p256"), None, NOW, trust_domain="t")
     with pytest.raises(Forbidden) as info:
-        decide(ec2_identity(), role, key_type="ec-p256", now=NOW + timedelta(minutes=6), trust_domain="t")
+        decide(ec2_identity(), role, csr("ec-p256"), None, NOW + timedelta(minutes=6), trust_domain="t")
     assert info.value.code == "instance_too_old"
 
 
@@ -98,19 +110,18 @@ def test_iam_principal_globs_and_session_template() -> None:
         uri_san="spiffe://{trust_domain}/aws/{account_id}/iam/{role_name}/{session_name}",
     )
     leaf = decide(
-        iam_identity("arn:aws:iam::123456789012:role/ecs-task-web"), role, key_type="ec-p256", now=NOW, trust_domain="t"
+        iam_identity("arn:aws:iam::123456789012:role/ecs-task-web"), role, csr("ec-p256"), None, NOW, trust_domain="t"
     )
     assert leaf.uri_sans == ("spiffe://t/aws/123456789012/iam/ecs-task-web/task-1",)
     with pytest.raises(Forbidden):
-        decide(
-            iam_identity("arn:aws:iam::123456789012:role/admin"), role, key_type="ec-p256", now=NOW, trust_domain="t"
-        )
+        decide(iam_identity("arn:aws:iam::123456789012:role/admin"), role, csr("ec-p256"), None, NOW, trust_domain="t")
     with pytest.raises(Forbidden) as info:
         decide(
             iam_identity("arn:aws:iam::123456789012:role/ecs-task-web", session=None),
             role,
-            key_type="ec-p256",
-            now=NOW,
+            csr("ec-p256"),
+            None,
+            NOW,
             trust_domain="t",
         )
     assert info.value.code == "template_variable_missing"
@@ -119,7 +130,7 @@ def test_iam_principal_globs_and_session_template() -> None:
 def test_template_values_cannot_add_path_segments() -> None:
     role = Role(name="t", methods=("token",))
     ident = VerifiedIdentity(method="token", principal="a/../b", attributes={"name": "a/../b"})
-    leaf = decide(ident, role, key_type="ec-p256", now=NOW, trust_domain="t")
+    leaf = decide(ident, role, csr("ec-p256"), None, NOW, trust_domain="t")
     assert leaf.uri_sans == ("spiffe://t/onprem/a%2F..%2Fb",)
 
 
@@ -136,12 +147,12 @@ def test_ttl_and_method_and_key_type() -> None:
     )
     ident = VerifiedIdentity(method="token", principal="n", attributes={"name": "n"})
     with pytest.raises(ClientError, match="max_ttl"):
-        decide(ident, role, key_type="ec-p256", now=NOW, trust_domain="t", requested_ttl=timedelta(hours=2))
+        decide(ident, role, csr("ec-p256"), None, NOW, trust_domain="t", requested_ttl=timedelta(hours=2))
     with pytest.raises(Forbidden) as info:
-        decide(ident, role, key_type="rsa-2048", now=NOW, trust_domain="t")
+        decide(ident, role, csr("rsa-2048"), None, NOW, trust_domain="t")
     assert info.value.code == "key_type_not_allowed"
     with pytest.raises(Forbidden) as info:
-        decide(ec2_identity(), role, key_type="ec-p256", now=NOW, trust_domain="t")
+        decide(ec2_identity(), role, csr("ec-p256"), None, NOW, trust_domain="t")
     assert info.value.code == "method_not_allowed"
 
 

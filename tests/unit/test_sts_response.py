@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from issuer.attest.sts_client import AiohttpStsCaller, parse_sts_response
+from issuer.attest.sts_response import parse_sts_response
+from issuer.aws.sts import AiohttpStsCaller
 from issuer.errors import ConfigError, Unauthorized, UpstreamUnavailable
 
 NS = "https://sts.amazonaws.com/doc/2011-06-15/"

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from issuer.attest.sts import ValidatedStsRequest, parse_sts_request, validate_sts_request
+from issuer.attest.sts import ValidatedStsRequest, validate_sts_request
 from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.errors import Unauthorized
+from issuer.http.sts_wire import parse_sts_request
 from tests.support.sts_signing import FORM, SignedStsRequest, sign_get_caller_identity
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -115,9 +116,11 @@ def test_regional_host_signed_for_its_region() -> None:
     assert (ok.host, ok.region) == ("sts.eu-west-1.amazonaws.com", "eu-west-1")
 
 
-def test_explicit_port_443_is_the_same_url() -> None:
-    ok = validate(sign(url="https://sts.amazonaws.com:443/"))
-    assert ok.host == "sts.amazonaws.com"
+def test_explicit_port_443_is_refused_as_the_readme_says() -> None:
+    # https://host/ and https://host:443/ mean the same, but the README promises "no port": one form only.
+    with pytest.raises(Unauthorized) as err:
+        validate(sign(url="https://sts.amazonaws.com:443/"))
+    assert err.value.code == "sts_url_invalid"
 
 
 def test_host_left_to_the_url_is_added_for_forwarding() -> None:

@@ -5,19 +5,31 @@ Each function takes the session factory and owns its one transaction.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from issuer.attest.token import new_token
 from issuer.errors import ClientError, NotFound
-from issuer.policy import select_role
-from issuer.service import TOKEN_PREFIX, hash_secret
+from issuer.hashing import hash_secret
+from issuer.service.model import normalise_serial
+from issuer.service.roles import RoleBook
 from issuer.settings import Settings
-from issuer.store import repo
-from issuer.store.models import Certificate, Identity, InstanceBinding, JoinToken
+from issuer.store import bindings, repo, tokens
+from issuer.store.records import BindingRecord, CertificateRecord, IdentityRecord, TokenRecord
+
+__all__ = [
+    "CreatedToken",
+    "create_token",
+    "list_certificates",
+    "list_instances",
+    "list_tokens",
+    "reset_instance",
+    "revoke_token",
+    "show_certificate",
+]
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -37,38 +49,49 @@ async def create_token(
 
     Raises ClientError ``role_unknown`` (no such role, or it does not allow tokens) or ``token_name_invalid``.
     """
-    if select_role(settings.roles, method="token", requested=role) is None:
+    try:
+        RoleBook(settings.roles).get(role, method="token")
+    except ClientError:
         names = [r.name for r in settings.roles if "token" in r.methods]
         raise ClientError(
             f"no role {role!r} allows join tokens (roles that do: {', '.join(names) or 'none'})",
             code="role_unknown",
-        )
+        ) from None
     if not name or len(name) > 128:
         raise ClientError("a token needs a name of 1 to 128 characters", code="token_name_invalid")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = new_token()
     async with sessions() as session, session.begin():
-        await repo.add_join_token(
+        await tokens.add_join_token(
             session, token_hash=hash_secret(token), name=name, role=role, now=now, expires_at=now + ttl
         )
     return CreatedToken(token=token, name=name, role=role, expires_at=now + ttl)
 
 
-async def list_tokens(sessions: Sessions, *, include_used: bool) -> Sequence[JoinToken]:
+async def list_tokens(sessions: Sessions, *, include_used: bool) -> Sequence[TokenRecord]:
     async with sessions() as session:
-        return await repo.list_join_tokens(session, include_used=include_used)
+        return await tokens.list_join_tokens(session, include_used=include_used)
+
+
+async def revoke_token(sessions: Sessions, *, name: str, now: datetime) -> int:
+    """Make every unused join token named ``name`` unusable; how many. NotFound ``token_not_found`` for none."""
+    async with sessions() as session, session.begin():
+        count = await tokens.revoke_join_token(session, name=name, now=now)
+    if not count:
+        raise NotFound(f"no unused, unexpired join token named {name!r}", code="token_not_found")
+    return count
 
 
 async def list_certificates(
     sessions: Sessions, *, limit: int, status: str | None, principal: str | None
-) -> Sequence[tuple[Certificate, Identity]]:
+) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
     async with sessions() as session:
         return await repo.list_certificates(session, limit=limit, status=status, principal=principal)
 
 
-async def show_certificate(sessions: Sessions, serial: str) -> tuple[Certificate, Identity]:
-    """The certificate row and its identity; NotFound ``certificate_not_found``."""
+async def show_certificate(sessions: Sessions, serial: str) -> tuple[CertificateRecord, IdentityRecord]:
+    """The certificate (serial as openssl or we print it) and its identity; NotFound ``certificate_not_found``."""
     async with sessions() as session:
-        row = await repo.get_certificate(session, serial.lower().replace(":", ""))
+        row = await repo.get_certificate(session, normalise_serial(serial))
         if row is None:
             raise NotFound(f"no certificate with serial {serial}", code="certificate_not_found")
         identity = await repo.get_identity(session, row.identity_id)
@@ -76,12 +99,12 @@ async def show_certificate(sessions: Sessions, serial: str) -> tuple[Certificate
         return row, identity
 
 
-async def list_instances(sessions: Sessions, *, limit: int) -> Sequence[InstanceBinding]:
+async def list_instances(sessions: Sessions, *, limit: int) -> Sequence[BindingRecord]:
     async with sessions() as session:
-        return await repo.list_instance_bindings(session, limit=limit)
+        return await bindings.list_bindings(session, limit=limit)
 
 
 async def reset_instance(sessions: Sessions, *, instance_id: str) -> int:
     """Forget an instance's trust-on-first-use binding; the number of bindings removed."""
     async with sessions() as session, session.begin():
-        return await repo.delete_instance_binding(session, instance_id=instance_id)
+        return await bindings.delete_binding(session, instance_id=instance_id)

@@ -1,0 +1,101 @@
+"""``issuer ca init | show``: the private CA and its issuer registry."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from issuer.cli.common import ensure_schema, fail, now, run, with_sessions
+from issuer.durations import format_duration, parse_duration
+from issuer.settings import Settings
+
+
+def add_parser(sub: Any) -> None:
+    ca = sub.add_parser("ca", help="the private CA").add_subparsers(dest="ca_command", metavar="ACTION", required=True)
+    init = ca.add_parser(
+        "init",
+        help="create the root and issuing CA",
+        description="Create a root CA (ECDSA P-384) and an issuing CA (ECDSA P-256) in <state_dir>/ca, "
+        "keys encrypted with the CA passphrase, and register them in the database as the active issuer. "
+        "Run `issuer migrate` first (the embedded SQLite default migrates itself).",
+    )
+    init.add_argument("--root-validity", default="3650d", help="root CA lifetime (default 3650d)")
+    init.add_argument("--issuing-validity", default="365d", help="issuing CA lifetime (default 365d)")
+    init.add_argument("--organization", help="O= in the CA subjects and leaves")
+    init.add_argument(
+        "--force", action="store_true", help="replace CA files on disk (only while the registry is still empty)"
+    )
+    init.set_defaults(handler=cmd_init)
+    show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
+    show.set_defaults(handler=cmd_show)
+
+
+def init_ca_files(
+    settings: Settings, *, root_validity: str, issuing_validity: str, organization: str | None, force: bool
+) -> None:
+    """Create the CA files and register them; prints what it did."""
+    from issuer.ca_setup import initialise_ca
+    from issuer.service.ca_registry import register_file_ca
+
+    try:
+        root_td, issuing_td = parse_duration(root_validity), parse_duration(issuing_validity)
+    except ValueError as exc:
+        raise fail(str(exc), code="config_invalid", exit_status=2) from None
+    ensure_schema(settings)
+    if run(with_sessions(settings, _registry_subjects)):
+        raise fail(
+            "the CA registry already has an issuing CA (see `issuer ca show`); "
+            "a second `ca init` would split trust — rotate the issuing CA instead",
+            code="ca_exists",
+        )
+    files, generated = initialise_ca(
+        settings,
+        now=now(),
+        root_validity=root_td,
+        issuing_validity=issuing_td,
+        organization=organization,
+        force=force,
+    )
+    registered = run(with_sessions(settings, lambda s: register_file_ca(s, ca_dir=settings.ca_dir, now=now())))
+    print(f"Created a root CA and an issuing CA in {settings.ca_dir}")
+    print(f"  root:    {files.root_cert_path} (valid {format_duration(root_td)})")
+    print(f"  issuing: {files.issuing_cert_path} (valid {format_duration(issuing_td)})")
+    if registered is not None:
+        print(f"  registered as the active issuer (fingerprint {registered.fingerprint_sha256[:16]}…)")
+    if generated:
+        print(f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE")
+
+
+async def _registry_subjects(sessions: Any) -> list[str]:
+    from issuer.store import issuers
+
+    async with sessions() as session:
+        return [r.subject for r in await issuers.list_issuers(session)]
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    init_ca_files(
+        settings,
+        root_validity=args.root_validity,
+        issuing_validity=args.issuing_validity,
+        organization=args.organization,
+        force=args.force,
+    )
+    print("Next: `issuer serve`, then `issuer truststore export --out truststore.pem` for API Gateway.")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    from ca.files import describe_ca
+
+    info = describe_ca(settings.ca_dir)
+    entries = [("root", r) for r in info.roots] + [("issuing", info.issuing)]
+    for label, cert in entries:
+        print(f"{label}:")
+        print(f"  subject:  {cert.subject}")
+        print(f"  serial:   {cert.serial_hex}")
+        print(f"  key:      {cert.key_type}")
+        print(f"  valid:    {cert.not_before.isoformat()} .. {cert.not_after.isoformat()}")
+        print(f"  sha256:   {cert.sha256_fingerprint}")
+    print(f"files:      {info.directory} (root key {'present' if info.root_key_present else 'absent'})")
+    return 0

@@ -1,0 +1,107 @@
+"""``issuer serve``: run the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from issuer.cli.common import ensure_schema, fail
+from issuer.settings import Settings
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API",
+        description="Run the HTTP API. Start-up checks the database schema and loads the active issuing CA's "
+        "key; any failure is one line and a non-zero exit.",
+        epilog="example: issuer serve --host 0.0.0.0 --port 8443 --tls-cert server.pem --tls-key server.key",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate chain")
+    serve.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="accept (optional) TLS client certificates chained to these CAs, for renewal over mTLS "
+        "(default with --tls-cert: the issuer's own truststore)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help=f"processes sharing the port (default 1; this machine has {os.cpu_count()} cores)",
+    )
+    serve.add_argument("--body-timeout", type=float, default=30.0, metavar="S", help="seconds to read a body (30)")
+    serve.add_argument("--log-format", choices=("json", "text"), default="json", help="log line format (json)")
+    serve.add_argument("--log-level", choices=_LEVELS, default="info", help="debug, info, warning, error (info)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from issuer.app import create_app
+    from issuer.logs import configure_logging
+
+    if not 1 <= args.port <= 65535:
+        raise fail(f"--port {args.port} is not a TCP port", code="usage", exit_status=2)
+    if args.workers < 1:
+        raise fail("--workers must be at least 1", code="usage", exit_status=2)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise fail("--tls-cert and --tls-key go together", code="usage", exit_status=2)
+    configure_logging(level=args.log_level, json_format=args.log_format == "json")
+    log = logging.getLogger("issuer")
+    ensure_schema(settings)
+    if not (settings.ca_dir / "issuing.pem").exists() and settings.embedded:
+        from issuer.cli.ca import init_ca_files
+
+        init_ca_files(settings, root_validity="3650d", issuing_validity="365d", organization=None, force=False)
+        log.warning("embedded default: created a development CA in %s", settings.ca_dir)
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = _tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+    def make_app() -> web.Application:
+        return create_app(settings, body_timeout=args.body_timeout)
+
+    _serve(make_app, host=args.host, port=args.port, ssl_context=ssl_context, workers=args.workers, log=log)
+    return 0
+
+
+def _tls(cert: Path, key: Path, client_ca: Path | None) -> Any:
+    import ssl
+
+    for label, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
+        if path is not None and not path.is_file():
+            raise fail(f"{label} {path}: no such file", code="tls_files_invalid")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise fail(f"cannot use --tls-cert {cert} with --tls-key {key}: {exc}", code="tls_files_invalid") from None
+    if client_ca is not None:
+        context.load_verify_locations(str(client_ca))
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def _serve(make_app: Any, *, host: str, port: int, ssl_context: Any, workers: int, log: logging.Logger) -> None:
+    from aiohttp import web
+
+    scheme = "https" if ssl_context else "http"
+
+    async def listening(app: web.Application) -> None:
+        log.info("listening on %s://%s:%d", scheme, host, port)
+
+    app = make_app()
+    app.on_startup.append(listening)
+    web.run_app(app, host=host, port=port, ssl_context=ssl_context, print=None, access_log=None, handle_signals=True)

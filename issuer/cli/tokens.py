@@ -1,0 +1,115 @@
+"""``issuer token create | list | revoke``: one-time join tokens."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from issuer.cli.common import ensure_schema, fail, now, print_json, print_table, run, with_sessions
+from issuer.durations import parse_duration
+from issuer.settings import Settings
+
+
+def add_parser(sub: Any) -> None:
+    token = sub.add_parser("token", help="one-time join tokens").add_subparsers(
+        dest="token_command", metavar="ACTION", required=True
+    )
+    create = token.add_parser(
+        "create",
+        help="create a join token (printed once)",
+        description="Create a one-time join token for a machine with no AWS identity. "
+        "The token is printed once and stored only as a hash.",
+        epilog="example: issuer token create --role onprem --name build-box-1 --ttl 1h",
+    )
+    create.add_argument("--role", required=True, help="role the token issues for (must allow method 'token')")
+    create.add_argument("--name", required=True, help="the machine's name (goes into the certificate)")
+    create.add_argument("--ttl", default="1h", help="how long the token is usable (default 1h)")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(handler=cmd_create)
+    tlist = token.add_parser("list", help="list unused tokens", description="List join tokens (never their text).")
+    tlist.add_argument("--all", action="store_true", help="include used and expired tokens")
+    tlist.add_argument("--json", action="store_true", help="print JSON")
+    tlist.set_defaults(handler=cmd_list)
+    revoke = token.add_parser(
+        "revoke",
+        help="make an unused token unusable",
+        description="Revoke the unused join token(s) with this name, e.g. one that leaked before it was used.",
+    )
+    revoke.add_argument("name", help="the token's name (as given to `token create --name`)")
+    revoke.set_defaults(handler=cmd_revoke)
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service import admin
+
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise fail(f"--ttl: {exc}", code="config_invalid", exit_status=2) from None
+    ensure_schema(settings)
+    created = run(
+        with_sessions(
+            settings, lambda s: admin.create_token(s, settings, role=args.role, name=args.name, ttl=ttl, now=now())
+        )
+    )
+    if args.json:
+        print_json(
+            {"token": created.token, "name": created.name, "role": created.role, "expires_at": created.expires_at}
+        )
+        return 0
+    print(created.token)
+    print(
+        f"One-time join token for {created.name!r} (role {created.role}), valid until "
+        f"{created.expires_at.isoformat(timespec='seconds')}. It is shown only this once.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service import admin
+
+    ensure_schema(settings)
+    rows = run(with_sessions(settings, lambda s: admin.list_tokens(s, include_used=args.all)))
+    if args.json:
+        print_json(
+            [
+                {
+                    "name": t.name,
+                    "role": t.role,
+                    "created_at": t.created_at,
+                    "expires_at": t.expires_at,
+                    "used_at": t.used_at,
+                    "certificate_serial": t.certificate_serial,
+                }
+                for t in rows
+            ]
+        )
+        return 0
+    if not rows:
+        print("No join tokens." if args.all else "No unused join tokens.")
+        return 0
+    print_table(
+        ("NAME", "ROLE", "CREATED", "EXPIRES", "USED"),
+        [
+            (
+                t.name,
+                t.role,
+                t.created_at.isoformat(timespec="seconds"),
+                t.expires_at.isoformat(timespec="seconds"),
+                t.used_at.isoformat(timespec="seconds") if t.used_at else "-",
+            )
+            for t in rows
+        ],
+    )
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service import admin
+
+    ensure_schema(settings)
+    count = run(with_sessions(settings, lambda s: admin.revoke_token(s, name=args.name, now=now())))
+    print(f"Revoked {count} unused join token(s) named {args.name!r}; they can no longer be used.")
+    return 0

@@ -1,0 +1,12 @@
+"""Hashes of high-entropy secrets (join tokens, instance nonces): only these are stored."""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["hash_secret"]
+
+
+def hash_secret(value: str) -> str:
+    """SHA-256 hex of ``value`` (UTF-8). A plain hash suffices: the secrets carry ≥ 128 bits of entropy."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()

@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
         type=Path,
         metavar="PEM",
         help="accept (optional) TLS client certificates chained to these CAs, for renewal over mTLS "
-        "(default with --tls-cert: the issuer's own truststore)",
+        "(default with --tls-cert: the registry's roots)",
     )
     serve.add_argument(
         "--workers",
@@ -39,7 +39,16 @@ def add_parser(sub: Any) -> None:
         default=1,
         help=f"processes sharing the port (default 1; this machine has {os.cpu_count()} cores)",
     )
-    serve.add_argument("--body-timeout", type=float, default=30.0, metavar="S", help="seconds to read a body (30)")
+    serve.add_argument(
+        "--header-timeout", type=float, default=10.0, metavar="S", help="seconds to send a request head (10)"
+    )
+    serve.add_argument("--body-timeout", type=float, default=30.0, metavar="S", help="seconds to send a body (30)")
+    serve.add_argument(
+        "--keepalive-timeout", type=float, default=15.0, metavar="S", help="idle keep-alive connections close (15)"
+    )
+    serve.add_argument(
+        "--shutdown-timeout", type=float, default=30.0, metavar="S", help="grace for in-flight requests on SIGTERM (30)"
+    )
     serve.add_argument("--log-format", choices=("json", "text"), default="json", help="log line format (json)")
     serve.add_argument("--log-level", choices=_LEVELS, default="info", help="debug, info, warning, error (info)")
     serve.set_defaults(handler=cmd_serve)
@@ -49,14 +58,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from issuer.app import create_app
+    from issuer.http.server import ServerLimits, serve, tls_context
     from issuer.logs import configure_logging
 
-    if not 1 <= args.port <= 65535:
+    if not 0 <= args.port <= 65535:
         raise fail(f"--port {args.port} is not a TCP port", code="usage", exit_status=2)
     if args.workers < 1:
         raise fail("--workers must be at least 1", code="usage", exit_status=2)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise fail("--tls-cert and --tls-key go together", code="usage", exit_status=2)
+    try:
+        limits = ServerLimits(
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            body_timeout=args.body_timeout,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+    except ValueError as exc:
+        raise fail(str(exc), code="usage", exit_status=2) from None
     configure_logging(level=args.log_level, json_format=args.log_format == "json")
     log = logging.getLogger("issuer")
     ensure_schema(settings)
@@ -67,41 +86,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("embedded default: created a development CA in %s", settings.ca_dir)
     ssl_context = None
     if args.tls_cert:
-        ssl_context = _tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+        client_ca = args.tls_client_ca or _roots_file(settings)
+        ssl_context = tls_context(args.tls_cert, args.tls_key, client_ca=client_ca)
 
     def make_app() -> web.Application:
-        return create_app(settings, body_timeout=args.body_timeout)
+        return create_app(settings, body_timeout=limits.body_timeout)
 
-    _serve(make_app, host=args.host, port=args.port, ssl_context=ssl_context, workers=args.workers, log=log)
+    serve(make_app, host=args.host, port=args.port, ssl_context=ssl_context, workers=args.workers, limits=limits)
     return 0
 
 
-def _tls(cert: Path, key: Path, client_ca: Path | None) -> Any:
-    import ssl
+def _roots_file(settings: Settings) -> Path:
+    """The registry's roots in a file under the state directory: whom TLS client certificates may chain to."""
+    from issuer.cli.common import run, with_sessions
+    from issuer.service.registry import export_bundle
 
-    for label, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
-        if path is not None and not path.is_file():
-            raise fail(f"{label} {path}: no such file", code="tls_files_invalid")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(str(cert), str(key))
-    except (ssl.SSLError, OSError) as exc:
-        raise fail(f"cannot use --tls-cert {cert} with --tls-key {key}: {exc}", code="tls_files_invalid") from None
-    if client_ca is not None:
-        context.load_verify_locations(str(client_ca))
-        context.verify_mode = ssl.CERT_OPTIONAL
-    return context
-
-
-def _serve(make_app: Any, *, host: str, port: int, ssl_context: Any, workers: int, log: logging.Logger) -> None:
-    from aiohttp import web
-
-    scheme = "https" if ssl_context else "http"
-
-    async def listening(app: web.Application) -> None:
-        log.info("listening on %s://%s:%d", scheme, host, port)
-
-    app = make_app()
-    app.on_startup.append(listening)
-    web.run_app(app, host=host, port=port, ssl_context=ssl_context, print=None, access_log=None, handle_signals=True)
+    pem = run(with_sessions(settings, export_bundle))
+    path = settings.state_dir / "tls-client-ca.pem"
+    path.write_bytes(pem)
+    return path

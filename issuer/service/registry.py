@@ -40,6 +40,7 @@ __all__ = [
     "IssuerView",
     "SignerLoader",
     "TrustSnapshot",
+    "export_bundle",
     "export_truststore",
     "truststore_pem",
 ]
@@ -212,6 +213,15 @@ async def export_truststore(sessions: async_sessionmaker[AsyncSession], *, now: 
     if not issuers:
         raise ConfigError("the CA registry is empty; create a CA with `issuer ca init`")
     return truststore_pem(tuple(_view(r) for r in issuers), _roots(roots), now=now)
+
+
+async def export_bundle(sessions: async_sessionmaker[AsyncSession]) -> bytes:
+    """The trust anchors (the active roots) as PEM, as ``GET /v1/bundle`` serves them."""
+    async with sessions() as session:
+        roots = _roots(await store.list_roots(session))
+    if not roots:
+        raise ConfigError("the CA registry has no roots; create a CA with `issuer ca init`")
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in roots)
 
 
 def _roots(records: Sequence[RootRecord]) -> tuple[x509.Certificate, ...]:

@@ -23,8 +23,8 @@ from clients.wire import AUTH_MODES, DEFAULT_KEY_TYPE, KEY_TYPES, METHODS
 
 __all__ = ["build_parser", "main", "parse"]
 
-_EXIT_CONFIG_USAGE = """\
-  64  bad usage: an option is missing, unknown or contradictory (do not retry)
+_EXIT_USAGE = "  64  bad usage: an option is missing, unknown or contradictory (do not retry)"
+_EXIT_CONFIG = """\
   78  configuration: --ca-bundle, --token-file or --out cannot be used, the files in --out are
       broken, or the issuer's TLS certificate does not verify against the trust given (do not retry)"""
 
@@ -50,8 +50,9 @@ instance to it). The key is made here and never leaves the machine.
 exit status:
   0   issued
   1   refused or failed (the issuer said no, or its answer was unusable)
-{_EXIT_CONFIG_USAGE}
+{_EXIT_USAGE}
   75  temporary: the issuer is unreachable or busy (429/502/503/504); retry later
+{_EXIT_CONFIG}
 """
 
 _RENEW_EPILOG = f"""\
@@ -71,16 +72,17 @@ switched all at once: readers never see a key that does not match the certificat
 exit status:
   0   renewed, or not due yet (the time it is due is printed)
   1   refused (revoked, superseded, expired, unknown...: bootstrap again, or let `run` do it) or failed
-{_EXIT_CONFIG_USAGE}
-      (also: no certificate in --out yet: bootstrap first)
+{_EXIT_USAGE}
   75  temporary: the issuer is unreachable or busy (429/502/503/504); retry later
+{_EXIT_CONFIG}
+      (also: no certificate in --out yet: bootstrap first)
 """
 
 _RUN_EPILOG = f"""\
 examples:
-  # ECS sidecar: keep /certs fresh for the app container that shares the volume
+  # ECS sidecar: keep /certs/live fresh for the app container that shares the volume
   issuer-agent run --method aws-iam --role ecs-tasks --server-id issuer.example.org \\
-      --server https://issuer.example.org --out /certs
+      --server https://issuer.example.org --out /certs/live
 
   # systemd service on an EC2 instance, reloading nginx after every change
   issuer-agent run --method aws-ec2 --server https://issuer.example.org \\
@@ -100,8 +102,9 @@ signal exits at once. Files are never left half-written.
 exit status:
   0   stopped by SIGTERM/SIGINT; with --once: done (bootstrapped, renewed, re-attested, or not due)
   1   no certificate yet and the issuer refused (with --once: refused or failed)
-{_EXIT_CONFIG_USAGE}
+{_EXIT_USAGE}
   75  with --once only: temporary failure, retry later (without --once the daemon retries itself)
+{_EXIT_CONFIG}
 Once it has a certificate the daemon only exits when told to (or on a usage error):
 systemd: Restart=on-failure, RestartPreventExitStatus=64 78.
 """
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot = commands.add_parser(
         "bootstrap",
         help="prove who this machine is and get its first certificate",
-        description="Generate a key, prove this machine's identity (join token, EC2 identity document "
+        description="Generate a key, prove this machine's identity (join token, EC2 identity document\n"
         "or IAM-signed STS request) and install the certificate the issuer returns.",
         epilog=_BOOTSTRAP_EPILOG,
         formatter_class=raw,
@@ -214,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     renew = commands.add_parser(
         "renew",
         help="renew the certificate in --out with a new key when it is due",
-        description="Renew the certificate in --out for a new key when it is due (or now, with --force): "
+        description="Renew the certificate in --out for a new key when it is due (or now, with --force):\n"
         "the current certificate vouches for the new key.",
         epilog=_RENEW_EPILOG,
         formatter_class=raw,
@@ -229,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="daemon: bootstrap if needed, then renew before expiry, forever",
-        description="Keep a valid certificate in --out: bootstrap when there is none, renew before it "
+        description="Keep a valid certificate in --out: bootstrap when there is none, renew before it\n"
         "expires, prove the machine's identity again when renewal is refused or too late.",
         epilog=_RUN_EPILOG,
         formatter_class=raw,

@@ -121,7 +121,7 @@ class Daemon:
         self._proofs = proofs
         self._hook = hook
         self._log_line = log
-        self._jitter: dict[str, float] = {}
+        self._jitter: tuple[str, float] | None = None  # (serial, fraction) of the current certificate
 
     def run(self) -> int:
         """Run until stopped (or one pass with ``once``); return the exit status (see the module docstring)."""
@@ -232,7 +232,9 @@ class Daemon:
 
     def _due(self, serial: str, not_before: datetime, not_after: datetime, renew_after: datetime | None) -> datetime:
         # One jitter per certificate, so that waking up early to re-read the clock does not move the target.
-        jitter = self._jitter.setdefault(serial, self._rng())
+        if self._jitter is None or self._jitter[0] != serial:
+            self._jitter = (serial, self._rng())
+        jitter = self._jitter[1]
         return renewal_due(not_before=not_before, not_after=not_after, issuer_renew_after=renew_after, jitter=jitter)
 
     def _retry_at(self, exc: AgentError, failures: int, now: datetime, current: CurrentCredentials | None) -> datetime:

@@ -5,7 +5,8 @@ timeout, stdin closed and its output sent to the agent's stderr (the log). Its
 failure is reported, never fatal: the new certificate is installed either way and
 the application keeps working with the old one until it reloads. The command gets
 ``ISSUER_AGENT_EVENT`` (bootstrap, renew, reattest), ``ISSUER_AGENT_SERIAL``,
-``ISSUER_AGENT_NOT_AFTER`` and ``ISSUER_AGENT_OUT`` in its environment.
+``ISSUER_AGENT_NOT_AFTER`` and ``ISSUER_AGENT_OUT`` in its environment, and not
+``ISSUER_JOIN_TOKEN`` (a secret the command has no business with).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from clients.errors import UsageError
 __all__ = ["ChangeEvent", "ChangeHook", "CommandHook", "EventKind", "parse_command"]
 
 EventKind = Literal["bootstrap", "renew", "reattest"]
+_WITHHELD = frozenset({"ISSUER_JOIN_TOKEN"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,8 @@ class CommandHook:
     env: Mapping[str, str] | None = None
 
     def __call__(self, event: ChangeEvent) -> str | None:
-        environment = {**(os.environ if self.env is None else self.env), **event.environment()}
+        inherited = os.environ if self.env is None else self.env
+        environment = {k: v for k, v in inherited.items() if k not in _WITHHELD} | event.environment()
         name = self.argv[0]
         try:
             done = subprocess.run(

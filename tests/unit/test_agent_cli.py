@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from tests.support.fake_imds import SAMPLE_DOCUMENT, SAMPLE_RSA2048, fake_imds, 
 from tests.support.moto_server import free_port
 
 Json = dict[str, Any]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- a throwaway CA and a stand-in issuer -------------------------------------------------------
@@ -470,3 +472,13 @@ def test_iam_host_and_region_must_agree(tmp_path: Path, capsys: pytest.CaptureFi
     ]  # fmt: skip
     assert main(argv) == 64
     assert "(code sts_region_mismatch)" in one_line_error(capsys.readouterr().err)
+
+
+def test_the_agent_imports_only_the_standard_library_cryptography_and_lazily_botocore() -> None:
+    code = (
+        "import sys, clients.agent.cli, clients.agent.daemon; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'aiohttp', 'sqlalchemy', 'asyncpg', 'boto3', 'botocore', 'issuer', 'ca', 'asn1crypto'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.strip() == "[]"

@@ -447,3 +447,43 @@ def test_the_fake_refuses_der_signatures_and_other_keys(ca: TestCA) -> None:
         with pytest.raises(Refused) as err:
             verify_pop(token, audience=SERVER_ID, csr_der=csr_der, now=now, seen_jti=set())
         assert err.value.code == "renew_token_invalid"
+
+
+def test_the_fake_refuses_renewals_the_issuer_must_refuse(ca: TestCA) -> None:
+    from clients.agent.pop import renewal_token
+    from clients.keys import build_csr, csr_pem
+
+    now = [T0]
+    fake = FakeIssuer(ca=ca, now=lambda: now[0], tokens={"t"})
+    old_key = ec.generate_private_key(ec.SECP256R1())
+    issued = fake.connect(None).post_json(
+        "/v1/issue/token", {"csr": csr_pem(build_csr(old_key, common_name=None)), "token": "t"}
+    )
+    old = x509.load_pem_x509_certificate(issued["certificate"].encode())
+
+    def attempt(*, key: Any = None, cert: x509.Certificate = old, signer: Any = old_key, auth: bool = True) -> str:
+        csr = build_csr(key or ec.generate_private_key(ec.SECP256R1()), common_name=None)
+        der = csr.public_bytes(serialization.Encoding.DER)
+        token = renewal_token(key=signer, certificate=cert, audience=SERVER_ID, csr_der=der, now=now[0])
+        headers = {"Authorization": f"Bearer {token}"} if auth else {}
+        try:
+            fake.connect(None).post_json("/v1/renew", {"csr": csr_pem(csr)}, headers=headers)
+        except ServerProblem as exc:
+            return str(exc.code)
+        return "renewed"
+
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger = TestCA.create().issue(
+        stranger_key.public_key(), not_before=T0, not_after=T0 + timedelta(days=1), uri="x:y"
+    )
+    assert attempt(auth=False) == "renew_auth_missing"
+    assert attempt(cert=stranger, signer=stranger_key) == "renew_certificate_unknown"
+    assert attempt(key=old_key) == "renew_same_key"
+    now[0] = old.not_valid_after_utc
+    assert attempt() == "certificate_expired"
+    now[0] = T0
+    fake.status[format(old.serial_number, "x")] = "revoked"
+    assert attempt() == "certificate_revoked"
+    fake.status[format(old.serial_number, "x")] = "active"
+    assert attempt() == "renewed"
+    assert attempt() == "certificate_superseded"

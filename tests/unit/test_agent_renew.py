@@ -263,3 +263,27 @@ def test_a_tls_server_requiring_a_client_certificate_refuses_the_token_mode(
         assert main(argv) == 75
     assert "(code server_unreachable)" in error_line(capsys.readouterr().err)
     assert fake.issued("/v1/renew") == []  # nothing reached the handler
+
+
+# --- status -----------------------------------------------------------------------------------------
+
+
+def test_status_says_what_is_installed_and_fails_when_there_is_nothing_valid(
+    url: str, fake: FakeIssuer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["status", "--out", str(out)]) == 1
+    assert capsys.readouterr().out == f"no certificate in {out}\n"
+    bootstrap(url, out)
+    capsys.readouterr()
+    assert main(["status", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"serial {serial_of(out)}\nissuer {url} (server id {SERVER_ID}, method token)\n")
+    assert "renew after 20" in printed and "EXPIRED" not in printed
+
+    fake.lifetime = timedelta(seconds=-1)
+    fake.tokens.add("t-1")
+    bootstrap(url, out)
+    capsys.readouterr()
+    assert main(["status", "--out", str(out)]) == 1
+    assert "EXPIRED at" in capsys.readouterr().out

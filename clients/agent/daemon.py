@@ -176,6 +176,7 @@ class Daemon:
                 if once or (current is None and not exc.transient) or exc.exit_status == EX_USAGE:
                     self._log(f"error: {step} failed: {exc.one_line()}")
                     return exc.exit_status
+                now = self._clock.now()  # the attempt itself took time (up to --timeout)
                 wake = self._retry_at(exc, failures, now, current)
                 failures += 1
                 level = "warning" if exc.transient else "error"

@@ -50,6 +50,7 @@ __all__ = [
     "load_ca_certificates",
     "load_key_file",
     "load_local_signer",
+    "write_key_file",
 ]
 
 # The PKCS#8 encryption cryptography offers uses a fast KDF, so the passphrase itself must carry the strength.
@@ -190,6 +191,33 @@ def load_key_file(path: Path, *, passphrase: bytes) -> PrivateKey:
     """
     _check_passphrase(passphrase, creating=False)
     return _load_key(path, passphrase)
+
+
+def write_key_file(
+    path: Path, key: PrivateKey, *, passphrase: bytes, certificate: x509.Certificate | None = None
+) -> None:
+    """Write ``key`` encrypted with ``passphrase`` to ``path`` (0600, atomically), and ``certificate``
+    beside it as ``<stem>.pem`` when given (so operators can see which CA a key file belongs to).
+
+    Raises :class:`CAKeyError` ``ca_passphrase_weak``/``ca_passphrase_empty`` and
+    :class:`CAStateError` ``ca_exists`` when ``path`` exists.
+    """
+    _check_passphrase(passphrase, creating=True)
+    _prepare_directory(path.parent)
+    if path.exists() or path.is_symlink():
+        raise CAStateError(f"{path} exists; refusing to overwrite a CA key", code="ca_exists")
+    contents = {
+        path: key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),
+        )
+    }
+    if certificate is not None:
+        contents[path.with_name(path.name.removesuffix(".key.pem") + ".pem")] = certificate.public_bytes(
+            serialization.Encoding.PEM
+        )
+    _write_private_files(path.parent, contents)
 
 
 def load_ca_certificates(directory: Path) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:

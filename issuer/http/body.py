@@ -55,6 +55,15 @@ async def read_json_object(
         raise RequestTimeout(f"The request body did not arrive within {read_timeout:g} s.") from None
     except ConnectionResetError:
         raise ClientGone("The client closed the connection mid-body.", reason="connection lost while reading") from None
+    except asyncio.CancelledError:
+        # A server with handler cancellation cancels the handler when the client goes away:
+        # still a client that left, and still worth its audit row.
+        transport = request.transport
+        task = asyncio.current_task()
+        if task is None or (transport is not None and not transport.is_closing()):
+            raise
+        task.uncancel()
+        raise ClientGone("The client closed the connection mid-body.", reason="connection lost while reading") from None
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise ClientError("The request body must be a JSON object.", code="body_not_object")

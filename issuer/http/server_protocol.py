@@ -2,15 +2,16 @@
 
 The hooks, and why each is the narrow one:
 
-* :class:`IssuerRunner` is an ``AppRunner`` whose ``_make_server`` (the documented
-  extension point of ``BaseRunner``) lets ``AppRunner`` run the application's start-up
-  as usual, then serves the same ``request_handler``/``request_factory`` (public
-  attributes of ``web.Server``) through :class:`_Server`, whose ``__call__`` is the
-  protocol factory asyncio calls once per accepted connection.
-* :class:`_Protocol` subclasses ``web_protocol.RequestHandler`` and overrides
-  ``handle_error`` (public, called for every request aiohttp's parser rejects) and wraps
-  ``connection_made``/``data_received`` for the header timer, reading the two
-  attributes aiohttp's own keep-alive check reads (``_waiter``, ``_messages``).
+* :class:`IssuerRunner` is an ``AppRunner`` overriding ``_make_server``, the abstract
+  hook of ``BaseRunner`` every runner implements: ``AppRunner``'s own version still runs
+  the application's start-up, and the ``request_handler``/``request_factory`` of the
+  server it returns (public attributes of ``web.Server``) are served through
+  :class:`_Server`, whose ``__call__`` is the protocol factory asyncio calls per connection.
+* :class:`_Protocol` subclasses ``web_protocol.RequestHandler``: it overrides
+  ``handle_error`` (public; aiohttp calls it for every request its parser rejects) and
+  wraps ``connection_made``/``data_received``. The header timer reads ``_waiter`` and
+  ``_messages``, exactly what aiohttp's own keep-alive check reads; the fix for a body
+  cut short by a framing error also reads ``_current_request`` and ``_ErrInfo``.
 * :class:`_SocketSite` is ``SockSite`` plus ``ssl_handshake_timeout``, which ``SockSite``
   does not pass to ``loop.create_server``.
 
@@ -160,7 +161,7 @@ class _Protocol(RequestHandler):
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
-        self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_timed_out)
+        self._head_timer = asyncio.get_running_loop().call_later(self._limits.header_timeout, self._head_timed_out)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:

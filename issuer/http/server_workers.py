@@ -43,6 +43,7 @@ _BACKOFF_MAX = 30.0
 _STABLE_AFTER = 30.0  # a worker that served this long resets its slot's backoff
 _KILL_GRACE = 10.0  # beyond shutdown_timeout, for the app's cleanup, before SIGKILL
 _STARTUP_EXIT = 3
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def startup_error(exc: BaseException) -> IssuerError:
@@ -69,20 +70,32 @@ async def run_worker(
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+
+    # Plain handlers rather than loop.add_signal_handler: asyncio closes its wakeup pipe before
+    # removing its handlers, and a signal in between prints a traceback to stderr.
+    previous = {signum: signal.signal(signum, on_signal) for signum in _STOP_SIGNALS}
+    # A forked worker starts with these blocked (see Supervisor._spawn); one sent early is delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     try:
-        runner = await start_app(make_app(), sock, ssl_context=ssl_context, limits=limits)
-    except Exception as exc:
-        log.debug("application start-up failed", exc_info=True)
-        raise startup_error(exc) from exc
-    try:
-        if not stop.is_set():  # a signal during start-up: stop without ever saying "listening"
-            ready()
-        await stop.wait()
-        log.info("stopping: letting in-flight requests finish (up to %gs)", limits.shutdown_timeout)
+        try:
+            runner = await start_app(make_app(), sock, ssl_context=ssl_context, limits=limits)
+        except Exception as exc:
+            log.debug("application start-up failed", exc_info=True)
+            raise startup_error(exc) from exc
+        try:
+            if not stop.is_set():  # a signal during start-up: stop without ever saying "listening"
+                ready()
+            await stop.wait()
+            log.info("stopping: letting in-flight requests finish (up to %gs)", limits.shutdown_timeout)
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass(slots=True)
@@ -262,17 +275,22 @@ class Supervisor:
     # -- the child ------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
+        # Blocked across the fork, a SIGTERM cannot reach the child before it can stop gracefully.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
             self._child_main()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self._children[pid] = _Child(pid=pid, slot=slot, started=time.monotonic())
 
     def _child_main(self) -> NoReturn:
         status = 1
         try:
             signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for signum in _STOP_SIGNALS:
+                # What run_worker restores when it is done: a late SIGTERM must not kill a worker mid-exit.
+                signal.signal(signum, signal.SIG_IGN)
             for fd in (self._ready_r, self._wake_r, self._wake_w):
                 os.close(fd)
             serving = False

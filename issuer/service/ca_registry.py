@@ -1,23 +1,25 @@
-"""Operator use cases on the CA issuer registry: registering a CA made on disk, listing issuers.
-
-Rotation (prepare, activate, retire) builds on these in the lifecycle work.
-"""
+"""Operator use cases on the CA issuer registry: register a CA made on disk, prepare and activate issuers."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ca.files import CAFiles, load_ca_certificates
-from issuer.service.signers import file_key_ref
+from ca.files import CAFiles, load_ca_certificates, load_key_file, write_key_file
+from ca.hierarchy import CertifiedKey, create_issuing
+from issuer.errors import ClientError, ConfigError, NotFound
+from issuer.service.signers import file_key_ref, resolve_file_ref
 from issuer.store import issuers as store
+from issuer.store.records import IssuerRecord
 
-__all__ = ["RegisteredCA", "register_file_ca"]
+__all__ = ["RegisteredCA", "activate_issuer", "prepare_file_issuer", "register_file_ca"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +83,94 @@ async def register_file_ca(
     return RegisteredCA(
         issuer_id=issuer_id, subject=certificate.subject.rfc4514_string(), fingerprint_sha256=fingerprint
     )
+
+
+def _one(candidates: Sequence[IssuerRecord], prefix: str) -> IssuerRecord:
+    if not candidates:
+        raise NotFound(f"no issuing CA with fingerprint {prefix}…", code="issuer_not_found")
+    if len(candidates) > 1:
+        raise ClientError(
+            f"fingerprint prefix {prefix} names {len(candidates)} issuers; give more of it", code="issuer_ambiguous"
+        )
+    return candidates[0]
+
+
+async def prepare_file_issuer(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    ca_dir: Path,
+    passphrase: bytes,
+    now: datetime,
+    validity: timedelta,
+    common_name: str,
+) -> RegisteredCA:
+    """Make a new issuing CA under the registry's root, its key in a file in ``ca_dir``, as ``prepared``.
+
+    A prepared issuer is in the truststore at once (every replica within a refresh) but signs
+    nothing until activated. Needs the root key (``root.key.pem``); everything else runs without it.
+    Raises :class:`ConfigError` ``root_key_unavailable`` when the root key is offline.
+    """
+    async with sessions() as session:
+        roots = [r for r in await store.list_roots(session) if r.state == "active" and r.key_ref]
+    if not roots:
+        raise ConfigError("no root with a key is registered; run `issuer ca init` first")
+    root_record = roots[0]
+    assert root_record.key_ref is not None
+    root_path = resolve_file_ref(root_record.key_ref, ca_dir=ca_dir)
+    if not root_path.exists():
+        raise ConfigError(
+            f"the root key {root_path} is not here (kept offline?); bring it back to prepare a new issuing CA",
+            code="root_key_unavailable",
+        )
+    root = CertifiedKey(
+        x509.load_pem_x509_certificate(root_record.certificate_pem.encode()),
+        load_key_file(root_path, passphrase=passphrase),
+    )
+    issuing = create_issuing(root, now=now, validity=validity, common_name=common_name, organization=_org(root))
+    fingerprint = issuing.certificate.fingerprint(hashes.SHA256()).hex()
+    key_path = ca_dir / f"issuing-{fingerprint[:16]}.key.pem"
+    write_key_file(key_path, issuing.key, passphrase=passphrase, certificate=issuing.certificate)
+    certificate = issuing.certificate
+    async with sessions() as session, session.begin():
+        issuer_id = await store.add_issuer(
+            session,
+            fingerprint_sha256=fingerprint,
+            subject=certificate.subject.rfc4514_string(),
+            serial=format(certificate.serial_number, "x"),
+            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            chain_pem="",
+            key_ref=file_key_ref(key_path, ca_dir=ca_dir),
+            state="prepared",
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            now=now,
+        )
+    return RegisteredCA(
+        issuer_id=issuer_id, subject=certificate.subject.rfc4514_string(), fingerprint_sha256=fingerprint
+    )
+
+
+async def activate_issuer(
+    sessions: async_sessionmaker[AsyncSession], *, fingerprint_prefix: str, now: datetime
+) -> IssuerRecord:
+    """Switch signing to the prepared issuer named by ``fingerprint_prefix`` (every replica within a refresh).
+
+    The issuer active before goes back to ``prepared``: still in the truststore, its leaves still valid.
+    Raises NotFound ``issuer_not_found``, ClientError ``issuer_ambiguous`` / ``issuer_not_prepared``.
+    """
+    async with sessions() as session, session.begin():
+        record = _one(
+            await store.get_issuer(session, fingerprint_prefix=fingerprint_prefix.lower()), fingerprint_prefix
+        )
+        if record.state != "prepared":
+            raise ClientError(f"issuer {record.subject} is {record.state}, not prepared", code="issuer_not_prepared")
+        if record.not_after <= now:
+            raise ClientError(f"issuer {record.subject} has expired", code="issuer_expired")
+        await store.activate_issuer(session, issuer_id=record.id, now=now)
+    return record
+
+
+def _org(root: CertifiedKey) -> str | None:
+    values = root.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    value = values[0].value if values else None
+    return value if isinstance(value, str) else None

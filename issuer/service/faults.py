@@ -30,11 +30,20 @@ def is_database_outage(exc: BaseException) -> bool:
     return _is_connection_error(exc)
 
 
+# SQLSTATEs that say "the server is not available now": connection exceptions (class 08),
+# administrator shutdown / crash / cannot connect now (57P01-57P03), too many connections (53300).
+_OUTAGE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
 def _is_connection_error(exc: BaseException | None) -> bool:
     if exc is None:
         return False
     if isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError):
         return True
+    for candidate in (exc, exc.__cause__):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_OUTAGE_STATES):
+            return True
     # asyncpg's connection errors, without importing asyncpg (SQLite deployments lack it).
     module = type(exc).__module__
     names = {cls.__name__ for cls in type(exc).__mro__}

@@ -24,7 +24,7 @@ from issuer.hashing import hash_secret
 from issuer.service import admin
 from issuer.store.models import InstanceBinding
 from tests.support.fake_aws_iid import FakeAwsSigner, Form, build_document, sign
-from tests.support.harness import Harness, check_issued, new_csr, running_issuer
+from tests.support.harness import Harness, check_issued, check_leaf_against_truststore, new_csr, running_issuer
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
 
 PATH = "/v1/issue/aws-ec2"
@@ -139,6 +139,7 @@ async def test_real_aws_document_issues_a_certificate(tmp_path: Path, pg_url: st
         )
         assert status == 201, issued
         leaf = check_issued(issued, key=key)
+        await check_leaf_against_truststore(h, issued)
 
         uri = f"spiffe://test.example/aws/{account}/{region}/ec2/{instance}"
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

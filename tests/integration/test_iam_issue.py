@@ -35,7 +35,15 @@ from issuer.attest.sts import ValidatedStsRequest
 from issuer.attest.sts_response import CallerIdentity, StsCaller
 from issuer.aws.sts import AiohttpStsCaller
 from issuer.store.models import Attestation, Identity
-from tests.support.harness import PASSPHRASE, Harness, check_issued, new_csr, running_issuer, write_ca
+from tests.support.harness import (
+    PASSPHRASE,
+    Harness,
+    check_issued,
+    check_leaf_against_truststore,
+    new_csr,
+    running_issuer,
+    write_ca,
+)
 from tests.support.moto_iam import ACCOUNT_ID, BUILDER_AND_TASK_ROLES, AwsKey, MotoIam, moto_iam
 from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
 
@@ -147,6 +155,7 @@ async def test_iam_user_gets_a_certificate(tmp_path: Path, db_url: str, aws: Mot
         status, body = await h.post(PATH, issue_body(csr, "builders", native(sign(aws.user, csr))))
         assert status == 201, body
         leaf = check_issued(body, key=key)
+        await check_leaf_against_truststore(h, body)
 
         uri = f"spiffe://{TRUST}/aws/{ACCOUNT_ID}/iam/user/builder-1"
         assert body["identity"] == {"method": "aws-iam", "principal": aws.user_arn, "uri_san": uri}

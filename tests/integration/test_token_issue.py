@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.support.harness import check_issued, new_csr, running_issuer
+from tests.support.harness import check_issued, check_leaf_against_truststore, new_csr, running_issuer
 from tests.support.x509_check import rsa_key
 
 
@@ -23,6 +23,7 @@ async def test_token_issues_a_client_certificate_both_checkers_accept(tmp_path: 
         status, body = await h.post("/v1/issue/token", {"csr": csr, "token": token})
         assert status == 201, body
         leaf = check_issued(body, key=key)
+        await check_leaf_against_truststore(h, body)
 
         # Names come from the verified identity through the role template, never from the CSR.
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -113,6 +113,13 @@ async def running_issuer(
         yield Harness(client=client, settings=settings, service=app[PIPELINE])
 
 
+async def check_leaf_against_truststore(h: Harness, body: Mapping[str, Any]) -> None:
+    """``openssl verify -CAfile truststore.pem cert.pem`` with no ``-untrusted``: the check API Gateway makes."""
+    resp = await h.client.get("/v1/truststore")
+    assert resp.status == 200
+    openssl_verify(body["certificate"].encode(), b"", await resp.read())
+
+
 def fixed_signer(signer: Signer) -> SignerLoader:
     """A signer loader that hands out ``signer`` whatever the registry's active issuer is."""
 

@@ -91,7 +91,15 @@ uri_san = "spiffe://{trust_domain}/aws/{account_id}/iam/{role_name}/{session_nam
         ),
         ("[[roles]]\nname = 'a'\nmethods = ['token']\nttl = '4d'\n", "longer than max_ttl"),
         ("[[roles]]\nname = 'a'\nmethods = ['token']\nkey_types = ['rsa-1024']\n", "unknown key type 'rsa-1024'"),
-        ("[[roles]]\nname = 'a'\nmethods = ['aws-ec2']\naccount_ids = ['12345']\n", "not a 12-digit AWS account ID"),
+        (
+            "[[roles]]\nname = 'a'\nmethods = ['aws-ec2']\naccount_ids = ['12345']\nmax_instance_age = '5m'\n",
+            "not a 12-digit AWS account ID",
+        ),
+        # A document never expires: an EC2 role must bound its age or check the instance, or say it accepts the risk.
+        ("[[roles]]\nname = 'a'\nmethods = ['aws-ec2']\n", "needs max_instance_age"),
+        ("[[roles]]\nname = 'a'\nmethods = ['token']\nallow_unbounded_documents = true\n", "only applies"),
+        ("[[roles]]\nname = 'a'\nmethods = ['token']\nrenew_grace = 'later'\n", "field 'renew_grace'"),
+        ("[issuer]\nregistry_refresh = 'often'\n", "registry_refresh"),
         ("[[roles]]\nname = 'a'\nmethods = ['aws-iam']\n", "server_id is required"),
         (
             "[[roles]]\nname = 'a'\nmethods = ['token']\n[[roles]]\nname = 'a'\nmethods = ['token']\n",
@@ -108,6 +116,25 @@ def test_config_errors_name_file_role_and_field(tmp_path: Path, text: str, messa
         load_settings(path, env={"ISSUER_STATE_DIR": str(tmp_path)})
     assert str(path) in info.value.detail
     assert message in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    ["max_instance_age = '10m'", "check_instance = true", "allow_unbounded_documents = true"],
+)
+def test_an_ec2_role_with_any_bound_starts(tmp_path: Path, bounds: str) -> None:
+    path = write(tmp_path, f"[[roles]]\nname = 'a'\nmethods = ['aws-ec2']\n{bounds}\n")
+    (role,) = load_settings(path, env={"ISSUER_STATE_DIR": str(tmp_path)}).roles
+    assert role.methods == ("aws-ec2",)
+
+
+def test_the_passphrase_comes_from_the_environment_and_never_shows(tmp_path: Path) -> None:
+    settings = load_settings(env={"ISSUER_STATE_DIR": str(tmp_path), "ISSUER_CA_PASSPHRASE": "s3cret-passphrase-0123"})
+    assert settings.ca_passphrase is not None
+    assert settings.ca_passphrase.reveal() == b"s3cret-passphrase-0123"
+    assert "s3cret" not in repr(settings)
+    named = load_settings(env={"ISSUER_STATE_DIR": str(tmp_path), "ISSUER_CA_PASSPHRASE_FILE": "/run/secrets/ca"})
+    assert named.ca_passphrase is None and str(named.ca_passphrase_file) == "/run/secrets/ca"
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:

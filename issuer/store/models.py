@@ -156,6 +156,8 @@ class Certificate(Base):
     key_type: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(1024))
     sans: Mapped[list[str]] = mapped_column(Json, default=list)
+    # The verified facts this certificate was issued for (renewals keep them).
+    identity_attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     renewed_from: Mapped[int | None] = mapped_column(ForeignKey("certificates.id"))

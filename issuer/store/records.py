@@ -83,6 +83,7 @@ class CertificateRecord:
     key_type: str
     subject: str
     sans: list[str]
+    identity_attributes: Mapping[str, Any]
     not_before: datetime
     not_after: datetime
     renewed_from: int | None

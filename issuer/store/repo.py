@@ -83,6 +83,7 @@ async def record_issuance(
                 key_type=certificate.key_type,
                 subject=certificate.subject,
                 sans=list(certificate.sans),
+                identity_attributes=dict(identity.attributes),
                 not_before=certificate.not_before,
                 not_after=certificate.not_after,
                 renewed_from=certificate.renewed_from,

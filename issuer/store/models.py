@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -134,6 +135,26 @@ class CaIssuer(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The last CRL number this issuer used: only ever incremented, with the CRL that carries it.
+    crl_number: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class CaCrl(Base):
+    """An issuer's current CRL, as every replica serves it; unique per (issuer, CRL number)."""
+
+    __tablename__ = "ca_crls"
+    __table_args__ = (UniqueConstraint("issuer_id", "crl_number"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    issuer_id: Mapped[int] = mapped_column(Id, ForeignKey("ca_issuers.id"))
+    crl_number: Mapped[int] = mapped_column(BigInteger)
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    # SHA-256 of the entries listed (serial, date, reason): a CRL is current only while they still are.
+    entries_sha256: Mapped[str] = mapped_column(String(64))
+    revoked_count: Mapped[int] = mapped_column(Integer)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Certificate(Base):
@@ -143,6 +164,13 @@ class Certificate(Base):
         Index("ix_certificates_identity_id", "identity_id"),
         Index("ix_certificates_issuer_id", "issuer_id"),
         Index("ix_certificates_not_after", "not_after"),
+        # The revoked, unexpired certificates (CRL, /v1/revoked) without scanning every live one.
+        Index(
+            "ix_certificates_revoked_not_after",
+            "not_after",
+            postgresql_where=text("status = 'revoked'"),
+            sqlite_where=text("status = 'revoked'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)

@@ -1,0 +1,306 @@
+"""``python -m bench``: certificates per second through ``issuer serve``, beside cfssl and in-process figures.
+
+    python -m bench [--requests N] [--concurrency C] [--workers W] [--json] [--no-cfssl]
+                    [--method token|aws-ec2|both] [--py-spy DIR]
+
+Steps: a throwaway Postgres database (``ISSUER_TEST_DATABASE_URL``'s server),
+``issuer migrate`` and ``issuer ca init``; preloaded join tokens and signed EC2
+identity documents; ``issuer serve --workers W``; per method a warm-up and a timed
+window driven by a separate load-generator process; the certificate rows counted
+against the 201s; in-process figures; then the same load against ``cfssl serve``
+with its Postgres certdb when ``cfssl`` is installed. Progress goes to stderr,
+the report to stdout. Exit status: 0 when every answered certificate was
+committed, 1 when a step failed or a certificate was answered without a row, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from bench import BenchError
+from bench.cfssl import CERTDB_SCHEMA, CfsslServer, cfssl_binary
+from bench.cpu import CpuMeter, backend, postgres_pids, process_tree
+from bench.inprocess import Rate, measure
+from bench.issuer_server import EC2_ROLE, PASSPHRASE, TOKEN_ROLE, IssuerServer, IssuerSetup, prepare_issuer
+from bench.load import LoadResult, Window, Workload, drive
+from bench.postgres import base_url, execute, fetch, throwaway_database
+from bench.pyspy import Profile, PySpy, py_spy_binary, summarise
+from bench.report import BenchReport, RunReport, render_text, to_json
+from bench.workload import Ec2Document, cfssl_workload, ec2_workload, token_workload
+from ca.files import load_local_signer
+from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
+from issuer.settings import load_settings
+from tests.support.fake_aws_iid import FakeAwsSigner
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    requests: int
+    concurrency: int
+    workers: int
+    warmup: int
+    methods: tuple[str, ...]
+    cfssl: bool
+    max_seconds: float
+    inprocess_count: int
+    py_spy: Path | None
+    keep: bool
+    as_json: bool
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    cores = os.cpu_count() or 1
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure certificates/s, latency and CPU of `issuer serve` on a throwaway Postgres database, "
+        "with in-process figures and cfssl (when installed) for comparison.",
+        epilog="example: python -m bench --requests 5000 --concurrency 16 --workers 2",
+    )
+    parser.add_argument("--requests", type=int, default=5000, metavar="N", help="timed requests per run (5000)")
+    parser.add_argument("--concurrency", type=int, default=16, metavar="C", help="client connections (16)")
+    parser.add_argument(
+        "--workers", type=int, default=cores, metavar="W", help=f"issuer serve --workers (one per core: {cores})"
+    )
+    parser.add_argument("--warmup", type=int, default=200, metavar="N", help="untimed requests first, per run (200)")
+    parser.add_argument("--method", choices=("token", "aws-ec2", "both"), default="both", help="issuer runs (both)")
+    parser.add_argument("--no-cfssl", action="store_true", help="skip the cfssl comparison")
+    parser.add_argument(
+        "--max-seconds", type=float, default=60.0, metavar="S", help="wall-clock cap per warm-up and timed window (60)"
+    )
+    parser.add_argument(
+        "--inprocess-count", type=int, default=1000, metavar="N", help="iterations of each in-process figure (1000)"
+    )
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="DIR", help="profile the server with py-spy during each timed window into DIR"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory and databases (for debugging)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    for name in ("requests", "concurrency", "workers", "inprocess_count"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or args.max_seconds <= 0:
+        parser.error("--warmup must be >= 0 and --max-seconds > 0")
+    return Options(
+        requests=args.requests,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        warmup=args.warmup,
+        methods=("token", "aws-ec2") if args.method == "both" else (args.method,),
+        cfssl=not args.no_cfssl,
+        max_seconds=args.max_seconds,
+        inprocess_count=args.inprocess_count,
+        py_spy=args.py_spy,
+        keep=args.keep,
+        as_json=args.json,
+    )
+
+
+async def _issuer_rows(database_url: str, method: str, serials: Sequence[str]) -> tuple[int, int]:
+    """(rows of ``method`` in ``certificates``, answered serials with no row)."""
+    rows = await fetch(database_url, "SELECT serial FROM certificates WHERE method = $1", method)
+    stored = {r["serial"] for r in rows}
+    return len(stored), len(set(serials) - stored)
+
+
+def _profiler(opts: Options, pids: Sequence[int], label: str, notes: list[str]) -> PySpy | None:
+    if opts.py_spy is None:
+        return None
+    binary = py_spy_binary()
+    if binary is None:
+        notes.append("py-spy: not installed (.venv/bin/pip install py-spy); no profile taken")
+        return None
+    return PySpy(binary, pids, opts.py_spy, label=label)
+
+
+async def _issuer_runs(
+    opts: Options, setup: IssuerSetup, workloads: Sequence[Workload], work_dir: Path, progress: Progress
+) -> tuple[list[RunReport], dict[str, Profile], list[str]]:
+    runs: list[RunReport] = []
+    profiles: dict[str, Profile] = {}
+    notes: list[str] = []
+    server = IssuerServer(setup, workers=opts.workers, log_path=work_dir / "issuer.log")
+    try:
+        progress(f"starting issuer serve --workers {opts.workers} on {server.url}")
+        await server.wait_ready()
+        for workload in workloads:
+            meters = {"server": CpuMeter(lambda: process_tree(server.pid)), "postgres": CpuMeter(postgres_pids)}
+            spy = _profiler(opts, process_tree(server.pid), f"issuer-{workload.name}", notes)
+            observers: list[Window] = [spy] if spy is not None else []
+            progress(
+                f"{workload.name}: {len(workload.warmup)} warm-up + {len(workload.bodies)} timed requests, "
+                f"{opts.concurrency} connections"
+            )
+            result = await drive(
+                workload,
+                base_url=server.url,
+                concurrency=opts.concurrency,
+                max_seconds=opts.max_seconds,
+                work_dir=work_dir,
+                meters=meters,
+                observers=observers,
+            )
+            rows, missing = await _issuer_rows(setup.database_url, workload.name, result.serials)
+            runs.append(RunReport(load=result, rows=rows, missing=missing, cpu=result.cpu))
+            progress(f"{workload.name}: {result.rate:.1f} certificates/s, p99 {result.p99_ms:.1f} ms")
+            if spy is not None:
+                profiles[workload.name] = summarise(spy.outputs)
+                notes.append(f"py-spy: collapsed stacks in {opts.py_spy}; rates under profiling are lower")
+    finally:
+        server.stop()
+    return runs, profiles, notes
+
+
+def _proofs(workloads: Sequence[Workload], limit: int) -> tuple[list[str], list[Ec2Document]]:
+    csrs: list[str] = []
+    documents: list[Ec2Document] = []
+    for workload in workloads:
+        for body in list(workload.warmup or workload.bodies)[:limit]:
+            fields = json.loads(body)
+            csrs.append(fields["csr"])
+            if "document" in fields:
+                documents.append(Ec2Document(document=fields["document"], rsa2048=fields["rsa2048"]))
+    return csrs, documents
+
+
+async def _inprocess(opts: Options, setup: IssuerSetup, workloads: Sequence[Workload]) -> list[Rate]:
+    settings = load_settings(setup.config_path, env=setup.env)
+    roles = {r.name: r for r in settings.roles}
+    csrs, documents = _proofs(workloads, limit=min(opts.inprocess_count, 200))
+    return await measure(
+        signer=load_local_signer(setup.ca_dir, passphrase=PASSPHRASE.encode()),
+        csrs=csrs,
+        token_role=roles[TOKEN_ROLE] if "token" in opts.methods else None,
+        ec2_role=roles[EC2_ROLE] if "aws-ec2" in opts.methods else None,
+        documents=documents,
+        aws_certs=AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs)),
+        trust_domain=settings.trust_domain,
+        count=opts.inprocess_count,
+    )
+
+
+async def _cfssl_run(opts: Options, pg: str, work_dir: Path, progress: Progress) -> RunReport:
+    binary = cfssl_binary()
+    assert binary is not None
+    async with throwaway_database(pg, prefix="bench_cfssl", keep=opts.keep) as database_url:
+        await execute(database_url, CERTDB_SCHEMA)
+        progress(f"cfssl: making {opts.warmup + opts.requests} CSRs")
+        workload = await asyncio.to_thread(cfssl_workload, count=opts.requests, warmup=opts.warmup)
+        server = CfsslServer(binary, work_dir, database_url=database_url)
+        try:
+            progress(f"starting cfssl serve on {server.url} (certdb in Postgres)")
+            await server.wait_ready()
+            progress(f"cfssl: {opts.warmup} warm-up + {opts.requests} timed requests, {opts.concurrency} connections")
+            meters = {"server": CpuMeter(lambda: process_tree(server.pid)), "postgres": CpuMeter(postgres_pids)}
+            result: LoadResult = await drive(
+                workload,
+                base_url=server.url,
+                concurrency=opts.concurrency,
+                max_seconds=opts.max_seconds,
+                work_dir=work_dir,
+                meters=meters,
+            )
+        finally:
+            server.stop()
+        rows = (await fetch(database_url, "SELECT count(*) AS n FROM certificates"))[0]["n"]
+        progress(f"cfssl: {result.rate:.1f} certificates/s, p99 {result.p99_ms:.1f} ms")
+        return RunReport(load=result, rows=int(rows), missing=None, cpu=result.cpu)
+
+
+async def run_bench(opts: Options, progress: Progress) -> BenchReport:
+    """Run every step of the benchmark; raises :class:`BenchError` when one fails."""
+    pg = base_url(os.environ)
+    work_dir = Path(tempfile.mkdtemp(prefix="issuer-bench-"))
+    notes: list[str] = []
+    try:
+        async with throwaway_database(pg, prefix="bench_issuer", keep=opts.keep) as database_url:
+            progress("issuer migrate, issuer ca init")
+            aws = FakeAwsSigner.create(kind="rsa2048")
+            aws_pem = aws.cert.public_bytes(serialization.Encoding.PEM)
+            setup = await asyncio.to_thread(prepare_issuer, work_dir, database_url=database_url, aws_cert_pem=aws_pem)
+            now = datetime.now(UTC)
+            workloads: list[Workload] = []
+            total = opts.requests + opts.warmup
+            if "token" in opts.methods:
+                progress(f"token: inserting {total} join tokens in one transaction, making CSRs")
+                tokens = await token_workload(
+                    database_url, role=TOKEN_ROLE, count=opts.requests, warmup=opts.warmup, now=now
+                )
+                workloads.append(tokens)
+            if "aws-ec2" in opts.methods:
+                progress(f"aws-ec2: signing {total} identity documents (distinct instances), making CSRs")
+                launched = now - timedelta(minutes=1)  # well inside the role's max_instance_age of 1h
+                workloads.append(
+                    await asyncio.to_thread(
+                        ec2_workload, aws, role=EC2_ROLE, count=opts.requests, warmup=opts.warmup, launched=launched
+                    )
+                )
+            runs, profiles, run_notes = await _issuer_runs(opts, setup, workloads, work_dir, progress)
+            notes += run_notes
+            progress(f"in-process figures ({opts.inprocess_count} iterations each)")
+            inprocess = await _inprocess(opts, setup, workloads)
+        if not opts.cfssl:
+            notes.append("cfssl: skipped (--no-cfssl)")
+        elif cfssl_binary() is None:
+            notes.append("cfssl: skipped, no `cfssl` on PATH (Debian: apt-get install golang-cfssl)")
+        else:
+            runs.append(await _cfssl_run(opts, pg, work_dir, progress))
+        if opts.keep:
+            notes.append(f"kept {work_dir} (logs, CA, load files) and the databases")
+        notes.append("Postgres CPU counts every `postgres` process on this machine, other clients included")
+        return BenchReport(
+            cores=os.cpu_count() or 1,
+            workers=opts.workers,
+            concurrency=opts.concurrency,
+            requests=opts.requests,
+            warmup=opts.warmup,
+            max_seconds=opts.max_seconds,
+            cpu_backend=backend(),
+            runs=runs,
+            inprocess=inprocess,
+            notes=notes,
+            profiles=profiles,
+        )
+    finally:
+        if not opts.keep:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+
+    def progress(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    try:
+        report = asyncio.run(run_bench(opts, progress))
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(to_json(report), indent=2) if opts.as_json else render_text(report))
+    broken = [r.load.name for r in report.runs if r.missing or r.load.successes == 0]
+    if broken:
+        print(f"bench: error: runs with no success or with answered certificates missing: {broken}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""cfssl as the yardstick: ``cfssl serve`` signing P-256 CSRs into its own Postgres certdb.
+
+The CA is an ECDSA P-256 key and certificate made here (like the issuer's issuing
+CA); the certdb tables are cfssl's own Postgres migration
+(``certdb/pg/migrations/001_CreateCertificates.sql``, the schema of the cfssl
+1.2.0 that Debian's ``golang-cfssl`` ships), applied to a throwaway database.
+With a certdb configured, ``cfssl serve`` inserts every certificate it signs
+before it answers — the same promise the issuer makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bench import BenchError
+from bench.issuer_server import free_port
+from bench.postgres import libpq_url
+
+__all__ = ["CERTDB_SCHEMA", "CfsslServer", "cfssl_binary"]
+
+# cloudflare/cfssl certdb/pg/migrations/001_CreateCertificates.sql (goose "Up" section).
+CERTDB_SCHEMA = """
+CREATE TABLE certificates (
+  serial_number            bytea NOT NULL,
+  authority_key_identifier bytea NOT NULL,
+  ca_label                 bytea,
+  status                   bytea NOT NULL,
+  reason                   int,
+  expiry                   timestamptz,
+  revoked_at               timestamptz,
+  pem                      bytea NOT NULL,
+  PRIMARY KEY(serial_number, authority_key_identifier)
+);
+
+CREATE TABLE ocsp_responses (
+  serial_number            bytea NOT NULL,
+  authority_key_identifier bytea NOT NULL,
+  body                     bytea NOT NULL,
+  expiry                   timestamptz,
+  PRIMARY KEY(serial_number, authority_key_identifier),
+  FOREIGN KEY(serial_number, authority_key_identifier) REFERENCES certificates(serial_number, authority_key_identifier)
+);
+"""
+
+# Leaves like the issuer's: client authentication, one day.
+SIGNING_CONFIG = {"signing": {"default": {"usages": ["digital signature", "client auth"], "expiry": "24h"}}}
+
+
+def cfssl_binary() -> str | None:
+    """The ``cfssl`` on PATH, or None (Debian: ``apt-get install golang-cfssl``)."""
+    return shutil.which("cfssl")
+
+
+def _write_ca(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench cfssl CA")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cfssl-ca.pem", directory / "cfssl-ca-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+@dataclass(frozen=True, slots=True)
+class _Files:
+    ca: Path
+    ca_key: Path
+    config: Path
+    db_config: Path
+
+
+class CfsslServer:
+    """``cfssl serve`` on a free loopback port with a fresh CA, signing into the certdb at ``database_url``.
+
+    The database must already hold :data:`CERTDB_SCHEMA`.
+    """
+
+    def __init__(self, binary: str, work_dir: Path, *, database_url: str) -> None:
+        ca, ca_key = _write_ca(work_dir)
+        config = work_dir / "cfssl-config.json"
+        config.write_text(json.dumps(SIGNING_CONFIG))
+        db_config = work_dir / "cfssl-db.json"
+        # Go's lib/pq asks for TLS unless told otherwise; the local Postgres speaks plain TCP.
+        db_config.write_text(
+            json.dumps({"driver": "postgres", "data_source": libpq_url(database_url) + "?sslmode=disable"})
+        )
+        db_config.chmod(0o600)
+        self._files = _Files(ca=ca, ca_key=ca_key, config=config, db_config=db_config)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = work_dir / "cfssl.log"
+        self._log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                "serve",
+                "-address",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-ca",
+                str(ca),
+                "-ca-key",
+                str(ca_key),
+                "-config",
+                str(config),
+                "-db-config",
+                str(db_config),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    async def wait_ready(self, *, seconds: float = 30.0) -> None:
+        """Until the port accepts connections; raises :class:`BenchError` if cfssl exits first."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                lines = self.log_path.read_text(errors="replace").strip().splitlines()
+                raise BenchError(
+                    f"cfssl serve exited with {self._proc.returncode}: {lines[-1] if lines else 'no output'}",
+                    code="cfssl_failed",
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                await asyncio.sleep(0.2)
+        raise BenchError(f"cfssl serve did not listen on {self.url} within {seconds:g}s", code="cfssl_failed")
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()

@@ -1,0 +1,136 @@
+"""CPU time of processes: the issuer's parent and workers, Postgres's backends.
+
+psutil when it is installed; otherwise ``/proc/<pid>/stat`` (Linux). A process
+that exits between two readings simply stops counting; the figures are for a
+person reading the report, not for assertions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CpuMeter", "CpuUse", "backend", "cpu_seconds", "postgres_pids", "process_tree"]
+
+_PROC = Path("/proc")
+
+
+def _psutil() -> Any | None:
+    try:
+        return importlib.import_module("psutil")
+    except ImportError:
+        return None
+
+
+_PS = _psutil()
+
+
+def backend() -> str:
+    """Where the figures come from: ``psutil``, ``/proc`` or ``unavailable``."""
+    if _PS is not None:
+        return "psutil"
+    return "/proc" if (_PROC / "self" / "stat").exists() else "unavailable"
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces; fields follow the last ')'.
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the issuer's parent and its forked workers)."""
+    if _PS is not None:
+        try:
+            proc = _PS.Process(pid)
+            return [pid, *(p.pid for p in proc.children(recursive=True))]
+        except _PS.Error:
+            return []
+    parents: dict[int, int] = {}
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(fields[1])  # field 4: ppid
+    tree, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        tree.extend(children)
+        frontier.extend(children)
+    return tree
+
+
+def postgres_pids() -> list[int]:
+    """Processes named ``postgres`` on this machine (empty when Postgres runs elsewhere)."""
+    if _PS is not None:
+        return [p.pid for p in _PS.process_iter(["name"]) if p.info.get("name") == "postgres"]
+    if not _PROC.exists():
+        return []
+    pids = []
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """User + system CPU seconds of each pid still alive."""
+    out: dict[int, float] = {}
+    if _PS is not None:
+        for pid in pids:
+            try:
+                times = _PS.Process(pid).cpu_times()
+            except _PS.Error:
+                continue
+            out[pid] = float(times.user + times.system)
+        return out
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            out[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """CPU seconds used over a wall-clock window; ``percent`` of one core (200 = two cores busy)."""
+
+    seconds: float
+    wall: float
+    processes: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.seconds / self.wall if self.wall > 0 else 0.0
+
+
+class CpuMeter:
+    """Measures the CPU the processes from ``pids()`` use between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: Callable[[], Sequence[int]]) -> None:
+        self._pids = pids
+        self._before: dict[int, float] = {}
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._before = cpu_seconds(self._pids())
+        self._started = time.monotonic()
+
+    def stop(self) -> CpuUse:
+        after = cpu_seconds(self._pids())
+        wall = time.monotonic() - self._started
+        # Processes born during the window count from zero; ones that died are lost (rare: a worker restart).
+        used = sum(max(0.0, t - self._before.get(pid, 0.0)) for pid, t in after.items())
+        return CpuUse(seconds=used, wall=wall, processes=len(after))

@@ -1,0 +1,201 @@
+"""The benchmark's findings, as text for a person or JSON for a machine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.cpu import CpuUse
+from bench.inprocess import Rate
+from bench.load import LoadResult
+from bench.pyspy import Profile
+
+__all__ = ["BenchReport", "RunReport", "render_text", "to_json"]
+
+# The issue's goals for this 2-core machine, shown beside the figures (never asserted).
+TARGET_RATE = 1000.0
+TARGET_P99_MS = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """One HTTP run: the load generator's view, the rows in the database, and the CPU it cost."""
+
+    load: LoadResult
+    rows: int  # certificate rows this run left in its database
+    missing: int | None  # successes whose serial has no row (None: serials not collected)
+    cpu: Mapping[str, CpuUse]
+
+    @property
+    def answered(self) -> int:
+        """Successes including the warm-up: what ``rows`` must equal."""
+        return self.load.successes + self.load.warmup_successes
+
+    @property
+    def all_committed(self) -> bool:
+        return self.rows == self.answered and not self.missing
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    cores: int
+    workers: int
+    concurrency: int
+    requests: int
+    warmup: int
+    max_seconds: float
+    cpu_backend: str
+    runs: Sequence[RunReport]
+    inprocess: Sequence[Rate]
+    notes: Sequence[str] = ()
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+
+    def run(self, name: str) -> RunReport | None:
+        return next((r for r in self.runs if r.load.name == name), None)
+
+
+def _ms_per_cert(use: CpuUse | None, certs: int) -> str:
+    if use is None or certs == 0:
+        return "-"
+    return f"{1000 * use.seconds / certs:.2f}"
+
+
+def _errors(load: LoadResult) -> str:
+    if not load.errors:
+        return "none"
+    return ", ".join(f"{k} ×{v}" for k, v in sorted(load.errors.items(), key=lambda kv: -kv[1]))
+
+
+def _ratios(report: BenchReport) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    cfssl = report.run("cfssl")
+    for name in ("token", "aws-ec2"):
+        run = report.run(name)
+        if run is not None and cfssl is not None and cfssl.load.rate > 0:
+            out.append((f"issuer {name} / cfssl", run.load.rate / cfssl.load.rate))
+    pipelines = {"token": "token: parse_csr + decide + sign", "aws-ec2": "aws-ec2: verify + parse_csr + decide + sign"}
+    for name, label in pipelines.items():
+        run = report.run(name)
+        rate = next((r for r in report.inprocess if r.name == label), None)
+        if run is not None and rate is not None and rate.per_second > 0:
+            out.append((f"issuer {name} over HTTP / same steps in process", run.load.rate / rate.per_second))
+    signer = next((r for r in report.inprocess if r.name.startswith("signer.issue")), None)
+    for run in report.runs:
+        if run.load.name != "cfssl" and signer is not None and signer.per_second > 0:
+            out.append((f"issuer {run.load.name} over HTTP / signer alone", run.load.rate / signer.per_second))
+    return out
+
+
+def render_text(report: BenchReport) -> str:
+    """The report a person reads: one table of HTTP runs, the in-process figures, ratios, targets."""
+    lines = [
+        f"issuer benchmark: {report.cores} cores, issuer serve --workers {report.workers}, "
+        f"{report.concurrency} connections, {report.requests} timed requests per run "
+        f"(+{report.warmup} warm-up), cap {report.max_seconds:g}s per phase; CPU from {report.cpu_backend}",
+        "",
+        "HTTP (load generator in its own process; CPU % of one core over the timed window, ms CPU per certificate)",
+        f"{'run':<8} {'certs/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} {'ok/sent':>11} "
+        f"{'committed':>17} {'server CPU':>16} {'postgres CPU':>16} {'loadgen':>6}",
+    ]
+    for run in report.runs:
+        load = run.load
+        committed = f"{run.rows}/{run.answered} {'ok' if run.all_committed else 'NO'}"
+        cpu = []
+        for key in ("server", "postgres"):
+            use = run.cpu.get(key)
+            cpu.append(f"{use.percent:4.0f}% {_ms_per_cert(use, load.successes):>6}ms" if use else "-")
+        client = 100 * load.client_cpu / load.elapsed if load.elapsed else 0.0
+        lines.append(
+            f"{load.name:<8} {load.rate:8.1f} {load.p50_ms:7.1f} {load.p95_ms:7.1f} {load.p99_ms:7.1f} "
+            f"{load.max_ms:7.1f} {f'{load.successes}/{load.sent}':>11} {committed:>17} {cpu[0]:>16} "
+            f"{cpu[1]:>16} {client:5.0f}%"
+        )
+    for run in report.runs:
+        capped = " (stopped by the wall-clock cap)" if run.load.capped else ""
+        missing = f"; {run.missing} answered serials have no row" if run.missing else ""
+        lines.append(f"  {run.load.name} errors: {_errors(run.load)}{missing}{capped}")
+    if report.inprocess:
+        lines += ["", "In process (no HTTP, no database; one core)"]
+        lines += [f"  {r.name:<62} {r.per_second:9.1f}/s {r.micros:9.1f} µs" for r in report.inprocess]
+    ratios = _ratios(report)
+    if ratios:
+        lines += ["", "Ratios"]
+        lines += [f"  {name:<62} {value:6.2f}" for name, value in ratios]
+    lines += ["", "Targets (issue; 2-core machine, load generator and Postgres beside it)"]
+    cfssl = report.run("cfssl")
+    for run in (r for r in report.runs if r.load.name != "cfssl"):
+        checks = [
+            f">= cfssl: {'-' if cfssl is None else ('yes' if run.load.rate >= cfssl.load.rate else 'no')}",
+            f"2x cfssl: {'-' if cfssl is None else ('yes' if run.load.rate >= 2 * cfssl.load.rate else 'no')}",
+            f">= {TARGET_RATE:g}/s: {'yes' if run.load.rate >= TARGET_RATE else 'no'}",
+            f"p99 <= {TARGET_P99_MS:g} ms: {'yes' if run.load.p99_ms <= TARGET_P99_MS else 'no'}",
+            f"all committed: {'yes' if run.all_committed else 'no'}",
+        ]
+        lines.append(f"  {run.load.name:<8} " + "; ".join(checks))
+    for label, profile in report.profiles.items():
+        lines += ["", f"py-spy profile of the server during {label} ({profile.samples} samples; share of samples)"]
+        lines.append("  self time:")
+        lines += [f"    {100 * n / max(profile.samples, 1):5.1f}%  {frame}" for frame, n in profile.self_time[:15]]
+        lines.append("  inclusive:")
+        lines += [f"    {100 * n / max(profile.samples, 1):5.1f}%  {frame}" for frame, n in profile.inclusive[:25]]
+    if report.notes:
+        lines += [""] + [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def _cpu_json(use: CpuUse) -> dict[str, Any]:
+    return {"seconds": round(use.seconds, 3), "wall": round(use.wall, 3), "percent": round(use.percent, 1)}
+
+
+def to_json(report: BenchReport) -> dict[str, Any]:
+    """The report as plain JSON values (serials left out)."""
+    runs = []
+    for run in report.runs:
+        load = run.load
+        runs.append(
+            {
+                "name": load.name,
+                "certificates_per_second": round(load.rate, 2),
+                "latency_ms": {
+                    "p50": round(load.p50_ms, 2),
+                    "p95": round(load.p95_ms, 2),
+                    "p99": round(load.p99_ms, 2),
+                    "max": round(load.max_ms, 2),
+                },
+                "sent": load.sent,
+                "successes": load.successes,
+                "elapsed_s": round(load.elapsed, 3),
+                "errors": dict(load.errors),
+                "capped": load.capped,
+                "warmup": {"sent": load.warmup_sent, "successes": load.warmup_successes},
+                "committed": {
+                    "rows": run.rows,
+                    "answered": run.answered,
+                    "missing": run.missing,
+                    "all": run.all_committed,
+                },
+                "cpu": {k: _cpu_json(v) for k, v in run.cpu.items()},
+                "client_cpu_s": round(load.client_cpu, 3),
+            }
+        )
+    return {
+        "cores": report.cores,
+        "workers": report.workers,
+        "concurrency": report.concurrency,
+        "requests": report.requests,
+        "warmup": report.warmup,
+        "max_seconds": report.max_seconds,
+        "cpu_backend": report.cpu_backend,
+        "runs": runs,
+        "inprocess": [
+            {"name": r.name, "count": r.count, "per_second": round(r.per_second, 1), "micros": round(r.micros, 1)}
+            for r in report.inprocess
+        ],
+        "ratios": {name: round(value, 3) for name, value in _ratios(report)},
+        "profiles": {
+            label: {"samples": p.samples, "self": list(p.self_time), "inclusive": list(p.inclusive)}
+            for label, p in report.profiles.items()
+        },
+        "notes": list(report.notes),
+    }

@@ -1,10 +1,12 @@
-"""``issuer ca init | show``: the private CA and its issuer registry."""
+"""``issuer ca init | show`` here; ``rotate | activate | retire | status | add-root | retire-root`` in
+:mod:`issuer.cli.ca_rotation`: the private CA and its issuer registry."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from issuer.cli import ca_rotation
 from issuer.cli.common import ensure_schema, fail, now, run, with_sessions
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
@@ -28,6 +30,7 @@ def add_parser(sub: Any) -> None:
     init.set_defaults(handler=cmd_init)
     show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
     show.set_defaults(handler=cmd_show)
+    ca_rotation.add_parsers(ca)
 
 
 def init_ca_files(

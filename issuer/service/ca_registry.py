@@ -1,4 +1,9 @@
-"""Operator use cases on the CA issuer registry: register a CA made on disk, prepare and activate issuers."""
+"""Operator use cases on the CA issuer registry: register a CA made on disk, prepare and activate issuers.
+
+The building blocks of CA rotation (load a root, write an issuing key, register a prepared
+issuer, switch the active one) live here; the rotation commands with their checks are in
+:mod:`issuer.service.ca_rotation`.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,19 @@ from ca.hierarchy import CertifiedKey, create_issuing
 from issuer.errors import ClientError, ConfigError, NotFound
 from issuer.service.signers import file_key_ref, resolve_file_ref
 from issuer.store import issuers as store
-from issuer.store.records import IssuerRecord
+from issuer.store.records import IssuerRecord, RootRecord
 
-__all__ = ["RegisteredCA", "activate_issuer", "prepare_file_issuer", "register_file_ca"]
+__all__ = [
+    "RegisteredCA",
+    "activate_issuer",
+    "change_stamp",
+    "insert_prepared",
+    "load_root",
+    "organization_of",
+    "prepare_file_issuer",
+    "register_file_ca",
+    "write_issuer_key",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,40 +129,83 @@ async def prepare_file_issuer(
         roots = [r for r in await store.list_roots(session) if r.state == "active" and r.key_ref]
     if not roots:
         raise ConfigError("no root with a key is registered; run `issuer ca init` first")
-    root_record = roots[0]
-    assert root_record.key_ref is not None
-    root_path = resolve_file_ref(root_record.key_ref, ca_dir=ca_dir)
-    if not root_path.exists():
+    root = load_root(roots[0], ca_dir=ca_dir, passphrase=passphrase)
+    issuing = create_issuing(
+        root, now=now, validity=validity, common_name=common_name, organization=organization_of(root)
+    )
+    key_path = write_issuer_key(issuing, ca_dir=ca_dir, passphrase=passphrase)
+    async with sessions() as session, session.begin():
+        issuer_id = await insert_prepared(session, issuing.certificate, key_path=key_path, ca_dir=ca_dir, now=now)
+    return _registered(issuer_id, issuing.certificate)
+
+
+def load_root(record: RootRecord, *, ca_dir: Path, passphrase: bytes) -> CertifiedKey:
+    """The root of ``record`` with its key, to certify a new issuing CA.
+
+    Raises :class:`ConfigError` ``root_key_unavailable`` (no key registered, not a file key, or the
+    file is not where the registry says: the root key is kept offline) and the ``ca.files`` errors
+    for a key that does not decrypt or does not belong to the root.
+    """
+    if not record.key_ref:
         raise ConfigError(
-            f"the root key {root_path} is not here (kept offline?); bring it back to prepare a new issuing CA",
+            f"the root {record.subject} has no key registered; only a root with a key can certify an issuing CA",
             code="root_key_unavailable",
         )
-    root = CertifiedKey(
-        x509.load_pem_x509_certificate(root_record.certificate_pem.encode()),
-        load_key_file(root_path, passphrase=passphrase),
-    )
-    issuing = create_issuing(root, now=now, validity=validity, common_name=common_name, organization=_org(root))
+    if not record.key_ref.startswith("file:"):
+        raise ConfigError(
+            f"the root {record.subject} key {record.key_ref!r} is not a file key; "
+            "`issuer ca rotate` signs only with file keys",
+            code="root_key_unavailable",
+        )
+    path = resolve_file_ref(record.key_ref, ca_dir=ca_dir)
+    if not path.exists():
+        raise ConfigError(
+            f"the root key is needed to prepare a new issuing CA and is not at {path} (kept offline?); "
+            "bring it back for this command only",
+            code="root_key_unavailable",
+        )
+    certificate = x509.load_pem_x509_certificate(record.certificate_pem.encode())
+    key = load_key_file(path, passphrase=passphrase)
+    if key.public_key() != certificate.public_key():
+        raise ConfigError(f"{path} is not the key of the root {record.subject}", code="root_key_mismatch")
+    return CertifiedKey(certificate, key)
+
+
+def write_issuer_key(issuing: CertifiedKey, *, ca_dir: Path, passphrase: bytes) -> Path:
+    """Write a new issuing key (encrypted) and its certificate as ``issuing-<fingerprint16>.key.pem``/``.pem``."""
     fingerprint = issuing.certificate.fingerprint(hashes.SHA256()).hex()
     key_path = ca_dir / f"issuing-{fingerprint[:16]}.key.pem"
     write_key_file(key_path, issuing.key, passphrase=passphrase, certificate=issuing.certificate)
-    certificate = issuing.certificate
-    async with sessions() as session, session.begin():
-        issuer_id = await store.add_issuer(
-            session,
-            fingerprint_sha256=fingerprint,
-            subject=certificate.subject.rfc4514_string(),
-            serial=format(certificate.serial_number, "x"),
-            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-            chain_pem="",
-            key_ref=file_key_ref(key_path, ca_dir=ca_dir),
-            state="prepared",
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            now=now,
-        )
-    return RegisteredCA(
-        issuer_id=issuer_id, subject=certificate.subject.rfc4514_string(), fingerprint_sha256=fingerprint
+    return key_path
+
+
+async def insert_prepared(
+    session: AsyncSession, certificate: x509.Certificate, *, key_path: Path, ca_dir: Path, now: datetime
+) -> int:
+    """Register ``certificate`` (signed by a registered root) as a ``prepared`` issuer; its id."""
+    return await store.add_issuer(
+        session,
+        fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+        subject=certificate.subject.rfc4514_string(),
+        serial=format(certificate.serial_number, "x"),
+        certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        chain_pem="",
+        key_ref=file_key_ref(key_path, ca_dir=ca_dir),
+        state="prepared",
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        now=now,
     )
+
+
+async def change_stamp(session: AsyncSession, now: datetime) -> datetime:
+    """The ``updated_at`` for a registry change: ``now``, or just after the newest change if that is later.
+
+    Replicas notice a change by the newest ``updated_at``; an operator's clock behind the one that
+    made the last change (or a test's injected past) must still move it forward.
+    """
+    latest = await store.latest_change(session)
+    return now if latest is None or now > latest else latest + timedelta(milliseconds=1)
 
 
 async def activate_issuer(
@@ -156,9 +214,13 @@ async def activate_issuer(
     """Switch signing to the prepared issuer named by ``fingerprint_prefix`` (every replica within a refresh).
 
     The issuer active before goes back to ``prepared``: still in the truststore, its leaves still valid.
-    Raises NotFound ``issuer_not_found``, ClientError ``issuer_ambiguous`` / ``issuer_not_prepared``.
+    The state is re-checked under the registry lock, so an issuer retired or activated meanwhile is
+    never switched to. Returns the issuer as it was before the switch.
+    Raises NotFound ``issuer_not_found``, ClientError ``issuer_ambiguous`` / ``issuer_not_prepared`` /
+    ``issuer_expired``.
     """
     async with sessions() as session, session.begin():
+        await store.lock_registry(session)
         record = _one(
             await store.get_issuer(session, fingerprint_prefix=fingerprint_prefix.lower()), fingerprint_prefix
         )
@@ -166,11 +228,21 @@ async def activate_issuer(
             raise ClientError(f"issuer {record.subject} is {record.state}, not prepared", code="issuer_not_prepared")
         if record.not_after <= now:
             raise ClientError(f"issuer {record.subject} has expired", code="issuer_expired")
-        await store.activate_issuer(session, issuer_id=record.id, now=now)
+        if not await store.activate_prepared_issuer(session, issuer_id=record.id, now=await change_stamp(session, now)):
+            raise ClientError(f"issuer {record.subject} changed meanwhile; look again", code="issuer_not_prepared")
     return record
 
 
-def _org(root: CertifiedKey) -> str | None:
+def _registered(issuer_id: int, certificate: x509.Certificate) -> RegisteredCA:
+    return RegisteredCA(
+        issuer_id=issuer_id,
+        subject=certificate.subject.rfc4514_string(),
+        fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+    )
+
+
+def organization_of(root: CertifiedKey) -> str | None:
+    """The O= of ``root``'s subject, which its issuing CAs carry too."""
     values = root.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     value = values[0].value if values else None
     return value if isinstance(value, str) else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store.models import CaIssuer, CaRoot, Certificate
@@ -17,14 +17,21 @@ from issuer.store.records import IssuerRecord, RootRecord, record_of
 
 __all__ = [
     "activate_issuer",
+    "activate_prepared_issuer",
     "add_issuer",
     "add_root",
     "get_issuer",
+    "get_root",
+    "latest_change",
+    "leaf_counts",
     "leaf_stats",
     "list_issuers",
     "list_roots",
+    "lock_registry",
     "registry_version",
     "retire_issuer",
+    "retire_prepared_issuer",
+    "retire_root",
 ]
 
 
@@ -156,3 +163,92 @@ async def leaf_stats(session: AsyncSession, *, now: datetime) -> dict[int, tuple
         )
     )
     return {int(i): (int(n), int(alive or 0), last) for i, n, alive, last in rows.tuples()}
+
+
+# --- CA rotation: guarded state changes and per-issuer leaf counts ---------------------------------
+#
+# The rotation commands read the registry, decide, and then change a row. Between the read and the
+# write another operator (or replica) may have changed that row, so every change below re-states the
+# state it expects in its WHERE clause and reports whether it happened.
+
+
+async def lock_registry(session: AsyncSession) -> None:
+    """Serialise registry changes: lock the roots' rows until the transaction ends (Postgres ``FOR UPDATE``;
+    SQLite serialises writers anyway and SQLAlchemy leaves the clause out there)."""
+    await session.execute(select(CaRoot.id).with_for_update())
+
+
+async def latest_change(session: AsyncSession) -> datetime | None:
+    """The newest ``updated_at`` of any root or issuer (what :func:`registry_version` watches), or None."""
+    issuers = await session.scalar(select(func.max(CaIssuer.updated_at)))
+    roots = await session.scalar(select(func.max(CaRoot.updated_at)))
+    stamps = [s for s in (issuers, roots) if s is not None]
+    return max(stamps) if stamps else None
+
+
+async def get_root(session: AsyncSession, *, fingerprint_prefix: str) -> Sequence[RootRecord]:
+    """Roots whose SHA-256 fingerprint starts with ``fingerprint_prefix`` (lower-case hex)."""
+    rows = (await session.scalars(select(CaRoot).where(CaRoot.fingerprint_sha256.startswith(fingerprint_prefix)))).all()
+    return [record_of(RootRecord, r) for r in rows]
+
+
+async def activate_prepared_issuer(session: AsyncSession, *, issuer_id: int, now: datetime) -> bool:
+    """Make ``issuer_id`` active if it is still ``prepared``; the active one goes back to ``prepared``.
+
+    False (and nothing the caller should commit) when the issuer is no longer prepared — retired or
+    activated meanwhile. The partial unique index refuses two actives.
+    """
+    await session.execute(
+        update(CaIssuer)
+        .where(CaIssuer.state == "active", CaIssuer.id != issuer_id)
+        .values(state="prepared", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(
+        update(CaIssuer)
+        .where(CaIssuer.id == issuer_id, CaIssuer.state == "prepared")
+        .values(state="active", activated_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def retire_prepared_issuer(session: AsyncSession, *, issuer_id: int, now: datetime) -> bool:
+    """Retire ``issuer_id`` if it is ``prepared`` (never the active one); whether it was."""
+    result = await session.execute(
+        update(CaIssuer)
+        .where(CaIssuer.id == issuer_id, CaIssuer.state == "prepared")
+        .values(state="retired", retired_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def retire_root(session: AsyncSession, *, root_id: int, now: datetime) -> bool:
+    """Retire the root ``root_id`` if it is ``active``; whether it was."""
+    result = await session.execute(
+        update(CaRoot)
+        .where(CaRoot.id == root_id, CaRoot.state == "active")
+        .values(state="retired", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def leaf_counts(session: AsyncSession, *, now: datetime) -> dict[int, tuple[int, int, datetime | None]]:
+    """Per issuer id: (leaves issued, leaves still *live*, the latest expiry of a live leaf).
+
+    Live means not expired at ``now`` and not revoked: a revoked leaf no longer needs its issuer in
+    the truststore (dropping the issuer only makes API Gateway refuse it sooner). Superseded
+    (renewed) leaves count as live — the machine may still be presenting them.
+    """
+    live = (Certificate.not_after > now) & (Certificate.status != "revoked")
+    rows = await session.execute(
+        select(
+            Certificate.issuer_id,
+            func.count(Certificate.id),
+            func.sum(case((live, 1), else_=0)),
+            func.max(case((live, Certificate.not_after), else_=None)),
+        ).group_by(Certificate.issuer_id)
+    )
+    return {int(i): (int(n), int(alive or 0), last) for i, n, alive, last in rows}

@@ -1,0 +1,413 @@
+"""``issuer ca rotate | activate | retire | status | add-root | retire-root``: CA rotation with overlap.
+
+Registered under ``issuer ca`` by :mod:`issuer.cli.ca`. Every replica follows the registry
+within ``[issuer] registry_refresh``; only ``rotate`` needs the root key.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from issuer.cli.common import ensure_schema, fail, now, print_json, print_table, run, with_sessions
+from issuer.durations import format_duration, parse_duration
+from issuer.settings import Settings
+
+__all__ = ["add_parsers"]
+
+_ROTATE = """\
+Prepare a new issuing CA (ECDSA P-256) under a registered root, its key encrypted with the CA
+passphrase in <state_dir>/ca/issuing-<fingerprint>.key.pem. It is 'prepared': every replica puts
+it in GET /v1/truststore within [issuer] registry_refresh, but nothing is signed with it until
+`issuer ca activate`. This is the only command that needs the root key (root.key.pem); bring it
+back for this command and take it offline again afterwards.
+
+A validity shorter than the longest role max_ttl is refused (leaves never outlive their issuer).
+"""
+_ACTIVATE = """\
+Switch signing to a prepared issuer on every replica (within [issuer] registry_refresh). The
+issuer active before stays in the truststore, so its leaves keep working until they expire.
+
+API Gateway checks client certificates against ITS truststore (the S3 object), not against this
+service: upload the truststore that holds the new issuer (`issuer truststore export`) and let the
+domain pick it up BEFORE activating, or new leaves are refused with 403.
+
+Refuses an issuer that expires within the longest role max_ttl (its leaves would be cut short)
+unless --force. Naming the fingerprint of the previous issuer rolls back to it.
+"""
+_RETIRE = """\
+Take an issuing CA out of the truststore for good, once its last leaf has expired. Refused while
+leaves are still live (it says how many, and when the last expires) unless --force, and always
+for the active issuer. Then upload the truststore again.
+"""
+_STATUS = """\
+Every issuing CA (phase, fingerprint, validity, key, leaves issued/live, last live leaf) and
+every root (where its key is: here, offline, none), then what needs doing. Warns when the active
+issuer or a root expires within --warn-within (default 30d). Exit 0; with --check, exit 1 when
+there is such a warning (for monitoring).
+"""
+_ADD_ROOT = """\
+Register a root made elsewhere (openssl, an HSM, another `issuer ca init`) as a second trust
+anchor: both roots are in GET /v1/bundle and GET /v1/truststore from now on (side-by-side root
+rotation). With --key (an encrypted PKCS#8 key under the CA passphrase) `issuer ca rotate --root`
+can certify issuing CAs under it.
+"""
+
+
+def add_parsers(ca: Any) -> None:
+    """Add the rotation actions to the ``issuer ca`` sub-parsers."""
+    raw = argparse.RawDescriptionHelpFormatter
+    rotate = ca.add_parser(
+        "rotate",
+        help="prepare a new issuing CA (needs the root key)",
+        description=_ROTATE,
+        formatter_class=raw,
+        epilog="example: issuer ca rotate --validity 180d",
+    )
+    rotate.add_argument("--validity", default="365d", help="lifetime of the new issuing CA (default 365d)")
+    rotate.add_argument("--common-name", metavar="CN", help="default: '<trust_domain> Issuing CA <date>'")
+    rotate.add_argument("--root", metavar="FINGERPRINT", help="the root to certify it (default: the newest with a key)")
+    rotate.add_argument("--force", action="store_true", help="replace a prepared issuer that never signed")
+    rotate.add_argument("--json", action="store_true", help="print the new issuer as JSON")
+    rotate.set_defaults(handler=cmd_rotate)
+
+    activate = ca.add_parser(
+        "activate",
+        help="switch signing to a prepared issuer",
+        description=_ACTIVATE,
+        formatter_class=raw,
+        epilog="example: issuer truststore export --out ts.pem && aws s3 cp ts.pem s3://b/ts.pem && issuer ca activate",
+    )
+    activate.add_argument("fingerprint", nargs="?", metavar="FINGERPRINT", help="default: the only prepared issuer")
+    activate.add_argument("--force", action="store_true", help="activate even if it expires within the max TTL")
+    activate.set_defaults(handler=cmd_activate)
+
+    retire = ca.add_parser(
+        "retire",
+        help="remove an old issuing CA from the truststore",
+        description=_RETIRE,
+        formatter_class=raw,
+        epilog="example: issuer ca retire 3f1a9c0b27d4e5f6",
+    )
+    retire.add_argument("fingerprint", metavar="FINGERPRINT", help="the issuer (4+ hex digits of its SHA-256)")
+    retire.add_argument("--force", action="store_true", help="retire even though leaves are still live")
+    retire.set_defaults(handler=cmd_retire)
+
+    status = ca.add_parser(
+        "status", help="issuers, roots, leaves and expiry warnings", description=_STATUS, formatter_class=raw
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--check", action="store_true", help="exit 1 when something expires within the window")
+    status.add_argument("--warn-within", default="30d", metavar="DURATION", help="expiry warning window (30d)")
+    status.set_defaults(handler=cmd_status)
+
+    add_root = ca.add_parser(
+        "add-root",
+        help="register a second root (side-by-side root rotation)",
+        description=_ADD_ROOT,
+        formatter_class=raw,
+        epilog="example: issuer ca add-root root-2027.pem --key /secure/root-2027.key.pem",
+    )
+    add_root.add_argument("pem", type=Path, metavar="PEM", help="the self-signed root certificate")
+    add_root.add_argument("--key", type=Path, metavar="FILE", help="its key (encrypted PKCS#8, CA passphrase)")
+    add_root.set_defaults(handler=cmd_add_root)
+
+    retire_root = ca.add_parser(
+        "retire-root",
+        help="remove a root once no issuer under it is in use",
+        description="Remove a root from the bundle and the truststore: the last step of a root rotation. "
+        "Refused while it is the only root or an issuer under it is still in use.",
+    )
+    retire_root.add_argument("fingerprint", metavar="FINGERPRINT", help="the root (4+ hex digits of its SHA-256)")
+    retire_root.set_defaults(handler=cmd_retire_root)
+
+
+def _max_ttl(settings: Settings) -> timedelta:
+    return max((r.max_ttl for r in settings.roles), default=timedelta(0))
+
+
+def _duration(text: str, option: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}", code="config_invalid", exit_status=2) from None
+
+
+def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.ca_setup import read_passphrase
+    from issuer.service.ca_lifecycle import short, when
+    from issuer.service.ca_rotation import rotate_issuer
+
+    validity = _duration(args.validity, "--validity")
+    ensure_schema(settings)
+    done = run(
+        with_sessions(
+            settings,
+            lambda s: rotate_issuer(
+                s,
+                ca_dir=settings.ca_dir,
+                passphrase=lambda: read_passphrase(settings),
+                now=now(),
+                validity=validity,
+                min_validity=_max_ttl(settings),
+                trust_domain=settings.trust_domain,
+                common_name=args.common_name,
+                root=args.root,
+                force=args.force,
+            ),
+        )
+    )
+    new = done.issuer
+    if args.json:
+        print_json(
+            {
+                "fingerprint_sha256": new.fingerprint_sha256,
+                "subject": new.subject,
+                "state": new.state,
+                "not_before": new.not_before.isoformat(),
+                "not_after": new.not_after.isoformat(),
+                "key_ref": new.key_ref,
+                "root_fingerprint_sha256": done.root.fingerprint_sha256,
+                "replaced": [r.fingerprint_sha256 for r in done.replaced],
+            }
+        )
+        return 0
+    refresh = format_duration(settings.registry_refresh)
+    print("Prepared a new issuing CA (in the truststore now, not signing yet):")
+    print(f"  subject:      {new.subject}")
+    print(f"  fingerprint:  {new.fingerprint_sha256}")
+    days = (new.not_after - new.not_before).days  # the 5-minute backdate would make an odd duration
+    print(f"  valid:        {when(new.not_before)} .. {when(new.not_after)} ({days} days)")
+    print(f"  root:         {done.root.subject} ({short(done.root.fingerprint_sha256)})")
+    print(f"  key:          {done.key_path}")
+    for old in done.replaced:
+        print(f"  replaced:     {old.subject} ({short(old.fingerprint_sha256)}), prepared but never active: retired")
+    print(f"Every replica serves it in GET /v1/truststore within {refresh}.")
+    print("Next:")
+    print(f"  1. copy {done.key_path.name} into every replica's CA directory (if they do not share this one)")
+    print("  2. issuer truststore export --out truststore.pem, upload it as API Gateway's truststore,")
+    print("     and wait until the domain uses it")
+    print(f"  3. issuer ca activate {short(new.fingerprint_sha256)}")
+    print("The root key is not needed again until the next rotation: take it offline.")
+    return 0
+
+
+def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.ca_setup import read_passphrase
+    from issuer.service.ca_lifecycle import short, when
+    from issuer.service.ca_rotation import activate
+    from issuer.service.signers import KeySigners
+
+    ensure_schema(settings)
+    signers = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
+    done = run(
+        with_sessions(
+            settings,
+            lambda s: activate(
+                s,
+                fingerprint=args.fingerprint,
+                now=now(),
+                min_validity=_max_ttl(settings),
+                load_signer=signers,
+                force=args.force,
+            ),
+        )
+    )
+    new, old = done.issuer, done.previous
+    print(
+        f"Checked: the truststore holds {short(new.fingerprint_sha256)} and its root "
+        f"({done.truststore_certificates} certificates in `issuer truststore export`), and its key loads here."
+    )
+    print(
+        "Reminder: API Gateway checks leaves against the truststore uploaded to S3, not this service's; "
+        "it must already hold this issuer."
+    )
+    print(f"Activated {new.subject} ({short(new.fingerprint_sha256)}), valid until {when(new.not_after)}.")
+    print(f"Every replica signs with it within {format_duration(settings.registry_refresh)}.")
+    if old is not None:
+        leaves = done.previous_leaves
+        print(f"The previous issuer {old.subject} ({short(old.fingerprint_sha256)}) stays in the truststore.")
+        if leaves.live and leaves.last_expiry is not None:
+            print(
+                f"Next: its {leaves.live} live leaves expire by {when(leaves.last_expiry)}; then "
+                f"`issuer ca retire {short(old.fingerprint_sha256)}` and upload the truststore again."
+            )
+        else:
+            print(
+                f"Next: it has no live leaves; after {format_duration(2 * settings.registry_refresh)} "
+                f"`issuer ca retire {short(old.fingerprint_sha256)}` and upload the truststore again."
+            )
+    for warning in done.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service.ca_lifecycle import short
+    from issuer.service.ca_rotation import retire
+
+    ensure_schema(settings)
+    done = run(
+        with_sessions(
+            settings,
+            lambda s: retire(
+                s, fingerprint=args.fingerprint, now=now(), settle=2 * settings.registry_refresh, force=args.force
+            ),
+        )
+    )
+    if done.overridden:
+        print(f"warning: forced past: {done.overridden}")
+    record = done.issuer
+    print(f"Retired {record.subject} ({short(record.fingerprint_sha256)}).")
+    print(f"Every replica drops it from GET /v1/truststore within {format_duration(settings.registry_refresh)}.")
+    print("Next: issuer truststore export --out truststore.pem, and upload it as API Gateway's truststore.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service.ca_status import ca_status
+
+    window = _duration(args.warn_within, "--warn-within")
+    ensure_schema(settings)
+    status = run(with_sessions(settings, lambda s: ca_status(s, now=now(), ca_dir=settings.ca_dir, warn_within=window)))
+    if args.json:
+        print_json(_status_json(status))
+    else:
+        _print_status(status)
+    return 1 if args.check and status.expiring else 0
+
+
+def _status_json(status: Any) -> dict[str, Any]:
+    def leaves(counts: Any) -> dict[str, Any]:
+        expiry = counts.last_expiry.isoformat() if counts.last_expiry else None
+        return {"issued": counts.issued, "live": counts.live, "last_live_expiry": expiry}
+
+    return {
+        "now": status.now.isoformat(),
+        "issuers": [
+            {
+                "phase": i.phase,
+                "state": i.record.state,
+                "subject": i.record.subject,
+                "fingerprint_sha256": i.record.fingerprint_sha256,
+                "not_before": i.record.not_before.isoformat(),
+                "not_after": i.record.not_after.isoformat(),
+                "key_ref": i.record.key_ref,
+                "root_fingerprint_sha256": i.root_fingerprint,
+                "in_truststore": i.in_truststore,
+                "leaves": leaves(i.leaves),
+                "activated_at": i.record.activated_at.isoformat() if i.record.activated_at else None,
+                "retired_at": i.record.retired_at.isoformat() if i.record.retired_at else None,
+            }
+            for i in status.issuers
+        ],
+        "roots": [
+            {
+                "state": r.record.state,
+                "subject": r.record.subject,
+                "fingerprint_sha256": r.record.fingerprint_sha256,
+                "not_before": r.record.not_before.isoformat(),
+                "not_after": r.record.not_after.isoformat(),
+                "key_ref": r.record.key_ref,
+                "key": r.key,
+                "issuers": r.issuers,
+            }
+            for r in status.roots
+        ],
+        "warnings": list(status.warnings),
+        "notes": list(status.notes),
+        "expiring": status.expiring,
+    }
+
+
+def _print_status(status: Any) -> None:
+    from issuer.service.ca_lifecycle import short, when
+
+    print("Issuing CAs (newest first):")
+    print_table(
+        ("PHASE", "FINGERPRINT", "NOT BEFORE", "NOT AFTER", "LEAVES", "LAST LEAF", "KEY", "SUBJECT"),
+        [
+            (
+                i.phase + ("" if i.in_truststore or i.phase in ("retired", "expired") else "!"),
+                short(i.record.fingerprint_sha256),
+                when(i.record.not_before),
+                when(i.record.not_after),
+                f"{i.leaves.issued}/{i.leaves.live}",
+                when(i.leaves.last_expiry) if i.leaves.last_expiry else "-",
+                i.record.key_ref,
+                i.record.subject,
+            )
+            for i in status.issuers
+        ],
+    )
+    print("  (LEAVES: issued/live; LAST LEAF: when the last live leaf expires)")
+    print("Roots:")
+    print_table(
+        ("STATE", "FINGERPRINT", "NOT BEFORE", "NOT AFTER", "KEY", "ISSUERS", "SUBJECT"),
+        [
+            (
+                r.record.state,
+                short(r.record.fingerprint_sha256),
+                when(r.record.not_before),
+                when(r.record.not_after),
+                r.key,
+                r.issuers,
+                r.record.subject,
+            )
+            for r in status.roots
+        ],
+    )
+    for note in status.notes:
+        print(f"note: {note}")
+    for warning in status.warnings:
+        print(f"warning: {warning}")
+
+
+def cmd_add_root(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.ca_setup import read_passphrase
+    from issuer.service.ca_lifecycle import when
+    from issuer.service.ca_roots import add_root
+
+    try:
+        pem = args.pem.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {args.pem}: {exc.strerror}") from None
+    ensure_schema(settings)
+    done = run(
+        with_sessions(
+            settings,
+            lambda s: add_root(
+                s,
+                certificate_pem=pem,
+                now=now(),
+                ca_dir=settings.ca_dir,
+                key_file=args.key,
+                passphrase=lambda: read_passphrase(settings),
+            ),
+        )
+    )
+    root = done.root
+    print(f"Registered the root {root.subject}")
+    print(f"  fingerprint:  {root.fingerprint_sha256}")
+    print(f"  valid:        {when(root.not_before)} .. {when(root.not_after)}")
+    print(f"  key:          {done.key_ref or 'none registered (it cannot certify issuers here)'}")
+    print(
+        "It is in GET /v1/bundle and GET /v1/truststore on every replica within "
+        f"{format_duration(settings.registry_refresh)}."
+    )
+    print("Next: give clients the new bundle and upload the truststore to API Gateway; then")
+    print(f"  issuer ca rotate --root {root.fingerprint_sha256[:16]}  (and activate) to issue under it.")
+    return 0
+
+
+def cmd_retire_root(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service.ca_lifecycle import short
+    from issuer.service.ca_roots import retire_root
+
+    ensure_schema(settings)
+    record = run(with_sessions(settings, lambda s: retire_root(s, fingerprint=args.fingerprint, now=now())))
+    print(f"Retired the root {record.subject} ({short(record.fingerprint_sha256)}).")
+    print("Next: upload the truststore again and give clients the new bundle (`issuer truststore export`).")
+    return 0

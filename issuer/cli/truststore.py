@@ -1,14 +1,20 @@
-"""``issuer truststore export``: the PEM file API Gateway's truststore must hold."""
+"""``issuer truststore export`` / ``publish``: the PEM file API Gateway's truststore must hold, and putting it there."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from issuer.cli.common import ensure_schema, now, run, with_sessions
+from issuer.cli.common import ensure_schema, fail, now, print_json, run, with_sessions
 from issuer.settings import Settings
+
+if TYPE_CHECKING:
+    from issuer.aws.s3 import S3Location
+    from issuer.cli.common import Sessions
+    from issuer.service.publish import PublishResult
 
 _DESCRIPTION = """\
 Write the truststore for API Gateway's mutual TLS: every issuing CA that may still have
@@ -34,6 +40,59 @@ def add_parser(sub: Any) -> None:
     export.add_argument("--out", type=Path, metavar="FILE", help="write here (default: standard output)")
     export.set_defaults(handler=cmd_export)
 
+    publish = group.add_parser(
+        "publish",
+        help="check the truststore, upload it to S3 as a new version, point API Gateway at it",
+        description=_PUBLISH_DESCRIPTION,
+        epilog=_PUBLISH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    publish.add_argument("target", type=_s3_location, metavar="s3://BUCKET/KEY", help="where the truststore lives")
+    publish.add_argument("--domain", metavar="NAME", help="API Gateway custom domain to point at the new version")
+    publish.add_argument("--api", choices=("rest", "http"), help="the domain's API type (required with --domain)")
+    publish.add_argument(
+        "--revoked-key",
+        metavar="KEY",
+        help="also publish the revocation list (GET /v1/revoked) to this key in the bucket "
+        "(a KEY without '/' goes beside the truststore)",
+    )
+    publish.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)")
+    publish.add_argument("--dry-run", action="store_true", help="only read; print what would change")
+    publish.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
+    publish.set_defaults(handler=cmd_publish)
+
+
+_PUBLISH_DESCRIPTION = """\
+Publish the truststore (the same file as GET /v1/truststore) for API Gateway's mutual TLS:
+
+  1. check it against API Gateway's truststore rules (PEM; at most 1,000 certificates and
+     1 MB; RSA >= 2048 or ECDSA P-256/P-384; SHA-256 or stronger; every certificate a CA,
+     unexpired, chaining to a root in the file within 4 certificates) - errors refuse;
+  2. require a versioned bucket (API Gateway pins the truststore's object version);
+  3. with --domain: check the domain's truststore URI is s3://BUCKET/KEY;
+  4. upload a new version only if the content changed, and print its version id;
+  5. with --revoked-key: publish the revocation list for the Lambda authorizer beside it;
+  6. with --domain: point the domain at the new version and print API Gateway's warnings.
+
+AWS credentials and region come from the usual places (AWS_PROFILE, AWS_ACCESS_KEY_ID, an
+instance or task role; AWS_REGION); AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 redirect the calls.
+"""
+_PUBLISH_EPILOG = """\
+examples:
+  issuer truststore publish s3://my-truststores/api/truststore.pem --dry-run
+  issuer truststore publish s3://my-truststores/api/truststore.pem --domain api.example.com --api rest
+  issuer truststore publish s3://my-truststores/api/truststore.pem --revoked-key revoked.json --json
+"""
+
+
+def _s3_location(text: str) -> S3Location:
+    from issuer.aws.s3 import S3Location
+
+    try:
+        return S3Location.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.registry import export_truststore
@@ -49,3 +108,66 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     temporary.replace(args.out)
     print(f"Wrote {count} certificate(s) to {args.out}; upload it as the API Gateway truststore.")
     return 0
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service.publish import publish_truststore
+
+    if (args.domain is None) != (args.api is None):
+        raise fail("--domain and --api go together: --domain NAME --api rest|http", exit_status=2)
+    ensure_schema(settings)
+    out = sys.stderr if args.json else sys.stdout
+    at = now()
+
+    def progress(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    async def work(sessions: Sessions) -> PublishResult:
+        revoked = await _revoked_document(sessions, at) if args.revoked_key else None
+        return await publish_truststore(
+            sessions,
+            args.target,
+            domain=args.domain,
+            api=args.api,
+            revoked=revoked,
+            revoked_key=args.revoked_key,
+            dry_run=args.dry_run,
+            now=at,
+            region=args.region,
+            progress=progress,
+        )
+
+    result = run(with_sessions(settings, work))
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    store = result.truststore
+    what = "would be uploaded (dry run)" if args.dry_run and store.changed else f"version {store.version_id}"
+    changed = "new" if store.changed else "unchanged"
+    print(f"Truststore {store.uri}: {what} ({changed}; {result.certificates} certificate(s), SHA-256 {store.sha256})")
+    if result.revoked is not None:
+        listed = result.revoked
+        print(f"Revocation list {listed.uri}: version {listed.version_id or '(dry run)'}")
+    if result.domain is not None:
+        domain = result.domain
+        state = "would be updated" if args.dry_run and domain.updated else "updated" if domain.updated else "unchanged"
+        print(f"Custom domain {domain.domain} ({domain.api}): truststore version {domain.version or 'new'}, {state}")
+        if domain.warnings:
+            print(
+                f"API Gateway reported {len(domain.warnings)} truststore warning(s) (above); fix them and publish again"
+            )
+    return 0
+
+
+async def _revoked_document(sessions: Sessions, at: datetime) -> bytes:
+    """The bytes GET /v1/revoked serves now (the revocation service builds them; no CA key is needed)."""
+    from issuer.service.registry import IssuerRegistry
+    from issuer.service.revocation_lists import RevocationLists
+
+    async def no_signer(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the revocation list needs no signer")
+
+    # RevocationLists.revoked() reads only the certificates table; the registry is never loaded.
+    registry = IssuerRegistry(sessions, load_signer=no_signer, clock=lambda: at)
+    lists = RevocationLists(sessions, registry=registry, load_signer=no_signer, clock=lambda: at)
+    return (await lists.revoked()).body

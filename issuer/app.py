@@ -23,7 +23,18 @@ from issuer.attest.sts_response import StsCaller
 from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
 from issuer.ca_setup import read_passphrase
-from issuer.http.keys import BODY_TIMEOUT, EC2, ENGINE, IAM, PIPELINE, REGISTRY, SETTINGS, TOKEN
+from issuer.http.keys import (
+    BODY_TIMEOUT,
+    EC2,
+    ENGINE,
+    IAM,
+    PIPELINE,
+    REGISTRY,
+    RENEW,
+    REVOCATION_LISTS,
+    SETTINGS,
+    TOKEN,
+)
 from issuer.http.problems import problem_middleware
 from issuer.http.routes import add_routes
 from issuer.service.ca_registry import register_file_ca
@@ -34,6 +45,8 @@ from issuer.service.janitor import Janitor
 from issuer.service.model import Clock
 from issuer.service.pipeline import Pipeline
 from issuer.service.registry import IssuerRegistry, SignerLoader
+from issuer.service.renew import RenewMethod
+from issuer.service.revocation_lists import RevocationLists
 from issuer.service.signers import KeySigners
 from issuer.service.token import TokenMethod
 from issuer.settings import Settings
@@ -85,23 +98,25 @@ def create_app(
                 registered = await register_file_ca(sessions, ca_dir=settings.ca_dir, now=clock())
                 if registered is not None:
                     log.info("registered the CA in %s as the active issuer (%s)", settings.ca_dir, registered.subject)
+            load_signer = signer_loader or KeySigners(
+                ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings)
+            )
             registry = IssuerRegistry(
                 sessions,
-                load_signer=signer_loader
-                or KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings)),
+                load_signer=load_signer,
                 clock=clock,
                 refresh_every=settings.registry_refresh.total_seconds(),
             )
             trust = await registry.load()
             app[REGISTRY] = registry
+            app[REVOCATION_LISTS] = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
             pipeline = Pipeline(settings=settings, sessions=sessions, registry=registry, clock=clock)
             app[PIPELINE] = pipeline
             guards = ReplayGuards(sessions)
             app[TOKEN] = TokenMethod(pipeline.roles)
             certs = aws_certs or AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs))
-            app[EC2] = Ec2Method(
-                certs=certs, lookups=instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides))
-            )
+            lookups = instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides))
+            app[EC2] = Ec2Method(certs=certs, lookups=lookups)
             caller = sts_caller
             if caller is None:
                 http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trust_env=False)
@@ -115,6 +130,14 @@ def create_app(
                 caller=caller,
                 server_id=settings.audience,
                 guards=guards,
+            )
+            app[RENEW] = RenewMethod(
+                registry=registry,
+                roles=pipeline.roles,
+                sessions=sessions,
+                guards=guards,
+                lookups=lookups,
+                audience=settings.audience,
             )
             janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]

@@ -21,11 +21,13 @@ from issuer.http.keys import (
     IAM,
     PIPELINE,
     REGISTRY,
+    RENEW,
     REQUEST_ID,
     SETTINGS,
     TOKEN,
 )
 from issuer.http.problems import problem
+from issuer.http.server_tls import peer_certificate
 from issuer.service.model import Issued, IssueRequest, RequestContext
 
 log = logging.getLogger("issuer.http")
@@ -114,6 +116,19 @@ async def issue_ec2(request: web.Request) -> web.Response:
 async def issue_iam(request: web.Request) -> web.Response:
     read = _reader(request, schemas.IAM_FIELDS, schemas.iam_request)
     method = request.app[IAM]
+    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
+
+
+async def renew(request: web.Request) -> web.Response:
+    """``POST /v1/renew``: the current certificate (mTLS or a Bearer token) vouches for a new key."""
+    authorization = request.headers.get("Authorization")
+    peer = peer_certificate(request)
+    read = _reader(
+        request,
+        schemas.RENEW_FIELDS,
+        lambda body: schemas.renew_request(body, authorization=authorization, peer_certificate=peer),
+    )
+    method = request.app[RENEW]
     return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
 
 

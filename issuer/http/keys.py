@@ -9,6 +9,8 @@ from issuer.service.ec2 import Ec2Method
 from issuer.service.iam import IamMethod
 from issuer.service.pipeline import Pipeline
 from issuer.service.registry import IssuerRegistry
+from issuer.service.renew import RenewMethod
+from issuer.service.revocation_lists import RevocationLists
 from issuer.service.token import TokenMethod
 from issuer.settings import Settings
 
@@ -19,6 +21,8 @@ REGISTRY = web.AppKey("registry", IssuerRegistry)
 TOKEN = web.AppKey("token_method", TokenMethod)
 EC2 = web.AppKey("ec2_method", Ec2Method)
 IAM = web.AppKey("iam_method", IamMethod)
+RENEW = web.AppKey("renew_method", RenewMethod)
+REVOCATION_LISTS = web.AppKey("revocation_lists", RevocationLists)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)

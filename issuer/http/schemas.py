@@ -14,10 +14,11 @@ from issuer.attest.ec2 import Ec2Proof
 from issuer.attest.sts import StsRequest
 from issuer.attest.token import TokenProof
 from issuer.durations import parse_duration
-from issuer.errors import ClientError
+from issuer.errors import ClientError, Unauthorized
 from issuer.http.sts_wire import parse_sts_request
 from issuer.service.ec2 import Ec2Submission
 from issuer.service.model import IssueRequest
+from issuer.service.renew import RenewProof
 
 __all__ = [
     "EC2_FIELDS",
@@ -35,6 +36,7 @@ MAX_BLOB = 16 * 1024
 COMMON_FIELDS = frozenset({"csr", "role", "ttl"})
 TOKEN_FIELDS = COMMON_FIELDS | {"token"}
 EC2_FIELDS = COMMON_FIELDS | {"document", "rsa2048", "pkcs7", "signature", "nonce"}
+RENEW_FIELDS = COMMON_FIELDS
 IAM_FIELDS = COMMON_FIELDS | {
     "sts_request",
     "iam_http_request_method",
@@ -112,6 +114,23 @@ def ec2_request(body: Mapping[str, Any]) -> IssueRequest[Ec2Submission]:
         signature=forms.get("signature"),
     )
     return _issue(body, Ec2Submission(proof=proof, nonce=nonce))
+
+
+def renew_request(
+    body: Mapping[str, Any], *, authorization: str | None, peer_certificate: bytes | None
+) -> IssueRequest[RenewProof]:
+    """``{"csr", "ttl"?}`` with ``Authorization: Bearer <token>`` or a TLS client certificate."""
+    token = None
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized(
+                "Send the renewal token as Authorization: Bearer <token>.",
+                code="renew_token_invalid",
+                reason=f"Authorization scheme {scheme[:20]!r}",
+            )
+        token = value.strip()
+    return _issue(body, RenewProof(token=token, peer_certificate=peer_certificate))
 
 
 def iam_request(body: Mapping[str, Any]) -> IssueRequest[StsRequest]:

@@ -176,7 +176,7 @@ class Pipeline:
                 raise RuntimeError(f"method {method.name} admitted a claim without identity or role")
             certificate = await trust.active.signer.issue(template, csr.public_key, serial=serial)
             await self._record(session, claim, csr, certificate, trust.active.id, attempt, now)
-        return self._answer(claim, certificate, trust.active.chain, trust.roots, template)
+        return self._answer(claim, certificate, trust.active.chain, trust.roots, template, now)
 
     def _decide_when_known(
         self, claim: Claim[Any], csr: CheckedCSR, request: IssueRequest[Any], now: datetime
@@ -263,16 +263,18 @@ class Pipeline:
         chain: tuple[x509.Certificate, ...],
         roots: tuple[x509.Certificate, ...],
         template: LeafTemplate,
+        now: datetime,
     ) -> Issued:
         assert claim.identity is not None
         assert claim.role is not None
-        not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        # From the moment of issue, not the backdated NotBefore: a short certificate is not born due.
+        not_after = certificate.not_valid_after_utc
         return Issued(
             serial=serial_hex(certificate.serial_number),
             certificate=certificate,
             chain=chain,
             roots=roots,
-            renew_after=not_before + (not_after - not_before) * self.settings.renew_fraction,
+            renew_after=now + (not_after - now) * self.settings.renew_fraction,
             identity=claim.identity,
             uri_san=template.uri_sans[0],
             role=claim.role.name,

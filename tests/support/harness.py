@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ async def running_issuer(
     config: str = BASE_CONFIG,
     env: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     **app_kwargs: Any,
 ) -> AsyncIterator[Harness]:
     """The app on a random loopback port with a CA in ``tmp_path/state``."""
@@ -109,7 +111,10 @@ async def running_issuer(
     if "signer" in kwargs:
         kwargs["signer_loader"] = fixed_signer(kwargs.pop("signer"))
     app = create_app(settings, **kwargs)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    server = TestServer(app, host="127.0.0.1")
+    if ssl_context is not None:
+        await server.start_server(ssl=ssl_context)
+    async with TestClient(server) as client:
         yield Harness(client=client, settings=settings, service=app[PIPELINE])
 
 

@@ -1,0 +1,170 @@
+"""Renewal: one more method in the pipeline. The current certificate proves the machine; a new key gets
+a certificate for the same identity and role.
+
+The certificate must be one of ours (signed by a registered issuer, recorded, the same
+bytes); renewal keeps the identity facts it was issued for and the role, applies the role's
+TTL, records ``renewed_from``, marks the old certificate ``superseded`` in the same
+transaction (a conditional UPDATE: two renewals of one certificate cannot both win), and
+refuses revoked, expired (beyond ``renew_grace``), superseded certificates and chains older
+than ``max_renewal_age`` (:mod:`issuer.policy.renewal`). For EC2 roles with
+``check_instance`` the instance is asked about again: a terminated instance cannot renew.
+A token's ``jti`` is burnt before anything else is done with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime
+from types import MappingProxyType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ca.csr import CheckedCSR
+from issuer.attest.identity import VerifiedIdentity
+from issuer.attest.renewal import verify_renewal_token
+from issuer.errors import Unauthorized
+from issuer.policy import PriorCertificate, Role, check_instance
+from issuer.service.ec2 import LookupFactory
+from issuer.service.guards import ReplayGuards
+from issuer.service.model import AuditMethod, serial_hex
+from issuer.service.pipeline import Claim
+from issuer.service.registry import IssuerRegistry
+from issuer.service.roles import RoleBook
+from issuer.store import repo
+
+__all__ = ["RenewMethod", "RenewProof"]
+
+
+@dataclass(frozen=True, slots=True)
+class RenewProof:
+    """How the current certificate was shown: a proof-of-possession token, or the TLS client certificate."""
+
+    token: str | None
+    peer_certificate: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    certificate: x509.Certificate
+    jti: str | None = None
+    jti_expires: datetime | None = None
+
+    @property
+    def serial(self) -> str:
+        return serial_hex(self.certificate.serial_number)
+
+
+def _unknown(reason: str) -> Unauthorized:
+    return Unauthorized(
+        "The certificate was not issued by this service.", code="renew_certificate_unknown", reason=reason
+    )
+
+
+class RenewMethod:
+    """:class:`~issuer.service.pipeline.IssuanceMethod` for ``POST /v1/renew``.
+
+    Refusals: ``renew_auth_missing``, the token codes of :mod:`issuer.attest.renewal`,
+    ``renew_token_replayed``, ``renew_certificate_unknown`` (401), the codes of
+    :func:`issuer.policy.check_renewal`, the EC2 liveness codes and ``role_unknown``.
+    """
+
+    name: AuditMethod = "renew"
+    role_from_request = False
+
+    def __init__(
+        self,
+        *,
+        registry: IssuerRegistry,
+        roles: RoleBook,
+        sessions: async_sessionmaker[AsyncSession],
+        guards: ReplayGuards,
+        lookups: LookupFactory,
+        audience: str,
+    ) -> None:
+        self._registry = registry
+        self._roles = roles
+        self._sessions = sessions
+        self._guards = guards
+        self._lookups = lookups
+        self._audience = audience
+
+    def verify(self, proof: RenewProof, *, csr: CheckedCSR, role: Role | None, now: datetime) -> Claim[_State]:
+        if proof.token is not None:
+            token = verify_renewal_token(proof.token, audience=self._audience, csr_sha256_hex=csr.sha256_hex, now=now)
+            state = _State(certificate=token.certificate, jti=token.jti, jti_expires=token.expires_at)
+        elif proof.peer_certificate is not None:
+            state = _State(certificate=x509.load_der_x509_certificate(proof.peer_certificate))
+        else:
+            raise Unauthorized(
+                "Renewal needs the current certificate: present it over mutual TLS, "
+                "or send a proof-of-possession token as Authorization: Bearer.",
+                code="renew_auth_missing",
+            )
+        if self._registry.snapshot.issuer_of(state.certificate) is None:
+            raise _unknown(f"serial {state.serial}: no registered issuer signed it")
+        return Claim(state=state)
+
+    async def outbound(self, claim: Claim[_State], *, now: datetime) -> Claim[_State]:
+        state = claim.state
+        if state.jti is not None and state.jti_expires is not None:
+            digest = hashlib.sha256(f"renew:{state.jti}".encode()).hexdigest()
+            if not await self._guards.burn(kind="renew", digest=digest, expires_at=state.jti_expires, now=now):
+                raise Unauthorized(
+                    "This renewal token has been used already; make a new one.",
+                    code="renew_token_replayed",
+                    reason=f"jti {state.jti} seen before",
+                )
+        async with self._sessions() as session:
+            record = await repo.get_certificate(session, state.serial)
+            identity_record = None if record is None else await repo.get_identity(session, record.identity_id)
+        fingerprint = state.certificate.fingerprint(hashes.SHA256()).hex()
+        if record is None or identity_record is None or record.fingerprint_sha256 != fingerprint:
+            raise _unknown(f"serial {state.serial} is not recorded (or not with these bytes)")
+        identity = VerifiedIdentity(
+            method=identity_record.method,  # type: ignore[arg-type]
+            principal=identity_record.principal,
+            account_id=identity_record.account_id,
+            region=identity_record.region,
+            attributes=MappingProxyType(dict(record.identity_attributes)),
+        )
+        role = self._roles.get(record.role, method=identity.method)
+        prior = PriorCertificate(
+            id=record.id,
+            serial=record.serial,
+            role=record.role,
+            status=record.status,
+            not_after=record.not_after,
+            chain_started_at=record.chain_started_at,
+            public_key_sha256=record.public_key_sha256,
+        )
+        # Ask AWS only about a certificate that could renew (the decision refuses the rest).
+        if role.check_instance and identity.method == "aws-ec2" and record.status == "active":
+            instance_id, region = identity.attributes.get("instance_id", ""), identity.region or ""
+            info = await self._lookups(role.assume_role, region).describe(
+                account_id=identity.account_id or "", region=region, instance_id=instance_id
+            )
+            check_instance(info, identity=identity, role=role)
+        return replace(claim, identity=identity, role=role, prior=prior)
+
+    async def admit(
+        self, session: AsyncSession, claim: Claim[_State], *, serial: str, request_id: str, now: datetime
+    ) -> Claim[_State]:
+        prior = claim.prior
+        assert prior is not None
+        if await repo.supersede_certificate(session, certificate_id=prior.id):
+            return claim
+        # Revoked or renewed between the read and now: say which, from the locked row.
+        current = await repo.lock_certificate(session, prior.serial)
+        status = current.status if current is not None else "unknown"
+        if status == "revoked":
+            raise Unauthorized(
+                "The certificate has been revoked; attest again.", code="certificate_revoked", reason=prior.serial
+            )
+        raise Unauthorized(
+            "The certificate has been renewed already; renew its successor.",
+            code="certificate_superseded",
+            reason=f"serial {prior.serial} is {status}",
+        )

@@ -7,6 +7,7 @@ app) and talk to it over HTTP; every wait is bounded and nothing asserts a durat
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -182,6 +183,25 @@ def test_sigterm_lets_the_in_flight_request_finish(tmp_path: Path, workers: int)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", server.port), timeout=10)
         assert "Traceback" not in server.stderr()
+
+
+def test_a_request_outliving_the_shutdown_timeout_is_cut_and_the_worker_still_cleans_up(tmp_path: Path) -> None:
+    with served(tmp_path, "--shutdown-timeout", "0.5") as server:
+        result: Queue[BaseException | tuple[int, Any]] = Queue()
+
+        def slow() -> None:
+            try:
+                result.put(fetch(f"{server.url}/slow?s=120"))
+            except BaseException as exc:
+                result.put(exc)
+
+        threading.Thread(target=slow, daemon=True).start()
+        wait_for(lambda: next(server.state.glob("started-*"), None), what="the slow request")
+        os.kill(server.proc.pid, signal.SIGTERM)
+        # aiohttp's own default would wait 60 s; this returns once the 0.5 s are up.
+        assert server.proc.wait(timeout=30) == 0
+        assert isinstance(result.get(timeout=30), OSError | http.client.HTTPException)
+        assert (server.state / f"cleanup-{server.proc.pid}").exists()
 
 
 def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from bench import BenchError
 from bench.cfssl import CERTDB_SCHEMA, CfsslServer, cfssl_binary
-from bench.cpu import CpuMeter, backend, postgres_pids, process_tree
+from bench.cpu import CpuMeter, MachineMeter, Meter, backend, load_average, postgres_pids, process_tree
 from bench.inprocess import Rate, measure
 from bench.issuer_server import EC2_ROLE, PASSPHRASE, TOKEN_ROLE, IssuerServer, IssuerSetup, prepare_issuer
 from bench.load import LoadResult, Window, Workload, drive
@@ -117,6 +117,14 @@ async def _issuer_rows(database_url: str, method: str, serials: Sequence[str]) -
     return len(stored), len(set(serials) - stored)
 
 
+def _meters(server_pid: int) -> dict[str, Meter]:
+    return {
+        "server": CpuMeter(lambda: process_tree(server_pid)),
+        "postgres": CpuMeter(postgres_pids),
+        "machine": MachineMeter(),
+    }
+
+
 def _profiler(opts: Options, pids: Sequence[int], label: str, notes: list[str]) -> PySpy | None:
     if opts.py_spy is None:
         return None
@@ -138,7 +146,7 @@ async def _issuer_runs(
         progress(f"starting issuer serve --workers {opts.workers} on {server.url}")
         await server.wait_ready()
         for workload in workloads:
-            meters = {"server": CpuMeter(lambda: process_tree(server.pid)), "postgres": CpuMeter(postgres_pids)}
+            meters = _meters(server.pid)
             spy = _profiler(opts, process_tree(server.pid), f"issuer-{workload.name}", notes)
             observers: list[Window] = [spy] if spy is not None else []
             progress(
@@ -205,7 +213,7 @@ async def _cfssl_run(opts: Options, pg: str, work_dir: Path, progress: Progress)
             progress(f"starting cfssl serve on {server.url} (certdb in Postgres)")
             await server.wait_ready()
             progress(f"cfssl: {opts.warmup} warm-up + {opts.requests} timed requests, {opts.concurrency} connections")
-            meters = {"server": CpuMeter(lambda: process_tree(server.pid)), "postgres": CpuMeter(postgres_pids)}
+            meters = _meters(server.pid)
             result: LoadResult = await drive(
                 workload,
                 base_url=server.url,
@@ -224,6 +232,7 @@ async def _cfssl_run(opts: Options, pg: str, work_dir: Path, progress: Progress)
 async def run_bench(opts: Options, progress: Progress) -> BenchReport:
     """Run every step of the benchmark; raises :class:`BenchError` when one fails."""
     pg = base_url(os.environ)
+    load_before = load_average()
     work_dir = Path(tempfile.mkdtemp(prefix="issuer-bench-"))
     notes: list[str] = []
     try:
@@ -270,6 +279,7 @@ async def run_bench(opts: Options, progress: Progress) -> BenchReport:
             warmup=opts.warmup,
             max_seconds=opts.max_seconds,
             cpu_backend=backend(),
+            load_average=load_before,
             runs=runs,
             inprocess=inprocess,
             notes=notes,

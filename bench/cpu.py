@@ -13,9 +13,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["CpuMeter", "CpuUse", "backend", "cpu_seconds", "postgres_pids", "process_tree"]
+__all__ = [
+    "CpuMeter",
+    "CpuUse",
+    "MachineMeter",
+    "Meter",
+    "backend",
+    "cpu_seconds",
+    "load_average",
+    "postgres_pids",
+    "process_tree",
+]
 
 _PROC = Path("/proc")
 
@@ -134,3 +144,48 @@ class CpuMeter:
         # Processes born during the window count from zero; ones that died are lost (rare: a worker restart).
         used = sum(max(0.0, t - self._before.get(pid, 0.0)) for pid, t in after.items())
         return CpuUse(seconds=used, wall=wall, processes=len(after))
+
+
+class Meter(Protocol):
+    """Measures CPU between :meth:`start` and :meth:`stop`."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> CpuUse: ...
+
+
+def _machine_busy() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (all cores), from ``/proc/stat``; None elsewhere."""
+    try:
+        first = (_PROC / "stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
+    values = [int(v) for v in first[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class MachineMeter:
+    """Every core's busy time between :meth:`start` and :meth:`stop`: shows what else competed for the CPU."""
+
+    def __init__(self) -> None:
+        self._before: float | None = None
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._before = _machine_busy()
+        self._started = time.monotonic()
+
+    def stop(self) -> CpuUse:
+        after = _machine_busy()
+        wall = time.monotonic() - self._started
+        used = after - self._before if after is not None and self._before is not None else 0.0
+        return CpuUse(seconds=max(used, 0.0), wall=wall, processes=0)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, or None where there is none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None

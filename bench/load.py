@@ -30,11 +30,12 @@ from typing import Any, Protocol
 import aiohttp
 
 from bench import BenchError
-from bench.cpu import CpuMeter, CpuUse
+from bench.cpu import CpuUse, Meter
 
 __all__ = ["LoadResult", "Window", "Workload", "drive", "main", "percentile"]
 
 _GRACE = 30.0  # beyond the cap: the child's start-up, reading the file, in-flight requests
+_LINE_LIMIT = 256 * 1024 * 1024  # the result line carries every answered serial
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ async def drive(
     concurrency: int,
     max_seconds: float,
     work_dir: Path,
-    meters: Mapping[str, CpuMeter] | None = None,
+    meters: Mapping[str, Meter] | None = None,
     observers: Sequence[Window] = (),
 ) -> LoadResult:
     """Run ``workload`` against ``base_url`` from a child process; the result with the meters' CPU use.
@@ -134,6 +135,7 @@ async def drive(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": _project_root()},
+        limit=_LINE_LIMIT,
     )
     assert child.stdout is not None
     assert child.stderr is not None

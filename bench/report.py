@@ -46,6 +46,7 @@ class BenchReport:
     warmup: int
     max_seconds: float
     cpu_backend: str
+    load_average: float | None
     runs: Sequence[RunReport]
     inprocess: Sequence[Rate]
     notes: Sequence[str] = ()
@@ -92,11 +93,13 @@ def render_text(report: BenchReport) -> str:
     lines = [
         f"issuer benchmark: {report.cores} cores, issuer serve --workers {report.workers}, "
         f"{report.concurrency} connections, {report.requests} timed requests per run "
-        f"(+{report.warmup} warm-up), cap {report.max_seconds:g}s per phase; CPU from {report.cpu_backend}",
+        f"(+{report.warmup} warm-up), cap {report.max_seconds:g}s per phase; CPU from {report.cpu_backend}; "
+        f"load average before: {'-' if report.load_average is None else f'{report.load_average:.2f}'}",
         "",
-        "HTTP (load generator in its own process; CPU % of one core over the timed window, ms CPU per certificate)",
+        "HTTP (load generator in its own process). CPU over the timed window in % of one core, with ms of CPU per",
+        f"certificate; machine = every core's busy time (at most {100 * report.cores}%), other processes included.",
         f"{'run':<8} {'certs/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} {'ok/sent':>11} "
-        f"{'committed':>17} {'server CPU':>16} {'postgres CPU':>16} {'loadgen':>6}",
+        f"{'committed':>15} {'server CPU':>14} {'postgres CPU':>14} {'loadgen':>7} {'machine':>7}",
     ]
     for run in report.runs:
         load = run.load
@@ -104,12 +107,13 @@ def render_text(report: BenchReport) -> str:
         cpu = []
         for key in ("server", "postgres"):
             use = run.cpu.get(key)
-            cpu.append(f"{use.percent:4.0f}% {_ms_per_cert(use, load.successes):>6}ms" if use else "-")
+            cpu.append(f"{use.percent:4.0f}% {_ms_per_cert(use, load.successes):>5}ms" if use else "-")
         client = 100 * load.client_cpu / load.elapsed if load.elapsed else 0.0
+        machine = run.cpu.get("machine")
         lines.append(
             f"{load.name:<8} {load.rate:8.1f} {load.p50_ms:7.1f} {load.p95_ms:7.1f} {load.p99_ms:7.1f} "
-            f"{load.max_ms:7.1f} {f'{load.successes}/{load.sent}':>11} {committed:>17} {cpu[0]:>16} "
-            f"{cpu[1]:>16} {client:5.0f}%"
+            f"{load.max_ms:7.1f} {f'{load.successes}/{load.sent}':>11} {committed:>15} {cpu[0]:>14} "
+            f"{cpu[1]:>14} {client:6.0f}% {f'{machine.percent:.0f}%' if machine else '-':>7}"
         )
     for run in report.runs:
         capped = " (stopped by the wall-clock cap)" if run.load.capped else ""
@@ -187,6 +191,7 @@ def to_json(report: BenchReport) -> dict[str, Any]:
         "warmup": report.warmup,
         "max_seconds": report.max_seconds,
         "cpu_backend": report.cpu_backend,
+        "load_average": report.load_average,
         "runs": runs,
         "inprocess": [
             {"name": r.name, "count": r.count, "per_second": round(r.per_second, 1), "micros": round(r.micros, 1)}

@@ -1,5 +1,5 @@
 # The two commands the README opens with. Each creates .venv when missing and
-# installs the project with its dev extras first.
+# installs the project with its server and dev extras first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
 	touch $(STAMP)
 
 ## demo: initialise a CA, start the service, bootstrap agents, make a real mTLS call

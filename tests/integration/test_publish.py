@@ -61,6 +61,10 @@ def moto() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
+    return versioned_bucket(moto, monkeypatch)
+
+
+def versioned_bucket(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A fresh moto with a versioned bucket; boto3 finds moto through AWS_ENDPOINT_URL. Returns an S3 client."""
     moto.reset()
     fake_aws_credentials(monkeypatch, region=REGION)

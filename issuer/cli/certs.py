@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from typing import Any
 
-from issuer.cli.common import ensure_schema, print_json, print_table, run, with_sessions
+from issuer.cli.common import ensure_schema, fail, now, print_json, print_table, run, with_sessions
+from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
 from issuer.store.records import CertificateRecord, IdentityRecord
 
@@ -34,6 +36,27 @@ def add_parser(sub: Any) -> None:
     output.add_argument("--pem", action="store_true", help="print the PEM only")
     output.add_argument("--json", action="store_true", help="print JSON")
     cshow.set_defaults(handler=cmd_show)
+    stale = certs.add_parser(
+        "stale",
+        help="certificates about to expire with no successor (missed rotations)",
+        description="List active certificates (not renewed, not revoked) that expire within --within, soonest "
+        "first: machines whose rotation did not happen. Exit status 1 when there are any (for monitoring).",
+        epilog="example: issuer certs stale --within 2h --json",
+    )
+    stale.add_argument("--within", default="2h", help="how soon (default 2h)")
+    stale.add_argument("--include-expired", action="store_true", help="also list ones that already expired")
+    stale.add_argument("--json", action="store_true", help="print JSON")
+    stale.set_defaults(handler=cmd_stale)
+    history = certs.add_parser(
+        "history",
+        help="a principal's certificates and renewal chains",
+        description="Every certificate of a principal (instance id, canonical ARN or token name), oldest first, "
+        "with the certificate each renewal replaced.",
+        epilog="example: issuer certs history i-0abc123def4567890",
+    )
+    history.add_argument("principal")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(handler=cmd_history)
 
 
 def as_json(cert: CertificateRecord, ident: IdentityRecord) -> dict[str, object]:
@@ -106,3 +129,91 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"sha256:      {cert.fingerprint_sha256}")
     print(f"issued:      {cert.created_at.isoformat()} (request {cert.request_id})")
     return 0
+
+
+def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service import admin
+
+    try:
+        within = parse_duration(args.within)
+    except ValueError as exc:
+        raise fail(f"--within: {exc}", code="config_invalid", exit_status=2) from None
+    ensure_schema(settings)
+    moment = now()
+    rows = run(
+        with_sessions(
+            settings,
+            lambda s: admin.stale_certificates(s, now=moment, within=within, include_expired=args.include_expired),
+        )
+    )
+    if args.json:
+        print_json([{**as_json(c, i), "seconds_left": int((c.not_after - moment).total_seconds())} for c, i in rows])
+        return 1 if rows else 0
+    if not rows:
+        print(f"No certificate expires within {format_duration(within)} without a successor.")
+        return 0
+    print_table(
+        ("SERIAL", "ROLE", "NOT AFTER", "LEFT", "CHAIN SINCE", "PRINCIPAL"),
+        [
+            (
+                c.serial,
+                c.role,
+                c.not_after.isoformat(timespec="seconds"),
+                _left(c.not_after - moment),
+                c.chain_started_at.isoformat(timespec="seconds"),
+                i.principal,
+            )
+            for c, i in rows
+        ],
+    )
+    print(f"{len(rows)} certificate(s) expire within {format_duration(within)} with no successor.")
+    return 1
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service import admin
+
+    ensure_schema(settings)
+    rows = run(with_sessions(settings, lambda s: admin.certificate_history(s, principal=args.principal)))
+    if args.json:
+        print_json(
+            [
+                {
+                    "serial": c.serial,
+                    "status": c.status,
+                    "role": c.role,
+                    "renewed_from": renewed,
+                    "not_before": c.not_before,
+                    "not_after": c.not_after,
+                    "chain_started_at": c.chain_started_at,
+                    "revoked_at": c.revoked_at,
+                    "created_at": c.created_at,
+                }
+                for c, renewed in rows
+            ]
+        )
+        return 0
+    if not rows:
+        raise fail(f"no certificates for principal {args.principal!r}", code="principal_not_found")
+    print_table(
+        ("ISSUED", "SERIAL", "STATUS", "ROLE", "NOT AFTER", "HOW"),
+        [
+            (
+                c.created_at.isoformat(timespec="seconds"),
+                c.serial,
+                c.status,
+                c.role,
+                c.not_after.isoformat(timespec="seconds"),
+                f"renewed {renewed}" if renewed else f"attested ({c.method})",
+            )
+            for c, renewed in rows
+        ],
+    )
+    return 0
+
+
+def _left(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds <= 0:
+        return "expired"
+    return format_duration(timedelta(seconds=seconds - seconds % 60 or seconds))

@@ -22,6 +22,7 @@ from issuer.store.records import BindingRecord, CertificateRecord, IdentityRecor
 
 __all__ = [
     "CreatedToken",
+    "certificate_history",
     "create_token",
     "list_certificates",
     "list_instances",
@@ -29,6 +30,7 @@ __all__ = [
     "reset_instance",
     "revoke_token",
     "show_certificate",
+    "stale_certificates",
 ]
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -97,6 +99,20 @@ async def show_certificate(sessions: Sessions, serial: str) -> tuple[Certificate
         identity = await repo.get_identity(session, row.identity_id)
         assert identity is not None
         return row, identity
+
+
+async def stale_certificates(
+    sessions: Sessions, *, now: datetime, within: timedelta, include_expired: bool
+) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
+    """Certificates that will expire within ``within`` with no successor: rotations that did not happen."""
+    async with sessions() as session:
+        return await repo.stale_certificates(session, now=now, within=within, include_expired=include_expired)
+
+
+async def certificate_history(sessions: Sessions, *, principal: str) -> Sequence[tuple[CertificateRecord, str | None]]:
+    """The certificates of ``principal``, oldest first, each with the serial it renewed (None: attested)."""
+    async with sessions() as session:
+        return await repo.certificates_of(session, principal=principal)
 
 
 async def list_instances(sessions: Sessions, *, limit: int) -> Sequence[BindingRecord]:

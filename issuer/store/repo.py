@@ -7,13 +7,14 @@ hot path (:func:`record_issuance`) uses Core statements, not the ORM unit of wor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from issuer.store.models import Attestation, Certificate, Identity, ReplayGuard
 from issuer.store.records import (
@@ -28,12 +29,14 @@ from issuer.store.records import (
 __all__ = [
     "add_attestation",
     "add_replay_guard",
+    "certificates_of",
     "delete_expired_replay_guards",
     "get_certificate",
     "get_identity",
     "list_certificates",
     "lock_certificate",
     "record_issuance",
+    "stale_certificates",
     "supersede_certificate",
     "upsert_identity",
 ]
@@ -155,6 +158,41 @@ async def list_certificates(
         query = query.where(Identity.principal == principal)
     rows = await session.execute(query.order_by(Certificate.id.desc()).limit(limit))
     return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows.tuples()]
+
+
+async def stale_certificates(
+    session: AsyncSession, *, now: datetime, within: timedelta, include_expired: bool, limit: int = 500
+) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
+    """Active certificates (no successor, not revoked) expiring before ``now + within``, soonest first.
+
+    An active certificate is the head of its renewal chain; one that nears expiry unrenewed
+    is a missed rotation. Expired ones are included only with ``include_expired``.
+    """
+    query = (
+        select(Certificate, Identity)
+        .join(Identity, Certificate.identity_id == Identity.id)
+        .where(Certificate.status == "active", Certificate.not_after <= now + within)
+    )
+    if not include_expired:
+        query = query.where(Certificate.not_after > now)
+    rows = await session.execute(query.order_by(Certificate.not_after).limit(limit))
+    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows.tuples()]
+
+
+async def certificates_of(
+    session: AsyncSession, *, principal: str, limit: int = 500
+) -> Sequence[tuple[CertificateRecord, str | None]]:
+    """Every certificate of ``principal`` (any method), oldest first, with the serial it renewed."""
+    previous = aliased(Certificate)
+    rows = await session.execute(
+        select(Certificate, previous.serial)
+        .join(Identity, Certificate.identity_id == Identity.id)
+        .outerjoin(previous, Certificate.renewed_from == previous.id)
+        .where(Identity.principal == principal)
+        .order_by(Certificate.id)
+        .limit(limit)
+    )
+    return [(record_of(CertificateRecord, c), renewed) for c, renewed in rows.tuples()]
 
 
 # Replay guards ------------------------------------------------------------------------

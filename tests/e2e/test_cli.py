@@ -181,3 +181,41 @@ def test_listening_is_said_once_the_port_serves(env: dict[str, str]) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+async def test_stale_certificates_and_a_principals_history(tmp_path: Path, env: dict[str, str]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.support.renewal_token import renewal_token
+    from tests.support.x509_check import make_csr
+
+    config = CONFIG.replace('methods = ["token"]', 'methods = ["token"]\nttl = "1h"')
+    (tmp_path / "issuer.toml").write_text(config)
+    assert issuer("ca", "init", env=env).returncode == 0
+    async with running_issuer(tmp_path, env["ISSUER_DATABASE_URL"], config=config) as h:
+        key, csr = new_csr()
+        _, first = await h.post("/v1/issue/token", {"csr": csr, "token": await h.token(name="edge-9")})
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        new_csr_pem = make_csr(new_key).decode()
+        token = renewal_token(
+            key,
+            x509.load_pem_x509_certificate(first["certificate"].encode()),
+            csr_pem=new_csr_pem,
+            audience=h.settings.audience,
+        )
+        resp = await h.client.post("/v1/renew", json={"csr": new_csr_pem}, headers={"Authorization": f"Bearer {token}"})
+        second = await resp.json()
+        assert resp.status == 201, second
+
+    quiet = issuer("certs", "stale", "--within", "30m", env=env)
+    assert quiet.returncode == 0 and "No certificate expires" in quiet.stdout
+    stale = issuer("certs", "stale", "--within", "2h", "--json", env=env)
+    assert stale.returncode == 1  # something to act on: monitoring can alert
+    (row,) = json.loads(stale.stdout)
+    assert (row["serial"], row["principal"]) == (second["serial"], "edge-9")  # the head of the chain only
+    history = issuer("certs", "history", "edge-9", env=env)
+    assert history.returncode == 0, history.stderr
+    lines = history.stdout.splitlines()
+    assert first["serial"] in lines[1] and "superseded" in lines[1] and "attested (token)" in lines[1]
+    assert second["serial"] in lines[2] and f"renewed {first['serial']}" in lines[2]
+    assert "no certificates" in one_line_error(issuer("certs", "history", "nobody", env=env))

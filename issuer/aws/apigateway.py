@@ -134,18 +134,17 @@ class DomainNames:
                 "apigw_domain_not_found",
                 f"no {kind} API custom domain {domain!r} in this region: check the name, --api and AWS_REGION",
             ),
-            "TooManyRequestsException": (
+        }
+        if method == "PATCH":
+            hints["TooManyRequestsException"] = (
                 "apigw_throttled",
                 "API Gateway allows one domain update every 30 seconds per account; try again shortly",
-            ),
-            "BadRequestException": (
+            )
+            hints["BadRequestException"] = (
                 "apigw_update_refused",
                 f"API Gateway refused version {version} of {uri}: check that the object version exists and that "
                 "the publisher may s3:GetObject and s3:GetObjectVersion it (API Gateway reads it as the caller)",
-            ),
-        }
-        if method != "PATCH":
-            del hints["BadRequestException"]
+            )
         region = getattr(getattr(self._client, "meta", None), "region_name", None) or "REGION"
         return aws_failure(
             exc, call=f"apigateway:{method}", resource=f"arn:aws:apigateway:{region}::{path}{domain}", hints=hints

@@ -26,7 +26,10 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
+
+from cryptography import x509
 
 from demo.aws_standins import ACCOUNT, INSTANCE, REGION, DemoAws, demo_aws
 from demo.mtls_endpoint import MtlsEndpoint, make_server_certificate
@@ -54,6 +57,11 @@ name = "onprem"
 methods = ["token"]
 ttl = "24h"
 uri_san = "spiffe://{{trust_domain}}/onprem/{{name}}"
+
+[[roles]]
+name = "short-lived"
+methods = ["token"]
+ttl = "12s"                              # to watch the daemon renew in the demo; real roles use hours
 
 [[roles]]
 name = "web-fleet"
@@ -140,6 +148,29 @@ def call_api(endpoint: MtlsEndpoint, server_cert: Path, certs: Path, expected: s
     if answer.get("hello") != expected:
         raise DemoFailed(f"the API saw {answer}, expected {expected}")
     ok(f"the API saw {expected}")
+
+
+def watch_daemon(endpoint: MtlsEndpoint, server_cert: Path, certs: Path, *, seconds: float) -> None:
+    """Call the API with whatever the daemon has installed, every second, for ``seconds``."""
+    deadline = time.monotonic() + 15
+    while not (certs / ".live").exists():
+        if time.monotonic() > deadline:
+            raise DemoFailed("the daemon did not bootstrap within 15 s")
+        time.sleep(0.2)
+    serials: list[int] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        live = (certs / ".live").resolve()  # one generation: a key and the certificate that matches it
+        leaf = x509.load_pem_x509_certificate((live / "cert.pem").read_bytes())
+        answer = mtls_get(endpoint.url, server_ca=server_cert, cert=live / "cert.pem", key=live / "key.pem")
+        if leaf.serial_number not in serials:
+            serials.append(leaf.serial_number)
+            left = int((leaf.not_valid_after_utc - datetime.now(UTC)).total_seconds())
+            print(f"      serial {leaf.serial_number:x}  ({left:>2d} s left)  API: {answer['hello']}", flush=True)
+        time.sleep(1)
+    if len(serials) < 3:
+        raise DemoFailed(f"the daemon renewed {len(serials) - 1} time(s) in {seconds:.0f} s")
+    ok(f"{len(serials)} certificates in {seconds:.0f} s, each renewed before it expired; every API call answered")
 
 
 def expect_refusal(args: list[str], *, env: dict[str, str], what: str) -> None:
@@ -311,8 +342,43 @@ def walkthrough(aws: DemoAws) -> int:
             what="role outside the principal's bindings",
         )
 
+        say("Step 9: renewal: the machine's current certificate vouches for a new key")
+        before = x509.load_pem_x509_certificate((certs / "cert.pem").read_bytes())
+        run([agent, "renew", "--out", str(certs)], env=env)
+        ok("not due yet: nothing changed, exit 0")
+        run([agent, "renew", "--out", str(certs), "--force"], env=env)
+        after = x509.load_pem_x509_certificate((certs / "cert.pem").read_bytes())
+        if after.serial_number == before.serial_number or after.public_key() == before.public_key():
+            raise DemoFailed("renewal did not give a new certificate for a new key")
+        ok("new serial, new key (a proof-of-possession token signed by the old key vouched for it)")
+        run([issuer, "certs", "history", "build-box-1"], env=env)
+        call_api(endpoint, server_cert, certs, "spiffe://demo.example/onprem/build-box-1")
+
+        say("Step 10: a daemon keeps a 12-second certificate valid while the API keeps answering")
+        daemon_dir = WORK / "daemon-machine"
+        daemon_token = run(
+            [issuer, "token", "create", "--role", "short-lived", "--name", "edge-daemon", "--ttl", "5m"],
+            env=env,
+            capture=True,
+        ).strip()
+        print(f"    $ issuer-agent run --method token --server {server} --out {daemon_dir}   (in the background)")
+        daemon = subprocess.Popen(
+            [agent, "run", "--method", "token", "--server", server, "--out", str(daemon_dir)],
+            env=dict(env, ISSUER_JOIN_TOKEN=daemon_token),
+            stdout=subprocess.DEVNULL,
+            stderr=(WORK / "daemon.log").open("wb"),
+        )
+        try:
+            watch_daemon(endpoint, server_cert, daemon_dir, seconds=3 * 12)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+        if daemon.returncode != 0:
+            raise DemoFailed(f"the daemon exited {daemon.returncode}; see {WORK / 'daemon.log'}")
+        ok("SIGTERM: the daemon stopped cleanly (exit 0)")
+
         say("The record: every issuance and refusal is in the database")
-        run([issuer, "certs", "list"], env=env)
+        run([issuer, "certs", "list", "--limit", "12"], env=env)
         print(f"\n\033[1mDemo passed.\033[0m Files are in {WORK}; the issuer and the API have been stopped.")
         return 0
     except DemoFailed as exc:

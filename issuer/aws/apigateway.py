@@ -128,7 +128,6 @@ class DomainNames:
         self, exc: BaseException, method: str, domain: str, *, uri: str | None = None, version: str | None = None
     ) -> IssuerError:
         kind = "REST" if self.api == "rest" else "HTTP"
-        path = "/domainnames/" if self.api == "rest" else "/v2/domainnames/"
         hints: dict[str, Hint] = {
             "NotFoundException": (
                 "apigw_domain_not_found",
@@ -145,7 +144,11 @@ class DomainNames:
                 f"API Gateway refused version {version} of {uri}: check that the object version exists and that "
                 "the publisher may s3:GetObject and s3:GetObjectVersion it (API Gateway reads it as the caller)",
             )
+        # The IAM resource of a domain name is /domainnames/NAME for REST and HTTP APIs alike.
         region = getattr(getattr(self._client, "meta", None), "region_name", None) or "REGION"
         return aws_failure(
-            exc, call=f"apigateway:{method}", resource=f"arn:aws:apigateway:{region}::{path}{domain}", hints=hints
+            exc,
+            call=f"apigateway:{method}",
+            resource=f"arn:aws:apigateway:{region}::/domainnames/{domain}",
+            hints=hints,
         )

@@ -229,8 +229,7 @@ def test_get_domain_failures_are_one_line_naming_what_to_check(
         with pytest.raises(error) as failed:
             DomainNames(apigw, api).get(DOMAIN)  # type: ignore[arg-type]
     detail = failed.value.detail  # type: ignore[attr-defined]
-    path = "/domainnames/" if api == "rest" else "/v2/domainnames/"
-    assert detail.startswith(f"apigateway:GET on arn:aws:apigateway:{REGION}::{path}{DOMAIN}: {code} (nope)")
+    assert detail.startswith(f"apigateway:GET on arn:aws:apigateway:{REGION}::/domainnames/{DOMAIN}: {code} (nope)")
     assert fragment in detail and "\n" not in detail
 
 

@@ -40,7 +40,16 @@ from issuer.service.revocation import reason_flag
 from issuer.store import revocations as store
 from issuer.store.revocations import CrlRecord, RevokedRow
 
-__all__ = ["PublishedCrl", "RevocationLists", "RevokedList", "entries_digest", "revocation_document", "strong_etag"]
+__all__ = [
+    "PublishedCrl",
+    "RevocationLists",
+    "RevokedList",
+    "entries_digest",
+    "export_revoked",
+    "revocation_document",
+    "select_issuer",
+    "strong_etag",
+]
 
 log = logging.getLogger("issuer.revocation")
 
@@ -99,6 +108,16 @@ def revocation_document(rows: Sequence[RevokedRow], *, generated_at: datetime) -
     return json.dumps(document, separators=(",", ":")).encode() + b"\n"
 
 
+async def export_revoked(sessions: async_sessionmaker[AsyncSession], *, now: datetime) -> RevokedList:
+    """The ``/v1/revoked`` document as of ``now``, read straight from the database (no CA key, no registry):
+    what ``GET /v1/revoked`` serves, e.g. to publish beside the truststore."""
+    async with sessions() as session:
+        rows = await store.list_revoked(session, now=now)
+        changed = await store.last_change(session, now=now) or await store.first_issuer_created(session)
+    body = revocation_document(rows, generated_at=changed or _EPOCH)
+    return RevokedList(body=body, etag=strong_etag(body), count=len(rows))
+
+
 def entries_digest(rows: Sequence[RevokedRow]) -> str:
     """What a CRL lists, as a digest: a stored CRL is current only while this is unchanged."""
     lines = "".join(f"{r.serial},{_when(r.revoked_at)},{r.reason}\n" for r in rows)
@@ -139,12 +158,7 @@ class RevocationLists:
 
     async def revoked(self) -> RevokedList:
         """The ``/v1/revoked`` document as of now."""
-        now = self._clock()
-        async with self._sessions() as session:
-            rows = await store.list_revoked(session, now=now)
-            changed = await store.last_change(session, now=now) or await store.first_issuer_created(session)
-        body = revocation_document(rows, generated_at=changed or _EPOCH)
-        return RevokedList(body=body, etag=strong_etag(body), count=len(rows))
+        return await export_revoked(self._sessions, now=self._clock())
 
     async def crl(self, *, issuer: str | None = None) -> PublishedCrl:
         """The current CRL of the issuer whose SHA-256 fingerprint starts with ``issuer`` (default: the active one).
@@ -154,7 +168,7 @@ class RevocationLists:
         can be signed and no stored one is still valid.
         """
         snapshot = self._registry.snapshot
-        view = _issuer_view(snapshot, issuer)
+        view = select_issuer(snapshot, issuer)
         for _ in range(_BUILD_ATTEMPTS):
             now = self._clock()
             async with self._sessions() as session:
@@ -273,7 +287,7 @@ def _as_published(view: IssuerView, record: CrlRecord, der: bytes, etag: str) ->
     )
 
 
-def _issuer_view(snapshot: TrustSnapshot, prefix: str | None) -> IssuerView:
+def select_issuer(snapshot: TrustSnapshot, prefix: str | None) -> IssuerView:
     """The registered issuer named by a fingerprint prefix (colons and case as openssl prints them are fine),
     or the active one. Raises ClientError ``issuer_invalid``/``issuer_ambiguous``, NotFound ``issuer_not_found``."""
     if prefix is None:

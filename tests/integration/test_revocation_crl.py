@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -95,6 +96,7 @@ async def test_a_crl_is_rebuilt_when_older_than_an_hour_and_not_before(tmp_path:
     clock = Clock()
     async with running_issuer(tmp_path, pg_url, clock=clock) as h:
         first = await get_crl(h)
+        assert first.next_update_utc is not None
         assert first.next_update_utc - first.last_update_utc == timedelta(hours=24)
         clock.offset = timedelta(minutes=59)
         assert crl_number(await get_crl(h)) == crl_number(first)
@@ -137,7 +139,9 @@ async def test_each_registered_issuer_has_its_own_crl(tmp_path: Path, pg_url: st
         for prefix in (old_fp[:8], spelled):
             old = await get_crl(h, f"?issuer={prefix}")
             assert old.issuer == old_issuer.subject
-            assert old.is_signature_valid(old_issuer.public_key())
+            public_key = old_issuer.public_key()
+            assert isinstance(public_key, ec.EllipticCurvePublicKey)
+            assert old.is_signature_valid(public_key)
             assert set(crl_serials(old)) == {old_leaf["serial"]}
             openssl_verify_crl(old, bundle)
         assert crl_number(old) == 1 and crl_number(active) == 1  # numbered per issuer

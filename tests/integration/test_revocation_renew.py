@@ -1,0 +1,169 @@
+"""A revoked certificate cannot renew (POST /v1/renew), and a renewal racing a revocation leaves nothing live.
+
+Real app on a migrated Postgres; the machine proves possession of its current certificate with the
+same proof-of-possession token the agent sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import text
+
+from ca.files import load_local_signer
+from ca.signer import LocalFileSigner
+from issuer.service import admin
+from issuer.service.revocation import RevocationTarget, revoke
+from tests.support.harness import PASSPHRASE, Harness, check_issued, new_csr, running_issuer, write_ca
+from tests.support.renewal_token import renewal_token
+from tests.support.x509_check import make_csr
+
+AUDIENCE = "issuer.test.example"
+CONFIG = f"""
+[issuer]
+trust_domain = "test.example"
+server_id = "{AUDIENCE}"
+
+[[roles]]
+name = "edge"
+methods = ["token"]
+ttl = "1h"
+"""
+
+
+async def bootstrap(h: Harness, name: str) -> tuple[Any, x509.Certificate, str]:
+    key, csr = new_csr()
+    status, body = await h.post("/v1/issue/token", {"csr": csr, "token": await h.token(role="edge", name=name)})
+    assert status == 201, body
+    return key, x509.load_pem_x509_certificate(body["certificate"].encode()), body["serial"]
+
+
+async def renew(h: Harness, key: Any, certificate: x509.Certificate) -> tuple[int, dict[str, Any], Any]:
+    """POST /v1/renew for a new key, vouched for by ``certificate``; the status, the body and the new key."""
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    csr = make_csr(new_key).decode()
+    token = renewal_token(key, certificate, csr_pem=csr, audience=AUDIENCE)
+    resp = await h.client.post("/v1/renew", json={"csr": csr}, headers={"Authorization": f"Bearer {token}"})
+    return resp.status, await resp.json(content_type=None), new_key
+
+
+async def certificates_of(h: Harness, principal: str) -> dict[str, str]:
+    rows = await admin.list_certificates(h.service.sessions, limit=100, status=None, principal=principal)
+    return {c.serial: c.status for c, _ in rows}
+
+
+async def test_a_revoked_certificate_cannot_renew(tmp_path: Path, pg_url: str) -> None:
+    async with running_issuer(tmp_path, pg_url, config=CONFIG) as h:
+        key, certificate, serial = await bootstrap(h, "edge-1")
+        # The control: before the revocation it renews (and the old one is superseded).
+        status, renewed, new_key = await renew(h, key, certificate)
+        assert status == 201, renewed
+        check_issued(renewed)
+        successor = x509.load_pem_x509_certificate(renewed["certificate"].encode())
+        assert (await renew(h, key, certificate))[1]["code"] == "certificate_superseded"
+
+        done = await revoke(
+            h.service.sessions, RevocationTarget("principal", "edge-1"), reason="keyCompromise", now=datetime.now(UTC)
+        )
+        assert sorted(c.serial for c in done.revoked) == sorted([serial, renewed["serial"]])
+        count = len(await h.certificates())
+        status, problem, _ = await renew(h, new_key, successor)
+        assert (status, problem["code"]) == (401, "certificate_revoked"), problem
+        assert len(await h.certificates()) == count
+        assert await certificates_of(h, "edge-1") == {serial: "revoked", renewed["serial"]: "revoked"}
+
+        key2, certificate2, serial2 = await bootstrap(h, "edge-2")
+        await revoke(
+            h.service.sessions, RevocationTarget("serial", serial2), reason="superseded", now=datetime.now(UTC)
+        )
+        status, problem, _ = await renew(h, key2, certificate2)
+        assert (status, problem["code"]) == (401, "certificate_revoked"), problem
+        assert await certificates_of(h, "edge-2") == {serial2: "revoked"}
+
+
+class GatedSigner:
+    """The real CA signer behind a gate: while closed, ``issue`` waits (the renewal's transaction is open)."""
+
+    def __init__(self, signer: LocalFileSigner) -> None:
+        self._signer = signer
+        self.open = asyncio.Event()
+        self.open.set()
+        self.entered = asyncio.Event()
+
+    @property
+    def issuer_certificate(self) -> x509.Certificate:
+        return self._signer.issuer_certificate
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        return self._signer.chain
+
+    @property
+    def roots(self) -> tuple[x509.Certificate, ...]:
+        return self._signer.roots
+
+    async def issue(self, template: Any, public_key: Any, *, serial: int | None = None) -> x509.Certificate:
+        self.entered.set()
+        await self.open.wait()
+        return await self._signer.issue(template, public_key, serial=serial)
+
+    async def sign_crl(self, revoked: Any, *, now: datetime, next_update: datetime, crl_number: int) -> Any:
+        return await self._signer.sign_crl(revoked, now=now, next_update=next_update, crl_number=crl_number)
+
+
+async def lock_waiters(h: Harness) -> int:
+    """Backends of this database waiting for a row lock (Postgres's own view of it)."""
+    async with h.service.sessions() as session:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        return int(await session.scalar(text(query)) or 0)
+
+
+async def test_a_revocation_waits_for_a_renewal_in_flight_and_revokes_its_certificate_too(
+    tmp_path: Path, pg_url: str
+) -> None:
+    (tmp_path / "state").mkdir(mode=0o700)
+    write_ca(tmp_path / "state")
+    signer = GatedSigner(load_local_signer(tmp_path / "state" / "ca", passphrase=PASSPHRASE.encode()))
+    async with running_issuer(tmp_path, pg_url, config=CONFIG, signer=signer) as h:
+        key, certificate, serial = await bootstrap(h, "racer")
+        signer.open.clear()
+        signer.entered.clear()
+        renewal = asyncio.create_task(renew(h, key, certificate))
+        await signer.entered.wait()  # the renewal holds the old certificate's row lock, its new one unsigned
+        revocation = asyncio.create_task(
+            revoke(
+                h.service.sessions,
+                RevocationTarget("principal", "racer"),
+                reason="keyCompromise",
+                now=datetime.now(UTC),
+            )
+        )
+        for _ in range(3000):  # until the revocation waits for that row lock (at most ~30 s)
+            if await lock_waiters(h):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the revocation never waited for the renewal's row lock")
+        signer.open.set()
+        status, body, _ = await renewal
+        done = await revocation
+        assert status == 201, body  # the renewal was admitted before the revocation
+        # The revocation saw the certificate the renewal added while it waited, and revoked it as well.
+        assert await certificates_of(h, "racer") == {serial: "revoked", body["serial"]: "revoked"}
+        assert sorted(c.serial for c in done.revoked) == sorted([serial, body["serial"]])
+
+
+async def test_a_renewal_after_a_revocation_finds_the_certificate_revoked(tmp_path: Path, pg_url: str) -> None:
+    async with running_issuer(tmp_path, pg_url, config=CONFIG) as h:
+        key, certificate, serial = await bootstrap(h, "late")
+        await revoke(
+            h.service.sessions, RevocationTarget("principal", "late"), reason="keyCompromise", now=datetime.now(UTC)
+        )
+        status, body, _ = await renew(h, key, certificate)
+        assert (status, body["code"]) == (401, "certificate_revoked")
+        assert await certificates_of(h, "late") == {serial: "revoked"}

@@ -152,7 +152,7 @@ async def revoke(
     """
     reason = parse_reason(reason)
     if reset_binding and target.kind != "instance":
-        raise ClientError("--reset-binding applies to --instance only", code="reset_binding_needs_instance")
+        raise ClientError("only an EC2 instance has a binding to reset", code="reset_binding_needs_instance")
     if note is not None and len(note) > _MAX_NOTE:
         raise ClientError(f"the note is longer than {_MAX_NOTE} characters", code="note_too_long")
     request_id = f"revoke-{secrets.token_hex(8)}"

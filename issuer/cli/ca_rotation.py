@@ -11,7 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from issuer.cli.common import ensure_schema, fail, now, print_json, print_table, run, with_sessions
+from issuer.cli import ca_status
+from issuer.cli.ca_publish import add_publish_options, check_publish_options, publish, publish_gate, say_published
+from issuer.cli.common import ensure_schema, fail, now, print_json, run, with_sessions
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
 
@@ -71,6 +73,7 @@ def add_parsers(ca: Any) -> None:
     rotate.add_argument("--root", metavar="FINGERPRINT", help="the root to certify it (default: the newest with a key)")
     rotate.add_argument("--force", action="store_true", help="replace a prepared issuer that never signed")
     rotate.add_argument("--json", action="store_true", help="print the new issuer as JSON")
+    add_publish_options(rotate)
     rotate.set_defaults(handler=cmd_rotate)
 
     activate = ca.add_parser(
@@ -81,7 +84,12 @@ def add_parsers(ca: Any) -> None:
         epilog="example: issuer truststore export --out ts.pem && aws s3 cp ts.pem s3://b/ts.pem && issuer ca activate",
     )
     activate.add_argument("fingerprint", nargs="?", metavar="FINGERPRINT", help="default: the only prepared issuer")
-    activate.add_argument("--force", action="store_true", help="activate even if it expires within the max TTL")
+    activate.add_argument(
+        "--force",
+        action="store_true",
+        help="activate even if it expires within the max TTL, or --publish had to upload just now",
+    )
+    add_publish_options(activate)
     activate.set_defaults(handler=cmd_activate)
 
     retire = ca.add_parser(
@@ -93,6 +101,7 @@ def add_parsers(ca: Any) -> None:
     )
     retire.add_argument("fingerprint", metavar="FINGERPRINT", help="the issuer (4+ hex digits of its SHA-256)")
     retire.add_argument("--force", action="store_true", help="retire even though leaves are still live")
+    add_publish_options(retire)
     retire.set_defaults(handler=cmd_retire)
 
     status = ca.add_parser(
@@ -101,7 +110,7 @@ def add_parsers(ca: Any) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--check", action="store_true", help="exit 1 when something expires within the window")
     status.add_argument("--warn-within", default="30d", metavar="DURATION", help="expiry warning window (30d)")
-    status.set_defaults(handler=cmd_status)
+    status.set_defaults(handler=ca_status.cmd_status)
 
     add_root = ca.add_parser(
         "add-root",
@@ -141,6 +150,7 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca_rotation import rotate_issuer
 
     validity = _duration(args.validity, "--validity")
+    check_publish_options(args)
     ensure_schema(settings)
     done = run(
         with_sessions(
@@ -173,6 +183,7 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
                 "replaced": [r.fingerprint_sha256 for r in done.replaced],
             }
         )
+        _publish_after(args, settings, quiet=True)
         return 0
     refresh = format_duration(settings.registry_refresh)
     print("Prepared a new issuing CA (in the truststore now, not signing yet):")
@@ -185,13 +196,30 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     for old in done.replaced:
         print(f"  replaced:     {old.subject} ({short(old.fingerprint_sha256)}), prepared but never active: retired")
     print(f"Every replica serves it in GET /v1/truststore within {refresh}.")
+    published = _publish_after(args, settings)
     print("Next:")
     print(f"  1. copy {done.key_path.name} into every replica's CA directory (if they do not share this one)")
-    print("  2. issuer truststore export --out truststore.pem, upload it as API Gateway's truststore,")
-    print("     and wait until the domain uses it")
-    print(f"  3. issuer ca activate {short(new.fingerprint_sha256)}")
+    if published:
+        print("  2. wait until API Gateway uses the published truststore (the domain's status is AVAILABLE)")
+    else:
+        print("  2. issuer truststore export --out truststore.pem, upload it as API Gateway's truststore,")
+        print("     and wait until the domain uses it (or: issuer truststore publish s3://BUCKET/KEY)")
+    again = f" --publish {args.publish}" if args.publish else ""
+    print(f"  3. issuer ca activate {short(new.fingerprint_sha256)}{again}")
     print("The root key is not needed again until the next rotation: take it offline.")
     return 0
+
+
+def _publish_after(args: argparse.Namespace, settings: Settings, *, quiet: bool = False) -> bool:
+    """Publish after a registry change when ``--publish`` asks; whether it did."""
+    if args.publish is None:
+        return False
+    if not quiet:
+        print(f"Publishing the truststore to {args.publish}:", flush=True)
+    result = run(with_sessions(settings, lambda s: publish(s, args, now=now(), stderr=quiet)))
+    if not quiet:
+        say_published(result)
+    return True
 
 
 def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
@@ -200,17 +228,20 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca_rotation import activate
     from issuer.service.signers import KeySigners
 
+    check_publish_options(args)
     ensure_schema(settings)
     signers = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
+    at = now()
     done = run(
         with_sessions(
             settings,
             lambda s: activate(
                 s,
                 fingerprint=args.fingerprint,
-                now=now(),
+                now=at,
                 min_validity=_max_ttl(settings),
                 load_signer=signers,
+                before_switch=publish_gate(s, args, now=at) if args.publish else None,
                 force=args.force,
             ),
         )
@@ -220,10 +251,11 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
         f"Checked: the truststore holds {short(new.fingerprint_sha256)} and its root "
         f"({done.truststore_certificates} certificates in `issuer truststore export`), and its key loads here."
     )
-    print(
-        "Reminder: API Gateway checks leaves against the truststore uploaded to S3, not this service's; "
-        "it must already hold this issuer."
-    )
+    if args.publish is None:
+        print(
+            "Reminder: API Gateway checks leaves against the truststore uploaded to S3, not this service's; "
+            "it must already hold this issuer."
+        )
     print(f"Activated {new.subject} ({short(new.fingerprint_sha256)}), valid until {when(new.not_after)}.")
     print(f"Every replica signs with it within {format_duration(settings.registry_refresh)}.")
     if old is not None:
@@ -248,6 +280,7 @@ def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca_lifecycle import short
     from issuer.service.ca_rotation import retire
 
+    check_publish_options(args)
     ensure_schema(settings)
     done = run(
         with_sessions(
@@ -262,107 +295,9 @@ def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
     record = done.issuer
     print(f"Retired {record.subject} ({short(record.fingerprint_sha256)}).")
     print(f"Every replica drops it from GET /v1/truststore within {format_duration(settings.registry_refresh)}.")
-    print("Next: issuer truststore export --out truststore.pem, and upload it as API Gateway's truststore.")
+    if not _publish_after(args, settings):
+        print("Next: issuer truststore export --out truststore.pem, and upload it as API Gateway's truststore.")
     return 0
-
-
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.ca_status import ca_status
-
-    window = _duration(args.warn_within, "--warn-within")
-    ensure_schema(settings)
-    status = run(with_sessions(settings, lambda s: ca_status(s, now=now(), ca_dir=settings.ca_dir, warn_within=window)))
-    if args.json:
-        print_json(_status_json(status))
-    else:
-        _print_status(status)
-    return 1 if args.check and status.expiring else 0
-
-
-def _status_json(status: Any) -> dict[str, Any]:
-    def leaves(counts: Any) -> dict[str, Any]:
-        expiry = counts.last_expiry.isoformat() if counts.last_expiry else None
-        return {"issued": counts.issued, "live": counts.live, "last_live_expiry": expiry}
-
-    return {
-        "now": status.now.isoformat(),
-        "issuers": [
-            {
-                "phase": i.phase,
-                "state": i.record.state,
-                "subject": i.record.subject,
-                "fingerprint_sha256": i.record.fingerprint_sha256,
-                "not_before": i.record.not_before.isoformat(),
-                "not_after": i.record.not_after.isoformat(),
-                "key_ref": i.record.key_ref,
-                "root_fingerprint_sha256": i.root_fingerprint,
-                "in_truststore": i.in_truststore,
-                "leaves": leaves(i.leaves),
-                "activated_at": i.record.activated_at.isoformat() if i.record.activated_at else None,
-                "retired_at": i.record.retired_at.isoformat() if i.record.retired_at else None,
-            }
-            for i in status.issuers
-        ],
-        "roots": [
-            {
-                "state": r.record.state,
-                "subject": r.record.subject,
-                "fingerprint_sha256": r.record.fingerprint_sha256,
-                "not_before": r.record.not_before.isoformat(),
-                "not_after": r.record.not_after.isoformat(),
-                "key_ref": r.record.key_ref,
-                "key": r.key,
-                "issuers": r.issuers,
-            }
-            for r in status.roots
-        ],
-        "warnings": list(status.warnings),
-        "notes": list(status.notes),
-        "expiring": status.expiring,
-    }
-
-
-def _print_status(status: Any) -> None:
-    from issuer.service.ca_lifecycle import short, when
-
-    print("Issuing CAs (newest first):")
-    print_table(
-        ("PHASE", "FINGERPRINT", "NOT BEFORE", "NOT AFTER", "LEAVES", "LAST LEAF", "KEY", "SUBJECT"),
-        [
-            (
-                i.phase + ("" if i.in_truststore or i.phase in ("retired", "expired") else "!"),
-                short(i.record.fingerprint_sha256),
-                when(i.record.not_before),
-                when(i.record.not_after),
-                f"{i.leaves.issued}/{i.leaves.live}",
-                when(i.leaves.last_expiry) if i.leaves.last_expiry else "-",
-                i.record.key_ref,
-                i.record.subject,
-            )
-            for i in status.issuers
-        ],
-    )
-    print("  (LEAVES: issued/live; LAST LEAF: when the last live leaf expires)")
-    print("Roots:")
-    print_table(
-        ("STATE", "FINGERPRINT", "NOT BEFORE", "NOT AFTER", "KEY", "ISSUERS", "SUBJECT"),
-        [
-            (
-                r.record.state,
-                short(r.record.fingerprint_sha256),
-                when(r.record.not_before),
-                when(r.record.not_after),
-                r.key,
-                r.issuers,
-                r.record.subject,
-            )
-            for r in status.roots
-        ],
-    )
-    for note in status.notes:
-        print(f"note: {note}")
-    for warning in status.warnings:
-        print(f"warning: {warning}")
 
 
 def cmd_add_root(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,7 +17,7 @@ Each function takes the session factory and ``now`` and owns its transactions; r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -220,17 +220,19 @@ async def activate(
     now: datetime,
     min_validity: timedelta,
     load_signer: SignerLoader | None = None,
+    before_switch: Callable[[IssuerRecord], Awaitable[None]] | None = None,
     force: bool = False,
 ) -> Activation:
     """Make the prepared issuer named by ``fingerprint`` (default: the only one never activated) the active one.
 
     Before switching, checks that the truststore (as ``issuer truststore export`` writes it) holds the
-    issuer and a root it chains to, and — with ``load_signer`` — that its key loads here. Naming a
-    ``previous`` issuer's fingerprint rolls back to it.
+    issuer and a root it chains to, and — with ``load_signer`` — that its key loads here. Then
+    ``before_switch`` (e.g. publishing the truststore) runs; if it raises, nothing is switched.
+    Naming a ``previous`` issuer's fingerprint rolls back to it.
 
     Raises NotFound ``no_prepared_issuer`` / ``issuer_not_found``; ClientError ``issuer_ambiguous``,
     ``issuer_not_in_truststore`` and the refusals of :func:`~issuer.service.ca_lifecycle.check_activation`
-    (``issuer_expires_too_soon`` only without ``force``); whatever ``load_signer`` raises.
+    (``issuer_expires_too_soon`` only without ``force``); whatever ``load_signer`` or ``before_switch`` raise.
     """
     async with sessions() as session:
         issuers = await store.list_issuers(session)
@@ -257,6 +259,8 @@ async def activate(
     if load_signer is not None:
         root_certs = tuple(x509.load_pem_x509_certificate(r.certificate_pem.encode()) for r in roots)
         await load_signer(record, certificate=chain[0], chain=chain, roots=root_certs)
+    if before_switch is not None:
+        await before_switch(record)
     previous = next((r for r in issuers if r.state == "active"), None)
     await ca_registry.activate_issuer(sessions, fingerprint_prefix=record.fingerprint_sha256, now=now)
     return Activation(

@@ -31,13 +31,14 @@ from cryptography.hazmat.primitives import serialization
 
 from bench import BenchError
 from bench.cfssl import CERTDB_SCHEMA, CfsslServer, cfssl_binary
+from bench.cprofile_serve import CProfileSwitch, top_functions
 from bench.cpu import CpuMeter, MachineMeter, Meter, backend, load_average, postgres_pids, process_tree
 from bench.inprocess import Rate, measure
 from bench.issuer_server import EC2_ROLE, PASSPHRASE, TOKEN_ROLE, IssuerServer, IssuerSetup, prepare_issuer
 from bench.load import LoadResult, Window, Workload, drive
 from bench.postgres import base_url, execute, fetch, throwaway_database
 from bench.pyspy import Profile, PySpy, py_spy_binary, summarise
-from bench.report import BenchReport, RunReport, render_text, to_json
+from bench.report import BenchReport, CpuProfile, RunReport, render_text, to_json
 from bench.workload import Ec2Document, cfssl_workload, ec2_workload, token_workload
 from ca.files import load_local_signer
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
@@ -58,6 +59,7 @@ class Options:
     max_seconds: float
     inprocess_count: int
     py_spy: Path | None
+    cprofile: Path | None
     keep: bool
     as_json: bool
 
@@ -87,12 +89,20 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--py-spy", type=Path, metavar="DIR", help="profile the server with py-spy during each timed window into DIR"
     )
+    parser.add_argument(
+        "--cprofile",
+        type=Path,
+        metavar="DIR",
+        help="profile the server's CPU time with cProfile during each timed window into DIR (needs --workers 1)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and databases (for debugging)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     for name in ("requests", "concurrency", "workers", "inprocess_count"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.cprofile and args.workers != 1:
+        parser.error("--cprofile profiles one process: use it with --workers 1")
     if args.warmup < 0 or args.max_seconds <= 0:
         parser.error("--warmup must be >= 0 and --max-seconds > 0")
     return Options(
@@ -105,6 +115,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         max_seconds=args.max_seconds,
         inprocess_count=args.inprocess_count,
         py_spy=args.py_spy,
+        cprofile=args.cprofile,
         keep=args.keep,
         as_json=args.json,
     )
@@ -135,20 +146,32 @@ def _profiler(opts: Options, pids: Sequence[int], label: str, notes: list[str]) 
     return PySpy(binary, pids, opts.py_spy, label=label)
 
 
+@dataclass(slots=True)
+class _Findings:
+    runs: list[RunReport]
+    profiles: dict[str, Profile]
+    cprofiles: dict[str, CpuProfile]
+    notes: list[str]
+
+
 async def _issuer_runs(
     opts: Options, setup: IssuerSetup, workloads: Sequence[Workload], work_dir: Path, progress: Progress
-) -> tuple[list[RunReport], dict[str, Profile], list[str]]:
-    runs: list[RunReport] = []
-    profiles: dict[str, Profile] = {}
-    notes: list[str] = []
-    server = IssuerServer(setup, workers=opts.workers, log_path=work_dir / "issuer.log")
+) -> _Findings:
+    found = _Findings(runs=[], profiles={}, cprofiles={}, notes=[])
+    if opts.cprofile is not None:
+        opts.cprofile.mkdir(parents=True, exist_ok=True)
+    cprofile_live = opts.cprofile / "issuer.pstats" if opts.cprofile is not None else None
+    server = IssuerServer(setup, workers=opts.workers, log_path=work_dir / "issuer.log", cprofile_output=cprofile_live)
     try:
         progress(f"starting issuer serve --workers {opts.workers} on {server.url}")
         await server.wait_ready()
         for workload in workloads:
             meters = _meters(server.pid)
-            spy = _profiler(opts, process_tree(server.pid), f"issuer-{workload.name}", notes)
+            spy = _profiler(opts, process_tree(server.pid), f"issuer-{workload.name}", found.notes)
             observers: list[Window] = [spy] if spy is not None else []
+            switch = CProfileSwitch(server.pid, cprofile_live) if cprofile_live is not None else None
+            if switch is not None:
+                observers.append(switch)
             progress(
                 f"{workload.name}: {len(workload.warmup)} warm-up + {len(workload.bodies)} timed requests, "
                 f"{opts.concurrency} connections"
@@ -163,14 +186,22 @@ async def _issuer_runs(
                 observers=observers,
             )
             rows, missing = await _issuer_rows(setup.database_url, workload.name, result.serials)
-            runs.append(RunReport(load=result, rows=rows, missing=missing, cpu=result.cpu))
+            found.runs.append(RunReport(load=result, rows=rows, missing=missing, cpu=result.cpu))
             progress(f"{workload.name}: {result.rate:.1f} certificates/s, p99 {result.p99_ms:.1f} ms")
             if spy is not None:
-                profiles[workload.name] = summarise(spy.outputs)
-                notes.append(f"py-spy: collapsed stacks in {opts.py_spy}; rates under profiling are lower")
+                found.profiles[workload.name] = summarise(spy.outputs)
+                found.notes.append(f"py-spy: collapsed stacks in {opts.py_spy}; rates under profiling are lower")
+            if switch is not None and opts.cprofile is not None and switch.output.exists():
+                kept = opts.cprofile / f"issuer-{workload.name}.pstats"
+                switch.output.replace(kept)
+                total, own, cumulative = top_functions(kept)
+                found.cprofiles[workload.name] = CpuProfile(
+                    total=total, certificates=result.successes, own=own, cumulative=cumulative
+                )
+                found.notes.append(f"cProfile: {kept} (python -m pstats); rates under profiling are lower")
     finally:
         server.stop()
-    return runs, profiles, notes
+    return found
 
 
 def _proofs(workloads: Sequence[Workload], limit: int) -> tuple[list[str], list[Ec2Document]]:
@@ -258,8 +289,8 @@ async def run_bench(opts: Options, progress: Progress) -> BenchReport:
                         ec2_workload, aws, role=EC2_ROLE, count=opts.requests, warmup=opts.warmup, launched=launched
                     )
                 )
-            runs, profiles, run_notes = await _issuer_runs(opts, setup, workloads, work_dir, progress)
-            notes += run_notes
+            found = await _issuer_runs(opts, setup, workloads, work_dir, progress)
+            runs, notes = found.runs, notes + found.notes
             progress(f"in-process figures ({opts.inprocess_count} iterations each)")
             inprocess = await _inprocess(opts, setup, workloads)
         if not opts.cfssl:
@@ -283,7 +314,8 @@ async def run_bench(opts: Options, progress: Progress) -> BenchReport:
             runs=runs,
             inprocess=inprocess,
             notes=notes,
-            profiles=profiles,
+            profiles=found.profiles,
+            cprofiles=found.cprofiles,
         )
     finally:
         if not opts.keep:

@@ -94,22 +94,22 @@ def postgres_pids() -> list[int]:
     return pids
 
 
-def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
-    """User + system CPU seconds of each pid still alive."""
-    out: dict[int, float] = {}
+def cpu_seconds(pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds of each pid still alive."""
+    out: dict[int, tuple[float, float]] = {}
     if _PS is not None:
         for pid in pids:
             try:
                 times = _PS.Process(pid).cpu_times()
             except _PS.Error:
                 continue
-            out[pid] = float(times.user + times.system)
+            out[pid] = (float(times.user), float(times.system))
         return out
     ticks = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         fields = _stat_fields(pid)
         if fields is not None:
-            out[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+            out[pid] = (int(fields[11]) / ticks, int(fields[12]) / ticks)  # utime, stime (fields 14, 15)
     return out
 
 
@@ -120,6 +120,7 @@ class CpuUse:
     seconds: float
     wall: float
     processes: int
+    system: float = 0.0  # of ``seconds``, in the kernel (system calls: sockets, pipes)
 
     @property
     def percent(self) -> float:
@@ -131,7 +132,7 @@ class CpuMeter:
 
     def __init__(self, pids: Callable[[], Sequence[int]]) -> None:
         self._pids = pids
-        self._before: dict[int, float] = {}
+        self._before: dict[int, tuple[float, float]] = {}
         self._started = 0.0
 
     def start(self) -> None:
@@ -142,8 +143,11 @@ class CpuMeter:
         after = cpu_seconds(self._pids())
         wall = time.monotonic() - self._started
         # Processes born during the window count from zero; ones that died are lost (rare: a worker restart).
-        used = sum(max(0.0, t - self._before.get(pid, 0.0)) for pid, t in after.items())
-        return CpuUse(seconds=used, wall=wall, processes=len(after))
+        user = system = 0.0
+        for pid, (u, k) in after.items():
+            u0, k0 = self._before.get(pid, (0.0, 0.0))
+            user, system = user + max(0.0, u - u0), system + max(0.0, k - k0)
+        return CpuUse(seconds=user + system, wall=wall, processes=len(after), system=system)
 
 
 class Meter(Protocol):

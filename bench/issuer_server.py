@@ -106,13 +106,28 @@ def prepare_issuer(work_dir: Path, *, database_url: str, aws_cert_pem: bytes) ->
 class IssuerServer:
     """``issuer serve --workers N`` on a free loopback port, its log in ``log_path``."""
 
-    def __init__(self, setup: IssuerSetup, *, workers: int, log_path: Path, log_level: str = "info") -> None:
+    def __init__(
+        self,
+        setup: IssuerSetup,
+        *,
+        workers: int,
+        log_path: Path,
+        log_level: str = "info",
+        cprofile_output: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
         args = ["serve", "--port", str(self.port), "--workers", str(workers), "--log-level", log_level]
-        self._proc = subprocess.Popen([*ISSUER, *args], env=dict(setup.env), stdout=self._log, stderr=subprocess.STDOUT)
+        command = [*ISSUER, *args]
+        env = dict(setup.env)
+        if cprofile_output is not None:
+            # The same command under bench.cprofile_serve, which needs this checkout on the path.
+            command = [sys.executable, "-m", "bench.cprofile_serve", str(cprofile_output), *args]
+            root = str(Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:

@@ -6,12 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.cprofile_serve import Hotspot
 from bench.cpu import CpuUse
 from bench.inprocess import Rate
 from bench.load import LoadResult
 from bench.pyspy import Profile
 
-__all__ = ["BenchReport", "RunReport", "render_text", "to_json"]
+__all__ = ["BenchReport", "CpuProfile", "RunReport", "render_text", "to_json"]
 
 # The issue's goals for this 2-core machine, shown beside the figures (never asserted).
 TARGET_RATE = 1000.0
@@ -38,6 +39,16 @@ class RunReport:
 
 
 @dataclass(frozen=True, slots=True)
+class CpuProfile:
+    """cProfile's CPU seconds over one timed window and the certificates issued in it."""
+
+    total: float
+    certificates: int
+    own: Sequence[Hotspot]
+    cumulative: Sequence[Hotspot]
+
+
+@dataclass(frozen=True, slots=True)
 class BenchReport:
     cores: int
     workers: int
@@ -51,6 +62,7 @@ class BenchReport:
     inprocess: Sequence[Rate]
     notes: Sequence[str] = ()
     profiles: Mapping[str, Profile] = field(default_factory=dict)
+    cprofiles: Mapping[str, CpuProfile] = field(default_factory=dict)
 
     def run(self, name: str) -> RunReport | None:
         return next((r for r in self.runs if r.load.name == name), None)
@@ -116,6 +128,13 @@ def render_text(report: BenchReport) -> str:
             f"{cpu[1]:>14} {client:6.0f}% {f'{machine.percent:.0f}%' if machine else '-':>7}"
         )
     for run in report.runs:
+        server = run.cpu.get("server")
+        if server is not None and server.seconds > 0:
+            lines.append(
+                f"  {run.load.name} server CPU: {100 * server.system / server.seconds:.0f}% in the kernel "
+                f"({server.processes} process{'es' if server.processes != 1 else ''})"
+            )
+    for run in report.runs:
         capped = " (stopped by the wall-clock cap)" if run.load.capped else ""
         missing = f"; {run.missing} answered serials have no row" if run.missing else ""
         lines.append(f"  {run.load.name} errors: {_errors(run.load)}{missing}{capped}")
@@ -143,13 +162,34 @@ def render_text(report: BenchReport) -> str:
         lines += [f"    {100 * n / max(profile.samples, 1):5.1f}%  {frame}" for frame, n in profile.self_time[:15]]
         lines.append("  inclusive:")
         lines += [f"    {100 * n / max(profile.samples, 1):5.1f}%  {frame}" for frame, n in profile.inclusive[:25]]
+    for label, prof in report.cprofiles.items():
+        per = max(prof.certificates, 1)
+        lines += [
+            "",
+            f"cProfile (CPU time) of the server during {label}: {prof.total:.2f} s for {prof.certificates} "
+            f"certificates = {1e6 * prof.total / per:.0f} µs each; µs per certificate, share of the total",
+            "  own time:",
+        ]
+        lines += [_hotspot(h.own, h, prof) for h in prof.own[:20]]
+        lines.append("  with callees:")
+        lines += [_hotspot(h.cumulative, h, prof) for h in prof.cumulative[:40]]
     if report.notes:
         lines += [""] + [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 
 
+def _hotspot(seconds: float, spot: Hotspot, cpu: CpuProfile) -> str:
+    share = 100 * seconds / cpu.total if cpu.total else 0.0
+    return f"    {1e6 * seconds / max(cpu.certificates, 1):8.1f} µs {share:5.1f}%  {spot.function} ×{spot.calls}"
+
+
 def _cpu_json(use: CpuUse) -> dict[str, Any]:
-    return {"seconds": round(use.seconds, 3), "wall": round(use.wall, 3), "percent": round(use.percent, 1)}
+    return {
+        "seconds": round(use.seconds, 3),
+        "system_seconds": round(use.system, 3),
+        "wall": round(use.wall, 3),
+        "percent": round(use.percent, 1),
+    }
 
 
 def to_json(report: BenchReport) -> dict[str, Any]:
@@ -201,6 +241,15 @@ def to_json(report: BenchReport) -> dict[str, Any]:
         "profiles": {
             label: {"samples": p.samples, "self": list(p.self_time), "inclusive": list(p.inclusive)}
             for label, p in report.profiles.items()
+        },
+        "cprofiles": {
+            label: {
+                "cpu_seconds": round(p.total, 3),
+                "certificates": p.certificates,
+                "own": [[h.function, h.calls, round(h.own, 4)] for h in p.own],
+                "cumulative": [[h.function, h.calls, round(h.cumulative, 4)] for h in p.cumulative],
+            }
+            for label, p in report.cprofiles.items()
         },
         "notes": list(report.notes),
     }

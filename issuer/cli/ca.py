@@ -101,4 +101,6 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  valid:    {cert.not_before.isoformat()} .. {cert.not_after.isoformat()}")
         print(f"  sha256:   {cert.sha256_fingerprint}")
     print(f"files:      {info.directory} (root key {'present' if info.root_key_present else 'absent'})")
+    # After a rotation the files above are the CA of `ca init`; the registry says which issuer signs.
+    print("registry:   `issuer ca status` shows which issuing CA signs and what the truststore holds")
     return 0

@@ -319,3 +319,53 @@ async def test_concurrent_rotations_prepare_exactly_one(tmp_path: Path, pg_url: 
         assert [i.phase for i in status.issuers] == ["prepared", "active"]
         # The loser's key file was removed: every key on disk is one the registry names.
         assert len(set(h.settings.ca_dir.glob("issuing-*.key.pem")) - before) == 1
+
+
+async def test_an_operator_clock_behind_the_last_change_still_moves_every_replica(tmp_path: Path, pg_url: str) -> None:
+    """Replicas notice a change by the newest updated_at. A retirement stamped earlier than the activation
+    before it (the operator's clock a minute behind the machine that activated) must still be seen."""
+    async with running_issuer(tmp_path, pg_url, config=CONFIG) as h:
+        rotation = await rotate(h)
+        done = await activate(h.service.sessions, fingerprint=None, now=datetime.now(UTC), min_validity=MAX_TTL)
+        assert done.previous is not None
+        old = done.previous.fingerprint_sha256
+
+        async def saw_the_activation() -> None:
+            leaf = await issue(h, f"n-{datetime.now(UTC).timestamp()}")
+            assert leaf.issuer.rfc4514_string() == rotation.issuer.subject
+            assert old in fingerprints(await truststore(h))
+
+        await eventually(saw_the_activation)
+        behind = datetime.now(UTC) - timedelta(minutes=1)
+        await retire(h.service.sessions, fingerprint=old, now=behind, settle=timedelta(0), force=True)
+
+        async def dropped_it() -> None:
+            assert old not in fingerprints(await truststore(h))
+
+        await eventually(dropped_it)
+
+
+async def test_the_cycle_on_both_databases(tmp_path: Path, db_url: str) -> None:
+    """The embedded SQLite default runs the same commands (no FOR UPDATE there; SQLite serialises writers)."""
+    async with running_issuer(tmp_path, db_url, config=CONFIG) as h:
+        old = await issue(h, "old")
+        rotation = await rotate(h)
+        done = await activate(h.service.sessions, fingerprint=None, now=datetime.now(UTC), min_validity=MAX_TTL)
+        assert done.previous is not None and done.previous_leaves.live == 1
+        assert done.previous_leaves.last_expiry == old.not_valid_after_utc
+        with pytest.raises(ClientError, match="1 live leaf"):
+            await retire(
+                h.service.sessions, fingerprint=done.previous.fingerprint_sha256, now=datetime.now(UTC), settle=SETTLE
+            )
+        await retire(
+            h.service.sessions,
+            fingerprint=done.previous.fingerprint_sha256,
+            now=old.not_valid_after_utc + timedelta(seconds=1),
+            settle=SETTLE,
+        )
+        status = await ca_status(h.service.sessions, now=datetime.now(UTC), ca_dir=h.settings.ca_dir)
+        assert [(i.phase, i.leaves.issued) for i in status.issuers] == [("active", 0), ("retired", 1)]
+        assert fingerprints(await truststore_via_export(h)) == {
+            rotation.issuer.fingerprint_sha256,
+            status.roots[0].record.fingerprint_sha256,
+        }

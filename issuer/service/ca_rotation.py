@@ -159,6 +159,7 @@ async def rotate_issuer(
     ``root_key_unavailable`` (the root key is offline: the one-line detail says where it was expected)
     and the ``ca.files`` key errors.
     """
+    # The asked-for validity first, before any I/O; what the root allows is checked once it is chosen.
     check_rotation(validity=validity, effective=validity, min_validity=min_validity, root_expiry=now + validity)
     async with sessions() as session:
         issuers = await store.list_issuers(session)

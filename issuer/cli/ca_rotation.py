@@ -33,8 +33,10 @@ Switch signing to a prepared issuer on every replica (within [issuer] registry_r
 issuer active before stays in the truststore, so its leaves keep working until they expire.
 
 API Gateway checks client certificates against ITS truststore (the S3 object), not against this
-service: upload the truststore that holds the new issuer (`issuer truststore export`) and let the
-domain pick it up BEFORE activating, or new leaves are refused with 403.
+service: upload the truststore that holds the new issuer (`issuer truststore publish`) and let the
+domain pick it up BEFORE activating, or new leaves are refused with 403. With --publish this
+command publishes first and switches only if S3 (and --domain) already held that truststore;
+otherwise it stops, and the same command run again once the domain uses it switches.
 
 Refuses an issuer that expires within the longest role max_ttl (its leaves would be cut short)
 unless --force. Naming the fingerprint of the previous issuer rolls back to it.

@@ -124,6 +124,8 @@ class IssuerRegistry:
         self.refresh_every = refresh_every
         self._snapshot: TrustSnapshot | None = None
         self._signers: dict[str, Signer] = {}
+        # Why the last refresh failed (this replica still serves the previous view), or None.
+        self.stale_reason: str | None = None
 
     @property
     def snapshot(self) -> TrustSnapshot:
@@ -191,10 +193,14 @@ class IssuerRegistry:
             await asyncio.sleep(self.refresh_every)
             try:
                 await self.refresh()
+                self.stale_reason = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.error("CA registry refresh failed (keeping the previous view): %s: %s", type(exc).__name__, exc)
+                reason = f"{type(exc).__name__}: {getattr(exc, 'detail', None) or exc}"
+                if reason != self.stale_reason:
+                    log.error("CA registry refresh failed (keeping the previous view): %s", reason)
+                self.stale_reason = reason
 
 
 def truststore_pem(views: Sequence[IssuerView], roots: Sequence[x509.Certificate], *, now: datetime) -> bytes:

@@ -54,10 +54,15 @@ async def get_issuer(session: AsyncSession, *, fingerprint_prefix: str) -> Seque
 
 
 async def registry_version(session: AsyncSession) -> tuple[object, ...]:
-    """A cheap fingerprint of the registry: changes whenever a root or issuer row changes."""
-    issuers = (await session.execute(select(func.count(CaIssuer.id), func.max(CaIssuer.updated_at)))).one()
-    roots = (await session.execute(select(func.count(CaRoot.id), func.max(CaRoot.updated_at)))).one()
-    return (*issuers, *roots)
+    """A fingerprint of the registry that changes whenever any root or issuer row changes.
+
+    Every row's (id, state, updated_at): the tables hold a handful of rows, and unlike a count
+    or the newest ``updated_at`` this also sees a change stamped earlier than the newest one
+    (an operator whose clock is behind).
+    """
+    issuers = (await session.execute(select(CaIssuer.id, CaIssuer.state, CaIssuer.updated_at))).all()
+    roots = (await session.execute(select(CaRoot.id, CaRoot.state, CaRoot.updated_at))).all()
+    return (tuple(sorted(tuple(r) for r in issuers)), tuple(sorted(tuple(r) for r in roots)))
 
 
 async def add_root(

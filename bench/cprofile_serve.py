@@ -96,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if current:
             profiler = current.pop()
             profiler.disable()
-            profiler.dump_stats(str(output))
+            # Written aside and renamed: the benchmark reads the file as soon as it exists.
+            partial = output.with_name(output.name + ".partial")
+            profiler.dump_stats(str(partial))
+            os.replace(partial, output)
 
     signal.signal(signal.SIGUSR1, on)
     signal.signal(signal.SIGUSR2, off)

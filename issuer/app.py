@@ -35,8 +35,12 @@ from issuer.http.keys import (
     SETTINGS,
     TOKEN,
 )
+from issuer.http.metrics import METRICS, request_metrics
+from issuer.http.overload import InFlightLimit
 from issuer.http.problems import problem_middleware
 from issuer.http.routes import add_routes
+from issuer.observability.expiring import ExpiringCertificates
+from issuer.observability.metrics import Metrics
 from issuer.service.ca_registry import register_file_ca
 from issuer.service.ec2 import Ec2Method, LookupFactory
 from issuer.service.guards import ReplayGuards
@@ -44,6 +48,7 @@ from issuer.service.iam import IamMethod
 from issuer.service.janitor import Janitor
 from issuer.service.model import Clock
 from issuer.service.pipeline import Pipeline
+from issuer.service.ratelimit import RateLimiter, TokenBucketLimiter
 from issuer.service.registry import IssuerRegistry, SignerLoader
 from issuer.service.renew import RenewMethod
 from issuer.service.revocation_lists import RevocationLists
@@ -72,6 +77,9 @@ def create_app(
     body_timeout: float = 30.0,
     pool_size: int = 10,
     janitor_every: float = 300.0,
+    max_in_flight: int = 64,
+    rate_limiter: RateLimiter | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The issuer's web application for ``settings``.
 
@@ -82,9 +90,19 @@ def create_app(
     keep-alive session (``[aws.sts]``). At start-up a CA made on disk is registered
     when the registry is empty, and the active issuer's key is loaded: a missing or
     locked key fails start-up with one line.
+
+    ``max_in_flight`` bounds the issuance requests this process works on at once (more get
+    503 ``overloaded``); ``rate_limiter`` defaults to a token bucket per identity from
+    ``[issuer] rate_limit``; ``metrics`` to :meth:`Metrics.for_process`.
     """
-    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    metrics = metrics or Metrics.for_process()
+    shedder = InFlightLimit(max_in_flight, observer=metrics)
+    app = web.Application(
+        middlewares=[request_metrics(metrics), problem_middleware, shedder.middleware()],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     app[BODY_TIMEOUT] = body_timeout
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -110,12 +128,17 @@ def create_app(
             trust = await registry.load()
             app[REGISTRY] = registry
             app[REVOCATION_LISTS] = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
-            pipeline = Pipeline(settings=settings, sessions=sessions, registry=registry, clock=clock)
+            limiter = rate_limiter
+            if limiter is None and settings.rate_limit is not None:
+                limiter = TokenBucketLimiter(settings.rate_limit)
+            pipeline = Pipeline(
+                settings=settings, sessions=sessions, registry=registry, clock=clock, observer=metrics, limiter=limiter
+            )
             app[PIPELINE] = pipeline
             guards = ReplayGuards(sessions)
             app[TOKEN] = TokenMethod(pipeline.roles)
             certs = aws_certs or AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs))
-            lookups = instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides))
+            lookups = instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides), observer=metrics)
             app[EC2] = Ec2Method(certs=certs, lookups=lookups)
             caller = sts_caller
             if caller is None:
@@ -124,6 +147,7 @@ def create_app(
                     session=http,
                     endpoint_overrides=settings.sts.endpoint_overrides,
                     timeout=settings.sts.timeout.total_seconds(),
+                    observer=metrics,
                 )
             app[IAM] = IamMethod(
                 hosts=StsHostAllowlist.from_botocore(settings.sts.partitions),
@@ -139,6 +163,8 @@ def create_app(
                 lookups=lookups,
                 audience=settings.audience,
             )
+            expiring = ExpiringCertificates(sessions, clock=clock, renew_fraction=settings.renew_fraction)
+            metrics.add_source(expiring, expiring.refresh)
             janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
             log.info(
@@ -148,8 +174,10 @@ def create_app(
                 len(settings.roles),
                 engine.url.render_as_string(hide_password=True),
             )
+            metrics.started()
             yield
         finally:
+            metrics.stopped()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -20,9 +20,12 @@ from typing import Any
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
 from issuer.policy.roles import Role, parse_roles
+from issuer.service.ratelimit import RateLimit, parse_rate_limit
 
 DEFAULT_TRUST_DOMAIN = "issuer.local"
 DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_RATE_LIMIT = "10/min"
+_DEFAULT_RATE = parse_rate_limit(DEFAULT_RATE_LIMIT)
 _SECTIONS = {"issuer", "aws", "roles"}
 _ISSUER_KEYS = {
     "registry_refresh",
@@ -33,6 +36,7 @@ _ISSUER_KEYS = {
     "max_body_bytes",
     "renew_fraction",
     "trusted_proxies",
+    "rate_limit",
 }
 
 
@@ -91,6 +95,8 @@ class Settings:
     embedded: bool = False  # no config file: development defaults
     # How often each replica re-reads the CA issuer registry.
     registry_refresh: timedelta = timedelta(seconds=5)
+    # Requests per verified identity (instance, principal, token name), per process; None: no limit.
+    rate_limit: RateLimit | None = _DEFAULT_RATE
     # The CA passphrase: ISSUER_CA_PASSPHRASE, else the file ISSUER_CA_PASSPHRASE_FILE names,
     # else <state_dir>/ca-passphrase (what the embedded default generates).
     ca_passphrase: Secret | None = None
@@ -185,6 +191,10 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         registry_refresh = parse_duration(issuer.get("registry_refresh", "5s"))
     except ValueError as exc:
         raise ConfigError(f"{source}: [issuer] registry_refresh: {exc}") from None
+    try:
+        rate_limit = parse_rate_limit(issuer.get("rate_limit", DEFAULT_RATE_LIMIT))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [issuer] rate_limit: {exc}") from None
     passphrase = env.get("ISSUER_CA_PASSPHRASE")
     passphrase_file = env.get("ISSUER_CA_PASSPHRASE_FILE")
 
@@ -203,6 +213,7 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         config_path=path,
         embedded=embedded,
         registry_refresh=registry_refresh,
+        rate_limit=rate_limit,
         ca_passphrase=Secret(passphrase.encode()) if passphrase else None,
         ca_passphrase_file=Path(passphrase_file) if passphrase_file else None,
     )

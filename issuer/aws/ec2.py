@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from issuer.attest.ec2_instance import InstanceInfo, InstanceLookup
 from issuer.aws.sessions import AccountSessions, error_code
 from issuer.errors import UpstreamUnavailable
+from issuer.observability.seams import NullObserver, UpstreamObserver
 
 __all__ = ["Boto3InstanceLookup", "Boto3Lookups"]
 
@@ -52,18 +54,29 @@ class Boto3InstanceLookup:
 
     ``sessions`` gives the clients: the default credential chain, or a role
     assumed in the document's account. ``resolve_roles`` also asks
-    ``iam:GetInstanceProfile`` for the profile's role ARNs.
+    ``iam:GetInstanceProfile`` for the profile's role ARNs. Each lookup is reported to
+    ``observer`` (time, outcome).
     """
 
-    def __init__(self, sessions: AccountSessions, *, resolve_roles: bool = True) -> None:
+    def __init__(
+        self, sessions: AccountSessions, *, resolve_roles: bool = True, observer: UpstreamObserver | None = None
+    ) -> None:
         self._sessions = sessions
         self._resolve_roles = resolve_roles
+        self._observer = observer or NullObserver()
 
     async def describe(self, *, account_id: str, region: str, instance_id: str) -> InstanceInfo | None:
         """See :meth:`InstanceLookup.describe`; the blocking calls run in a thread."""
         if not _ACCOUNT.fullmatch(account_id):
             raise ValueError(f"not an AWS account ID: {account_id!r}")
-        return await asyncio.to_thread(self._describe, account_id, region, instance_id)
+        started = time.perf_counter()
+        try:
+            info = await asyncio.to_thread(self._describe, account_id, region, instance_id)
+        except UpstreamUnavailable as exc:
+            self._observer.upstream("ec2", "DescribeInstances", "error", time.perf_counter() - started, exc.code)
+            raise
+        self._observer.upstream("ec2", "DescribeInstances", "ok", time.perf_counter() - started, None)
+        return info
 
     def _describe(self, account_id: str, region: str, instance_id: str) -> InstanceInfo | None:
         try:
@@ -119,8 +132,9 @@ class Boto3Lookups:
     ``endpoint_overrides`` maps a region (or ``"*"``) to an endpoint URL (moto in tests).
     """
 
-    def __init__(self, endpoint_overrides: dict[str, str]) -> None:
+    def __init__(self, endpoint_overrides: dict[str, str], *, observer: UpstreamObserver | None = None) -> None:
         self._overrides = endpoint_overrides
+        self._observer = observer
         self._made: dict[tuple[str | None, str | None], InstanceLookup] = {}
 
     def __call__(self, assume_role: str | None, region: str) -> InstanceLookup:
@@ -130,7 +144,7 @@ class Boto3Lookups:
             sessions = AccountSessions(
                 endpoint_url=endpoint, assume_role=assume_role, session_name="machine-issuer-ec2-check"
             )
-            self._made[key] = Boto3InstanceLookup(sessions)
+            self._made[key] = Boto3InstanceLookup(sessions, observer=self._observer)
         return self._made[key]
 
 

@@ -8,6 +8,7 @@ configured override for that host, follows no redirect, gives up after
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from urllib.parse import urlsplit
@@ -17,7 +18,8 @@ from multidict import CIMultiDict
 
 from issuer.attest.sts import ValidatedStsRequest
 from issuer.attest.sts_response import MAX_RESPONSE_BYTES, CallerIdentity, parse_sts_response, sts_unavailable
-from issuer.errors import ConfigError
+from issuer.errors import ConfigError, IssuerError
+from issuer.observability.seams import NullObserver, UpstreamObserver, UpstreamOutcome
 
 __all__ = ["AiohttpStsCaller"]
 
@@ -37,6 +39,7 @@ class AiohttpStsCaller:
         session: aiohttp.ClientSession,
         endpoint_overrides: Mapping[str, str] = MappingProxyType({}),
         timeout: float = 5.0,
+        observer: UpstreamObserver | None = None,
     ) -> None:
         for host, base in endpoint_overrides.items():
             parts = urlsplit(base)
@@ -45,6 +48,7 @@ class AiohttpStsCaller:
         self._session = session
         self._overrides = {host.lower(): base.rstrip("/") + "/" for host, base in endpoint_overrides.items()}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._observer = observer or NullObserver()
 
     def url_for(self, host: str) -> str:
         """Where a request for STS host ``host`` is sent."""
@@ -55,7 +59,19 @@ class AiohttpStsCaller:
 
         Raises ``Unauthorized(code="sts_rejected")`` when STS refuses the credentials or
         signature, ``UpstreamUnavailable(code="sts_unavailable")`` for anything else.
+        Each call is reported to the ``observer`` with its time and outcome.
         """
+        started = time.perf_counter()
+        try:
+            identity = await self._call(request)
+        except IssuerError as exc:
+            outcome: UpstreamOutcome = "refused" if exc.status_hint < 500 else "error"
+            self._observer.upstream("sts", "GetCallerIdentity", outcome, time.perf_counter() - started, exc.code)
+            raise
+        self._observer.upstream("sts", "GetCallerIdentity", "ok", time.perf_counter() - started, None)
+        return identity
+
+    async def _call(self, request: ValidatedStsRequest) -> CallerIdentity:
         url = self.url_for(request.host)
         try:
             async with self._session.post(

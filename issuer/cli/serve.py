@@ -40,6 +40,13 @@ def add_parser(sub: Any) -> None:
         help=f"processes sharing the port (default 1; this machine has {os.cpu_count()} cores)",
     )
     serve.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        metavar="N",
+        help="issuance requests each process works on at once; more are refused at once with 503 overloaded (64)",
+    )
+    serve.add_argument(
         "--header-timeout", type=float, default=10.0, metavar="S", help="seconds to send a request head (10)"
     )
     serve.add_argument("--body-timeout", type=float, default=30.0, metavar="S", help="seconds to send a body (30)")
@@ -55,6 +62,17 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.observability.multiprocess import metrics_directory
+
+    if args.max_in_flight < 1:
+        raise fail("--max-in-flight must be at least 1", code="usage", exit_status=2)
+    # prometheus_client chooses its multi-process mode when first imported: the workers' shared
+    # metrics directory is set up before anything below imports it.
+    with metrics_directory(settings.state_dir, workers=args.workers):
+        return _serve(args, settings)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from issuer.app import create_app
@@ -90,7 +108,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         ssl_context = tls_context(args.tls_cert, args.tls_key, client_ca=client_ca)
 
     def make_app() -> web.Application:
-        return create_app(settings, body_timeout=limits.body_timeout)
+        return create_app(settings, body_timeout=limits.body_timeout, max_in_flight=args.max_in_flight)
 
     serve(make_app, host=args.host, port=args.port, ssl_context=ssl_context, workers=args.workers, limits=limits)
     return 0

@@ -28,6 +28,7 @@ from issuer.http.keys import (
 )
 from issuer.http.problems import problem
 from issuer.http.server_tls import peer_certificate
+from issuer.observability.health import signer_status
 from issuer.service.model import Issued, IssueRequest, RequestContext
 
 log = logging.getLogger("issuer.http")
@@ -165,9 +166,10 @@ async def readyz(request: web.Request) -> web.Response:
         log.warning("readiness: database check failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
         checks["database"] = "unavailable"
     try:
-        checks["signer"] = "ok" if request.app[REGISTRY].snapshot.active.signer else "missing"
+        signer = request.app[REGISTRY].snapshot.active.signer
     except RuntimeError:
-        checks["signer"] = "missing"
+        signer = None
+    checks["signer"] = await signer_status(signer) if signer is not None else "missing"
     if all(v == "ok" for v in checks.values()):
         return web.json_response({"status": "ready", "checks": checks})
     return problem(

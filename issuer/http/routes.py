@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from issuer.http import handlers, revocation_handlers
+from issuer.http import handlers, metrics, revocation_handlers
 
 
 def add_routes(app: web.Application) -> None:
@@ -18,3 +18,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/revoked", revocation_handlers.revoked)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", metrics.metrics_endpoint)

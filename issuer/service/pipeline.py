@@ -17,9 +17,10 @@ back, so a failed request changes nothing but the audit trail.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -32,9 +33,11 @@ from ca.keys import KEY_TYPES
 from ca.profile import LeafTemplate
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError
+from issuer.observability.seams import IssuanceObserver, NullObserver
 from issuer.policy import PriorCertificate, Role, decide
 from issuer.service.faults import as_service_error
 from issuer.service.model import AuditMethod, Clock, Issued, IssueRequest, RequestContext, serial_hex
+from issuer.service.ratelimit import RateLimiter
 from issuer.service.registry import IssuerRegistry
 from issuer.service.roles import RoleBook
 from issuer.settings import Settings
@@ -98,6 +101,8 @@ class Attempt:
     ctx: RequestContext
     principal: str | None = None
     role: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    limited: bool = False  # the rate limiter has been consulted
 
     def learn(self, claim: Claim[Any]) -> None:
         if claim.identity is not None:
@@ -116,11 +121,15 @@ class Pipeline:
         sessions: async_sessionmaker[AsyncSession],
         registry: IssuerRegistry,
         clock: Clock,
+        observer: IssuanceObserver | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.registry = registry
         self.clock = clock
+        self.observer = observer or NullObserver()
+        self.limiter = limiter
         self.roles = RoleBook(settings.roles)
         # Refusals by (method, code) since start; the metrics and the janitor's report read it.
         self.refusals: Counter[tuple[str, str]] = Counter()
@@ -139,13 +148,15 @@ class Pipeline:
         attempt = Attempt(method=method.name, ctx=ctx)
         try:
             request = await read()
-            return await self._run(method, request, attempt)
+            issued = await self._run(method, request, attempt)
         except Exception as exc:  # refusals and bugs alike leave their audit row
             error = as_service_error(exc)
             await self.record_failure(attempt, error)
             if error is exc:
                 raise
             raise error from exc
+        self.observer.issued(attempt.method, issued.role, time.perf_counter() - attempt.started)
+        return issued
 
     async def _run(self, method: IssuanceMethod[P, Any], request: IssueRequest[P], attempt: Attempt) -> Issued:
         csr = parse_csr(request.csr_pem, allowed_key_types=KEY_TYPES)  # the role narrows it in decide()
@@ -153,10 +164,10 @@ class Pipeline:
         role = self.roles.select(request.role, method=method.name) if method.role_from_request else None
         attempt.role = role.name if role is not None else None
         claim = method.verify(request.proof, csr=csr, role=role, now=now)
-        attempt.learn(claim)
+        self._learn(attempt, claim)
         template = self._decide_when_known(claim, csr, request, now)
         claim = await method.outbound(claim, now=now)
-        attempt.learn(claim)
+        self._learn(attempt, claim)
         template = template or self._decide_when_known(claim, csr, request, now)
         trust = self.registry.snapshot
         serial = x509.random_serial_number()
@@ -164,7 +175,7 @@ class Pipeline:
             claim = await method.admit(
                 session, claim, serial=serial_hex(serial), request_id=attempt.ctx.request_id, now=now
             )
-            attempt.learn(claim)
+            self._learn(attempt, claim)
             if request.role is not None and claim.role is not None and claim.role.name != request.role:
                 raise ClientError(
                     "The proof was made for another role.",
@@ -177,6 +188,13 @@ class Pipeline:
             certificate = await trust.active.signer.issue(template, csr.public_key, serial=serial)
             await self._record(session, claim, csr, certificate, trust.active.id, attempt, now)
         return self._answer(claim, certificate, trust.active.chain, trust.roots, template, now)
+
+    def _learn(self, attempt: Attempt, claim: Claim[Any]) -> None:
+        attempt.learn(claim)
+        # Once per request, as soon as the proof names who is asking (inside the transaction for tokens).
+        if self.limiter is not None and claim.identity is not None and not attempt.limited:
+            attempt.limited = True
+            self.limiter.take(claim.identity.method, claim.identity.principal)
 
     def _decide_when_known(
         self, claim: Claim[Any], csr: CheckedCSR, request: IssueRequest[Any], now: datetime
@@ -290,6 +308,7 @@ class Pipeline:
         principal = attempt.principal or getattr(exc, "principal", None)
         role = attempt.role or getattr(exc, "role", None)
         self.refusals[(attempt.method, code)] += 1
+        self.observer.refused(attempt.method, role, code, time.perf_counter() - attempt.started)
         level = logging.INFO if code == "client_disconnected" else logging.WARNING
         log.log(
             level,

@@ -111,10 +111,11 @@ def test_both_methods_and_cfssl_when_installed() -> None:
 
 
 @pytest.mark.usefixtures("postgres")
-def test_cfssl_missing_is_one_clear_line_and_text_report(tmp_path: Path) -> None:
+def test_cfssl_missing_is_one_clear_line_and_text_report_with_cprofile(tmp_path: Path) -> None:
     # A PATH with no cfssl on it: the benchmark still runs the issuer and says why cfssl is absent.
     empty = tmp_path / "bin"
     empty.mkdir()
+    profiles = tmp_path / "profiles"
     result = subprocess.run(
         [
             sys.executable,
@@ -132,6 +133,8 @@ def test_cfssl_missing_is_one_clear_line_and_text_report(tmp_path: Path) -> None
             "1",
             "--inprocess-count",
             "3",
+            "--cprofile",
+            str(profiles),
         ],
         cwd=ROOT,
         env={**os.environ, "ISSUER_TEST_DATABASE_URL": PG_URL, "PATH": str(empty)},
@@ -145,6 +148,23 @@ def test_cfssl_missing_is_one_clear_line_and_text_report(tmp_path: Path) -> None
     assert "note: cfssl: skipped, no `cfssl` on PATH (Debian: apt-get install golang-cfssl)" in out
     assert "\ntoken " in out and "aws-ec2 " not in out.split("In process")[0]
     assert "5/5" in out and "5/5 ok" in out  # ok/sent and committed/answered
+    # The server's CPU profile of the timed window: the issuance pipeline ran under it.
+    assert "cProfile (CPU time) of the server during token" in out
+    assert (profiles / "issuer-token.pstats").is_file()
+    assert "issue (service/pipeline.py" in out
+
+
+def test_cprofile_needs_one_worker() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--workers", "2", "--cprofile", "x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--cprofile profiles one process: use it with --workers 1" in result.stderr
 
 
 @pytest.mark.usefixtures("postgres")

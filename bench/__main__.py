@@ -36,7 +36,7 @@ from bench.cpu import CpuMeter, MachineMeter, Meter, backend, load_average, post
 from bench.inprocess import Rate, measure
 from bench.issuer_server import EC2_ROLE, PASSPHRASE, TOKEN_ROLE, IssuerServer, IssuerSetup, prepare_issuer
 from bench.load import LoadResult, Window, Workload, drive
-from bench.postgres import base_url, execute, fetch, throwaway_database
+from bench.postgres import base_url, execute, fetch, sessions_opened, throwaway_database
 from bench.pyspy import Profile, PySpy, py_spy_binary, summarise
 from bench.report import BenchReport, CpuProfile, RunReport, render_text, to_json
 from bench.workload import Ec2Document, cfssl_workload, ec2_workload, token_workload
@@ -176,6 +176,7 @@ async def _issuer_runs(
                 f"{workload.name}: {len(workload.warmup)} warm-up + {len(workload.bodies)} timed requests, "
                 f"{opts.concurrency} connections"
             )
+            sessions_before = await sessions_opened(setup.database_url)
             result = await drive(
                 workload,
                 base_url=server.url,
@@ -185,8 +186,10 @@ async def _issuer_runs(
                 meters=meters,
                 observers=observers,
             )
+            # Minus one: our own connection that asks.
+            opened = await sessions_opened(setup.database_url) - sessions_before - 1
             rows, missing = await _issuer_rows(setup.database_url, workload.name, result.serials)
-            found.runs.append(RunReport(load=result, rows=rows, missing=missing, cpu=result.cpu))
+            found.runs.append(RunReport(load=result, rows=rows, missing=missing, cpu=result.cpu, connections=opened))
             progress(f"{workload.name}: {result.rate:.1f} certificates/s, p99 {result.p99_ms:.1f} ms")
             if spy is not None:
                 found.profiles[workload.name] = summarise(spy.outputs)
@@ -245,6 +248,7 @@ async def _cfssl_run(opts: Options, pg: str, work_dir: Path, progress: Progress)
             await server.wait_ready()
             progress(f"cfssl: {opts.warmup} warm-up + {opts.requests} timed requests, {opts.concurrency} connections")
             meters = _meters(server.pid)
+            sessions_before = await sessions_opened(database_url)
             result: LoadResult = await drive(
                 workload,
                 base_url=server.url,
@@ -253,11 +257,12 @@ async def _cfssl_run(opts: Options, pg: str, work_dir: Path, progress: Progress)
                 work_dir=work_dir,
                 meters=meters,
             )
+            opened = await sessions_opened(database_url) - sessions_before - 1
         finally:
             server.stop()
         rows = (await fetch(database_url, "SELECT count(*) AS n FROM certificates"))[0]["n"]
         progress(f"cfssl: {result.rate:.1f} certificates/s, p99 {result.p99_ms:.1f} ms")
-        return RunReport(load=result, rows=int(rows), missing=None, cpu=result.cpu)
+        return RunReport(load=result, rows=int(rows), missing=None, cpu=result.cpu, connections=opened)
 
 
 async def run_bench(opts: Options, progress: Progress) -> BenchReport:
@@ -301,7 +306,10 @@ async def run_bench(opts: Options, progress: Progress) -> BenchReport:
             runs.append(await _cfssl_run(opts, pg, work_dir, progress))
         if opts.keep:
             notes.append(f"kept {work_dir} (logs, CA, load files) and the databases")
-        notes.append("Postgres CPU counts every `postgres` process on this machine, other clients included")
+        notes.append(
+            "Postgres CPU counts every `postgres` process on this machine and the backends they reaped "
+            "(connections closed in the window), other databases' clients included: read it beside `machine`"
+        )
         return BenchReport(
             cores=os.cpu_count() or 1,
             workers=opts.workers,

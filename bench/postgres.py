@@ -22,6 +22,7 @@ __all__ = [
     "execute",
     "fetch",
     "libpq_url",
+    "sessions_opened",
     "throwaway_database",
     "where",
 ]
@@ -76,6 +77,16 @@ async def fetch(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
         return list(await conn.fetch(query, *args))
     finally:
         await conn.close()
+
+
+async def sessions_opened(url: str) -> int:
+    """How many sessions (connections) were ever opened to ``url``'s database (``pg_stat_database``, Postgres 14+)."""
+    database = make_url(url).database
+    try:
+        rows = await fetch(url, "SELECT sessions FROM pg_stat_database WHERE datname = $1", database)
+    except asyncpg.UndefinedColumnError:  # before Postgres 14
+        return 0
+    return int(rows[0]["sessions"]) if rows else 0
 
 
 @asynccontextmanager

@@ -27,6 +27,8 @@ class RunReport:
     rows: int  # certificate rows this run left in its database
     missing: int | None  # successes whose serial has no row (None: serials not collected)
     cpu: Mapping[str, CpuUse]
+    # Connections the server opened to its database during the run, warm-up included (pool fill + churn).
+    connections: int | None = None
 
     @property
     def answered(self) -> int:
@@ -130,9 +132,10 @@ def render_text(report: BenchReport) -> str:
     for run in report.runs:
         server = run.cpu.get("server")
         if server is not None and server.seconds > 0:
+            opened = "" if run.connections is None else f"; {run.connections} Postgres connections opened in the run"
             lines.append(
                 f"  {run.load.name} server CPU: {100 * server.system / server.seconds:.0f}% in the kernel "
-                f"({server.processes} process{'es' if server.processes != 1 else ''})"
+                f"({server.processes} process{'es' if server.processes != 1 else ''}){opened}"
             )
     for run in report.runs:
         capped = " (stopped by the wall-clock cap)" if run.load.capped else ""
@@ -221,6 +224,7 @@ def to_json(report: BenchReport) -> dict[str, Any]:
                 },
                 "cpu": {k: _cpu_json(v) for k, v in run.cpu.items()},
                 "client_cpu_s": round(load.client_cpu, 3),
+                "postgres_connections_opened": run.connections,
             }
         )
     return {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from issuer.cli import ca_rotation
+from issuer.cli import ca_kms, ca_rotation
 from issuer.cli.common import ensure_schema, fail, now, run, with_sessions
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
@@ -19,7 +19,11 @@ def add_parser(sub: Any) -> None:
         help="create the root and issuing CA",
         description="Create a root CA (ECDSA P-384) and an issuing CA (ECDSA P-256) in <state_dir>/ca, "
         "keys encrypted with the CA passphrase, and register them in the database as the active issuer. "
+        "With --issuing-kms-key or --create-kms-key the issuing key is an AWS KMS key instead (registered "
+        "as kms:<key ARN>; no issuing key file, and replicas need no passphrase); the root is then a local "
+        "key file, or a KMS key too with --root-kms-key / --create-root-kms-key. "
         "Run `issuer migrate` first (the embedded SQLite default migrates itself).",
+        epilog="example: issuer ca init --create-kms-key alias/issuer-ca --kms-key-spec ECC_NIST_P256",
     )
     init.add_argument("--root-validity", default="3650d", help="root CA lifetime (default 3650d)")
     init.add_argument("--issuing-validity", default="365d", help="issuing CA lifetime (default 365d)")
@@ -27,6 +31,7 @@ def add_parser(sub: Any) -> None:
     init.add_argument(
         "--force", action="store_true", help="replace CA files on disk (only while the registry is still empty)"
     )
+    ca_kms.add_init_options(init)
     init.set_defaults(handler=cmd_init)
     show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
     show.set_defaults(handler=cmd_show)
@@ -77,6 +82,8 @@ async def _registry_subjects(sessions: Any) -> list[str]:
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    if ca_kms.wants_kms(args):
+        return ca_kms.cmd_init_kms(args, settings)
     init_ca_files(
         settings,
         root_validity=args.root_validity,

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from issuer.cli import ca_status
+from issuer.cli import ca_kms, ca_status
 from issuer.cli.ca_publish import add_publish_options, check_publish_options, publish, publish_gate, say_published
 from issuer.cli.common import ensure_schema, fail, now, print_json, run, with_sessions
 from issuer.durations import format_duration, parse_duration
@@ -25,6 +25,10 @@ passphrase in <state_dir>/ca/issuing-<fingerprint>.key.pem. It is 'prepared': ev
 it in GET /v1/truststore within [issuer] registry_refresh, but nothing is signed with it until
 `issuer ca activate`. This is the only command that needs the root key (root.key.pem); bring it
 back for this command and take it offline again afterwards.
+
+With --kms-key or --create-kms-key the new issuer's key is an AWS KMS key instead: registered as
+kms:<key ARN>, no key file written, nothing to copy to replicas, no passphrase needed unless the
+root key is a file. A root whose key is in KMS (`ca init --root-kms-key`) signs through KMS.
 
 A validity shorter than the longest role max_ttl is refused (leaves never outlive their issuer).
 """
@@ -76,6 +80,7 @@ def add_parsers(ca: Any) -> None:
     rotate.add_argument("--force", action="store_true", help="replace a prepared issuer that never signed")
     rotate.add_argument("--json", action="store_true", help="print the new issuer as JSON")
     add_publish_options(rotate)
+    ca_kms.add_rotate_options(rotate)
     rotate.set_defaults(handler=cmd_rotate)
 
     activate = ca.add_parser(
@@ -147,6 +152,7 @@ def _duration(text: str, option: str) -> timedelta:
 
 
 def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.aws.kms import KmsClients
     from issuer.ca_setup import read_passphrase
     from issuer.service.ca_lifecycle import short, when
     from issuer.service.ca_rotation import rotate_issuer
@@ -168,6 +174,8 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
                 common_name=args.common_name,
                 root=args.root,
                 force=args.force,
+                kms_key=ca_kms.rotate_choice(args),
+                kms=KmsClients(region=args.kms_region),
             ),
         )
     )
@@ -194,13 +202,19 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     days = (new.not_after - new.not_before).days  # the 5-minute backdate would make an odd duration
     print(f"  valid:        {when(new.not_before)} .. {when(new.not_after)} ({days} days)")
     print(f"  root:         {done.root.subject} ({short(done.root.fingerprint_sha256)})")
-    print(f"  key:          {done.key_path}")
+    print(f"  key:          {done.key_path or new.key_ref}")
+    if done.created_kms_key:
+        print(f"  created:      KMS key {done.created_kms_key}")
     for old in done.replaced:
         print(f"  replaced:     {old.subject} ({short(old.fingerprint_sha256)}), prepared but never active: retired")
     print(f"Every replica serves it in GET /v1/truststore within {refresh}.")
     published = _publish_after(args, settings)
     print("Next:")
-    print(f"  1. copy {done.key_path.name} into every replica's CA directory (if they do not share this one)")
+    if done.key_path is not None:
+        print(f"  1. copy {done.key_path.name} into every replica's CA directory (if they do not share this one)")
+    else:
+        arn = new.key_ref.removeprefix("kms:")
+        print(f"  1. nothing to copy: replicas sign in KMS; their role needs kms:Sign and kms:GetPublicKey on {arn}")
     if published:
         print("  2. wait until API Gateway uses the published truststore (the domain's status is AVAILABLE)")
     else:

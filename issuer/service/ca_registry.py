@@ -7,7 +7,7 @@ issuer, switch the active one) live here; the rotation commands with their check
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.files import CAFiles, load_ca_certificates, load_key_file, write_key_file
 from ca.hierarchy import CertifiedKey, create_issuing
+from ca.kms_client import kms_public_key, same_public_key
+from ca.kms_setup import KmsCertifiedKey
 from issuer.errors import ClientError, ConfigError, NotFound
-from issuer.service.signers import file_key_ref, resolve_file_ref
+from issuer.service.signers import KMS_PREFIX, KmsClientSource, file_key_ref, kms_key_arn, resolve_file_ref
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 
@@ -29,7 +31,9 @@ __all__ = [
     "activate_issuer",
     "change_stamp",
     "insert_prepared",
+    "load_kms_root",
     "load_root",
+    "load_root_key",
     "organization_of",
     "prepare_file_issuer",
     "register_file_ca",
@@ -139,9 +143,47 @@ async def prepare_file_issuer(
     return _registered(issuer_id, issuing.certificate)
 
 
-def load_root(record: RootRecord, *, ca_dir: Path, passphrase: bytes) -> CertifiedKey:
-    """The root of ``record`` with its key, to certify a new issuing CA.
+def load_root_key(
+    record: RootRecord, *, ca_dir: Path, passphrase: Callable[[], bytes], kms: KmsClientSource | None
+) -> CertifiedKey | KmsCertifiedKey:
+    """The root of ``record`` with its key — a file key (:func:`load_root`) or a KMS key (:func:`load_kms_root`).
 
+    ``passphrase`` is called only for a file key, once its file has been found. Blocking (file or
+    KMS I/O). Raises as those two do; ConfigError ``root_key_unavailable`` for a KMS root without ``kms``.
+    """
+    if record.key_ref and record.key_ref.startswith(KMS_PREFIX):
+        if kms is None:
+            raise ConfigError(
+                f"the root {record.subject} key is in AWS KMS: no KMS client", code="root_key_unavailable"
+            )
+        return load_kms_root(record, kms=kms)
+    return load_root(record, ca_dir=ca_dir, passphrase=passphrase)
+
+
+def load_kms_root(record: RootRecord, *, kms: KmsClientSource) -> KmsCertifiedKey:
+    """The root of ``record`` signing through its KMS key (``key_ref`` ``kms:<key ARN>``), checked with one
+    ``GetPublicKey``.
+
+    Raises ConfigError ``kms_key_ref_invalid`` and ``root_key_mismatch`` (the KMS key is not the root
+    certificate's), and the ``ca.kms_client`` errors (SignerUnavailable, SignerDenied, KMSKeyError)
+    naming the key.
+    """
+    arn = kms_key_arn(record.key_ref or "", owner=f"the root {record.subject}")
+    client = kms.for_key(arn)
+    key = kms_public_key(client, arn)
+    certificate = x509.load_pem_x509_certificate(record.certificate_pem.encode())
+    if not same_public_key(key, certificate):
+        raise ConfigError(
+            f"KMS key {arn} is not the key of the root {record.subject}: their public keys differ",
+            code="root_key_mismatch",
+        )
+    return KmsCertifiedKey(certificate=certificate, client=client, key_id=key.key_id)
+
+
+def load_root(record: RootRecord, *, ca_dir: Path, passphrase: bytes | Callable[[], bytes]) -> CertifiedKey:
+    """The root of ``record`` with its file key, to certify a new issuing CA.
+
+    ``passphrase`` may be a callable, called only once the key file has been found.
     Raises :class:`ConfigError` ``root_key_unavailable`` (no key registered, not a file key, or the
     file is not where the registry says: the root key is kept offline) and the ``ca.files`` errors
     for a key that does not decrypt or does not belong to the root.
@@ -153,8 +195,7 @@ def load_root(record: RootRecord, *, ca_dir: Path, passphrase: bytes) -> Certifi
         )
     if not record.key_ref.startswith("file:"):
         raise ConfigError(
-            f"the root {record.subject} key {record.key_ref!r} is not a file key; "
-            "`issuer ca rotate` signs only with file keys",
+            f"the root {record.subject} key {record.key_ref!r} is neither a file key nor a KMS key",
             code="root_key_unavailable",
         )
     path = resolve_file_ref(record.key_ref, ca_dir=ca_dir)
@@ -165,7 +206,7 @@ def load_root(record: RootRecord, *, ca_dir: Path, passphrase: bytes) -> Certifi
             code="root_key_unavailable",
         )
     certificate = x509.load_pem_x509_certificate(record.certificate_pem.encode())
-    key = load_key_file(path, passphrase=passphrase)
+    key = load_key_file(path, passphrase=passphrase() if callable(passphrase) else passphrase)
     if key.public_key() != certificate.public_key():
         raise ConfigError(f"{path} is not the key of the root {record.subject}", code="root_key_mismatch")
     return CertifiedKey(certificate, key)
@@ -180,9 +221,22 @@ def write_issuer_key(issuing: CertifiedKey, *, ca_dir: Path, passphrase: bytes) 
 
 
 async def insert_prepared(
-    session: AsyncSession, certificate: x509.Certificate, *, key_path: Path, ca_dir: Path, now: datetime
+    session: AsyncSession,
+    certificate: x509.Certificate,
+    *,
+    key_path: Path | None = None,
+    ca_dir: Path,
+    now: datetime,
+    key_ref: str | None = None,
 ) -> int:
-    """Register ``certificate`` (signed by a registered root) as a ``prepared`` issuer; its id."""
+    """Register ``certificate`` (signed by a registered root) as a ``prepared`` issuer; its id.
+
+    Its key is the file ``key_path``, or ``key_ref`` (``kms:<key ARN>``) when given.
+    """
+    if key_ref is None:
+        if key_path is None:
+            raise ValueError("an issuer needs a key_path or a key_ref")
+        key_ref = file_key_ref(key_path, ca_dir=ca_dir)
     return await store.add_issuer(
         session,
         fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
@@ -190,7 +244,7 @@ async def insert_prepared(
         serial=format(certificate.serial_number, "x"),
         certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
         chain_pem="",
-        key_ref=file_key_ref(key_path, ca_dir=ca_dir),
+        key_ref=key_ref,
         state="prepared",
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
@@ -241,7 +295,7 @@ def _registered(issuer_id: int, certificate: x509.Certificate) -> RegisteredCA:
     )
 
 
-def organization_of(root: CertifiedKey) -> str | None:
+def organization_of(root: CertifiedKey | KmsCertifiedKey) -> str | None:
     """The O= of ``root``'s subject, which its issuing CAs carry too."""
     values = root.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     value = values[0].value if values else None

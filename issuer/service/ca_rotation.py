@@ -16,6 +16,7 @@ Each function takes the session factory and ``now`` and owns its transactions; r
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ca.hierarchy import create_issuing
+from ca.hierarchy import CertifiedKey, create_issuing
 from issuer.errors import ClientError, ConfigError, IssuerError, NotFound
 from issuer.service import ca_registry
+from issuer.service.ca_kms import KmsKeyChoice, KmsSetupSource, new_kms_issuer
 from issuer.service.ca_lifecycle import (
     LeafCounts,
     activation_warnings,
@@ -62,12 +64,18 @@ _HEX_PREFIX = re.compile(r"[0-9a-f]{4,64}")
 
 @dataclass(frozen=True, slots=True)
 class Rotation:
-    """A new prepared issuer, the root that certified it, where its key is, and what it replaced (``force``)."""
+    """A new prepared issuer, the root that certified it, where its key is, and what it replaced (``force``).
+
+    ``key_path`` is the issuing key file, None when the key is in KMS (``issuer.key_ref`` names it);
+    ``certificate_path`` the new certificate beside it in the CA directory, for operators.
+    """
 
     issuer: IssuerRecord
     root: RootRecord
-    key_path: Path
+    key_path: Path | None
     replaced: tuple[IssuerRecord, ...]
+    certificate_path: Path | None = None
+    created_kms_key: str | None = None  # the ARN, when this rotation created the KMS key
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,18 +154,25 @@ async def rotate_issuer(
     common_name: str | None = None,
     root: str | None = None,
     force: bool = False,
+    kms_key: KmsKeyChoice | None = None,
+    kms: KmsSetupSource | None = None,
 ) -> Rotation:
     """Prepare a new issuing CA under a registered root (default: the newest one whose key is registered).
+
+    The root signs with its registered key, a file (``file:``) or a KMS key (``kms:``, through ``kms``).
+    The new issuer's key is a new encrypted file in ``ca_dir``, or with ``kms_key`` a KMS key (found or
+    created through ``kms``; registered as ``kms:<key ARN>``, no key file written).
 
     ``min_validity`` is the longest role ``max_ttl``. The new issuer is named ``common_name``, by
     default ``<trust_domain> Issuing CA <date>``. A prepared issuer that never signed blocks a second
     one unless ``force``, which retires it in the same transaction. ``passphrase`` is called only once
-    the root key file has been found.
+    the root key file has been found, and for a new key file: never when both keys are in KMS.
 
     Raises ClientError ``validity_too_short``, ``root_expires_too_soon``, ``issuer_prepared_exists``,
     ``issuer_name_taken``, ``root_ambiguous``; NotFound ``root_not_found``; ConfigError
     ``root_key_unavailable`` (the root key is offline: the one-line detail says where it was expected)
-    and the ``ca.files`` key errors.
+    and ``root_key_mismatch``; the ``ca.files`` key errors; for KMS keys the errors of
+    :func:`~issuer.service.ca_kms.obtain_kms_key` and ``ca.kms_client``, naming the key.
     """
     # The asked-for validity first, before any I/O; what the root allows is checked once it is chosen.
     check_rotation(validity=validity, effective=validity, min_validity=min_validity, root_expiry=now + validity)
@@ -176,22 +191,43 @@ async def rotate_issuer(
         )
     root_record = _pick_root(roots, root)
     name = _issuer_name(common_name, trust_domain=trust_domain, now=now, issuers=issuers)
-    certified_root = ca_registry.load_root(root_record, ca_dir=ca_dir, passphrase=passphrase())
+    if kms_key is not None and kms is None:
+        raise ValueError("a KMS issuing key needs a KMS client source")
+    certified_root = await asyncio.to_thread(
+        ca_registry.load_root_key, root_record, ca_dir=ca_dir, passphrase=passphrase, kms=kms
+    )
     check_rotation(
         validity=validity,
         effective=min(now + validity, root_record.not_after) - now,
         min_validity=min_validity,
         root_expiry=root_record.not_after,
     )
-    issuing = create_issuing(
-        certified_root,
-        now=now,
-        validity=validity,
-        common_name=name,
-        organization=ca_registry.organization_of(certified_root),
-    )
-    key_path = ca_registry.write_issuer_key(issuing, ca_dir=ca_dir, passphrase=passphrase())
-    fingerprint = issuing.certificate.fingerprint(hashes.SHA256()).hex()
+    key_path: Path | None = None
+    key_ref: str | None = None
+    created_kms_key: str | None = None
+    if kms_key is None:
+        if not isinstance(certified_root, CertifiedKey):
+            raise ConfigError(
+                f"the root {root_record.subject} signs in AWS KMS, which certifies only KMS issuing keys here; "
+                "add --kms-key KEY or --create-kms-key ALIAS",
+                code="issuer_key_kind",
+            )
+        issuing = create_issuing(
+            certified_root,
+            now=now,
+            validity=validity,
+            common_name=name,
+            organization=ca_registry.organization_of(certified_root),
+        )
+        certificate = issuing.certificate
+        key_path = ca_registry.write_issuer_key(issuing, ca_dir=ca_dir, passphrase=passphrase())
+        certificate_path = key_path.with_name(key_path.name.removesuffix(".key.pem") + ".pem")
+    else:
+        assert kms is not None  # checked before any I/O
+        made = await new_kms_issuer(certified_root, kms, kms_key, ca_dir=ca_dir, now=now, validity=validity, name=name)
+        certificate, certificate_path, key_ref = made.certificate, made.certificate_path, made.key.key_ref
+        created_kms_key = made.key.arn if made.key.created else None
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
     try:
         async with sessions() as session, session.begin():
             await store.lock_registry(session)
@@ -204,14 +240,24 @@ async def rotate_issuer(
             stamp = await ca_registry.change_stamp(session, now)
             for record in pending:
                 await store.retire_prepared_issuer(session, issuer_id=record.id, now=stamp)
-            await ca_registry.insert_prepared(session, issuing.certificate, key_path=key_path, ca_dir=ca_dir, now=stamp)
+            await ca_registry.insert_prepared(
+                session, certificate, key_path=key_path, key_ref=key_ref, ca_dir=ca_dir, now=stamp
+            )
             (created,) = await store.get_issuer(session, fingerprint_prefix=fingerprint)
     except BaseException:
-        # Never leave a key behind that the registry does not name.
-        key_path.unlink(missing_ok=True)
-        key_path.with_name(key_path.name.removesuffix(".key.pem") + ".pem").unlink(missing_ok=True)
+        # Never leave a key behind that the registry does not name (a KMS key cannot be deleted at once).
+        if key_path is not None:
+            key_path.unlink(missing_ok=True)
+        certificate_path.unlink(missing_ok=True)
         raise
-    return Rotation(issuer=created, root=root_record, key_path=key_path, replaced=tuple(pending))
+    return Rotation(
+        issuer=created,
+        root=root_record,
+        key_path=key_path,
+        replaced=tuple(pending),
+        certificate_path=certificate_path,
+        created_kms_key=created_kms_key,
+    )
 
 
 async def activate(

@@ -2,21 +2,46 @@
 
 - ``file:<path>`` — an encrypted PKCS#8 key file, decrypted with the CA passphrase; a
   relative path is relative to the CA directory (``<state_dir>/ca``).
+- ``kms:<key ARN>`` — an asymmetric SIGN_VERIFY key in AWS KMS, always its full key ARN
+  (never an alias, which an operator could point at another key). Signing calls
+  ``kms:Sign``; loading calls ``kms:GetPublicKey`` once and refuses a key that is not the
+  certificate's. No file and no passphrase are needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 
+from ca.errors import KMSKeyError, SignerUnavailable
 from ca.files import load_key_file
+from ca.kms import DEFAULT_TIMEOUT, load_kms_signer
+from ca.kms_client import KmsClient
 from ca.signer import LocalFileSigner, Signer
-from issuer.errors import ConfigError
+from issuer.aws.kms import is_key_arn
+from issuer.errors import ConfigError, UpstreamUnavailable
 from issuer.store.records import IssuerRecord
 
-__all__ = ["KeySigners", "file_key_ref", "resolve_file_ref"]
+__all__ = [
+    "KMS_PREFIX",
+    "KeySigners",
+    "KmsClientSource",
+    "file_key_ref",
+    "kms_key_arn",
+    "kms_key_ref",
+    "resolve_file_ref",
+]
+
+KMS_PREFIX = "kms:"
+
+
+class KmsClientSource(Protocol):
+    """Gives the KMS client that reaches a key (``issuer.aws.kms.KmsClients`` is one)."""
+
+    def for_key(self, key_id: str) -> KmsClient: ...
 
 
 def file_key_ref(path: Path, *, ca_dir: Path) -> str:
@@ -32,15 +57,49 @@ def resolve_file_ref(key_ref: str, *, ca_dir: Path) -> Path:
     return path if path.is_absolute() else ca_dir / path
 
 
+def kms_key_ref(key_arn: str) -> str:
+    """The ``key_ref`` of a KMS key; raises ``ValueError`` unless ``key_arn`` is a key ARN (not an alias)."""
+    if not is_key_arn(key_arn):
+        raise ValueError(f"{key_arn!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    return KMS_PREFIX + key_arn
+
+
+def kms_key_arn(key_ref: str, *, owner: str) -> str:
+    """The key ARN in a ``kms:`` ``key_ref`` of ``owner`` (a CA subject, for the message).
+
+    Raises :class:`ConfigError` ``kms_key_ref_invalid`` for anything but a key ARN: an alias or a
+    bare key id could name another key tomorrow.
+    """
+    arn = key_ref.removeprefix(KMS_PREFIX)
+    if not is_key_arn(arn):
+        raise ConfigError(
+            f"{owner}: key_ref {key_ref!r} is not kms:<key ARN>; the registry must name the key by its ARN "
+            "(an alias or key id could point at another key)",
+            code="kms_key_ref_invalid",
+        )
+    return arn
+
+
 class KeySigners:
     """The :class:`~issuer.service.registry.SignerLoader` for every key backend this build knows.
 
-    ``passphrase`` is called only when a file key must be decrypted.
+    ``passphrase`` is called only when a file key must be decrypted. ``kms`` gives KMS clients
+    (default: :class:`issuer.aws.kms.KmsClients`, made on first use of a ``kms:`` key);
+    ``kms_timeout`` bounds each KMS call in seconds, retries included.
     """
 
-    def __init__(self, *, ca_dir: Path, passphrase: Callable[[], bytes]) -> None:
+    def __init__(
+        self,
+        *,
+        ca_dir: Path,
+        passphrase: Callable[[], bytes],
+        kms: KmsClientSource | None = None,
+        kms_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self._ca_dir = ca_dir
         self._passphrase = passphrase
+        self._kms = kms
+        self._kms_timeout = kms_timeout
 
     async def __call__(
         self,
@@ -50,11 +109,54 @@ class KeySigners:
         chain: tuple[x509.Certificate, ...],
         roots: tuple[x509.Certificate, ...],
     ) -> Signer:
+        """The signer of ``issuer``.
+
+        Raises :class:`ConfigError` for an unknown backend, a malformed ``kms:`` ref or a key that is
+        not the certificate's; the ``ca.files`` errors for a file key that is missing or does not
+        decrypt; :class:`UpstreamUnavailable` when KMS cannot be reached, throttles or refuses the
+        key. Every message names the issuer and the key.
+        """
         if issuer.key_ref.startswith("file:"):
             key = load_key_file(resolve_file_ref(issuer.key_ref, ca_dir=self._ca_dir), passphrase=self._passphrase())
             try:
                 return LocalFileSigner(issuer_certificate=certificate, issuer_key=key, roots=roots, chain=chain)
             except ValueError as exc:
                 raise ConfigError(f"issuing CA {issuer.subject}: {issuer.key_ref} is not its key ({exc})") from None
+        if issuer.key_ref.startswith(KMS_PREFIX):
+            return await self._kms_signer(issuer, certificate=certificate, chain=chain, roots=roots)
         scheme = issuer.key_ref.split(":", 1)[0]
         raise ConfigError(f"issuing CA {issuer.subject}: unknown key backend {scheme!r} in key_ref {issuer.key_ref!r}")
+
+    @property
+    def kms(self) -> KmsClientSource:
+        if self._kms is None:
+            from issuer.aws.kms import KmsClients
+
+            self._kms = KmsClients()
+        return self._kms
+
+    async def _kms_signer(
+        self,
+        issuer: IssuerRecord,
+        *,
+        certificate: x509.Certificate,
+        chain: tuple[x509.Certificate, ...],
+        roots: tuple[x509.Certificate, ...],
+    ) -> Signer:
+        owner = f"issuing CA {issuer.subject}"
+        arn = kms_key_arn(issuer.key_ref, owner=owner)
+        try:
+            return await load_kms_signer(
+                self.kms.for_key(arn),
+                arn,
+                issuer_certificate=certificate,
+                roots=roots,
+                chain=chain,
+                call_timeout=self._kms_timeout,
+            )
+        except SignerUnavailable as exc:  # SignerDenied too: unreachable, throttled, denied, disabled, gone
+            raise UpstreamUnavailable(
+                f"{owner}: {exc.detail}", code=exc.code, reason=f"{owner}: {exc.reason}", retry_after=exc.retry_after
+            ) from None
+        except KMSKeyError as exc:  # not the certificate's key, or a key that cannot sign certificates
+            raise ConfigError(f"{owner}: {exc.detail}", code=exc.code) from None

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from demo.authorizer import decide
 from demo.aws_standins import ACCOUNT, INSTANCE, REGION, DemoAws, demo_aws
 from demo.mtls_endpoint import MtlsEndpoint, make_server_certificate
 
@@ -43,6 +44,7 @@ ROLES = """\
 [issuer]
 trust_domain = "demo.example"
 server_id = "issuer.demo.example"
+registry_refresh = "1s"                  # replicas follow CA rotation within a second (default 5s)
 
 [aws.sts]
 # Real clients sign for the real STS host; the issuer sends those requests to moto instead.
@@ -171,6 +173,78 @@ def watch_daemon(endpoint: MtlsEndpoint, server_cert: Path, certs: Path, *, seco
     if len(serials) < 3:
         raise DemoFailed(f"the daemon renewed {len(serials) - 1} time(s) in {seconds:.0f} s")
     ok(f"{len(serials)} certificates in {seconds:.0f} s, each renewed before it expired; every API call answered")
+
+
+def rotate_ca(
+    aws: DemoAws,
+    env: dict[str, str],
+    *,
+    issuer: str,
+    agent: str,
+    endpoint: MtlsEndpoint,
+    server_cert: Path,
+    server_key: Path,
+    machines: dict[str, Path],
+) -> MtlsEndpoint:
+    """Step 12: rotate the issuing CA with overlap, publishing the truststore to S3 (moto) each time."""
+    say("Step 12: rotate the issuing CA with overlap; the truststore goes to S3 (moto) before the switch")
+    bucket, key = "demo-truststores", "api/truststore.pem"
+    s3 = aws.s3_client()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3_env = dict(env, **aws.s3_env())
+    target = f"s3://{bucket}/{key}"
+    run([issuer, "truststore", "publish", target], env=s3_env)
+    rotated = json.loads(
+        run([issuer, "ca", "rotate", "--validity", "90d", "--json", "--publish", target], env=s3_env, capture=True)
+    )
+    new_fp = rotated["fingerprint_sha256"]
+    ok(f"prepared issuing CA {new_fp[:16]}…: in the published truststore, signing nothing yet")
+
+    def swap_endpoint(current: MtlsEndpoint) -> MtlsEndpoint:
+        published = WORK / "published-truststore.pem"
+        published.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        current.stop()
+        fresh = MtlsEndpoint(truststore=published, cert=server_cert, key=server_key, port=current.port)
+        fresh.start()
+        return fresh
+
+    endpoint = swap_endpoint(endpoint)
+    run([issuer, "ca", "activate", new_fp[:16], "--publish", target], env=s3_env)
+    time.sleep(1.5)  # every replica re-reads the registry (registry_refresh = 1s here)
+    old_leaf = machines["build-box-1"]
+    new_leaf = machines["build-server"]
+    run([agent, "renew", "--out", str(new_leaf), "--force"], env=env)
+    issuers = {
+        name: x509.load_pem_x509_certificate((path / "cert.pem").read_bytes()).issuer.rfc4514_string()
+        for name, path in machines.items()
+    }
+    print(f"    issuers now: {json.dumps(issuers)}")
+    if len(set(issuers.values())) != 2:
+        raise DemoFailed("the renewed machine should be on the new issuing CA, the other on the old")
+    call_api(endpoint, server_cert, old_leaf, "spiffe://demo.example/onprem/build-box-1")
+    call_api(endpoint, server_cert, new_leaf, f"spiffe://demo.example/aws/{ACCOUNT}/iam/user/build-server")
+    ok("a leaf of the old and a leaf of the new issuing CA both pass, leaf alone, against the published truststore")
+
+    old_fp = next(
+        c["fingerprint_sha256"]
+        for c in json.loads(run([issuer, "ca", "status", "--json"], env=env, capture=True))["issuers"]
+        if c["fingerprint_sha256"] != new_fp and c["state"] != "retired"
+    )
+    print("    Retiring the old issuing CA while its leaves live is refused:")
+    expect_refusal([issuer, "ca", "retire", old_fp[:16]], env=env, what="retiring a CA with live leaves")
+    print("    Once its last leaf has expired, `ca retire` takes it out of the truststore. The demo cannot")
+    print("    wait a day, so it forces it, to show the effect: a leaf of the retired CA no longer passes.")
+    run([issuer, "ca", "retire", old_fp[:16], "--force", "--publish", target], env=s3_env)
+    endpoint = swap_endpoint(endpoint)
+    try:
+        mtls_get(endpoint.url, server_ca=server_cert, cert=old_leaf / "cert.pem", key=old_leaf / "key.pem")
+    except (ssl.SSLError, urllib.error.URLError, ConnectionError, OSError) as exc:
+        ok(f"the old CA's leaf is refused now ({type(exc).__name__}), as API Gateway refuses it after retirement")
+    else:
+        raise DemoFailed("a leaf of the retired CA still passed")
+    call_api(endpoint, server_cert, new_leaf, f"spiffe://demo.example/aws/{ACCOUNT}/iam/user/build-server")
+    return endpoint
 
 
 def expect_refusal(args: list[str], *, env: dict[str, str], what: str) -> None:
@@ -376,6 +450,34 @@ def walkthrough(aws: DemoAws) -> int:
         if daemon.returncode != 0:
             raise DemoFailed(f"the daemon exited {daemon.returncode}; see {WORK / 'daemon.log'}")
         ok("SIGTERM: the daemon stopped cleanly (exit 0)")
+
+        say("Step 11: revocation: API Gateway checks no CRL, so the Lambda authorizer denies revoked serials")
+        run([issuer, "revoke", "--instance", INSTANCE, "--reason", "keyCompromise"], env=env)
+        revoked_url = f"{server}/v1/revoked"
+        for label, path, expected in (("the EC2 instance", ec2, False), ("build-box-1", certs, True)):
+            allowed, reason = decide(path / "cert.pem", revoked_url=revoked_url)
+            print(
+                f"    authorizer, GET /orders with {label}'s certificate: {'Allow' if allowed else 'Deny'} ({reason})"
+            )
+            if allowed != expected:
+                raise DemoFailed(f"the authorizer answered {reason} for {label}")
+        ok("the revoked certificate is denied, the other allowed")
+        crl = WORK / "issuing.crl"
+        with urllib.request.urlopen(f"{server}/v1/crl", timeout=5) as resp:
+            crl.write_bytes(resp.read())
+        run(["openssl", "crl", "-inform", "DER", "-in", str(crl), "-CAfile", str(truststore), "-noout"], env=env)
+        ok("GET /v1/crl verifies against the truststore (openssl crl)")
+
+        endpoint = rotate_ca(
+            aws,
+            env,
+            issuer=issuer,
+            agent=agent,
+            endpoint=endpoint,
+            server_cert=server_cert,
+            server_key=server_key,
+            machines={"build-box-1": certs, "build-server": build},
+        )
 
         say("The record: every issuance and refusal is in the database")
         run([issuer, "certs", "list", "--limit", "12"], env=env)

@@ -12,12 +12,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import boto3
 from cryptography.hazmat.primitives import serialization
 
 from tests.support.fake_aws_iid import FakeAwsSigner, build_document, sign
 from tests.support.fake_imds import ImdsConfig, fake_imds
 from tests.support.moto_iam import moto_iam
+from tests.support.moto_server import moto_server
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "eu-west-1"
@@ -46,6 +49,27 @@ class DemoAws:
     user: Credentials
     role_arn: str
     task: Credentials  # an assumed-role session, like an ECS task role's
+    s3_url: str  # moto's server as S3 (no request authentication), for truststore publishing
+
+    def s3_env(self) -> dict[str, str]:
+        """What an operator's shell would hold to publish to this S3: an endpoint, keys, a region."""
+        return {
+            "AWS_ENDPOINT_URL": self.s3_url,
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def s3_client(self) -> Any:
+        env = self.s3_env()
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
 
 
 @contextmanager
@@ -68,6 +92,7 @@ def demo_aws(workdir: Path) -> Iterator[DemoAws]:
         imds = stack.enter_context(
             fake_imds(ImdsConfig(document=document.decode(), rsa2048=sign(document, signer, "rsa2048")))
         )
+        s3 = stack.enter_context(moto_server())
         yield DemoAws(
             sts_url=iam.server.url,
             imds_url=imds.url,
@@ -76,4 +101,5 @@ def demo_aws(workdir: Path) -> Iterator[DemoAws]:
             user=Credentials(iam.user.access_key_id, iam.user.secret_access_key),
             role_arn=iam.role_arn,
             task=Credentials(iam.role.access_key_id, iam.role.secret_access_key, iam.role.session_token),
+            s3_url=s3.url,
         )

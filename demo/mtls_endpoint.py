@@ -100,7 +100,11 @@ class MtlsEndpoint:
         await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.context).start()
 
     def stop(self) -> None:
+        """Stop serving; calling it again does nothing."""
+        if not self._thread.is_alive():
+            return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+            self._runner = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)

@@ -29,6 +29,7 @@ The error codes are those of the EC2 proof, the only caller::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from asn1crypto import algos, cms, core
@@ -243,13 +244,24 @@ def _verify_one(
     return None
 
 
+@functools.lru_cache(maxsize=512)
+def _pinned(cert: x509.Certificate) -> tuple[asn1_x509.Certificate, bytes]:
+    # The pinned certificates are the same on every request: parse each once, not per document.
+    parsed = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+    return parsed, parsed.issuer.dump()
+
+
 def _names_signer(sid: cms.SignerIdentifier, cert: x509.Certificate | asn1_x509.Certificate) -> bool:
-    parsed = (
-        cert if isinstance(cert, asn1_x509.Certificate) else asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
-    )
+    if isinstance(cert, asn1_x509.Certificate):
+        parsed, issuer_der = cert, None
+    else:
+        parsed, issuer_der = _pinned(cert)
     if sid.name == "issuer_and_serial_number":
         ias = sid.chosen
-        return bool(ias["serial_number"].native == parsed.serial_number and ias["issuer"] == parsed.issuer)
+        if ias["serial_number"].native != parsed.serial_number:
+            return False
+        # The same DER is the same name; otherwise RFC 5280's name comparison decides.
+        return bool(ias["issuer"].dump() == issuer_der or ias["issuer"] == parsed.issuer)
     if sid.name == "subject_key_identifier":
         return parsed.key_identifier is not None and parsed.key_identifier == sid.chosen.native
     return False

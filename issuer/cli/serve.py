@@ -102,6 +102,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
         init_ca_files(settings, root_validity="3650d", issuing_validity="365d", organization=None, force=False)
         log.warning("embedded default: created a development CA in %s", settings.ca_dir)
+    elif (settings.ca_dir / "issuing.pem").exists():
+        # Once, before any worker starts: a CA made on disk joins an empty registry here, not N times at once.
+        from issuer.cli.common import now, run, with_sessions
+        from issuer.service.ca_registry import register_file_ca
+
+        run(with_sessions(settings, lambda s: register_file_ca(s, ca_dir=settings.ca_dir, now=now())))
     ssl_context = None
     if args.tls_cert:
         client_ca = args.tls_client_ca or _roots_file(settings)

@@ -101,6 +101,8 @@ def parse_json(raw: bytes) -> Any:
 
 
 def _max_depth(raw: bytes) -> int:
+    if raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH:
+        return 0  # cannot nest deeper than it has brackets: skip the walk (the usual case)
     depth = deepest = 0
     for bracket in _BRACKETS.findall(_STRINGS.sub(b"", raw)):
         if bracket in b"[{":

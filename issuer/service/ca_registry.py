@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.files import CAFiles, load_ca_certificates, load_key_file, write_key_file
@@ -63,6 +64,17 @@ async def register_file_ca(
     of truth and the files are only a key store). Raises ``CAStateError`` when the
     files are missing or damaged.
     """
+    try:
+        return await _register_file_ca(sessions, ca_dir=ca_dir, now=now)
+    except IntegrityError:
+        # Another process (a worker, a replica) registered it at the same moment: the registry
+        # is filled, which is all this wanted.
+        return None
+
+
+async def _register_file_ca(
+    sessions: async_sessionmaker[AsyncSession], *, ca_dir: Path, now: datetime
+) -> RegisteredCA | None:
     roots, issuing = load_ca_certificates(ca_dir)
     files = CAFiles.at(ca_dir)
     certificate, chain = issuing[0], issuing[1:]

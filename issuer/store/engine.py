@@ -8,8 +8,15 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``)."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 0, pool_timeout: float = 5.0) -> AsyncEngine:
+    """An async engine for ``url`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``).
+
+    Postgres: ``pool_size`` connections kept open (with ``max_overflow`` more on bursts, closed
+    when idle); a request that cannot get one within ``pool_timeout`` seconds fails (503). No
+    pre-ping on checkout (three round trips each time): a connection that died is invalidated
+    with the whole pool by the first statement that fails on it (that request gets 503 with
+    Retry-After), and connections are recycled after 5 minutes.
+    """
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -22,7 +29,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout, pool_recycle=300
+    )
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -46,25 +46,47 @@ def _dialect_insert(session: AsyncSession) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
+# The hot path's statements are built once, on the tables, and run with a dict of values:
+# building a statement per call (and the ORM's bookkeeping around it) cost more than Postgres.
+_IDENTITIES = Identity.metadata.tables[Identity.__tablename__]
+_CERTIFICATES = Certificate.metadata.tables[Certificate.__tablename__]
+_ATTESTATIONS = Attestation.metadata.tables[Attestation.__tablename__]
+
+
+def _upsert_identity_statement(dialect_insert: Any) -> Any:
+    statement = dialect_insert(_IDENTITIES)
+    refreshed = {name: statement.excluded[name] for name in ("account_id", "region", "attributes", "last_seen")}
+    return statement.on_conflict_do_update(
+        index_elements=[_IDENTITIES.c.method, _IDENTITIES.c.principal], set_=refreshed
+    ).returning(_IDENTITIES.c.id)
+
+
+_UPSERT_IDENTITY = {
+    "postgresql": _upsert_identity_statement(pg_insert),
+    "sqlite": _upsert_identity_statement(sqlite_insert),
+}
+_INSERT_CERTIFICATE = insert(_CERTIFICATES).returning(_CERTIFICATES.c.id)
+_INSERT_ATTESTATION = insert(_ATTESTATIONS)
+
+
 async def upsert_identity(session: AsyncSession, identity: NewIdentity, *, now: datetime) -> int:
     """The id of the identity row for (method, principal), created or refreshed.
 
     One ``INSERT … ON CONFLICT DO UPDATE``: many machines share a principal (every
     task of an ECS service has the same role ARN), and their first issuances race.
     """
+    connection = await session.connection()
     values = {
+        "method": identity.method,
+        "principal": identity.principal,
         "account_id": identity.account_id,
         "region": identity.region,
         "attributes": dict(identity.attributes),
+        "first_seen": now,
         "last_seen": now,
     }
-    statement = (
-        _dialect_insert(session)(Identity)
-        .values(method=identity.method, principal=identity.principal, first_seen=now, **values)
-        .on_conflict_do_update(index_elements=[Identity.method, Identity.principal], set_=values)
-        .returning(Identity.id)
-    )
-    return int((await session.execute(statement)).scalar_one())
+    result = await connection.execute(_UPSERT_IDENTITY[connection.dialect.name], values)
+    return int(result.scalar_one())
 
 
 async def record_issuance(
@@ -72,51 +94,51 @@ async def record_issuance(
 ) -> int:
     """Record an issued certificate, its identity and its success audit row; the certificate's id."""
     identity_id = await upsert_identity(session, identity, now=now)
-    cert_id = (
-        await session.execute(
-            insert(Certificate)
-            .values(
-                serial=certificate.serial,
-                identity_id=identity_id,
-                issuer_id=certificate.issuer_id,
-                role=certificate.role,
-                method=certificate.method,
-                fingerprint_sha256=certificate.fingerprint_sha256,
-                public_key_sha256=certificate.public_key_sha256,
-                key_type=certificate.key_type,
-                subject=certificate.subject,
-                sans=list(certificate.sans),
-                identity_attributes=dict(identity.attributes),
-                not_before=certificate.not_before,
-                not_after=certificate.not_after,
-                renewed_from=certificate.renewed_from,
-                chain_started_at=certificate.chain_started_at,
-                status="active",
-                certificate_pem=certificate.certificate_pem,
-                request_id=certificate.request_id,
-                created_at=now,
-            )
-            .returning(Certificate.id)
-        )
-    ).scalar_one()
+    connection = await session.connection()
+    values = {
+        "serial": certificate.serial,
+        "identity_id": identity_id,
+        "issuer_id": certificate.issuer_id,
+        "role": certificate.role,
+        "method": certificate.method,
+        "fingerprint_sha256": certificate.fingerprint_sha256,
+        "public_key_sha256": certificate.public_key_sha256,
+        "key_type": certificate.key_type,
+        "subject": certificate.subject,
+        "sans": list(certificate.sans),
+        "identity_attributes": dict(identity.attributes),
+        "not_before": certificate.not_before,
+        "not_after": certificate.not_after,
+        "renewed_from": certificate.renewed_from,
+        "chain_started_at": certificate.chain_started_at,
+        "status": "active",
+        "revoked_at": None,
+        "revocation_reason": None,
+        "certificate_pem": certificate.certificate_pem,
+        "request_id": certificate.request_id,
+        "created_at": now,
+    }
+    cert_id = (await connection.execute(_INSERT_CERTIFICATE, values)).scalar_one()
     await add_attestation(session, audit, now=now)
     return int(cert_id)
 
 
 async def add_attestation(session: AsyncSession, entry: AuditEntry, *, now: datetime) -> None:
-    await session.execute(
-        insert(Attestation).values(
-            method=entry.method,
-            outcome=entry.outcome,
-            code=entry.code,
-            reason=entry.reason,
-            principal=entry.principal,
-            role=entry.role,
-            certificate_serial=entry.certificate_serial,
-            remote_addr=entry.remote_addr,
-            request_id=entry.request_id,
-            created_at=now,
-        )
+    connection = await session.connection()
+    await connection.execute(
+        _INSERT_ATTESTATION,
+        {
+            "method": entry.method,
+            "outcome": entry.outcome,
+            "code": entry.code,
+            "reason": entry.reason,
+            "principal": entry.principal,
+            "role": entry.role,
+            "certificate_serial": entry.certificate_serial,
+            "remote_addr": entry.remote_addr,
+            "request_id": entry.request_id,
+            "created_at": now,
+        },
     )
 
 

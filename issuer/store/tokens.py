@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store.models import JoinToken
@@ -22,6 +23,22 @@ async def add_join_token(
     )
 
 
+_TOKENS = JoinToken.metadata.tables[JoinToken.__tablename__]
+# Built once; run with a dict of values (the hot path of token issuance).
+_CONSUME = (
+    update(_TOKENS)
+    .where(
+        _TOKENS.c.token_hash == bindparam("p_hash"),
+        _TOKENS.c.used_at.is_(None),
+        _TOKENS.c.expires_at > bindparam("p_now"),
+    )
+    .values(
+        used_at=bindparam("p_now"), used_by_request_id=bindparam("p_request"), certificate_serial=bindparam("p_serial")
+    )
+    .returning(*(_TOKENS.c[f.name] for f in fields(TokenRecord)))
+)
+
+
 async def consume_join_token(
     session: AsyncSession, *, token_hash: str, now: datetime, request_id: str, certificate_serial: str
 ) -> TokenRecord | None:
@@ -31,15 +48,12 @@ async def consume_join_token(
     transaction see the row unused; the others find ``used_at`` set (Postgres
     re-checks the WHERE clause after the winner commits).
     """
-    result = await session.execute(
-        update(JoinToken)
-        .where(JoinToken.token_hash == token_hash, JoinToken.used_at.is_(None), JoinToken.expires_at > now)
-        .values(used_at=now, used_by_request_id=request_id, certificate_serial=certificate_serial)
-        .returning(JoinToken)
-        .execution_options(synchronize_session=False)
+    connection = await session.connection()
+    result = await connection.execute(
+        _CONSUME, {"p_hash": token_hash, "p_now": now, "p_request": request_id, "p_serial": certificate_serial}
     )
-    row = result.scalar_one_or_none()
-    return None if row is None else record_of(TokenRecord, row)
+    row = result.mappings().one_or_none()
+    return None if row is None else TokenRecord(**row)
 
 
 async def find_join_token(session: AsyncSession, *, token_hash: str) -> TokenRecord | None:

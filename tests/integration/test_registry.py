@@ -157,3 +157,21 @@ def test_the_janitor_reports_refused_sts_proofs_once(caplog) -> None:  # type: i
         "refused STS proofs since the last report: 3 (sts_rejected=3)",
         "refused STS proofs since the last report: 2 (sts_replayed=2)",
     ]
+
+
+async def test_two_processes_registering_one_ca_at_once_do_not_fail(tmp_path: Path, pg_url: str) -> None:
+    # `issuer serve --workers N` on an empty registry: every worker may try to register the CA on disk.
+    from issuer.service.ca_registry import register_file_ca
+    from issuer.store.engine import make_engine, make_session_factory
+    from tests.support.harness import write_ca
+
+    write_ca(tmp_path)
+    engines = [make_engine(pg_url) for _ in range(4)]
+    try:
+        results = await asyncio.gather(
+            *(register_file_ca(make_session_factory(e), ca_dir=tmp_path / "ca", now=datetime.now(UTC)) for e in engines)
+        )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert sum(r is not None for r in results) == 1

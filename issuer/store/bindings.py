@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store.models import InstanceBinding
@@ -14,14 +15,31 @@ from issuer.store.records import BindingRecord, record_of
 __all__ = ["create_binding", "delete_binding", "list_bindings", "lock_binding", "update_binding"]
 
 
+_BINDINGS = InstanceBinding.metadata.tables[InstanceBinding.__tablename__]
+# Built once; run with values (the EC2 issuance hot path).
+_LOCK = (
+    select(*(_BINDINGS.c[f.name] for f in fields(BindingRecord)))
+    .where(_BINDINGS.c.account_id == bindparam("p_account"), _BINDINGS.c.instance_id == bindparam("p_instance"))
+    .with_for_update()
+)
+_CREATE = insert(_BINDINGS)
+_UPDATE = (
+    update(_BINDINGS)
+    .where(_BINDINGS.c.account_id == bindparam("p_account"), _BINDINGS.c.instance_id == bindparam("p_instance"))
+    .values(
+        role=bindparam("p_role"),
+        nonce_hash=bindparam("p_nonce_hash"),
+        pending_time=bindparam("p_pending_time"),
+        updated_at=bindparam("p_now"),
+    )
+)
+
+
 async def lock_binding(session: AsyncSession, *, account_id: str, instance_id: str) -> BindingRecord | None:
     """The instance's binding, row-locked until the transaction ends (Postgres), or None."""
-    row = await session.scalar(
-        select(InstanceBinding)
-        .where(InstanceBinding.account_id == account_id, InstanceBinding.instance_id == instance_id)
-        .with_for_update()
-    )
-    return None if row is None else record_of(BindingRecord, row)
+    connection = await session.connection()
+    row = (await connection.execute(_LOCK, {"p_account": account_id, "p_instance": instance_id})).mappings().first()
+    return None if row is None else BindingRecord(**row)
 
 
 async def create_binding(
@@ -36,17 +54,19 @@ async def create_binding(
     now: datetime,
 ) -> None:
     """Bind an instance; raises ``IntegrityError`` when another attestation bound it first."""
-    await session.execute(
-        insert(InstanceBinding).values(
-            account_id=account_id,
-            instance_id=instance_id,
-            region=region,
-            role=role,
-            nonce_hash=nonce_hash,
-            pending_time=pending_time,
-            created_at=now,
-            updated_at=now,
-        )
+    connection = await session.connection()
+    await connection.execute(
+        _CREATE,
+        {
+            "account_id": account_id,
+            "instance_id": instance_id,
+            "region": region,
+            "role": role,
+            "nonce_hash": nonce_hash,
+            "pending_time": pending_time,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
 
 
@@ -60,11 +80,17 @@ async def update_binding(
     pending_time: datetime,
     now: datetime,
 ) -> None:
-    await session.execute(
-        update(InstanceBinding)
-        .where(InstanceBinding.account_id == account_id, InstanceBinding.instance_id == instance_id)
-        .values(role=role, nonce_hash=nonce_hash, pending_time=pending_time, updated_at=now)
-        .execution_options(synchronize_session=False)
+    connection = await session.connection()
+    await connection.execute(
+        _UPDATE,
+        {
+            "p_account": account_id,
+            "p_instance": instance_id,
+            "p_role": role,
+            "p_nonce_hash": nonce_hash,
+            "p_pending_time": pending_time,
+            "p_now": now,
+        },
     )
 
 

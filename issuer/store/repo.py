@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -89,15 +89,74 @@ async def upsert_identity(session: AsyncSession, identity: NewIdentity, *, now: 
     return int(result.scalar_one())
 
 
+# On Postgres the three writes of an issuance are one statement (one round trip): data-modifying
+# CTEs run exactly once, in order, whether or not the outer query reads them.
+_RECORD_PG = text(
+    """
+WITH ident AS (
+    INSERT INTO identities (method, principal, account_id, region, attributes, first_seen, last_seen)
+    VALUES (:i_method, :i_principal, :i_account_id, :i_region, :i_attributes, :created_at, :created_at)
+    ON CONFLICT (method, principal) DO UPDATE SET account_id = EXCLUDED.account_id, region = EXCLUDED.region,
+        attributes = EXCLUDED.attributes, last_seen = EXCLUDED.last_seen
+    RETURNING id
+), cert AS (
+    INSERT INTO certificates (serial, identity_id, issuer_id, role, method, fingerprint_sha256, public_key_sha256,
+        key_type, subject, sans, identity_attributes, not_before, not_after, renewed_from, chain_started_at, status,
+        certificate_pem, request_id, created_at)
+    SELECT :serial, ident.id, :issuer_id, :role, :method, :fingerprint_sha256, :public_key_sha256, :key_type,
+        :subject, :sans, :identity_attributes, :not_before, :not_after, :renewed_from, :chain_started_at, 'active',
+        :certificate_pem, :request_id, :created_at
+    FROM ident
+    RETURNING id
+), audit AS (
+    INSERT INTO attestations (method, outcome, code, reason, principal, role, certificate_serial, remote_addr,
+        request_id, created_at)
+    SELECT :a_method, :a_outcome, :a_code, :a_reason, :a_principal, :a_role, :a_certificate_serial, :a_remote_addr,
+        :request_id, :created_at
+    FROM cert
+)
+SELECT id FROM cert
+"""
+).bindparams(
+    bindparam("i_attributes", type_=_IDENTITIES.c.attributes.type),
+    bindparam("sans", type_=_CERTIFICATES.c.sans.type),
+    bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
+    *(
+        bindparam(name, type_=_CERTIFICATES.c.created_at.type)
+        for name in ("created_at", "not_before", "not_after", "chain_started_at")
+    ),
+)
+
+
 async def record_issuance(
     session: AsyncSession, *, identity: NewIdentity, certificate: NewCertificate, audit: AuditEntry, now: datetime
 ) -> int:
     """Record an issued certificate, its identity and its success audit row; the certificate's id."""
-    identity_id = await upsert_identity(session, identity, now=now)
     connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        combined = {
+            **_certificate_values(certificate, identity, now),
+            "i_method": identity.method,
+            "i_principal": identity.principal,
+            "i_account_id": identity.account_id,
+            "i_region": identity.region,
+            "i_attributes": dict(identity.attributes),
+            **{f"a_{name}": value for name, value in _audit_values(audit).items() if name != "request_id"},
+        }
+        combined["request_id"] = certificate.request_id
+        return int((await connection.execute(_RECORD_PG, combined)).scalar_one())
     values = {
+        **_certificate_values(certificate, identity, now),
+        "identity_id": await upsert_identity(session, identity, now=now),
+    }
+    cert_id = (await connection.execute(_INSERT_CERTIFICATE, values)).scalar_one()
+    await add_attestation(session, audit, now=now)
+    return int(cert_id)
+
+
+def _certificate_values(certificate: NewCertificate, identity: NewIdentity, now: datetime) -> dict[str, Any]:
+    return {
         "serial": certificate.serial,
-        "identity_id": identity_id,
         "issuer_id": certificate.issuer_id,
         "role": certificate.role,
         "method": certificate.method,
@@ -118,28 +177,25 @@ async def record_issuance(
         "request_id": certificate.request_id,
         "created_at": now,
     }
-    cert_id = (await connection.execute(_INSERT_CERTIFICATE, values)).scalar_one()
-    await add_attestation(session, audit, now=now)
-    return int(cert_id)
+
+
+def _audit_values(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "method": entry.method,
+        "outcome": entry.outcome,
+        "code": entry.code,
+        "reason": entry.reason,
+        "principal": entry.principal,
+        "role": entry.role,
+        "certificate_serial": entry.certificate_serial,
+        "remote_addr": entry.remote_addr,
+        "request_id": entry.request_id,
+    }
 
 
 async def add_attestation(session: AsyncSession, entry: AuditEntry, *, now: datetime) -> None:
     connection = await session.connection()
-    await connection.execute(
-        _INSERT_ATTESTATION,
-        {
-            "method": entry.method,
-            "outcome": entry.outcome,
-            "code": entry.code,
-            "reason": entry.reason,
-            "principal": entry.principal,
-            "role": entry.role,
-            "certificate_serial": entry.certificate_serial,
-            "remote_addr": entry.remote_addr,
-            "request_id": entry.request_id,
-            "created_at": now,
-        },
-    )
+    await connection.execute(_INSERT_ATTESTATION, {**_audit_values(entry), "created_at": now})
 
 
 async def get_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:

@@ -170,6 +170,9 @@ async def readyz(request: web.Request) -> web.Response:
     except RuntimeError:
         signer = None
     checks["signer"] = await signer_status(signer) if signer is not None else "missing"
+    # A replica that cannot follow the CA registry (say, a newly activated issuer's key is not on its
+    # disk) keeps signing with the previous view: out of rotation until it can.
+    checks["registry"] = "stale" if request.app[REGISTRY].stale_reason else "ok"
     if all(v == "ok" for v in checks.values()):
         return web.json_response({"status": "ready", "checks": checks})
     return problem(

@@ -36,8 +36,10 @@ Limits (:class:`ServerLimits`), what each protects against, and its default:
     Larger request lines get 414, larger header fields or more headers 431. They must
     differ: aiohttp reports both overflows alike and only the limit tells them apart.
 
-Workers: with ``workers=N > 1`` the parent binds once, forks N workers that each run
-``make_app()`` and their own event loop on the shared socket, forwards SIGTERM/SIGINT,
+Workers: with ``workers=N > 1`` the parent reserves the port (a bound socket that does not
+listen), forks N workers that each run ``make_app()`` and their own event loop on a listening
+socket of their own (SO_REUSEPORT: the kernel spreads connections over the workers; with one
+shared socket the first worker to wake accepts a whole burst), forwards SIGTERM/SIGINT,
 and restarts a worker that dies unexpectedly (backoff 0.5 s doubling to 30 s, reset after
 30 s of service). ``make_app`` is always called in the process that serves it.
 """
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -94,8 +97,11 @@ def serve(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     limits = limits or ServerLimits()
-    sock = bind_socket(host, port)
+    spread = workers > 1 and hasattr(socket, "SO_REUSEPORT")
+    # With workers, the parent only reserves the port; each worker listens on a socket of its own.
+    sock = bind_socket(host, port, reuse_port=spread, listen=not spread)
     url = listen_url(sock, tls=ssl_context is not None)
+    bound_host, bound_port = sock.getsockname()[:2]
 
     def ready() -> None:
         log.info("listening on %s%s", url, f" ({workers} workers)" if workers > 1 else "")
@@ -106,7 +112,15 @@ def serve(
         if workers == 1:
             asyncio.run(run_worker(make_app, sock, ssl_context=ssl_context, limits=limits, ready=ready))
         else:
-            Supervisor(make_app, sock, ssl_context=ssl_context, limits=limits, workers=workers, on_ready=ready).run()
+            Supervisor(
+                make_app,
+                sock,
+                ssl_context=ssl_context,
+                limits=limits,
+                workers=workers,
+                on_ready=ready,
+                socket_for_worker=(lambda: bind_socket(bound_host, bound_port, reuse_port=True)) if spread else None,
+            ).run()
     finally:
         sock.close()
     log.info("stopped")

@@ -60,8 +60,11 @@ class ServerLimits:
             raise ValueError("max_request_line and max_header_field must differ")
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     """A TCP socket bound to the first address of ``host`` and listening (SO_REUSEADDR; port 0 picks one).
+
+    ``reuse_port`` sets SO_REUSEPORT, so several sockets (one per worker) can listen on one port and
+    the kernel spreads new connections over them; ``listen=False`` only reserves the address.
 
     Raises :class:`ServeError` (``listen_failed``) naming ``host:port`` and the OS reason
     (unknown host, address in use, permission denied, address not on this machine).
@@ -78,8 +81,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         # Restarting right after a stop must not wait out TIME_WAIT; it does not allow two live listeners.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
+        if listen:
+            sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise ServeError(f"cannot listen on {where}: {exc.strerror or exc}") from exc

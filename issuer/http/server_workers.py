@@ -120,9 +120,11 @@ class Supervisor:
         limits: ServerLimits,
         workers: int,
         on_ready: Callable[[], None],
+        socket_for_worker: Callable[[], socket.socket] | None = None,
     ) -> None:
         self._make_app = make_app
         self._sock = sock
+        self._socket_for_worker = socket_for_worker
         self._ssl_context = ssl_context
         self._limits = limits
         self._workers = workers
@@ -301,10 +303,12 @@ class Supervisor:
                 self._tell("ready")
 
             try:
+                # A listening socket of its own (SO_REUSEPORT) where the parent only reserved the port:
+                # the kernel then spreads connections evenly; one shared socket lets the first worker
+                # to wake accept a whole burst of keep-alive connections.
+                sock = self._socket_for_worker() if self._socket_for_worker is not None else self._sock
                 asyncio.run(
-                    run_worker(
-                        self._make_app, self._sock, ssl_context=self._ssl_context, limits=self._limits, ready=ready
-                    )
+                    run_worker(self._make_app, sock, ssl_context=self._ssl_context, limits=self._limits, ready=ready)
                 )
                 status = 0
             except IssuerError as exc:

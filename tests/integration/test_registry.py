@@ -175,3 +175,39 @@ async def test_two_processes_registering_one_ca_at_once_do_not_fail(tmp_path: Pa
         for engine in engines:
             await engine.dispose()
     assert sum(r is not None for r in results) == 1
+
+
+async def test_a_replica_that_cannot_follow_keeps_signing_and_says_so_in_readyz(tmp_path: Path, pg_url: str) -> None:
+    async with running_issuer(tmp_path, pg_url, config=CONFIG) as h:
+        before = await issue(h, "before")
+        prepared = await prepare_file_issuer(
+            h.service.sessions,
+            ca_dir=h.settings.ca_dir,
+            passphrase=PASSPHRASE.encode(),
+            now=datetime.now(UTC),
+            validity=timedelta(days=30),
+            common_name="Issuer Issuing CA 2",
+        )
+        key_file = h.settings.ca_dir / f"issuing-{prepared.fingerprint_sha256[:16]}.key.pem"
+        hidden = key_file.rename(tmp_path / "elsewhere.key.pem")  # the key never reached this replica
+        await activate_issuer(
+            h.service.sessions, fingerprint_prefix=prepared.fingerprint_sha256[:12], now=datetime.now(UTC)
+        )
+
+        async def not_ready() -> None:
+            resp = await h.client.get("/readyz")
+            assert resp.status == 503
+            assert "registry: stale" in (await resp.json())["detail"]
+
+        await eventually(not_ready)
+        # Still serving, with the issuer it could load.
+        assert (await issue(h, "meanwhile")).issuer == before.issuer
+        hidden.rename(key_file)
+
+        async def following() -> None:
+            assert (await h.client.get("/readyz")).status == 200
+            assert (await issue(h, f"after-{datetime.now(UTC).timestamp()}")).issuer.rfc4514_string() == (
+                "CN=Issuer Issuing CA 2"
+            )
+
+        await eventually(following)

@@ -228,7 +228,7 @@ async def test_health_and_readiness(tmp_path: Path, sqlite_url: str) -> None:
         assert (await h.client.get("/healthz")).status == 200
         resp = await h.client.get("/readyz")
         assert resp.status == 200
-        assert (await resp.json())["checks"] == {"database": "ok", "signer": "ok"}
+        assert (await resp.json())["checks"] == {"database": "ok", "signer": "ok", "registry": "ok"}
         resp = await h.client.get("/v1/nothing")
         body = await resp.json(content_type=None)
         assert (resp.status, body["code"]) == (404, "not_found")

@@ -138,14 +138,14 @@ async def test_init_registers_the_key_arn_and_writes_no_issuing_key(tmp_path: Pa
 
 
 async def test_token_leaf_and_crl_from_a_kms_issuer_verify_with_openssl(
-    tmp_path: Path, pg_url: str, kms_env: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_url: str, kms_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ca = await make_kms_ca(tmp_path, pg_url)
+    ca = await make_kms_ca(tmp_path, db_url)
     take_root_key_offline(tmp_path)
     # The key's region comes from its ARN: a replica configured for another region still finds it
     # (moto, like KMS, does not know an eu-west-1 key in us-east-1).
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    async with running_issuer(tmp_path, pg_url, env=NO_PASSPHRASE) as h:
+    async with running_issuer(tmp_path, db_url, env=NO_PASSPHRASE) as h:
         signer = h.service.registry.snapshot.active.signer
         assert isinstance(signer, KmsSigner) and signer.issuer_certificate == ca.issuing
         key, csr = new_csr()

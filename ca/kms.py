@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ca.crl import RevokedEntry, crl_builder
-from ca.errors import KMSKeyError, SignerUnavailable
+from ca.errors import CAError, KMSKeyError, SignerUnavailable
 from ca.keys import key_type_of
 from ca.kms_client import (
     KmsClient,
@@ -141,13 +141,22 @@ class KmsSigner:
         # The caller should have checked the CSR already; refusing here too keeps the CA safe on its own.
         key_type_of(public_key)
         builder = leaf_builder(template, public_key, issuer=self._certificate, serial=serial)
-        certificate = await _bounded(
-            self._timeout,
-            f"kms:Sign on key {self._key_id}",
-            lambda: kms_sign_certificate(
-                self._client, self._key_id, builder, algorithm=self._algorithm, issuer=self._certificate, public=True
-            ),
-        )
+        try:
+            certificate = await _bounded(
+                self._timeout,
+                f"kms:Sign on key {self._key_id}",
+                lambda: kms_sign_certificate(
+                    self._client,
+                    self._key_id,
+                    builder,
+                    algorithm=self._algorithm,
+                    issuer=self._certificate,
+                    public=True,
+                ),
+            )
+        except CAError:
+            self._healthy_at = None  # readiness asks KMS again rather than trusting an older success
+            raise
         self._healthy_at = self._clock()  # a signature is the best health check there is
         return certificate
 
@@ -163,13 +172,22 @@ class KmsSigner:
         builder = crl_builder(
             revoked, issuer=self._certificate, now=now, next_update=next_update, crl_number=crl_number
         )
-        crl = await _bounded(
-            self._timeout,
-            f"kms:Sign on key {self._key_id}",
-            lambda: kms_sign_crl(
-                self._client, self._key_id, builder, algorithm=self._algorithm, issuer=self._certificate, public=True
-            ),
-        )
+        try:
+            crl = await _bounded(
+                self._timeout,
+                f"kms:Sign on key {self._key_id}",
+                lambda: kms_sign_crl(
+                    self._client,
+                    self._key_id,
+                    builder,
+                    algorithm=self._algorithm,
+                    issuer=self._certificate,
+                    public=True,
+                ),
+            )
+        except CAError:
+            self._healthy_at = None
+            raise
         self._healthy_at = self._clock()
         return crl
 

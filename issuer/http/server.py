@@ -39,7 +39,8 @@ Limits (:class:`ServerLimits`), what each protects against, and its default:
 Workers: with ``workers=N > 1`` the parent reserves the port (a bound socket that does not
 listen), forks N workers that each run ``make_app()`` and their own event loop on a listening
 socket of their own (SO_REUSEPORT: the kernel spreads connections over the workers; with one
-shared socket the first worker to wake accepts a whole burst), forwards SIGTERM/SIGINT,
+shared socket the first worker to wake accepts a whole burst; the price: a worker whose loop is
+stuck keeps its share of new connections waiting until it recovers or dies), forwards SIGTERM/SIGINT,
 and restarts a worker that dies unexpectedly (backoff 0.5 s doubling to 30 s, reset after
 30 s of service). ``make_app`` is always called in the process that serves it.
 """

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -51,18 +52,21 @@ def moto_server(*, env: Mapping[str, str] | None = None, timeout: float = 30.0) 
     for key in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         proc_env.pop(key, None)
     proc_env.update(env or {})
+    # moto logs every request on stderr: into a file, never a pipe nobody reads (it would fill and block moto).
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after moto stops
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env=proc_env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     try:
         while True:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                log.seek(0)
+                err = log.read().decode(errors="replace")
                 raise RuntimeError(f"moto server exited early: {err[-2000:]}")
             try:
                 urllib.request.urlopen(f"{url}/moto-api/", timeout=2).read()
@@ -79,6 +83,7 @@ def moto_server(*, env: Mapping[str, str] | None = None, timeout: float = 30.0) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def fake_aws_credentials(mp: pytest.MonkeyPatch, *, region: str) -> None:

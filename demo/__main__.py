@@ -187,19 +187,37 @@ def rotate_ca(
     machines: dict[str, Path],
 ) -> MtlsEndpoint:
     """Step 12: rotate the issuing CA with overlap, publishing the truststore to S3 (moto) each time."""
-    say("Step 12: rotate the issuing CA with overlap; the truststore goes to S3 (moto) before the switch")
+    say("Step 12: rotate the issuing CA onto a key in AWS KMS (moto), with overlap; truststore to S3 (moto) first")
     bucket, key = "demo-truststores", "api/truststore.pem"
     s3 = aws.s3_client()
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3_env = dict(env, **aws.s3_env())
     target = f"s3://{bucket}/{key}"
+    publish = ["--publish", target]
     run([issuer, "truststore", "publish", target], env=s3_env)
     rotated = json.loads(
-        run([issuer, "ca", "rotate", "--validity", "90d", "--json", "--publish", target], env=s3_env, capture=True)
+        run(
+            [
+                issuer,
+                "ca",
+                "rotate",
+                "--create-kms-key",
+                "alias/demo-issuing-2",
+                "--validity",
+                "90d",
+                "--json",
+                *publish,
+            ],
+            env=s3_env,
+            capture=True,
+        )
     )
     new_fp = rotated["fingerprint_sha256"]
-    ok(f"prepared issuing CA {new_fp[:16]}…: in the published truststore, signing nothing yet")
+    if not rotated["key_ref"].startswith("kms:"):
+        raise DemoFailed(f"the new issuing CA's key is {rotated['key_ref']}, not in KMS")
+    ok(f"prepared issuing CA {new_fp[:16]}… with its key in KMS ({rotated['key_ref'][:40]}…): no key file")
+    ok("it is in the published truststore, signing nothing yet")
 
     def swap_endpoint(current: MtlsEndpoint) -> MtlsEndpoint:
         published = WORK / "published-truststore.pem"
@@ -224,7 +242,7 @@ def rotate_ca(
         raise DemoFailed("the renewed machine should be on the new issuing CA, the other on the old")
     call_api(endpoint, server_cert, old_leaf, "spiffe://demo.example/onprem/build-box-1")
     call_api(endpoint, server_cert, new_leaf, f"spiffe://demo.example/aws/{ACCOUNT}/iam/user/build-server")
-    ok("a leaf of the old and a leaf of the new issuing CA both pass, leaf alone, against the published truststore")
+    ok("a leaf of the old (file key) and of the new (KMS key) issuing CA both pass, leaf alone, against the truststore")
 
     old_fp = next(
         c["fingerprint_sha256"]
@@ -300,7 +318,8 @@ def walkthrough(aws: DemoAws) -> int:
         print(f"    $ issuer serve --port {port} --log-format text   (log: {WORK / 'issuer.log'})")
         service = subprocess.Popen(
             [issuer, "serve", "--port", str(port), "--log-format", "text"],
-            env=env,
+            # The replica reaches "AWS KMS" (moto) once the CA is rotated onto a KMS key in step 12.
+            env=dict(env, **aws.s3_env()),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

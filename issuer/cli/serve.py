@@ -36,8 +36,9 @@ def add_parser(sub: Any) -> None:
     serve.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help=f"processes sharing the port (default 1; this machine has {os.cpu_count()} cores)",
+        default=None,
+        help=f"processes sharing the port (default: one per core, {os.cpu_count()} here, on Postgres; "
+        "1 on the embedded SQLite default)",
     )
     serve.add_argument(
         "--max-in-flight",
@@ -66,6 +67,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.max_in_flight < 1:
         raise fail("--max-in-flight must be at least 1", code="usage", exit_status=2)
+    if args.workers is None:
+        # SQLite serialises writers: more processes only queue on its lock.
+        args.workers = 1 if settings.is_sqlite else (os.cpu_count() or 1)
     # prometheus_client chooses its multi-process mode when first imported: the workers' shared
     # metrics directory is set up before anything below imports it.
     with metrics_directory(settings.state_dir, workers=args.workers):

@@ -167,7 +167,7 @@ async def leaf_stats(session: AsyncSession, *, now: datetime) -> dict[int, tuple
             Certificate.issuer_id
         )
     )
-    return {int(i): (int(n), int(alive or 0), last) for i, n, alive, last in rows.tuples()}
+    return {int(i): (int(n), int(alive or 0), last) for i, n, alive, last in rows}
 
 
 # --- CA rotation: guarded state changes and per-issuer leaf counts ---------------------------------

@@ -235,7 +235,7 @@ async def list_certificates(
     if principal:
         query = query.where(Identity.principal == principal)
     rows = await session.execute(query.order_by(Certificate.id.desc()).limit(limit))
-    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows.tuples()]
+    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows]
 
 
 async def stale_certificates(
@@ -254,7 +254,7 @@ async def stale_certificates(
     if not include_expired:
         query = query.where(Certificate.not_after > now)
     rows = await session.execute(query.order_by(Certificate.not_after).limit(limit))
-    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows.tuples()]
+    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows]
 
 
 async def certificates_of(
@@ -270,7 +270,7 @@ async def certificates_of(
         .order_by(Certificate.id)
         .limit(limit)
     )
-    return [(record_of(CertificateRecord, c), renewed) for c, renewed in rows.tuples()]
+    return [(record_of(CertificateRecord, c), renewed) for c, renewed in rows]
 
 
 # Replay guards ------------------------------------------------------------------------

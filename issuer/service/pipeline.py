@@ -111,6 +111,16 @@ class Attempt:
             self.role = claim.role.name
 
 
+def rate_key(identity: VerifiedIdentity) -> str:
+    """Whose bucket a request is charged to: the principal, and for a role session the session.
+
+    Every task of an ECS service is the same role ARN; each task's session is its own machine,
+    so a fleet starting together is not throttled as one.
+    """
+    session = identity.attributes.get("session_name")
+    return f"{identity.principal} session {session}" if session else identity.principal
+
+
 class Pipeline:
     """Runs :class:`IssuanceMethod` s. Build one per process."""
 
@@ -194,7 +204,7 @@ class Pipeline:
         # Once per request, as soon as the proof names who is asking (inside the transaction for tokens).
         if self.limiter is not None and claim.identity is not None and not attempt.limited:
             attempt.limited = True
-            self.limiter.take(claim.identity.method, claim.identity.principal)
+            self.limiter.take(claim.identity.method, rate_key(claim.identity))
 
     def _decide_when_known(
         self, claim: Claim[Any], csr: CheckedCSR, request: IssueRequest[Any], now: datetime

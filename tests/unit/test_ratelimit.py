@@ -123,3 +123,27 @@ def test_full_buckets_are_forgotten() -> None:
         limiter.take("token", name)
     with pytest.raises(RateLimited):
         limiter.take("token", "d")
+
+
+def test_the_tasks_of_one_role_each_have_a_bucket_of_their_own() -> None:
+    from types import MappingProxyType
+
+    from issuer.attest.identity import VerifiedIdentity
+    from issuer.service.pipeline import rate_key
+
+    def task(session: str | None) -> VerifiedIdentity:
+        attributes = {"session_name": session} if session else {}
+        return VerifiedIdentity(
+            method="aws-iam",
+            principal="arn:aws:iam::123456789012:role/ecs-task-web",
+            account_id="123456789012",
+            attributes=MappingProxyType(attributes),
+        )
+
+    # Every task of an ECS service is the same role ARN; a fleet starting together is not one caller.
+    assert rate_key(task("task-1")) != rate_key(task("task-2"))
+    assert rate_key(task("task-1")) == rate_key(task("task-1"))
+    assert rate_key(task(None)) == "arn:aws:iam::123456789012:role/ecs-task-web"
+    limiter = TokenBucketLimiter(parse_rate_limit("1/min"), clock=lambda: 0.0)
+    limiter.take("aws-iam", rate_key(task("task-1")))
+    limiter.take("aws-iam", rate_key(task("task-2")))  # its own bucket: not limited

@@ -112,7 +112,7 @@ WITH ident AS (
     INSERT INTO attestations (method, outcome, code, reason, principal, role, certificate_serial, remote_addr,
         request_id, created_at)
     SELECT :a_method, :a_outcome, :a_code, :a_reason, :a_principal, :a_role, :a_certificate_serial, :a_remote_addr,
-        :request_id, :created_at
+        :a_request_id, :created_at
     FROM cert
 )
 SELECT id FROM cert
@@ -141,9 +141,8 @@ async def record_issuance(
             "i_account_id": identity.account_id,
             "i_region": identity.region,
             "i_attributes": dict(identity.attributes),
-            **{f"a_{name}": value for name, value in _audit_values(audit).items() if name != "request_id"},
+            **{f"a_{name}": value for name, value in _audit_values(audit).items()},
         }
-        combined["request_id"] = certificate.request_id
         return int((await connection.execute(_RECORD_PG, combined)).scalar_one())
     values = {
         **_certificate_values(certificate, identity, now),

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from issuer.store import repo, tokens
+from issuer.store import issuers, repo, tokens
 from issuer.store.engine import make_session_factory
-from issuer.store.models import Identity
-from issuer.store.records import NewIdentity
+from issuer.store.models import Attestation, Identity
+from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
 
 
 async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db_url: str, engine_for) -> None:
@@ -68,3 +68,118 @@ async def test_join_token_is_consumed_once(db_url: str, engine_for) -> None:
             )
             is None
         )
+
+
+def _issued(serial: str, *, issuer_id: int, request_id: str, not_after: datetime) -> NewCertificate:
+    return NewCertificate(
+        serial=serial,
+        issuer_id=issuer_id,
+        role="web",
+        method="aws-iam",
+        fingerprint_sha256=serial.rjust(64, "f"),
+        public_key_sha256=serial.rjust(64, "e"),
+        key_type="ec-p256",
+        subject=f"CN={serial}",
+        sans=(f"spiffe://example.org/{serial}",),
+        not_before=not_after - timedelta(hours=1),
+        not_after=not_after,
+        certificate_pem=f"PEM {serial}",
+        request_id=request_id,
+        chain_started_at=not_after - timedelta(days=3),
+    )
+
+
+async def test_an_issuance_is_recorded_alike_on_postgres_and_sqlite(db_url: str, engine_for) -> None:
+    """record_issuance is one CTE statement on Postgres and three on SQLite; the rows must not differ."""
+    sessions = make_session_factory(engine_for(db_url))
+    first = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
+    later = first + timedelta(minutes=5)
+    principal = "arn:aws:iam::123456789012:role/ecs-task-web"
+    async with sessions() as session, session.begin():
+        issuer_id = await issuers.add_issuer(
+            session,
+            fingerprint_sha256="a" * 64,
+            subject="CN=Issuing",
+            serial="1",
+            certificate_pem="PEM",
+            chain_pem="",
+            key_ref="file:issuing.key.pem",
+            state="active",
+            not_before=first - timedelta(days=1),
+            not_after=first + timedelta(days=300),
+            now=first,
+        )
+    ids = []
+    for serial, region, when in (("1a", None, first), ("2b", "eu-west-1", later)):
+        certificate = _issued(
+            serial, issuer_id=issuer_id, request_id=f"cert-{serial}", not_after=when + timedelta(hours=24)
+        )
+        async with sessions() as session, session.begin():
+            ids.append(
+                await repo.record_issuance(
+                    session,
+                    identity=NewIdentity(
+                        method="aws-iam",
+                        principal=principal,
+                        account_id="123456789012",
+                        region=region,
+                        attributes={"session_name": f"task-{serial}"},
+                    ),
+                    certificate=certificate,
+                    audit=AuditEntry(
+                        method="aws-iam",
+                        outcome="success",
+                        request_id=f"audit-{serial}",
+                        principal=principal,
+                        role="web",
+                        certificate_serial=serial,
+                        remote_addr="192.0.2.7",
+                    ),
+                    now=when,
+                )
+            )
+
+    async with sessions() as session:
+        identities = (await session.scalars(select(Identity))).all()
+        records = [await repo.get_certificate(session, serial) for serial in ("1a", "2b")]
+        audits = (await session.scalars(select(Attestation).order_by(Attestation.id))).all()
+    # One identity, refreshed by the second sighting, first seen at the first.
+    assert [(i.region, i.attributes, i.first_seen, i.last_seen) for i in identities] == [
+        ("eu-west-1", {"session_name": "task-2b"}, first, later)
+    ]
+    assert [r.id for r in records if r is not None] == ids
+    for record, serial, when in zip(records, ("1a", "2b"), (first, later), strict=True):
+        assert record is not None
+        assert (record.identity_id, record.issuer_id, record.status, record.request_id) == (
+            identities[0].id,
+            issuer_id,
+            "active",
+            f"cert-{serial}",
+        )
+        assert (record.sans, record.identity_attributes) == (
+            [f"spiffe://example.org/{serial}"],
+            {"session_name": f"task-{serial}"},
+        )
+        assert (record.created_at, record.not_after, record.chain_started_at) == (
+            when,
+            when + timedelta(hours=24),
+            when + timedelta(hours=24) - timedelta(days=3),
+        )
+        assert (record.revoked_at, record.revocation_reason, record.renewed_from) == (None, None, None)
+    assert [
+        (
+            a.method,
+            a.outcome,
+            a.code,
+            a.principal,
+            a.role,
+            a.certificate_serial,
+            a.remote_addr,
+            a.request_id,
+            a.created_at,
+        )
+        for a in audits
+    ] == [
+        ("aws-iam", "success", None, principal, "web", serial, "192.0.2.7", f"audit-{serial}", when)
+        for serial, when in (("1a", first), ("2b", later))
+    ]

@@ -14,16 +14,17 @@ Phases (the database keeps only prepared/active/retired; ``activated_at`` tells 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from issuer.durations import format_duration
-from issuer.errors import ClientError
+from issuer.errors import ClientError, NotFound
 from issuer.store.records import IssuerRecord, RootRecord
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
     "check_retirement",
     "check_rotation",
     "expiry_warnings",
+    "fingerprint_prefix",
     "issued_by",
+    "match_fingerprint",
     "phase_of",
     "short",
     "when",
@@ -44,6 +47,8 @@ __all__ = [
 Phase = Literal["prepared", "active", "previous", "expired", "retired"]
 # How long before the active issuer (or a root) expires `issuer ca status` starts warning.
 EXPIRY_WARNING: Final = timedelta(days=30)
+_HEX_PREFIX = re.compile(r"[0-9a-f]{4,64}")
+R = TypeVar("R", IssuerRecord, RootRecord)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,39 @@ def short(fingerprint: str) -> str:
 def when(moment: datetime) -> str:
     """A UTC time for a person: ``2027-01-31 12:00Z``."""
     return moment.strftime("%Y-%m-%d %H:%MZ")
+
+
+def fingerprint_prefix(text: str) -> str:
+    """A fingerprint (prefix) as operators type it — hex, any case, colons allowed — in lower-case hex.
+
+    Raises ClientError ``fingerprint_invalid`` for anything but 4 to 64 hex digits.
+    """
+    value = text.strip().lower().replace(":", "")
+    if not _HEX_PREFIX.fullmatch(value):
+        raise ClientError(
+            f"{text!r} is not a fingerprint; give at least 4 hex digits of the SHA-256 fingerprint "
+            "(`issuer ca status` shows them)",
+            code="fingerprint_invalid",
+        )
+    return value
+
+
+def match_fingerprint(records: Sequence[R], text: str, *, kind: Literal["issuer", "root"], among: str = "") -> R:
+    """The one issuer or root (``kind``) of ``records`` whose fingerprint starts with ``text``.
+
+    ``among`` qualifies the records in the not-found message (``"active"``). Raises ClientError
+    ``fingerprint_invalid`` / ``<kind>_ambiguous``, NotFound ``<kind>_not_found``.
+    """
+    prefix = fingerprint_prefix(text)
+    found = [r for r in records if r.fingerprint_sha256.startswith(prefix)]
+    if not found:
+        noun = " ".join(filter(None, [among, "issuing CA" if kind == "issuer" else "root"]))
+        raise NotFound(f"no {noun} has a fingerprint starting {prefix}", code=f"{kind}_not_found")
+    if len(found) > 1:
+        raise ClientError(
+            f"{prefix} starts the fingerprints of {len(found)} {kind}s; give more of it", code=f"{kind}_ambiguous"
+        )
+    return found[0]
 
 
 def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -7,7 +7,7 @@ issuer, switch the active one) live here; the rotation commands with their check
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +22,8 @@ from ca.files import CAFiles, load_ca_certificates, load_key_file, write_key_fil
 from ca.hierarchy import CertifiedKey, create_issuing
 from ca.kms_client import kms_public_key, same_public_key
 from ca.kms_setup import KmsCertifiedKey
-from issuer.errors import ClientError, ConfigError, NotFound
+from issuer.errors import ClientError, ConfigError
+from issuer.service.ca_lifecycle import match_fingerprint
 from issuer.service.signers import KMS_PREFIX, KmsClientSource, file_key_ref, kms_key_arn, resolve_file_ref
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
@@ -114,16 +115,6 @@ async def _register_file_ca(
     return RegisteredCA(
         issuer_id=issuer_id, subject=certificate.subject.rfc4514_string(), fingerprint_sha256=fingerprint
     )
-
-
-def _one(candidates: Sequence[IssuerRecord], prefix: str) -> IssuerRecord:
-    if not candidates:
-        raise NotFound(f"no issuing CA with fingerprint {prefix}…", code="issuer_not_found")
-    if len(candidates) > 1:
-        raise ClientError(
-            f"fingerprint prefix {prefix} names {len(candidates)} issuers; give more of it", code="issuer_ambiguous"
-        )
-    return candidates[0]
 
 
 async def prepare_file_issuer(
@@ -282,14 +273,12 @@ async def activate_issuer(
     The issuer active before goes back to ``prepared``: still in the truststore, its leaves still valid.
     The state is re-checked under the registry lock, so an issuer retired or activated meanwhile is
     never switched to. Returns the issuer as it was before the switch.
-    Raises NotFound ``issuer_not_found``, ClientError ``issuer_ambiguous`` / ``issuer_not_prepared`` /
-    ``issuer_expired``.
+    Raises NotFound ``issuer_not_found``, ClientError ``fingerprint_invalid`` / ``issuer_ambiguous`` /
+    ``issuer_not_prepared`` / ``issuer_expired``.
     """
     async with sessions() as session, session.begin():
         await store.lock_registry(session)
-        record = _one(
-            await store.get_issuer(session, fingerprint_prefix=fingerprint_prefix.lower()), fingerprint_prefix
-        )
+        record = match_fingerprint(await store.list_issuers(session), fingerprint_prefix, kind="issuer")
         if record.state != "prepared":
             raise ClientError(f"issuer {record.subject} is {record.state}, not prepared", code="issuer_not_prepared")
         if record.not_after <= now:

@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from ca.errors import CAError
 from ca.files import load_key_file
 from ca.keys import key_type_of
-from issuer.errors import ClientError, NotFound
-from issuer.service.ca_lifecycle import issued_by, phase_of, short, when
+from issuer.errors import ClientError
+from issuer.service.ca_lifecycle import issued_by, match_fingerprint, phase_of, short, when
 from issuer.service.ca_registry import change_stamp
-from issuer.service.ca_rotation import Sessions, certificates_of, fingerprint_prefix
+from issuer.service.ca_rotation import Sessions, certificates_of
 from issuer.service.signers import file_key_ref
 from issuer.store import issuers as store
 from issuer.store.records import RootRecord
@@ -136,16 +136,10 @@ async def retire_root(sessions: Sessions, *, fingerprint: str, now: datetime) ->
     Raises NotFound ``root_not_found``; ClientError ``fingerprint_invalid``, ``root_ambiguous``,
     ``root_retired``, ``root_last``, ``root_in_use``.
     """
-    prefix = fingerprint_prefix(fingerprint)
     async with sessions() as session, session.begin():
         await store.lock_registry(session)
         roots = await store.list_roots(session)
-        found = [r for r in roots if r.fingerprint_sha256.startswith(prefix)]
-        if not found:
-            raise NotFound(f"no root has a fingerprint starting {prefix}", code="root_not_found")
-        if len(found) > 1:
-            raise ClientError(f"{prefix} starts the fingerprints of {len(found)} roots", code="root_ambiguous")
-        (record,) = found
+        record = match_fingerprint(roots, fingerprint, kind="root")
         name = f"{record.subject} ({short(record.fingerprint_sha256)})"
         if record.state != "active":
             raise ClientError(f"the root {name} was retired already", code="root_retired")

@@ -17,7 +17,6 @@ Each function takes the session factory and ``now`` and owns its transactions; r
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +37,7 @@ from issuer.service.ca_lifecycle import (
     check_retirement,
     check_rotation,
     issued_by,
+    match_fingerprint,
     phase_of,
     short,
 )
@@ -51,15 +51,12 @@ __all__ = [
     "Rotation",
     "activate",
     "certificates_of",
-    "fingerprint_prefix",
     "leaf_counts",
-    "match_fingerprint",
     "retire",
     "rotate_issuer",
 ]
 
 Sessions = async_sessionmaker[AsyncSession]
-_HEX_PREFIX = re.compile(r"[0-9a-f]{4,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,37 +93,6 @@ class Retirement:
     issuer: IssuerRecord
     leaves: LeafCounts
     overridden: str | None
-
-
-def fingerprint_prefix(text: str) -> str:
-    """A fingerprint (prefix) as operators type it — hex, any case, colons allowed — in lower-case hex.
-
-    Raises ClientError ``fingerprint_invalid`` for anything but 4 to 64 hex digits.
-    """
-    value = text.strip().lower().replace(":", "")
-    if not _HEX_PREFIX.fullmatch(value):
-        raise ClientError(
-            f"{text!r} is not a fingerprint; give at least 4 hex digits of the SHA-256 fingerprint "
-            "(`issuer ca status` shows them)",
-            code="fingerprint_invalid",
-        )
-    return value
-
-
-def match_fingerprint(records: Sequence[IssuerRecord], text: str) -> IssuerRecord:
-    """The one issuer whose fingerprint starts with ``text``.
-
-    Raises ClientError ``fingerprint_invalid`` / ``issuer_ambiguous``, NotFound ``issuer_not_found``.
-    """
-    prefix = fingerprint_prefix(text)
-    found = [r for r in records if r.fingerprint_sha256.startswith(prefix)]
-    if not found:
-        raise NotFound(f"no issuing CA has a fingerprint starting {prefix}", code="issuer_not_found")
-    if len(found) > 1:
-        raise ClientError(
-            f"{prefix} starts the fingerprints of {len(found)} issuers; give more of it", code="issuer_ambiguous"
-        )
-    return found[0]
 
 
 async def leaf_counts(session: AsyncSession, *, now: datetime) -> dict[int, LeafCounts]:
@@ -298,7 +264,7 @@ async def activate(
             raise ClientError(f"{len(pending)} issuers are prepared ({listed}); name one", code="issuer_ambiguous")
         record = pending[0]
     else:
-        record = match_fingerprint(issuers, fingerprint)
+        record = match_fingerprint(issuers, fingerprint, kind="issuer")
     check_activation(record, now=now, min_validity=min_validity, force=force)
     chain = certificates_of(record)
     truststore = x509.load_pem_x509_certificates(await export_truststore(sessions, now=now))
@@ -333,7 +299,7 @@ async def retire(
     """
     async with sessions() as session, session.begin():
         await store.lock_registry(session)
-        record = match_fingerprint(await store.list_issuers(session), fingerprint)
+        record = match_fingerprint(await store.list_issuers(session), fingerprint, kind="issuer")
         leaves = (await leaf_counts(session, now=now)).get(record.id, LeafCounts())
         overridden = None
         try:
@@ -351,13 +317,7 @@ async def retire(
 def _pick_root(roots: Sequence[RootRecord], wanted: str | None) -> RootRecord:
     active = [r for r in roots if r.state == "active"]
     if wanted is not None:
-        prefix = fingerprint_prefix(wanted)
-        found = [r for r in active if r.fingerprint_sha256.startswith(prefix)]
-        if not found:
-            raise NotFound(f"no active root has a fingerprint starting {prefix}", code="root_not_found")
-        if len(found) > 1:
-            raise ClientError(f"{prefix} starts the fingerprints of {len(found)} roots", code="root_ambiguous")
-        return found[0]
+        return match_fingerprint(active, wanted, kind="root", among="active")
     with_keys = [r for r in active if r.key_ref]
     if not with_keys:
         raise ConfigError(

@@ -33,7 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ca.crl import RevokedEntry
 from ca.errors import CAError
 from ca.signer import Signer
-from issuer.errors import ClientError, IssuerError, NotFound, UpstreamUnavailable
+from issuer.errors import ClientError, IssuerError, UpstreamUnavailable
+from issuer.service.ca_lifecycle import fingerprint_prefix, match_fingerprint
 from issuer.service.model import Clock
 from issuer.service.registry import IssuerRegistry, IssuerView, SignerLoader, TrustSnapshot
 from issuer.service.revocation import reason_flag
@@ -292,16 +293,11 @@ def select_issuer(snapshot: TrustSnapshot, prefix: str | None) -> IssuerView:
     or the active one. Raises ClientError ``issuer_invalid``/``issuer_ambiguous``, NotFound ``issuer_not_found``."""
     if prefix is None:
         return next(v for v in snapshot.issuers if v.id == snapshot.active.id)
-    wanted = prefix.replace(":", "").strip().lower()
-    if not 4 <= len(wanted) <= 64 or any(c not in "0123456789abcdef" for c in wanted):
+    try:
+        fingerprint_prefix(prefix)
+    except ClientError:
         raise ClientError(
             "issuer must be 4 to 64 hex digits of the issuing CA's SHA-256 fingerprint", code="issuer_invalid"
-        )
-    found = [v for v in snapshot.issuers if v.record.fingerprint_sha256.startswith(wanted)]
-    if not found:
-        raise NotFound(f"no issuing CA with fingerprint {wanted}…", code="issuer_not_found")
-    if len(found) > 1:
-        raise ClientError(
-            f"fingerprint prefix {wanted} names {len(found)} issuers; give more of it", code="issuer_ambiguous"
-        )
-    return found[0]
+        ) from None
+    record = match_fingerprint([v.record for v in snapshot.issuers], prefix, kind="issuer")
+    return next(v for v in snapshot.issuers if v.record is record)

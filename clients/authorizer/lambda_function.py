@@ -524,7 +524,6 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class RoutePattern:
-    text: str
     method: str  # "*" for any method
     path: str  # "*" for any route
 
@@ -622,7 +621,7 @@ def _strings(value: object, where: str) -> list[str]:
 
 def _route_pattern(text: str, where: str) -> RoutePattern:
     if text == "*":
-        return RoutePattern(text, "*", "*")
+        return RoutePattern("*", "*")
     method, _, path = text.partition(" ")
     method = "*" if method.upper() == "ANY" else method.upper()
     if not re.fullmatch(r"\*|[A-Z]+", method) or not (path == "$default" or path.startswith("/")) or " " in path:
@@ -633,7 +632,7 @@ def _route_pattern(text: str, where: str) -> RoutePattern:
             raise PolicyError(f"{where}: route {text!r}: '*' must be a whole path segment")
         if segment == "**" and index != len(segments) - 1:
             raise PolicyError(f"{where}: route {text!r}: '**' may only be the last segment")
-    return RoutePattern(text, method, path)
+    return RoutePattern(method, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,9 +702,8 @@ def sigv4_headers(
     aws: AwsEnvironment,
     now: datetime,
     signed: Mapping[str, str] | None = None,
-    service: str = "s3",
 ) -> dict[str, str]:
-    """The headers that sign a bodiless ``GET url`` with AWS Signature Version 4.
+    """The headers that sign a bodiless S3 ``GET url`` with AWS Signature Version 4.
 
     ``url`` must already be URI-encoded as it will be sent (S3 canonical URIs are not encoded
     twice). ``signed`` adds headers to sign; ``If-None-Match`` may be sent unsigned.
@@ -721,10 +719,10 @@ def sigv4_headers(
     query = "&".join(sorted(f"{_uri_encode(k)}={_uri_encode(v)}" for k, v in pairs))
     canonical_headers = "".join(f"{n}:{' '.join(headers[n].split())}\n" for n in names)
     canonical = "\n".join(["GET", parts.path or "/", query, canonical_headers, ";".join(names), EMPTY_SHA256])
-    scope = f"{amz_date[:8]}/{aws.region}/{service}/aws4_request"
+    scope = f"{amz_date[:8]}/{aws.region}/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = ("AWS4" + aws.secret_access_key).encode()
-    for part in (amz_date[:8], aws.region, service, "aws4_request"):
+    for part in (amz_date[:8], aws.region, "s3", "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     headers["authorization"] = (
@@ -958,29 +956,25 @@ def _decide(event: object, env: Mapping[str, str], cache: RevocationCache, now: 
     try:
         cert = parse_certificate_pem(request.cert_pem)
     except CertificateError as exc:
-        return _replace(base, reason=exc.code, detail=str(exc))
-    base = _replace(base, cert=cert)
+        return replace(base, reason=exc.code, detail=str(exc))
+    base = replace(base, cert=cert)
     if not serial_matches(cert.serial, request.serial_text):
-        return _replace(base, reason="cert_serial_mismatch", detail=f"serialNumber {request.serial_text!r}")
+        return replace(base, reason="cert_serial_mismatch", detail=f"serialNumber {request.serial_text!r}")
     if now > cert.not_after:
-        return _replace(base, reason="cert_expired", detail=f"notAfter {cert.not_after.isoformat()}")
+        return replace(base, reason="cert_expired", detail=f"notAfter {cert.not_after.isoformat()}")
     if now < cert.not_before:
-        return _replace(base, reason="cert_not_yet_valid", detail=f"notBefore {cert.not_before.isoformat()}")
+        return replace(base, reason="cert_not_yet_valid", detail=f"notBefore {cert.not_before.isoformat()}")
     snapshot = cache.snapshot(settings, now, log)
     age = None if snapshot.age is None else round(snapshot.age, 3)
-    base = _replace(base, revocation=snapshot.state, list_age=age)
+    base = replace(base, revocation=snapshot.state, list_age=age)
     if snapshot.revoked is None:
         if settings.fail_closed:
-            return _replace(base, reason="revocation_list_unavailable", detail="ISSUER_FAIL_CLOSED is true")
-        base = _replace(base, revocation="unchecked")  # fail open: logged at error level below
+            return replace(base, reason="revocation_list_unavailable", detail="ISSUER_FAIL_CLOSED is true")
+        base = replace(base, revocation="unchecked")  # fail open: logged at error level below
     elif cert.serial in snapshot.revoked:
-        return _replace(base, reason="revoked")
+        return replace(base, reason="revoked")
     allowed, reason, rule = policy.decide(request.route, cert)
-    return _replace(base, allow=allowed, reason=reason, rule=rule)
-
-
-def _replace(decision: Decision, **changes: Any) -> Decision:
-    return replace(decision, **changes)
+    return replace(base, allow=allowed, reason=reason, rule=rule)
 
 
 def authorize(

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from clients.agent.cli import main
-from tests.support.fake_imds import serve_in_thread
-from tests.unit.test_agent_fake_issuer import FakeIssuer, TestCA
+from tests.unit import agent_support
+from tests.unit.test_agent_fake_issuer import FakeIssuer
 
-
-@pytest.fixture(scope="module")
-def ca() -> TestCA:
-    return TestCA.create()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "ISSUER_")):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def fake(ca: TestCA) -> FakeIssuer:
-    return FakeIssuer(ca=ca, now=lambda: datetime.now(UTC), tokens={"t-1", "t-2"})
-
-
-@pytest.fixture
-def url(fake: FakeIssuer) -> Iterator[str]:
-    with serve_in_thread(fake.http_app()) as base:
-        yield base
+# The fixtures shared with the other agent tests that run main against the fake issuer.
+ca, clean_env, fake, url = agent_support.ca, agent_support.clean_env, agent_support.fake, agent_support.url
 
 
 def test_once_bootstraps_then_does_nothing_until_due(

@@ -26,10 +26,17 @@ __all__ = [
     "KeyType",
     "Method",
     "ResponseField",
+    "method_named",
 ]
 
 Method = Literal["token", "aws-ec2", "aws-iam"]
 METHODS: Final[tuple[Method, ...]] = get_args(Method)
+
+
+def method_named(name: str | None) -> Method | None:
+    """The :data:`Method` spelled ``name``, or None when it names none."""
+    return next((method for method in METHODS if method == name), None)
+
 
 ISSUE_PATHS: Final[dict[Method, str]] = {
     "token": "/v1/issue/token",

@@ -23,7 +23,7 @@ from clients.agent.pop import renewal_token
 from clients.agent.state import AgentState
 from clients.errors import UsageError
 from clients.keys import build_csr, csr_der, csr_pem, generate_private_key, key_type_of
-from clients.wire import DEFAULT_KEY_TYPE, METHODS, RENEW_PATH, AuthMode, Field, KeyType, Method
+from clients.wire import DEFAULT_KEY_TYPE, RENEW_PATH, AuthMode, Field, KeyType, Method, method_named
 
 __all__ = ["RenewalResult", "renew", "renewal_key_type"]
 
@@ -105,7 +105,4 @@ def _method(previous: AgentState | None, issued: IssuedCertificate) -> Method | 
     # How the machine first proved who it is (re-attestation uses it); the issuer's identity says it too.
     if previous is not None and previous.method is not None:
         return previous.method
-    for method in METHODS:
-        if method == issued.identity.method:
-            return method
-    return None
+    return method_named(issued.identity.method)

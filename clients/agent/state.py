@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from clients.wire import METHODS, Method
+from clients.wire import METHODS, Method, method_named
 
 __all__ = ["STATE_VERSION", "AgentState", "parse_state"]
 
@@ -63,19 +63,12 @@ def parse_state(raw: bytes) -> AgentState:
     return AgentState(
         server=_required(document, "server"),
         server_id=_optional(document, "server_id"),
-        method=_method(method),
+        method=method_named(method),
         role=_optional(document, "role"),
         serial=_required(document, "serial"),
         not_after=_time(document, "not_after"),
         renew_after=_time(document, "renew_after"),
     )
-
-
-def _method(name: str | None) -> Method | None:
-    for method in METHODS:
-        if method == name:
-            return method
-    return None
 
 
 def _iso(moment: datetime) -> str:

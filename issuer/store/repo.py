@@ -42,15 +42,12 @@ __all__ = [
 ]
 
 
-def _dialect_insert(session: AsyncSession) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 # The hot path's statements are built once, on the tables, and run with a dict of values:
 # building a statement per call (and the ORM's bookkeeping around it) cost more than Postgres.
 _IDENTITIES = Identity.metadata.tables[Identity.__tablename__]
 _CERTIFICATES = Certificate.metadata.tables[Certificate.__tablename__]
 _ATTESTATIONS = Attestation.metadata.tables[Attestation.__tablename__]
+_REPLAY_GUARDS = ReplayGuard.metadata.tables[ReplayGuard.__tablename__]
 
 
 def _upsert_identity_statement(dialect_insert: Any) -> Any:
@@ -67,6 +64,12 @@ _UPSERT_IDENTITY = {
 }
 _INSERT_CERTIFICATE = insert(_CERTIFICATES).returning(_CERTIFICATES.c.id)
 _INSERT_ATTESTATION = insert(_ATTESTATIONS)
+_ADD_REPLAY_GUARD = {
+    name: dialect_insert(_REPLAY_GUARDS)
+    .on_conflict_do_nothing(index_elements=[_REPLAY_GUARDS.c.digest])
+    .returning(_REPLAY_GUARDS.c.id)
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 
 
 async def upsert_identity(session: AsyncSession, identity: NewIdentity, *, now: datetime) -> int:
@@ -282,13 +285,10 @@ async def add_replay_guard(
 
     The unique ``digest`` decides (``ON CONFLICT DO NOTHING``), so it holds across replicas.
     """
-    statement = (
-        _dialect_insert(session)(ReplayGuard)
-        .values(kind=kind, digest=digest, expires_at=expires_at, created_at=now)
-        .on_conflict_do_nothing(index_elements=[ReplayGuard.digest])
-        .returning(ReplayGuard.id)
-    )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    connection = await session.connection()
+    values = {"kind": kind, "digest": digest, "expires_at": expires_at, "created_at": now}
+    result = await connection.execute(_ADD_REPLAY_GUARD[connection.dialect.name], values)
+    return result.scalar_one_or_none() is not None
 
 
 async def delete_expired_replay_guards(session: AsyncSession, *, now: datetime, batch: int = 5000) -> int:

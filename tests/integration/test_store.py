@@ -70,6 +70,24 @@ async def test_join_token_is_consumed_once(db_url: str, engine_for) -> None:
         )
 
 
+async def test_a_replay_guard_is_recorded_once(db_url: str, engine_for) -> None:
+    sessions = make_session_factory(engine_for(db_url))
+    now = datetime.now(UTC)
+
+    async def burn() -> bool:
+        async with sessions() as session, session.begin():
+            return await repo.add_replay_guard(
+                session, kind="sts", digest="d" * 64, expires_at=now + timedelta(minutes=5), now=now
+            )
+
+    results = await asyncio.gather(*(burn() for _ in range(6)))
+    assert sorted(results) == [False] * 5 + [True]
+    async with sessions() as session, session.begin():
+        assert await repo.add_replay_guard(
+            session, kind="renew", digest="e" * 64, expires_at=now + timedelta(minutes=5), now=now
+        )
+
+
 def _issued(serial: str, *, issuer_id: int, request_id: str, not_after: datetime) -> NewCertificate:
     return NewCertificate(
         serial=serial,

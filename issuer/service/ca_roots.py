@@ -23,7 +23,8 @@ from ca.keys import key_type_of
 from issuer.errors import ClientError
 from issuer.service.ca_lifecycle import issued_by, match_fingerprint, phase_of, short, when
 from issuer.service.ca_registry import change_stamp
-from issuer.service.ca_rotation import Sessions, certificates_of
+from issuer.service.ca_rotation import Sessions
+from issuer.service.registry import certificates_of
 from issuer.service.signers import file_key_ref
 from issuer.store import issuers as store
 from issuer.store.records import RootRecord

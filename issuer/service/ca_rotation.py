@@ -41,7 +41,7 @@ from issuer.service.ca_lifecycle import (
     phase_of,
     short,
 )
-from issuer.service.registry import SignerLoader, export_truststore
+from issuer.service.registry import SignerLoader, certificates_of, export_truststore
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 
@@ -50,7 +50,6 @@ __all__ = [
     "Retirement",
     "Rotation",
     "activate",
-    "certificates_of",
     "leaf_counts",
     "retire",
     "rotate_issuer",
@@ -99,13 +98,6 @@ async def leaf_counts(session: AsyncSession, *, now: datetime) -> dict[int, Leaf
     """Per issuer id, its :class:`LeafCounts` at ``now`` (issuers without leaves are absent)."""
     rows = await store.leaf_counts(session, now=now)
     return {i: LeafCounts(issued=n, live=live, last_expiry=last) for i, (n, live, last) in rows.items()}
-
-
-def certificates_of(record: IssuerRecord) -> tuple[x509.Certificate, ...]:
-    """The issuer's certificate, then its intermediates (nearest first)."""
-    certificate = x509.load_pem_x509_certificate(record.certificate_pem.encode())
-    chain = x509.load_pem_x509_certificates(record.chain_pem.encode()) if record.chain_pem.strip() else []
-    return (certificate, *chain)
 
 
 async def rotate_issuer(

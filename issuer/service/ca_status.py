@@ -25,8 +25,8 @@ from issuer.service.ca_lifecycle import (
     short,
     when,
 )
-from issuer.service.ca_rotation import certificates_of, leaf_counts
-from issuer.service.registry import export_truststore
+from issuer.service.ca_rotation import leaf_counts
+from issuer.service.registry import certificates_of, export_truststore
 from issuer.service.signers import resolve_file_ref
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord

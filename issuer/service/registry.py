@@ -15,7 +15,6 @@ Retired issuers leave it (``issuer ca retire`` refuses while their leaves live).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ca.signer import Signer
 from ca.truststore import build_truststore
 from issuer.errors import ConfigError
+from issuer.hashing import strong_etag
 from issuer.service.model import Clock
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
@@ -40,6 +40,7 @@ __all__ = [
     "IssuerView",
     "SignerLoader",
     "TrustSnapshot",
+    "certificates_of",
     "export_bundle",
     "export_truststore",
     "truststore_pem",
@@ -162,7 +163,7 @@ class IssuerRegistry:
             roots=root_certs,
             bundle_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in root_certs),
             truststore_pem=truststore,
-            truststore_etag='"' + hashlib.sha256(truststore).hexdigest()[:32] + '"',
+            truststore_etag=strong_etag(truststore),
             version=version,
         )
         return self._snapshot
@@ -234,7 +235,13 @@ def _roots(records: Sequence[RootRecord]) -> tuple[x509.Certificate, ...]:
     return tuple(x509.load_pem_x509_certificate(r.certificate_pem.encode()) for r in records if r.state == "active")
 
 
-def _view(record: IssuerRecord) -> IssuerView:
+def certificates_of(record: IssuerRecord) -> tuple[x509.Certificate, ...]:
+    """The issuer's certificate, then its intermediates (nearest first)."""
     certificate = x509.load_pem_x509_certificate(record.certificate_pem.encode())
-    chain = tuple(x509.load_pem_x509_certificates(record.chain_pem.encode())) if record.chain_pem.strip() else ()
-    return IssuerView(record=record, certificate=certificate, chain=(certificate, *chain))
+    chain = x509.load_pem_x509_certificates(record.chain_pem.encode()) if record.chain_pem.strip() else []
+    return (certificate, *chain)
+
+
+def _view(record: IssuerRecord) -> IssuerView:
+    chain = certificates_of(record)
+    return IssuerView(record=record, certificate=chain[0], chain=chain)

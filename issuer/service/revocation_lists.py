@@ -34,6 +34,7 @@ from ca.crl import RevokedEntry
 from ca.errors import CAError
 from ca.signer import Signer
 from issuer.errors import ClientError, IssuerError, UpstreamUnavailable
+from issuer.hashing import strong_etag
 from issuer.service.ca_lifecycle import fingerprint_prefix, match_fingerprint
 from issuer.service.model import Clock
 from issuer.service.registry import IssuerRegistry, IssuerView, SignerLoader, TrustSnapshot
@@ -77,11 +78,6 @@ class PublishedCrl:
     next_update: datetime
     der: bytes
     etag: str
-
-
-def strong_etag(body: bytes) -> str:
-    """A strong ETag from the content: the same bytes give the same tag on every replica."""
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def _when(value: datetime) -> str:

@@ -200,7 +200,7 @@ def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, 
     due = renewal_due(
         not_before=current.not_before,
         not_after=current.not_after,
-        issuer_renew_after=state.renew_after if state else None,
+        issuer_renew_after=current.renew_after,
         jitter=jitter,
     )
     if now < due and not args.force:
@@ -287,7 +287,7 @@ def run_status(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO,
     renew_after = renewal_due(
         not_before=current.not_before,
         not_after=current.not_after,
-        issuer_renew_after=state.renew_after if state else None,
+        issuer_renew_after=current.renew_after,
         jitter=0.0,
     )
     print(f"serial {current.serial}", file=out)

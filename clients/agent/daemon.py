@@ -149,7 +149,7 @@ class Daemon:
             if current is None:
                 step = "bootstrap"
             else:
-                due = self._due(current.serial, current.not_before, current.not_after, self._renew_after(current))
+                due = self._due(current.serial, current.not_before, current.not_after, current.renew_after)
                 if now < due:
                     valid = f"certificate {current.serial} valid until {when(current.not_after)}"
                     line = f"{valid}; renewal due at {when(due)}"
@@ -227,9 +227,6 @@ class Daemon:
             server_id=s.server_id or previous_id,
         )
         return _Change("bootstrap" if current is None else "reattest", result.issued, result.state)
-
-    def _renew_after(self, current: CurrentCredentials) -> datetime | None:
-        return current.state.renew_after if current.state else None
 
     def _due(self, serial: str, not_before: datetime, not_after: datetime, renew_after: datetime | None) -> datetime:
         # One jitter per certificate, so that waking up early to re-read the clock does not move the target.

@@ -61,6 +61,11 @@ class CurrentCredentials:
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
 
+    @property
+    def renew_after(self) -> datetime | None:
+        """The issuer's ``renew_after`` from ``issuer.json``; None without one."""
+        return self.state.renew_after if self.state else None
+
 
 def serial_hex(certificate: x509.Certificate) -> str:
     """The serial as the issuer writes it: lowercase hex, no leading zeros."""

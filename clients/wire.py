@@ -51,8 +51,8 @@ AuthMode = Literal["token", "mtls"]
 AUTH_MODES: Final[tuple[AuthMode, ...]] = get_args(AuthMode)
 # exp - iat of the proof-of-possession token; the issuer accepts at most 300 s.
 POP_TOKEN_LIFETIME: Final = 120
-# 401/403 codes of POST /v1/renew meaning "this certificate will not be renewed": the
-# daemon stops asking and proves who the machine is again with its original method.
+# 401/403 codes of POST /v1/renew meaning "this certificate will not be renewed": `renew` then
+# tells the user to bootstrap again. (The daemon re-attests after any 401/403 of a renewal.)
 RENEWAL_REFUSALS: Final = frozenset(
     {
         "renew_auth_missing",

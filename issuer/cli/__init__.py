@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from ca.errors import CAError
 from issuer import __version__
 from issuer.cli import ca, certs, instances, migrate, revoke, serve, tokens, truststore
-from issuer.cli.common import CliError, database_problem
+from issuer.cli.database import database_problem
+from issuer.cli.errors import CliError
 from issuer.errors import IssuerError
 from issuer.settings import Settings, load_settings
 

@@ -7,7 +7,8 @@ import argparse
 from typing import Any
 
 from issuer.cli import ca_kms, ca_rotation
-from issuer.cli.common import ensure_schema, fail, now, run, with_sessions
+from issuer.cli.database import ensure_schema, now, run, with_sessions
+from issuer.cli.errors import fail
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ca.kms_x509 import KMS_KEY_SPECS
-from issuer.cli.common import ensure_schema, fail, now, run, with_sessions
+from issuer.cli.database import ensure_schema, now, run, with_sessions
+from issuer.cli.errors import fail
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
 

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from issuer.cli.common import Sessions, fail
+from issuer.cli.database import Sessions
+from issuer.cli.errors import fail
 from issuer.errors import Conflict
 
 if TYPE_CHECKING:

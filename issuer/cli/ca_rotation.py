@@ -13,7 +13,9 @@ from typing import Any
 
 from issuer.cli import ca_kms, ca_status
 from issuer.cli.ca_publish import add_publish_options, check_publish_options, publish, publish_gate, say_published
-from issuer.cli.common import ensure_schema, fail, now, print_json, run, with_sessions
+from issuer.cli.database import ensure_schema, now, run, with_sessions
+from issuer.cli.errors import fail
+from issuer.cli.output import print_json
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
 

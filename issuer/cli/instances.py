@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from issuer.cli.common import ensure_schema, fail, print_json, print_table, run, with_sessions
+from issuer.cli.database import ensure_schema, run, with_sessions
+from issuer.cli.errors import fail
+from issuer.cli.output import print_json, print_table
 from issuer.settings import Settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from issuer.cli.common import redact
+from issuer.cli.database import redact
 from issuer.settings import Settings
 
 

@@ -7,7 +7,9 @@ import getpass
 import socket
 from typing import TYPE_CHECKING, Any
 
-from issuer.cli.common import ensure_schema, fail, now, print_json, print_table, run, with_sessions
+from issuer.cli.database import ensure_schema, now, run, with_sessions
+from issuer.cli.errors import fail
+from issuer.cli.output import print_json, print_table
 from issuer.errors import ClientError
 from issuer.settings import Settings
 

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from issuer.cli.common import ensure_schema, fail
+from issuer.cli.database import ensure_schema
+from issuer.cli.errors import fail
 from issuer.settings import Settings
 
 _LEVELS = ("debug", "info", "warning", "error")
@@ -108,7 +109,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("embedded default: created a development CA in %s", settings.ca_dir)
     elif (settings.ca_dir / "issuing.pem").exists():
         # Once, before any worker starts: a CA made on disk joins an empty registry here, not N times at once.
-        from issuer.cli.common import now, run, with_sessions
+        from issuer.cli.database import now, run, with_sessions
         from issuer.service.ca_registry import register_file_ca
 
         run(with_sessions(settings, lambda s: register_file_ca(s, ca_dir=settings.ca_dir, now=now())))
@@ -126,7 +127,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _roots_file(settings: Settings) -> Path:
     """The registry's roots in a file under the state directory: whom TLS client certificates may chain to."""
-    from issuer.cli.common import run, with_sessions
+    from issuer.cli.database import run, with_sessions
     from issuer.service.registry import export_bundle
 
     pem = run(with_sessions(settings, export_bundle))

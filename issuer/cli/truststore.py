@@ -8,12 +8,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from issuer.cli.common import ensure_schema, fail, now, print_json, run, with_sessions
+from issuer.cli.database import ensure_schema, now, run, with_sessions
+from issuer.cli.errors import fail
+from issuer.cli.output import print_json
 from issuer.settings import Settings
 
 if TYPE_CHECKING:
     from issuer.aws.s3 import S3Location
-    from issuer.cli.common import Sessions
+    from issuer.cli.database import Sessions
     from issuer.service.publish import PublishResult
 
 _DESCRIPTION = """\

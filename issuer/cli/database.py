@@ -1,45 +1,25 @@
-"""What every ``issuer`` subcommand shares: the clock, sessions, the schema check, output, and one-line errors."""
+"""How a command reaches the database: the session factory, the schema check, and one line for an outage.
+
+Also the clock (``now``) and event loop (``run``) every command uses around its session work.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from issuer.errors import IssuerError
+from issuer.cli.errors import CliError
 from issuer.settings import Settings
 
-__all__ = [
-    "CliError",
-    "Sessions",
-    "database_problem",
-    "ensure_schema",
-    "now",
-    "print_json",
-    "print_table",
-    "redact",
-    "run",
-    "with_sessions",
-]
+__all__ = ["Sessions", "database_problem", "ensure_schema", "now", "redact", "run", "with_sessions"]
 
 T = TypeVar("T")
 Sessions = async_sessionmaker[AsyncSession]
-
-
-class CliError(IssuerError):
-    """A failure of a command, said in one line; ``exit_status`` is what the command exits with."""
-
-    default_code = "cli_error"
-
-    def __init__(self, detail: str, *, code: str | None = None, exit_status: int = 1) -> None:
-        super().__init__(detail, code=code)
-        self.exit_status = exit_status
 
 
 def now() -> datetime:
@@ -119,28 +99,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     name = type(exc).__name__
     return f"{name}: {text.splitlines()[0]}" if text else name
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Columns sized to their content, the last one free."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers[:-1])]
-
-    def line(values: Sequence[str]) -> str:
-        return " ".join(v.ljust(w) for v, w in zip(values, widths, strict=False)) + " " + values[-1]
-
-    print(line(headers))
-    for row in cells:
-        print(line(row))
-
-
-def fail(message: str, *, code: str = "cli_error", exit_status: int = 1) -> CliError:
-    return CliError(message, code=code, exit_status=exit_status)
-
-
-def stderr(message: str) -> None:
-    print(message, file=sys.stderr)

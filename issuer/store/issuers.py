@@ -24,12 +24,10 @@ __all__ = [
     "get_root",
     "latest_change",
     "leaf_counts",
-    "leaf_stats",
     "list_issuers",
     "list_roots",
     "lock_registry",
     "registry_version",
-    "retire_issuer",
     "retire_prepared_issuer",
     "retire_root",
 ]
@@ -148,26 +146,6 @@ async def activate_issuer(session: AsyncSession, *, issuer_id: int, now: datetim
         .values(state="active", activated_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-
-
-async def retire_issuer(session: AsyncSession, *, issuer_id: int, now: datetime) -> None:
-    await session.execute(
-        update(CaIssuer)
-        .where(CaIssuer.id == issuer_id)
-        .values(state="retired", retired_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def leaf_stats(session: AsyncSession, *, now: datetime) -> dict[int, tuple[int, int, datetime | None]]:
-    """Per issuer id: (leaves issued, leaves not yet expired, the latest not_after)."""
-    live = func.sum(func.cast(Certificate.not_after > now, Certificate.id.type))
-    rows = await session.execute(
-        select(Certificate.issuer_id, func.count(Certificate.id), live, func.max(Certificate.not_after)).group_by(
-            Certificate.issuer_id
-        )
-    )
-    return {int(i): (int(n), int(alive or 0), last) for i, n, alive, last in rows}
 
 
 # --- CA rotation: guarded state changes and per-issuer leaf counts ---------------------------------

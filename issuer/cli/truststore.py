@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +113,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.publish import publish_truststore
+    from issuer.service.revocation_lists import export_revoked
 
     if (args.domain is None) != (args.api is None):
         raise fail("--domain and --api go together: --domain NAME --api rest|http", exit_status=2)
@@ -125,7 +125,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         print(line, file=out, flush=True)
 
     async def work(sessions: Sessions) -> PublishResult:
-        revoked = await _revoked_document(sessions, at) if args.revoked_key else None
+        # What GET /v1/revoked serves now: read from the database, no CA key needed.
+        revoked = (await export_revoked(sessions, now=at)).body if args.revoked_key else None
         return await publish_truststore(
             sessions,
             args.target,
@@ -159,17 +160,3 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
                 f"API Gateway reported {len(domain.warnings)} truststore warning(s) (above); fix them and publish again"
             )
     return 0
-
-
-async def _revoked_document(sessions: Sessions, at: datetime) -> bytes:
-    """The bytes GET /v1/revoked serves now (the revocation service builds them; no CA key is needed)."""
-    from issuer.service.registry import IssuerRegistry
-    from issuer.service.revocation_lists import RevocationLists
-
-    async def no_signer(*_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("the revocation list needs no signer")
-
-    # RevocationLists.revoked() reads only the certificates table; the registry is never loaded.
-    registry = IssuerRegistry(sessions, load_signer=no_signer, clock=lambda: at)
-    lists = RevocationLists(sessions, registry=registry, load_signer=no_signer, clock=lambda: at)
-    return (await lists.revoked()).body

@@ -141,24 +141,11 @@ class KmsSigner:
         # The caller should have checked the CSR already; refusing here too keeps the CA safe on its own.
         key_type_of(public_key)
         builder = leaf_builder(template, public_key, issuer=self._certificate, serial=serial)
-        try:
-            certificate = await _bounded(
-                self._timeout,
-                f"kms:Sign on key {self._key_id}",
-                lambda: kms_sign_certificate(
-                    self._client,
-                    self._key_id,
-                    builder,
-                    algorithm=self._algorithm,
-                    issuer=self._certificate,
-                    public=True,
-                ),
+        return await self._signed(
+            lambda: kms_sign_certificate(
+                self._client, self._key_id, builder, algorithm=self._algorithm, issuer=self._certificate, public=True
             )
-        except CAError:
-            self._healthy_at = None  # readiness asks KMS again rather than trusting an older success
-            raise
-        self._healthy_at = self._clock()  # a signature is the best health check there is
-        return certificate
+        )
 
     async def sign_crl(
         self,
@@ -172,24 +159,21 @@ class KmsSigner:
         builder = crl_builder(
             revoked, issuer=self._certificate, now=now, next_update=next_update, crl_number=crl_number
         )
-        try:
-            crl = await _bounded(
-                self._timeout,
-                f"kms:Sign on key {self._key_id}",
-                lambda: kms_sign_crl(
-                    self._client,
-                    self._key_id,
-                    builder,
-                    algorithm=self._algorithm,
-                    issuer=self._certificate,
-                    public=True,
-                ),
+        return await self._signed(
+            lambda: kms_sign_crl(
+                self._client, self._key_id, builder, algorithm=self._algorithm, issuer=self._certificate, public=True
             )
+        )
+
+    async def _signed(self, sign: Callable[[], _T]) -> _T:
+        """``sign()`` (one kms:Sign) under ``call_timeout``; its outcome is the health :meth:`check` reports."""
+        try:
+            signed = await _bounded(self._timeout, f"kms:Sign on key {self._key_id}", sign)
         except CAError:
-            self._healthy_at = None
+            self._healthy_at = None  # readiness asks KMS again rather than trusting an older success
             raise
-        self._healthy_at = self._clock()
-        return crl
+        self._healthy_at = self._clock()  # a signature is the best health check there is
+        return signed
 
     async def check(self) -> None:
         """Return if the KMS key answered within the last ``health_ttl`` seconds, else ask it now.

@@ -17,13 +17,15 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.stub import Stubber
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca import (
     CAError,
     CertifiedKey,
     KMSKeyError,
     LeafTemplate,
+    LocalFileSigner,
     SignerDenied,
     SignerUnavailable,
     generate_private_key,
@@ -239,6 +241,38 @@ async def test_check_is_cached_for_its_ttl_and_failures_are_not(issuing: Certifi
         assert denied.value.code == "ca_kms_key_disabled"
         stubber.add_response("get_public_key", good)
         await signer.check()
+        stubber.assert_no_pending_responses()
+
+
+async def test_a_signature_counts_as_a_check_and_a_failed_one_clears_it(issuing: CertifiedKey, root_cert: Any) -> None:
+    client, clock = kms_client(), Clock()
+    signer = KmsSigner(
+        client=client,
+        key_id=KEY_ARN,
+        issuer_certificate=issuing.certificate,
+        roots=[root_cert],
+        health_ttl=30,
+        clock=clock,
+    )
+    local = LocalFileSigner(issuer_certificate=issuing.certificate, issuer_key=issuing.key, roots=[root_cert])
+    options: dict[str, Any] = {"now": NOW, "next_update": NOW + timedelta(hours=1), "crl_number": 1}
+    tbs = (await local.sign_crl([], **options)).tbs_certlist_bytes  # the same TBS the KMS signer sends
+    assert isinstance(issuing.key, ec.EllipticCurvePrivateKey)
+    signature = issuing.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    with Stubber(client) as stubber:
+        stubber.add_response("sign", {"KeyId": KEY_ARN, "Signature": signature, "SigningAlgorithm": "ECDSA_SHA_256"})
+        await signer.sign_crl([], **options)
+        clock.now += 29
+        await signer.check()  # the signature counted: a GetPublicKey here would find no stubbed response
+        stubber.assert_no_pending_responses()
+
+        stubber.add_client_error("sign", service_error_code="ThrottlingException", http_status_code=400)
+        with pytest.raises(SignerUnavailable):
+            await signer.issue(template(), generate_private_key("ec-p256").public_key())
+        stubber.add_response(
+            "get_public_key", public_key_reply(issuing.key.public_key()), expected_params={"KeyId": KEY_ARN}
+        )
+        await signer.check()  # still within the TTL of the signature, yet KMS is asked after the failure
         stubber.assert_no_pending_responses()
 
 

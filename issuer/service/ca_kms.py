@@ -37,7 +37,14 @@ from ca.kms_setup import KmsAdminClient, KmsCertifiedKey, create_issuing_for_kms
 from ca.kms_x509 import KMS_KEY_SPECS, KmsKeySpec
 from issuer.aws.kms import is_key_arn
 from issuer.errors import ClientError
-from issuer.service.ca_registry import RegisteredCA, change_stamp, organization_of
+from issuer.service.ca_registry import (
+    RegisteredCA,
+    add_issuer_certificate,
+    add_root_certificate,
+    change_stamp,
+    organization_of,
+    registered_ca,
+)
 from issuer.service.signers import file_key_ref, kms_key_ref
 from issuer.store import issuers as store
 
@@ -325,34 +332,11 @@ async def _register(
     *,
     now: datetime,
 ) -> RegisteredCA:
-    pem = serialization.Encoding.PEM
-    fingerprint = issuing.fingerprint(hashes.SHA256()).hex()
     async with sessions() as session, session.begin():
         await store.lock_registry(session)
         if await store.list_issuers(session):
             raise ClientError("another `issuer ca init` registered a CA meanwhile", code="ca_exists")
         stamp = await change_stamp(session, now)
-        await store.add_root(
-            session,
-            fingerprint_sha256=root.fingerprint(hashes.SHA256()).hex(),
-            subject=root.subject.rfc4514_string(),
-            certificate_pem=root.public_bytes(pem).decode(),
-            key_ref=root_key_ref,
-            not_before=root.not_valid_before_utc,
-            not_after=root.not_valid_after_utc,
-            now=stamp,
-        )
-        issuer_id = await store.add_issuer(
-            session,
-            fingerprint_sha256=fingerprint,
-            subject=issuing.subject.rfc4514_string(),
-            serial=format(issuing.serial_number, "x"),
-            certificate_pem=issuing.public_bytes(pem).decode(),
-            chain_pem="",
-            key_ref=issuing_key_ref,
-            state="active",
-            not_before=issuing.not_valid_before_utc,
-            not_after=issuing.not_valid_after_utc,
-            now=stamp,
-        )
-    return RegisteredCA(issuer_id=issuer_id, subject=issuing.subject.rfc4514_string(), fingerprint_sha256=fingerprint)
+        await add_root_certificate(session, root, key_ref=root_key_ref, now=stamp)
+        issuer_id = await add_issuer_certificate(session, issuing, key_ref=issuing_key_ref, state="active", now=stamp)
+    return registered_ca(issuer_id, issuing)

@@ -7,7 +7,7 @@ issuer, switch the active one) live here; the rotation commands with their check
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,8 @@ from issuer.store.records import IssuerRecord, RootRecord
 __all__ = [
     "RegisteredCA",
     "activate_issuer",
+    "add_issuer_certificate",
+    "add_root_certificate",
     "change_stamp",
     "insert_prepared",
     "load_kms_root",
@@ -39,6 +41,7 @@ __all__ = [
     "organization_of",
     "prepare_file_issuer",
     "register_file_ca",
+    "registered_ca",
     "write_issuer_key",
 ]
 
@@ -48,10 +51,6 @@ class RegisteredCA:
     issuer_id: int
     subject: str
     fingerprint_sha256: str
-
-
-def _pem(certificates: tuple[x509.Certificate, ...]) -> str:
-    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
 
 
 async def register_file_ca(
@@ -85,36 +84,24 @@ async def _register_file_ca(
             return None
         # A registry from before roots were kept in the database gets its roots from the files.
         for index, root in enumerate(roots):
-            await store.add_root(
+            await add_root_certificate(
                 session,
-                fingerprint_sha256=root.fingerprint(hashes.SHA256()).hex(),
-                subject=root.subject.rfc4514_string(),
-                certificate_pem=root.public_bytes(serialization.Encoding.PEM).decode(),
+                root,
                 # Only the first (current) root's key is in root.key.pem.
                 key_ref=file_key_ref(files.root_key_path, ca_dir=ca_dir) if index == 0 else None,
-                not_before=root.not_valid_before_utc,
-                not_after=root.not_valid_after_utc,
                 now=now,
             )
         if registered:
             return None
-        fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
-        issuer_id = await store.add_issuer(
+        issuer_id = await add_issuer_certificate(
             session,
-            fingerprint_sha256=fingerprint,
-            subject=certificate.subject.rfc4514_string(),
-            serial=format(certificate.serial_number, "x"),
-            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-            chain_pem=_pem(chain),
+            certificate,
+            chain=chain,
             key_ref=file_key_ref(files.issuing_key_path, ca_dir=ca_dir),
             state="active",
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
             now=now,
         )
-    return RegisteredCA(
-        issuer_id=issuer_id, subject=certificate.subject.rfc4514_string(), fingerprint_sha256=fingerprint
-    )
+    return registered_ca(issuer_id, certificate)
 
 
 async def prepare_file_issuer(
@@ -143,7 +130,7 @@ async def prepare_file_issuer(
     key_path = write_issuer_key(issuing, ca_dir=ca_dir, passphrase=passphrase)
     async with sessions() as session, session.begin():
         issuer_id = await insert_prepared(session, issuing.certificate, key_path=key_path, ca_dir=ca_dir, now=now)
-    return _registered(issuer_id, issuing.certificate)
+    return registered_ca(issuer_id, issuing.certificate)
 
 
 def load_root_key(
@@ -240,15 +227,47 @@ async def insert_prepared(
         if key_path is None:
             raise ValueError("an issuer needs a key_path or a key_ref")
         key_ref = file_key_ref(key_path, ca_dir=ca_dir)
+    return await add_issuer_certificate(session, certificate, key_ref=key_ref, state="prepared", now=now)
+
+
+async def add_issuer_certificate(
+    session: AsyncSession,
+    certificate: x509.Certificate,
+    *,
+    chain: Sequence[x509.Certificate] = (),
+    key_ref: str,
+    state: str,
+    now: datetime,
+) -> int:
+    """Register the issuing CA ``certificate`` (with its intermediates ``chain``) in ``state``; its id.
+
+    Raises ``IntegrityError`` for a second active issuer.
+    """
     return await store.add_issuer(
         session,
         fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
         subject=certificate.subject.rfc4514_string(),
         serial=format(certificate.serial_number, "x"),
         certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        chain_pem="",
+        chain_pem="".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain),
         key_ref=key_ref,
-        state="prepared",
+        state=state,
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        now=now,
+    )
+
+
+async def add_root_certificate(
+    session: AsyncSession, certificate: x509.Certificate, *, key_ref: str | None, now: datetime
+) -> None:
+    """Register ``certificate`` as an active root (a no-op when it is registered already)."""
+    await store.add_root(
+        session,
+        fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
+        subject=certificate.subject.rfc4514_string(),
+        certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        key_ref=key_ref,
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
         now=now,
@@ -288,7 +307,8 @@ async def activate_issuer(
     return record
 
 
-def _registered(issuer_id: int, certificate: x509.Certificate) -> RegisteredCA:
+def registered_ca(issuer_id: int, certificate: x509.Certificate) -> RegisteredCA:
+    """What was registered as issuer ``issuer_id``, for the operator."""
     return RegisteredCA(
         issuer_id=issuer_id,
         subject=certificate.subject.rfc4514_string(),

@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 
 from ca.errors import CAError
 from ca.files import load_key_file
 from ca.keys import key_type_of
 from issuer.errors import ClientError
 from issuer.service.ca_lifecycle import issued_by, match_fingerprint, phase_of, short, when
-from issuer.service.ca_registry import change_stamp
+from issuer.service.ca_registry import add_root_certificate, change_stamp
 from issuer.service.ca_rotation import Sessions
 from issuer.service.registry import certificates_of
 from issuer.service.signers import file_key_ref
@@ -115,16 +115,7 @@ async def add_root(
         await store.lock_registry(session)
         if await store.get_root(session, fingerprint_prefix=fingerprint):
             raise ClientError(f"the root {short(fingerprint)} is registered already", code="root_exists")
-        await store.add_root(
-            session,
-            fingerprint_sha256=fingerprint,
-            subject=certificate.subject.rfc4514_string(),
-            certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-            key_ref=key_ref,
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            now=await change_stamp(session, now),
-        )
+        await add_root_certificate(session, certificate, key_ref=key_ref, now=await change_stamp(session, now))
         (record,) = await store.get_root(session, fingerprint_prefix=fingerprint)
     return AddedRoot(root=record, key_ref=key_ref)
 

@@ -1,8 +1,10 @@
 """A small private CA: CSR checks, the certificate profiles, signer backends and CRLs.
 
 Pure where it can be: every function takes values and ``now`` and returns values
-or raises a :class:`CAError`; only ``ca.files`` touches the disk. Nothing here
-imports the issuer service.
+or raises a :class:`CAError`; only ``ca.files`` touches the disk, and only the
+``ca.kms*`` modules call AWS KMS, through a client they are given. Importing this
+package needs the server extra (botocore, asn1crypto); ``clients`` never imports it.
+Nothing here imports the issuer service.
 """
 
 from __future__ import annotations

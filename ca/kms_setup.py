@@ -43,7 +43,6 @@ __all__ = [
     "create_issuing_for_kms_key",
     "create_kms_key",
     "create_kms_root",
-    "kms_public_key",
 ]
 
 DEFAULT_KEY_DESCRIPTION: Final = "machine-issuer CA signing key"

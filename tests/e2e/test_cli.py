@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +16,11 @@ from cryptography import x509
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, _pg_execute
-from tests.support.harness import PASSPHRASE, new_csr, running_issuer
+from tests.support.cli import ISSUER, cli_env, issuer, one_line_error
+from tests.support.harness import new_csr, running_issuer
 from tests.support.moto_server import free_port
 from tests.support.x509_check import openssl_verify
 
-ISSUER = [sys.executable, "-m", "issuer.cli"]
 CONFIG = """
 [issuer]
 trust_domain = "test.example"
@@ -33,31 +31,9 @@ methods = ["token"]
 """
 
 
-def issuer(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ISSUER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The failure as an operator sees it: a non-zero exit and exactly one line on stderr."""
-    assert result.returncode != 0, result
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("issuer: error: "), lines[0]
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
 @pytest.fixture
 def env(tmp_path: Path, pg_url: str) -> dict[str, str]:
-    (tmp_path / "issuer.toml").write_text(CONFIG)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
-    return {
-        **base,
-        "ISSUER_CONFIG": str(tmp_path / "issuer.toml"),
-        "ISSUER_STATE_DIR": str(tmp_path / "state"),
-        "ISSUER_DATABASE_URL": pg_url,
-        "ISSUER_CA_PASSPHRASE": PASSPHRASE,
-    }
+    return cli_env(tmp_path, pg_url, config=CONFIG)
 
 
 @pytest.fixture

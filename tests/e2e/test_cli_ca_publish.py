@@ -8,7 +8,6 @@ publishes the truststore without the retired issuer. Real processes, real Postgr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tests.e2e.test_cli import issuer, one_line_error
-from tests.e2e.test_cli_ca_rotation import CONFIG, ok, phases
 from tests.integration.test_publish import BUCKET, REGION, versioned_bucket
-from tests.support.harness import PASSPHRASE
-from tests.support.moto_server import MotoServer, moto_server
+from tests.support.cli import cli_env, issuer, ok, one_line_error, phases
+from tests.support.moto_server import MotoServer, moto_env, moto_server
 
 TARGET = f"s3://{BUCKET}/api/truststore.pem"
 
@@ -39,20 +36,7 @@ def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def env(tmp_path: Path, pg_url: str, moto: MotoServer, aws: Any) -> dict[str, str]:
-    (tmp_path / "issuer.toml").write_text(CONFIG)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "AWS_"))}
-    return {
-        **base,
-        "ISSUER_CONFIG": str(tmp_path / "issuer.toml"),
-        "ISSUER_STATE_DIR": str(tmp_path / "state"),
-        "ISSUER_DATABASE_URL": pg_url,
-        "ISSUER_CA_PASSPHRASE": PASSPHRASE,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL": moto.url,
-    }
+    return cli_env(tmp_path, pg_url, aws=moto_env(region=REGION, AWS_ENDPOINT_URL=moto.url))
 
 
 def published(aws: Any) -> set[str]:

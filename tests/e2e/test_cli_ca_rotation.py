@@ -7,61 +7,23 @@ status all keep working; only ``ca rotate`` fails, saying it needs the root key 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 
-from tests.e2e.test_cli import ISSUER, issuer, one_line_error
 from tests.integration.test_ca_rotation_roots import openssl_root
-from tests.support.harness import PASSPHRASE, new_csr, running_issuer
+from tests.support.cli import CONFIG, ca_status, cli_env, issue, issuer, ok, one_line_error, phases, serve
+from tests.support.harness import new_csr, running_issuer
 from tests.support.moto_server import free_port
 from tests.support.x509_check import openssl_verify
-
-CONFIG = """
-[issuer]
-trust_domain = "test.example"
-registry_refresh = "1s"
-
-[[roles]]
-name = "onprem"
-methods = ["token"]
-ttl = "24h"
-max_ttl = "72h"
-"""
 
 
 @pytest.fixture
 def env(tmp_path: Path, pg_url: str) -> dict[str, str]:
-    (tmp_path / "issuer.toml").write_text(CONFIG)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}
-    return {
-        **base,
-        "ISSUER_CONFIG": str(tmp_path / "issuer.toml"),
-        "ISSUER_STATE_DIR": str(tmp_path / "state"),
-        "ISSUER_DATABASE_URL": pg_url,
-        "ISSUER_CA_PASSPHRASE": PASSPHRASE,
-    }
-
-
-def ok(*args: str, env: dict[str, str]) -> str:
-    result = issuer(*args, env=env)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
-
-
-def status(env: dict[str, str]) -> dict[str, object]:
-    return dict(json.loads(ok("ca", "status", "--json", env=env)))
-
-
-def phases(env: dict[str, str]) -> list[tuple[str, str]]:
-    return [(i["phase"], i["fingerprint_sha256"]) for i in status(env)["issuers"]]  # type: ignore[attr-defined,index]
+    return cli_env(tmp_path, pg_url)
 
 
 async def test_rotate_activate_retire_status_round_trip(tmp_path: Path, env: dict[str, str]) -> None:
@@ -88,7 +50,7 @@ async def test_rotate_activate_retire_status_round_trip(tmp_path: Path, env: dic
 
     assert "no issuing CA has a fingerprint starting" in one_line_error(issuer("ca", "activate", "abcd" * 4, env=env))
     activated = ok("ca", "activate", env=env)
-    new_subject = next(i["subject"] for i in status(env)["issuers"] if i["phase"] == "active")  # type: ignore[index]
+    new_subject = next(i["subject"] for i in ca_status(env)["issuers"] if i["phase"] == "active")
     assert new_subject.startswith("CN=test.example Issuing CA 2")  # the default name carries the date
     assert f"Activated {new_subject} ({new_fp[:16]})" in activated and "Reminder: API Gateway" in activated
     assert "its 1 live leaves expire by" in activated and f"issuer ca retire {old_fp[:16]}" in activated
@@ -106,8 +68,8 @@ async def test_rotate_activate_retire_status_round_trip(tmp_path: Path, env: dic
 
     forced = ok("ca", "retire", old_fp[:12], "--force", env=env)
     assert "warning: forced past: issuer" in forced and f"Retired CN=test.example Issuing CA ({old_fp[:16]})" in forced
-    report = status(env)
-    assert [(i["phase"], i["leaves"]["issued"], i["leaves"]["live"]) for i in report["issuers"]] == [  # type: ignore[index]
+    report = ca_status(env)
+    assert [(i["phase"], i["leaves"]["issued"], i["leaves"]["live"]) for i in report["issuers"]] == [
         ("active", 0, 0),
         ("retired", 1, 1),
     ]
@@ -126,38 +88,8 @@ async def test_rotate_activate_retire_status_round_trip(tmp_path: Path, env: dic
     assert issuer("ca", "status", "--check", env=env).returncode == 0
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [*ISSUER, "serve", "--log-format", "text", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen.append(line)
-        if "listening on" in line:
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.terminate()
-    raise AssertionError("".join(seen))
-
-
-def _issue(env: dict[str, str], port: int, name: str) -> x509.Certificate:
-    token = json.loads(ok("token", "create", "--role", "onprem", "--name", name, "--json", env=env))["token"]
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/issue/token",
-        data=json.dumps({"csr": new_csr()[1], "token": token}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 201
-        return x509.load_pem_x509_certificate(json.loads(resp.read())["certificate"].encode())
+def issuer_name(leaf: bytes) -> str:
+    return x509.load_pem_x509_certificate(leaf).issuer.rfc4514_string()
 
 
 def test_everything_but_rotate_works_with_the_root_key_offline(tmp_path: Path, env: dict[str, str]) -> None:
@@ -171,18 +103,18 @@ def test_everything_but_rotate_works_with_the_root_key_offline(tmp_path: Path, e
 
     assert "root key absent" in ok("ca", "show", env=env)
     port = free_port()
-    server = _serve(env, port)
+    server = serve(env, port)
     try:
         old_name = "CN=test.example Issuing CA"
-        assert _issue(env, port, "before").issuer.rfc4514_string() == old_name
+        assert issuer_name(issue(env, port, "before")) == old_name
         ok("ca", "activate", new_fp[:16], env=env)
         deadline = time.monotonic() + 30
-        while (leaf := _issue(env, port, f"after-{time.monotonic()}")).issuer.rfc4514_string() == old_name:
+        while issuer_name(leaf := issue(env, port, f"after-{time.monotonic()}")) == old_name:
             assert time.monotonic() < deadline, "the server never switched to the new issuer"
             time.sleep(0.3)
         truststore = tmp_path / "ts.pem"
         ok("truststore", "export", "--out", str(truststore), env=env)
-        openssl_verify(leaf.public_bytes(serialization.Encoding.PEM), b"", truststore.read_bytes())
+        openssl_verify(leaf, b"", truststore.read_bytes())
         shown = ok("ca", "status", env=env)
         assert "offline" in shown
         ok("ca", "retire", old_fp[:16], "--force", env=env)
@@ -209,8 +141,8 @@ def test_add_root_and_retire_root(tmp_path: Path, env: dict[str, str]) -> None:
     assert "cannot read" in one_line_error(issuer("ca", "add-root", str(tmp_path / "absent.pem"), env=env))
     rotated = ok("ca", "rotate", "--root", new_root[:12], env=env)
     assert f"CN=Second Root ({new_root[:16]})" in rotated
-    report = status(env)
-    roots = {r["subject"]: r for r in report["roots"]}  # type: ignore[index]
+    report = ca_status(env)
+    roots = {r["subject"]: r for r in report["roots"]}
     assert roots["CN=Second Root"]["issuers"] == 1 and roots["CN=test.example Root CA"]["issuers"] == 1
     old_root = roots["CN=test.example Root CA"]["fingerprint_sha256"]
     assert "still in use" in one_line_error(issuer("ca", "retire-root", old_root[:12], env=env))

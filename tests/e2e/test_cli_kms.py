@@ -7,9 +7,7 @@ environment and no key file in its CA directory. Every failure is one line ``iss
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,23 +16,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.e2e.test_cli import ISSUER, issuer, one_line_error
-from tests.support.harness import new_csr
-from tests.support.moto_server import MotoServer, free_port, moto_server
+from tests.support.cli import ca_status, cli_env, issue, issuer, ok, one_line_error, serve
+from tests.support.moto_server import MotoServer, free_port, moto_env, moto_server
 from tests.support.x509_check import openssl_verify
 
 REGION = "eu-west-1"
-CONFIG = """
-[issuer]
-trust_domain = "test.example"
-registry_refresh = "1s"
-
-[[roles]]
-name = "onprem"
-methods = ["token"]
-ttl = "24h"
-max_ttl = "72h"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -45,27 +31,9 @@ def kms() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def env(tmp_path: Path, pg_url: str, kms: MotoServer) -> dict[str, str]:
-    (tmp_path / "issuer.toml").write_text(CONFIG)
-    drop = ("ISSUER_", "AWS_")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    return {
-        **base,
-        "ISSUER_CONFIG": str(tmp_path / "issuer.toml"),
-        "ISSUER_STATE_DIR": str(tmp_path / "state"),
-        "ISSUER_DATABASE_URL": pg_url,
-        # No ISSUER_CA_PASSPHRASE: a local root's key file gets a generated one; nothing else needs it.
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL_KMS": kms.url,
-    }
-
-
-def ok(*args: str, env: dict[str, str]) -> str:
-    result = issuer(*args, env=env)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
+    # No ISSUER_CA_PASSPHRASE: a local root's key file gets a generated one; nothing else needs it.
+    aws = moto_env(region=REGION, AWS_ENDPOINT_URL_KMS=kms.url)
+    return cli_env(tmp_path, pg_url, passphrase=None, aws=aws)
 
 
 def unique(name: str) -> str:
@@ -74,44 +42,6 @@ def unique(name: str) -> str:
 
 def kms_arns(text: str) -> list[str]:
     return [word.rstrip(",.") for word in text.split() if word.startswith("arn:aws:kms:")]
-
-
-def status(env: dict[str, str]) -> dict[str, object]:
-    return dict(json.loads(ok("ca", "status", "--json", env=env)))
-
-
-def serve(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [*ISSUER, "serve", "--log-format", "text", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen.append(line)
-        if "listening on" in line:
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.terminate()
-    raise AssertionError("".join(seen))
-
-
-def issue(env: dict[str, str], port: int, name: str) -> bytes:
-    token = json.loads(ok("token", "create", "--role", "onprem", "--name", name, "--json", env=env))["token"]
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/issue/token",
-        data=json.dumps({"csr": new_csr()[1], "token": token}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 201
-        return str(json.loads(resp.read())["certificate"]).encode()
 
 
 def verify_against_exported_truststore(tmp_path: Path, env: dict[str, str], *leaves: bytes) -> None:
@@ -131,7 +61,7 @@ def test_init_with_a_new_kms_key_then_serve_with_no_passphrase_and_no_key_file(
     assert f"created KMS key {arn}" in shown and "registered as the active issuer" in shown
     assert "passphrase: generated into" in shown and f"kms:Sign and kms:GetPublicKey on {arn}" in shown
     assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "root.key.pem", "root.pem"]
-    (only,) = status(env)["issuers"]  # type: ignore[misc]
+    (only,) = ca_status(env)["issuers"]
     assert only["key_ref"] == f"kms:{arn}" and only["phase"] == "active"
     assert "the CA registry already has an issuing CA" in one_line_error(
         issuer("ca", "init", "--create-kms-key", unique("again"), env=env)
@@ -161,8 +91,8 @@ def test_init_with_a_new_kms_key_then_serve_with_no_passphrase_and_no_key_file(
 def test_kms_root_and_rotation_through_the_cli(tmp_path: Path, env: dict[str, str]) -> None:
     ca_dir = tmp_path / "state" / "ca"
     shown = ok("ca", "init", "--create-root-kms-key", unique("root"), "--create-kms-key", unique("first"), env=env)
-    report = status(env)
-    ((root,), (first,)) = report["roots"], report["issuers"]  # type: ignore[misc]
+    report = ca_status(env)
+    ((root,), (first,)) = report["roots"], report["issuers"]
     root_arn, first_arn = root["key_ref"].removeprefix("kms:"), first["key_ref"].removeprefix("kms:")
     assert {root_arn, first_arn} <= set(kms_arns(shown)) and root["key"] == root["key_ref"]
     assert "passphrase: generated" not in shown and not (tmp_path / "state" / "ca-passphrase").exists()

@@ -86,6 +86,18 @@ def moto_server(*, env: Mapping[str, str] | None = None, timeout: float = 30.0) 
         log.close()
 
 
+def moto_env(*, region: str, **endpoints: str) -> dict[str, str]:
+    """The ``AWS_*`` variables of a child process that talks to moto: fake keys, ``region``, no instance
+    metadata look-up, and ``endpoints`` (``AWS_ENDPOINT_URL`` or a service's, e.g. ``AWS_ENDPOINT_URL_KMS``)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **endpoints,
+    }
+
+
 def fake_aws_credentials(mp: pytest.MonkeyPatch, *, region: str) -> None:
     """Fake keys for boto3 talking to moto; nothing may reach real AWS or use a developer's profile."""
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):

@@ -19,16 +19,29 @@ from ca.csr import CheckedCSR
 from issuer.attest.ec2 import Ec2Proof, InstanceIdentityDocument, identity_from_document, verify_instance_identity
 from issuer.attest.ec2_certs import AwsCertStore
 from issuer.attest.ec2_instance import InstanceLookup
+from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import Conflict
 from issuer.policy import BoundInstance, Role, check_instance, decide_binding
 from issuer.service.model import AuditMethod
 from issuer.service.pipeline import Claim
 from issuer.store import bindings
 
-__all__ = ["Ec2Method", "Ec2Submission", "LookupFactory"]
+__all__ = ["Ec2Method", "Ec2Submission", "LookupFactory", "check_live"]
 
 # (assume_role template or None, region) -> the lookup to use
 LookupFactory = Callable[[str | None, str], InstanceLookup]
+
+
+async def check_live(lookups: LookupFactory, role: Role, identity: VerifiedIdentity) -> None:
+    """Ask AWS about the instance ``identity`` names, through ``role``'s lookup, and apply the role to the answer.
+
+    Raises the refusals of :func:`issuer.policy.check_instance` and ``ec2_lookup_unavailable`` (503).
+    """
+    region = identity.region or ""
+    info = await lookups(role.assume_role, region).describe(
+        account_id=identity.account_id or "", region=region, instance_id=identity.attributes.get("instance_id", "")
+    )
+    check_instance(info, identity=identity, role=role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +86,11 @@ class Ec2Method:
         return Claim(state=_State(doc=doc, given_nonce=proof.nonce), identity=identity_from_document(doc), role=role)
 
     async def outbound(self, claim: Claim[_State], *, now: datetime) -> Claim[_State]:
-        role, identity, doc = claim.role, claim.identity, claim.state.doc
+        role, identity = claim.role, claim.identity
         assert role is not None
         assert identity is not None
         if role.check_instance:
-            info = await self._lookups(role.assume_role, doc.region).describe(
-                account_id=doc.account_id, region=doc.region, instance_id=doc.instance_id
-            )
-            check_instance(info, identity=identity, role=role)
+            await check_live(self._lookups, role, identity)
         return claim
 
     async def admit(

@@ -26,8 +26,8 @@ from ca.csr import CheckedCSR
 from issuer.attest.identity import VerifiedIdentity
 from issuer.attest.renewal import verify_renewal_token
 from issuer.errors import Unauthorized
-from issuer.policy import PriorCertificate, Role, check_instance
-from issuer.service.ec2 import LookupFactory
+from issuer.policy import PriorCertificate, Role
+from issuer.service.ec2 import LookupFactory, check_live
 from issuer.service.guards import ReplayGuards
 from issuer.service.model import AuditMethod, serial_hex
 from issuer.service.pipeline import Claim
@@ -142,11 +142,7 @@ class RenewMethod:
         )
         # Ask AWS only about a certificate that could renew (the decision refuses the rest).
         if role.check_instance and identity.method == "aws-ec2" and record.status == "active":
-            instance_id, region = identity.attributes.get("instance_id", ""), identity.region or ""
-            info = await self._lookups(role.assume_role, region).describe(
-                account_id=identity.account_id or "", region=region, instance_id=instance_id
-            )
-            check_instance(info, identity=identity, role=role)
+            await check_live(self._lookups, role, identity)
         return replace(claim, identity=identity, role=role, prior=prior)
 
     async def admit(

@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from issuer.aws.failures import Hint, aws_failure
-from issuer.aws.sessions import client_config
+from issuer.aws.sessions import default_client
 from issuer.errors import IssuerError
 
 __all__ = ["Api", "DomainNames", "DomainTruststore", "apigateway_client"]
@@ -53,11 +52,7 @@ def apigateway_client(api: Api, *, region: str | None = None) -> Any:
 
     Raises ConfigError ``aws_region_missing`` when no region is configured.
     """
-    service = _SERVICE[api]
-    try:
-        return boto3.session.Session().client(service, region_name=region, config=client_config(read_timeout=30.0))
-    except BotoCoreError as exc:
-        raise aws_failure(exc, call=f"{service} client", resource="this environment") from exc
+    return default_client(_SERVICE[api], region=region, read_timeout=30.0)
 
 
 class DomainNames:

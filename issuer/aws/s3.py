@@ -17,11 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from issuer.aws.failures import Hint, aws_failure
-from issuer.aws.sessions import client_config, error_code
+from issuer.aws.sessions import default_client, error_code
 
 __all__ = ["S3Location", "S3Objects", "StoredObject", "Versioning", "s3_client"]
 
@@ -79,8 +78,11 @@ class StoredObject:
 
 
 def s3_client(*, region: str | None = None) -> Any:
-    """A boto3 S3 client with bounded timeouts; botocore's endpoint settings (``AWS_ENDPOINT_URL*``) apply."""
-    return boto3.session.Session().client("s3", region_name=region, config=client_config(read_timeout=15.0))
+    """A boto3 S3 client with bounded timeouts; botocore's endpoint settings (``AWS_ENDPOINT_URL*``) apply.
+
+    Raises ConfigError or UpstreamUnavailable (one line) when boto3 cannot make it, e.g. an unknown AWS_PROFILE.
+    """
+    return default_client("s3", region=region, read_timeout=15.0)
 
 
 class S3Objects:

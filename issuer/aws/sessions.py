@@ -17,9 +17,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from issuer.aws.failures import aws_failure
 from issuer.errors import ConfigError, UpstreamUnavailable
 
-__all__ = ["AccountSessions", "client_config", "error_code"]
+__all__ = ["AccountSessions", "client_config", "default_client", "error_code"]
 
 # Renew assumed-role credentials this long before they expire, so no call starts with lapsing ones.
 _EARLY = timedelta(minutes=5)
@@ -32,6 +33,20 @@ def client_config(*, connect_timeout: float = 2.0, read_timeout: float = 5.0, ma
         read_timeout=read_timeout,
         retries={"total_max_attempts": max_attempts, "mode": "standard"},
     )
+
+
+def default_client(service: str, *, region: str | None = None, read_timeout: float) -> Any:
+    """A boto3 client for ``service`` from the default credential chain, bounded by :func:`client_config`.
+
+    botocore's endpoint settings (``AWS_ENDPOINT_URL*``) apply. Raises the one-line error of
+    :func:`~issuer.aws.failures.aws_failure` when boto3 cannot make it (no region, an unknown
+    ``AWS_PROFILE``).
+    """
+    try:
+        session = boto3.session.Session()
+        return session.client(service, region_name=region, config=client_config(read_timeout=read_timeout))
+    except BotoCoreError as exc:
+        raise aws_failure(exc, call=f"{service} client", resource="this environment") from exc
 
 
 def error_code(exc: ClientError) -> str:

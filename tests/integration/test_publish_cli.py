@@ -135,3 +135,8 @@ def test_usage_mistakes_exit_2(env: dict[str, str]) -> None:
     assert half.returncode == 2 and "--domain and --api go together" in one_line_error(half)
     bad = issuer("truststore", "publish", "https://example.com/t.pem", env=env)
     assert bad.returncode == 2 and "is not an s3://BUCKET/KEY URI" in bad.stderr
+
+
+def test_an_unknown_aws_profile_is_a_one_line_error(env: dict[str, str]) -> None:
+    line = one_line_error(issuer("truststore", "publish", TARGET, env={**env, "AWS_PROFILE": "no-such-profile"}))
+    assert "s3 client" in line and "no-such-profile" in line

@@ -24,10 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,7 +44,7 @@ from ca.kms_client import kms_botocore_config
 from ca.kms_setup import create_issuing_for_kms_key, create_kms_key
 from ca.profile import LeafTemplate
 from ca.signer import Signer
-from tests.support.moto_server import free_port
+from tests.support.moto_server import moto_env, moto_server
 
 __all__ = ["main"]
 
@@ -77,37 +75,6 @@ class Figure:
         return self.successes / self.seconds if self.seconds > 0 else 0.0
 
 
-@contextmanager
-def _moto(log_path: Path) -> Iterator[str]:
-    """moto's server on a free loopback port, its log in ``log_path``; its URL.
-
-    Not ``tests.support.moto_server``: that pipes moto's stderr without reading it, and after about
-    a thousand requests (64 KiB of access log) moto blocks on the full pipe and every call times out.
-    """
-    port = free_port()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/moto-api/", timeout=2).read()  # noqa: S310 - our loopback
-                    break
-                except (urllib.error.URLError, OSError):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise BenchError(f"moto's server did not start; see {log_path}", code="moto_failed") from None
-                    time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -117,16 +84,6 @@ def _issuer(args: Sequence[str], env: dict[str, str], *, what: str) -> None:
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise BenchError(f"{what} failed: {lines[-1] if lines else result.returncode}", code="setup_failed")
-
-
-def _aws_env(moto_url: str) -> dict[str, str]:
-    return {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ENDPOINT_URL_KMS": moto_url,
-    }
 
 
 async def _drive(url: str, bodies: Sequence[bytes], *, concurrency: int) -> tuple[int, float]:
@@ -155,7 +112,7 @@ async def _http_run(backend: str, moto_url: str, work: Path, *, requests: int, c
     config.write_text(CONFIG)
     async with throwaway_database(base_url(os.environ), prefix=f"bench_kms_{backend}") as db:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "AWS_"))}
-        env |= _aws_env(moto_url) | {
+        env |= moto_env(region=REGION, AWS_ENDPOINT_URL_KMS=moto_url) | {
             "ISSUER_CONFIG": str(config),
             "ISSUER_STATE_DIR": str(root / "state"),
             "ISSUER_DATABASE_URL": db,
@@ -242,7 +199,12 @@ def _render(figures: Sequence[Figure]) -> str:
 
 async def _run(options: argparse.Namespace) -> list[Figure]:
     figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="bench-kms-") as tmp, _moto(Path(tmp) / "moto.log") as moto:
+    with tempfile.TemporaryDirectory(prefix="bench-kms-") as tmp, ExitStack() as stack:
+        try:
+            moto = stack.enter_context(moto_server()).url
+        except RuntimeError as exc:
+            last = str(exc).strip().splitlines()[-1]
+            raise BenchError(f"moto's server did not start: {last}", code="moto_failed") from None
         for backend in ("file", "kms"):
             for c in sorted({1, options.concurrency}):
                 work = Path(tmp) / f"c{c}"

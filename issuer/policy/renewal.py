@@ -14,7 +14,7 @@ from datetime import datetime
 from issuer.errors import ClientError, Forbidden, Unauthorized
 from issuer.policy.roles import Role
 
-__all__ = ["PriorCertificate", "check_renewal"]
+__all__ = ["PriorCertificate", "check_renewal", "status_refusal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +36,8 @@ def check_renewal(prior: PriorCertificate, role: Role, *, public_key_sha256: str
     Codes: ``certificate_revoked``, ``certificate_superseded``, ``certificate_expired`` (401),
     ``renewal_chain_too_old`` (403), ``renew_same_key`` (400).
     """
-    if prior.status == "revoked":
-        raise Unauthorized(
-            "The certificate has been revoked; attest again.",
-            code="certificate_revoked",
-            reason=f"serial {prior.serial} is revoked",
-        )
-    if prior.status == "superseded":
-        raise Unauthorized(
-            "The certificate has been renewed already; renew its successor.",
-            code="certificate_superseded",
-            reason=f"serial {prior.serial} is superseded",
-        )
+    if prior.status in ("revoked", "superseded"):
+        raise status_refusal(prior.serial, prior.status)
     if now > prior.not_after + role.renew_grace:
         raise Unauthorized(
             "The certificate has expired; attest again.",
@@ -62,3 +52,19 @@ def check_renewal(prior: PriorCertificate, role: Role, *, public_key_sha256: str
         )
     if public_key_sha256 == prior.public_key_sha256:
         raise ClientError("A renewal needs a new key; generate one for the CSR.", code="renew_same_key")
+
+
+def status_refusal(serial: str, status: str) -> Unauthorized:
+    """Why the certificate ``serial`` in ``status`` cannot renew: ``certificate_revoked`` when revoked,
+    otherwise ``certificate_superseded`` (renewed already, or gone)."""
+    if status == "revoked":
+        return Unauthorized(
+            "The certificate has been revoked; attest again.",
+            code="certificate_revoked",
+            reason=f"serial {serial} is revoked",
+        )
+    return Unauthorized(
+        "The certificate has been renewed already; renew its successor.",
+        code="certificate_superseded",
+        reason=f"serial {serial} is {status}",
+    )

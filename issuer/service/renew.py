@@ -27,6 +27,7 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.attest.renewal import verify_renewal_token
 from issuer.errors import Unauthorized
 from issuer.policy import PriorCertificate, Role
+from issuer.policy.renewal import status_refusal
 from issuer.service.ec2 import LookupFactory, check_live
 from issuer.service.guards import ReplayGuards
 from issuer.service.model import AuditMethod, serial_hex
@@ -154,13 +155,4 @@ class RenewMethod:
             return claim
         # Revoked or renewed between the read and now: say which, from the locked row.
         current = await repo.lock_certificate(session, prior.serial)
-        status = current.status if current is not None else "unknown"
-        if status == "revoked":
-            raise Unauthorized(
-                "The certificate has been revoked; attest again.", code="certificate_revoked", reason=prior.serial
-            )
-        raise Unauthorized(
-            "The certificate has been renewed already; renew its successor.",
-            code="certificate_superseded",
-            reason=f"serial {prior.serial} is {status}",
-        )
+        raise status_refusal(prior.serial, current.status if current is not None else "unknown")

@@ -7,6 +7,7 @@ hot path (:func:`record_issuance`) uses Core statements, not the ORM unit of wor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -200,16 +201,28 @@ async def add_attestation(session: AsyncSession, entry: AuditEntry, *, now: date
     await connection.execute(_INSERT_ATTESTATION, {**_audit_values(entry), "created_at": now})
 
 
+# A renewal reads its certificate and identity on every request: columns, not ORM rows.
+_GET_CERTIFICATE = select(*(_CERTIFICATES.c[f.name] for f in fields(CertificateRecord))).where(
+    _CERTIFICATES.c.serial == bindparam("p_serial")
+)
+_LOCK_CERTIFICATE = _GET_CERTIFICATE.with_for_update()
+_GET_IDENTITY = select(*(_IDENTITIES.c[f.name] for f in fields(IdentityRecord))).where(
+    _IDENTITIES.c.id == bindparam("p_id")
+)
+
+
 async def get_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
     """The certificate with ``serial`` (normalised lower-case hex, no leading zeros)."""
-    row = await session.scalar(select(Certificate).where(Certificate.serial == serial))
-    return None if row is None else record_of(CertificateRecord, row)
+    connection = await session.connection()
+    row = (await connection.execute(_GET_CERTIFICATE, {"p_serial": serial})).mappings().first()
+    return None if row is None else CertificateRecord(**row)
 
 
 async def lock_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
     """Like :func:`get_certificate`, holding a row lock until the transaction ends (Postgres)."""
-    row = await session.scalar(select(Certificate).where(Certificate.serial == serial).with_for_update())
-    return None if row is None else record_of(CertificateRecord, row)
+    connection = await session.connection()
+    row = (await connection.execute(_LOCK_CERTIFICATE, {"p_serial": serial})).mappings().first()
+    return None if row is None else CertificateRecord(**row)
 
 
 async def supersede_certificate(session: AsyncSession, *, certificate_id: int) -> bool:
@@ -224,8 +237,9 @@ async def supersede_certificate(session: AsyncSession, *, certificate_id: int) -
 
 
 async def get_identity(session: AsyncSession, identity_id: int) -> IdentityRecord | None:
-    row = await session.get(Identity, identity_id)
-    return None if row is None else record_of(IdentityRecord, row)
+    connection = await session.connection()
+    row = (await connection.execute(_GET_IDENTITY, {"p_id": identity_id})).mappings().first()
+    return None if row is None else IdentityRecord(**row)
 
 
 async def list_certificates(

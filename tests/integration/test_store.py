@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from issuer.store import issuers, repo, tokens
 from issuer.store.engine import make_session_factory
 from issuer.store.models import Attestation, Identity
-from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
+from issuer.store.records import AuditEntry, IdentityRecord, NewCertificate, NewIdentity, record_of
 
 
 async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db_url: str, engine_for) -> None:
@@ -161,10 +161,14 @@ async def test_an_issuance_is_recorded_alike_on_postgres_and_sqlite(db_url: str,
         identities = (await session.scalars(select(Identity))).all()
         records = [await repo.get_certificate(session, serial) for serial in ("1a", "2b")]
         audits = (await session.scalars(select(Attestation).order_by(Attestation.id))).all()
+        identity = await repo.get_identity(session, identities[0].id)
+        assert await repo.get_identity(session, identities[0].id + 1) is None
+        assert await repo.get_certificate(session, "3c") is None
     # One identity, refreshed by the second sighting, first seen at the first.
     assert [(i.region, i.attributes, i.first_seen, i.last_seen) for i in identities] == [
         ("eu-west-1", {"session_name": "task-2b"}, first, later)
     ]
+    assert identity == record_of(IdentityRecord, identities[0])
     assert [r.id for r in records if r is not None] == ids
     for record, serial, when in zip(records, ("1a", "2b"), (first, later), strict=True):
         assert record is not None

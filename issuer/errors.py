@@ -13,9 +13,18 @@ core never imports the web framework; the error middleware maps the hint)::
     ├── Forbidden              403  the proof verified but policy says no
     ├── NotFound               404
     ├── Conflict               409  a single-use thing was used already
+    ├── RateLimited            429  one identity asked too often     (issuer.service.ratelimit)
     ├── ClientGone             499  the client closed the connection before its request was read
     ├── UpstreamUnavailable    503  AWS, the database or the signer did not answer usefully
-    └── ConfigError            (start-up) invalid configuration, never sent to a client
+    ├── Overloaded             503  this process has all the issuance work it may take (issuer.http.overload)
+    ├── ConfigError            (start-up) invalid configuration, never sent to a client
+    ├── ServeError             ``issuer serve`` cannot listen or start (issuer.http.server_config)
+    └── CliError               a command's one-line failure          (issuer.cli.errors)
+
+Classes drawn with a module live beside the code that raises them. Finer subclasses
+keep their parent's status: the attestation errors of :mod:`issuer.attest.cms` and
+:mod:`issuer.attest.ec2` (ClientError, Unauthorized) and the publishing errors of
+:mod:`issuer.service.publish` (ClientError, Conflict).
 
 Denials carry a public ``detail`` (safe to send) and a private ``reason`` that
 goes only to the log and the audit table, so a client never learns which binding failed.

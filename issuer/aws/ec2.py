@@ -14,6 +14,7 @@ import time
 from botocore.exceptions import BotoCoreError, ClientError
 
 from issuer.attest.ec2_instance import InstanceInfo, InstanceLookup
+from issuer.aws.failures import DENIED, THROTTLED
 from issuer.aws.sessions import AccountSessions, error_code
 from issuer.errors import UpstreamUnavailable
 from issuer.observability.seams import NullObserver, UpstreamObserver
@@ -22,29 +23,9 @@ __all__ = ["Boto3InstanceLookup", "Boto3Lookups"]
 
 # Error codes that say "this instance does not exist" rather than "AWS failed".
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
-_THROTTLED = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "TooManyRequestsException",
-        "SlowDown",
-    }
-)
-_DENIED = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnauthorizedOperation",
-        "AuthFailure",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "UnrecognizedClientException",
-        "OptInRequired",
-    }
-)
+# The shared codes, plus ones the EC2 and IAM lookups also meet.
+_THROTTLED = THROTTLED | {"RequestThrottled"}
+_DENIED = DENIED | {"AuthFailure", "UnrecognizedClientException", "OptInRequired"}
 _UNAVAILABLE = "AWS could not be asked about the instance; try again later."
 _ACCOUNT = re.compile(r"[0-9]{12}")
 

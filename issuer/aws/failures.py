@@ -30,12 +30,13 @@ from botocore.exceptions import (
 from issuer.errors import ClientError as RequestRefused
 from issuer.errors import ConfigError, Conflict, Forbidden, IssuerError, NotFound, UpstreamUnavailable
 
-__all__ = ["Hint", "aws_failure"]
+__all__ = ["DENIED", "THROTTLED", "Hint", "aws_failure"]
 
 Hint = tuple[str, str]  # (issuer error code, what to check)
 
 _NOT_FOUND = frozenset({"NoSuchBucket", "NoSuchKey", "NotFoundException", "NotFound", "404"})
-_DENIED = frozenset(
+# AWS error codes that mean the caller's credentials or IAM permissions are wrong (any service).
+DENIED = frozenset(
     {
         "AccessDenied",
         "AccessDeniedException",
@@ -51,7 +52,8 @@ _DENIED = frozenset(
         "403",
     }
 )
-_THROTTLED = frozenset(
+# AWS error codes that mean "slow down" (any service).
+THROTTLED = frozenset(
     {"Throttling", "ThrottlingException", "TooManyRequestsException", "SlowDown", "RequestLimitExceeded"}
 )
 _CONFLICT = frozenset(
@@ -71,11 +73,11 @@ def aws_failure(
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         said = f"{code}" + (f" ({message})" if message else "")
         kind: type[IssuerError]
-        if code in _DENIED:
+        if code in DENIED:
             kind, default = Forbidden, ("aws_access_denied", f"check that the publisher's IAM policy allows {call}")
         elif code in _NOT_FOUND:
             kind, default = NotFound, ("aws_not_found", "check the name and the region")
-        elif code in _THROTTLED or (isinstance(status, int) and status >= 500):
+        elif code in THROTTLED or (isinstance(status, int) and status >= 500):
             kind, default = UpstreamUnavailable, ("aws_unavailable", f"HTTP {status}; try again shortly")
         elif code in _CONFLICT:
             kind, default = Conflict, ("aws_conflict", "it changed meanwhile; try again")

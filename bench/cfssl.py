@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bench import BenchError
-from bench.issuer_server import free_port
 from bench.postgres import libpq_url
+from tests.support.moto_server import free_port
 
 __all__ = ["CERTDB_SCHEMA", "CfsslServer", "cfssl_binary"]
 

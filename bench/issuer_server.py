@@ -9,20 +9,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
 from bench.workload import ACCOUNT, REGION
+from tests.support.moto_server import free_port
 
-__all__ = ["EC2_ROLE", "PASSPHRASE", "TOKEN_ROLE", "IssuerServer", "IssuerSetup", "free_port", "prepare_issuer"]
+__all__ = ["EC2_ROLE", "PASSPHRASE", "TOKEN_ROLE", "IssuerServer", "IssuerSetup", "prepare_issuer", "run_issuer"]
 
 TOKEN_ROLE = "bench-onprem"
 EC2_ROLE = "bench-ec2"
@@ -53,12 +53,6 @@ ttl = "12h"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass(frozen=True, slots=True)
 class IssuerSetup:
     """A configured issuer: its environment (config, state dir, database, passphrase) and files."""
@@ -73,7 +67,8 @@ class IssuerSetup:
         return self.state_dir / "ca"
 
 
-def _issuer(args: list[str], env: Mapping[str, str], *, what: str) -> None:
+def run_issuer(args: Sequence[str], env: Mapping[str, str], *, what: str) -> None:
+    """Run ``issuer ARGS``; raises :class:`BenchError` ``setup_failed`` with its last line of output if it fails."""
     result = subprocess.run([*ISSUER, *args], env=dict(env), capture_output=True, text=True, timeout=300, check=False)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
@@ -98,8 +93,8 @@ def prepare_issuer(work_dir: Path, *, database_url: str, aws_cert_pem: bytes) ->
             "ISSUER_CA_PASSPHRASE": PASSPHRASE,
         }
     )
-    _issuer(["migrate"], env, what="issuer migrate")
-    _issuer(["ca", "init"], env, what="issuer ca init")
+    run_issuer(["migrate"], env, what="issuer migrate")
+    run_issuer(["ca", "init"], env, what="issuer ca init")
     return IssuerSetup(env=env, config_path=config_path, state_dir=state_dir, database_url=database_url)
 
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import boto3
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench import BenchError
-from bench.issuer_server import ISSUER, TOKEN_ROLE, IssuerServer, IssuerSetup
+from bench.issuer_server import TOKEN_ROLE, IssuerServer, IssuerSetup, run_issuer
 from bench.postgres import base_url, throwaway_database
 from bench.workload import token_workload
 from ca.hierarchy import create_hierarchy, create_root
@@ -79,13 +78,6 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _issuer(args: Sequence[str], env: dict[str, str], *, what: str) -> None:
-    result = subprocess.run([*ISSUER, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise BenchError(f"{what} failed: {lines[-1] if lines else result.returncode}", code="setup_failed")
-
-
 async def _drive(url: str, bodies: Sequence[bytes], *, concurrency: int) -> tuple[int, float]:
     """POST every body, ``concurrency`` at a time; (201s, seconds)."""
     queue = list(reversed(bodies))
@@ -121,8 +113,8 @@ async def _http_run(backend: str, moto_url: str, work: Path, *, requests: int, c
         if backend == "kms":
             init += ["--create-kms-key", f"alias/bench-{secrets.token_hex(4)}"]
         env["ISSUER_CA_PASSPHRASE"] = PASSPHRASE  # the kms set-up uses it for the root key file only
-        _issuer(["migrate"], env, what="issuer migrate")
-        _issuer(init, env, what=f"issuer {' '.join(init)}")
+        run_issuer(["migrate"], env, what="issuer migrate")
+        run_issuer(init, env, what=f"issuer {' '.join(init)}")
         if backend == "kms":
             env.pop("ISSUER_CA_PASSPHRASE")  # serving needs none
         warmup = min(20, requests)

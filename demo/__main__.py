@@ -18,7 +18,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from cryptography import x509
 from demo.authorizer import decide
 from demo.aws_standins import ACCOUNT, INSTANCE, REGION, DemoAws, demo_aws
 from demo.mtls_endpoint import MtlsEndpoint, make_server_certificate
+from tests.support.moto_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
@@ -97,12 +97,6 @@ def say(text: str) -> None:
 
 def ok(text: str) -> None:
     print(f"    ok: {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(args: list[str], *, env: dict[str, str], capture: bool = False) -> str:

@@ -1,7 +1,7 @@
 """cfssl as the yardstick: ``cfssl serve`` signing P-256 CSRs into its own Postgres certdb.
 
-The CA is an ECDSA P-256 key and certificate made here (like the issuer's issuing
-CA); the certdb tables are cfssl's own Postgres migration
+The CA is an issuing CA made by the issuer's own ``ca.hierarchy`` (ECDSA P-256, as
+``issuer ca init`` makes it); the certdb tables are cfssl's own Postgres migration
 (``certdb/pg/migrations/001_CreateCertificates.sql``, the schema of the cfssl
 1.2.0 that Debian's ``golang-cfssl`` ships), applied to a throwaway database.
 With a certdb configured, ``cfssl serve`` inserts every certificate it signs
@@ -17,17 +17,14 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from bench import BenchError
 from bench.postgres import libpq_url
+from ca.hierarchy import create_hierarchy
 from tests.support.moto_server import free_port
 
 __all__ = ["CERTDB_SCHEMA", "CfsslServer", "cfssl_binary"]
@@ -66,52 +63,17 @@ def cfssl_binary() -> str | None:
 
 
 def _write_ca(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench cfssl CA")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    """The CA certificate and its key (unencrypted: cfssl reads it as is), both PEM files in ``directory``."""
+    issuing = create_hierarchy(now=datetime.now(UTC), issuing_common_name="bench cfssl CA").issuing
     cert_path, key_path = directory / "cfssl-ca.pem", directory / "cfssl-ca-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(issuing.certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
+        issuing.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         )
     )
     key_path.chmod(0o600)
     return cert_path, key_path
-
-
-@dataclass(frozen=True, slots=True)
-class _Files:
-    ca: Path
-    ca_key: Path
-    config: Path
-    db_config: Path
 
 
 class CfsslServer:
@@ -130,7 +92,6 @@ class CfsslServer:
             json.dumps({"driver": "postgres", "data_source": libpq_url(database_url) + "?sslmode=disable"})
         )
         db_config.chmod(0o600)
-        self._files = _Files(ca=ca, ca_key=ca_key, config=config, db_config=db_config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = work_dir / "cfssl.log"

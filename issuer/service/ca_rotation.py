@@ -41,7 +41,7 @@ from issuer.service.ca_lifecycle import (
     phase_of,
     short,
 )
-from issuer.service.registry import SignerLoader, certificates_of, export_truststore
+from issuer.service.registry import SignerLoader, certificates_of, truststore_of
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 
@@ -259,7 +259,7 @@ async def activate(
         record = match_fingerprint(issuers, fingerprint, kind="issuer")
     check_activation(record, now=now, min_validity=min_validity, force=force)
     chain = certificates_of(record)
-    truststore = x509.load_pem_x509_certificates(await export_truststore(sessions, now=now))
+    truststore = x509.load_pem_x509_certificates(truststore_of(issuers, roots, now=now))
     _check_trusted(record, chain, truststore)
     if load_signer is not None:
         root_certs = tuple(x509.load_pem_x509_certificate(r.certificate_pem.encode()) for r in roots)

@@ -26,7 +26,7 @@ from issuer.service.ca_lifecycle import (
     when,
 )
 from issuer.service.ca_rotation import leaf_counts
-from issuer.service.registry import certificates_of, export_truststore
+from issuer.service.registry import certificates_of, truststore_of
 from issuer.service.signers import resolve_file_ref
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
@@ -82,14 +82,13 @@ async def ca_status(
 
     Raises ConfigError when the registry is empty.
     """
-    trusted = {
-        c.fingerprint(hashes.SHA256())
-        for c in x509.load_pem_x509_certificates(await export_truststore(sessions, now=now))
-    }
     async with sessions() as session:
         issuers = await store.list_issuers(session)
         roots = await store.list_roots(session)
         counts = await leaf_counts(session, now=now)
+    trusted = {
+        c.fingerprint(hashes.SHA256()) for c in x509.load_pem_x509_certificates(truststore_of(issuers, roots, now=now))
+    }
     root_certs = [(r, x509.load_pem_x509_certificate(r.certificate_pem.encode())) for r in roots]
     rows = []
     for record in sorted(issuers, key=lambda r: -r.id):

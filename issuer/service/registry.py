@@ -43,6 +43,7 @@ __all__ = [
     "certificates_of",
     "export_bundle",
     "export_truststore",
+    "truststore_of",
     "truststore_pem",
 ]
 
@@ -217,6 +218,14 @@ async def export_truststore(sessions: async_sessionmaker[AsyncSession], *, now: 
     async with sessions() as session:
         issuers = await store.list_issuers(session)
         roots = await store.list_roots(session)
+    return truststore_of(issuers, roots, now=now)
+
+
+def truststore_of(issuers: Sequence[IssuerRecord], roots: Sequence[RootRecord], *, now: datetime) -> bytes:
+    """The truststore of these registry rows, as :func:`export_truststore` gives it.
+
+    Raises :class:`ConfigError` when there are no issuers.
+    """
     if not issuers:
         raise ConfigError("the CA registry is empty; create a CA with `issuer ca init`")
     return truststore_pem(tuple(_view(r) for r in issuers), _roots(roots), now=now)

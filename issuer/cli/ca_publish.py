@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from issuer.cli.database import Sessions
 from issuer.cli.errors import fail
+from issuer.cli.truststore import check_domain_and_api, s3_location
 from issuer.errors import Conflict
 
 if TYPE_CHECKING:
-    from issuer.aws.s3 import S3Location
     from issuer.service.publish import PublishResult
     from issuer.store.records import IssuerRecord
 
@@ -37,7 +37,7 @@ def add_publish_options(parser: Any) -> None:
     """Add ``--publish``, ``--domain``, ``--api`` and ``--region`` to a rotation action."""
     parser.add_argument(
         "--publish",
-        type=_s3_location,
+        type=s3_location,
         metavar="s3://BUCKET/KEY",
         help="also publish the truststore there (as `issuer truststore publish` does)",
     )
@@ -50,8 +50,7 @@ def check_publish_options(args: argparse.Namespace) -> None:
     """Refuse option combinations that cannot work, before anything changes (exit 2)."""
     if args.publish is None and (args.domain or args.api or args.region):
         raise fail("--domain, --api and --region go with --publish s3://BUCKET/KEY", exit_status=2)
-    if (args.domain is None) != (args.api is None):
-        raise fail("--domain and --api go together: --domain NAME --api rest|http", exit_status=2)
+    check_domain_and_api(args)
 
 
 async def publish(
@@ -106,12 +105,3 @@ def say_published(result: PublishResult) -> None:
         print(f"Custom domain {result.domain.domain} {updated} version {result.domain.version}")
         for warning in result.domain.warnings:
             print(f"warning: API Gateway: {warning}")
-
-
-def _s3_location(text: str) -> S3Location:
-    from issuer.aws.s3 import S3Location
-
-    try:
-        return S3Location.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc

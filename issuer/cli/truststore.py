@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
         epilog=_PUBLISH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    publish.add_argument("target", type=_s3_location, metavar="s3://BUCKET/KEY", help="where the truststore lives")
+    publish.add_argument("target", type=s3_location, metavar="s3://BUCKET/KEY", help="where the truststore lives")
     publish.add_argument("--domain", metavar="NAME", help="API Gateway custom domain to point at the new version")
     publish.add_argument("--api", choices=("rest", "http"), help="the domain's API type (required with --domain)")
     publish.add_argument(
@@ -86,13 +86,20 @@ examples:
 """
 
 
-def _s3_location(text: str) -> S3Location:
+def s3_location(text: str) -> S3Location:
+    """argparse ``type=`` for an ``s3://BUCKET/KEY`` argument."""
     from issuer.aws.s3 import S3Location
 
     try:
         return S3Location.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def check_domain_and_api(args: argparse.Namespace) -> None:
+    """``--domain`` and ``--api`` come together or not at all (exit 2)."""
+    if (args.domain is None) != (args.api is None):
+        raise fail("--domain and --api go together: --domain NAME --api rest|http", exit_status=2)
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,8 +122,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.publish import publish_truststore
     from issuer.service.revocation_lists import export_revoked
 
-    if (args.domain is None) != (args.api is None):
-        raise fail("--domain and --api go together: --domain NAME --api rest|http", exit_status=2)
+    check_domain_and_api(args)
     ensure_schema(settings)
     out = sys.stderr if args.json else sys.stdout
     at = now()

@@ -128,6 +128,17 @@ async def test_side_by_side_root_rotation(tmp_path: Path, pg_url: str) -> None:
         with pytest.raises(ClientError) as twice:
             await retire_root(sessions, fingerprint=old_root_fp, now=now)
         assert twice.value.code == "root_retired"
+        # A fingerprint is named by 4 to 64 hex digits (colons allowed) that start exactly one root's.
+        with pytest.raises(IssuerError) as unknown:
+            await retire_root(sessions, fingerprint="0" * 64, now=now)
+        assert unknown.value.code == "root_not_found"
+        with pytest.raises(ClientError) as malformed:
+            await retire_root(sessions, fingerprint="xyz", now=now)
+        assert malformed.value.code == "fingerprint_invalid"
+        spaced = ":".join(old_root_fp[i : i + 2] for i in range(0, 16, 2)).upper()
+        with pytest.raises(ClientError) as by_colons:
+            await retire_root(sessions, fingerprint=spaced, now=now)
+        assert by_colons.value.code == "root_retired"
 
 
 async def test_add_root_refuses_what_cannot_be_a_trust_anchor(tmp_path: Path, pg_url: str) -> None:

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from issuer.cli import ca_kms, ca_rotation
-from issuer.cli.database import ensure_schema, now, run, with_sessions
+from issuer.cli.database import Sessions, ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
@@ -51,7 +51,7 @@ def init_ca_files(
     except ValueError as exc:
         raise fail(str(exc), code="config_invalid", exit_status=2) from None
     ensure_schema(settings)
-    if run(with_sessions(settings, _registry_subjects)):
+    if run(with_sessions(settings, has_issuers)):
         raise fail(
             "the CA registry already has an issuing CA (see `issuer ca show`); "
             "a second `ca init` would split trust — rotate the issuing CA instead",
@@ -75,11 +75,12 @@ def init_ca_files(
         print(f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE")
 
 
-async def _registry_subjects(sessions: Any) -> list[str]:
+async def has_issuers(sessions: Sessions) -> bool:
+    """Whether the registry already holds an issuing CA: then a second ``ca init`` would split trust."""
     from issuer.store import issuers
 
     async with sessions() as session:
-        return [r.subject for r in await issuers.list_issuers(session)]
+        return bool(await issuers.list_issuers(session))
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:

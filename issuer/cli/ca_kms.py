@@ -75,6 +75,7 @@ def rotate_choice(args: argparse.Namespace) -> Any:
 def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
     """``issuer ca init`` with the issuing key in AWS KMS."""
     from issuer.aws.kms import KmsClients
+    from issuer.cli.ca import has_issuers
     from issuer.service.ca_kms import KmsKeyChoice, init_kms_ca
 
     if (args.root_kms_key or args.create_root_kms_key) and not (args.issuing_kms_key or args.create_kms_key):
@@ -98,7 +99,7 @@ def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
     elif args.create_root_kms_key:
         root = KmsKeyChoice(create_alias=args.create_root_kms_key, key_spec=args.root_kms_key_spec)
     ensure_schema(settings)
-    if run(with_sessions(settings, _has_issuers)):
+    if run(with_sessions(settings, has_issuers)):
         raise fail(
             "the CA registry already has an issuing CA (see `issuer ca status`); "
             "a second `ca init` would split trust — rotate the issuing CA instead (`issuer ca rotate --kms-key`)",
@@ -140,13 +141,6 @@ def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  take {settings.ca_dir / 'root.key.pem'} (and its passphrase) offline; `issuer ca rotate` needs it")
     print("  issuer serve, then `issuer truststore export --out truststore.pem` for API Gateway")
     return 0
-
-
-async def _has_issuers(sessions: Any) -> bool:
-    from issuer.store import issuers
-
-    async with sessions() as session:
-        return bool(await issuers.list_issuers(session))
 
 
 def _root_passphrase(settings: Settings) -> tuple[Callable[[], bytes], Path | None]:

@@ -19,7 +19,7 @@ import pytest
 
 from bench.load import percentile
 from bench.pyspy import summarise
-from tests.conftest import PG_URL, _pg_reachable
+from tests.conftest import PG_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS, WARMUP = 12, 3
@@ -33,15 +33,6 @@ INPROCESS = {
 }
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def postgres() -> None:
-    problem = _pg_reachable()
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"Postgres is not reachable ({problem}); CI requires it", pytrace=False)
-        pytest.skip(f"SKIPPING POSTGRES TESTS: Postgres is not reachable ({problem})")
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -90,7 +81,7 @@ def check_issuer_run(run: dict[str, Any]) -> None:
     assert run["cpu"]["server"]["wall"] > 0
 
 
-@pytest.mark.usefixtures("postgres")
+@pytest.mark.usefixtures("pg_template")  # Postgres is reachable (else skip; under CI, fail)
 def test_both_methods_and_cfssl_when_installed() -> None:
     result, report = bench("--method", "both")
     runs = {r["name"]: r for r in report["runs"]}
@@ -110,7 +101,7 @@ def test_both_methods_and_cfssl_when_installed() -> None:
     assert "bench: token: " in result.stderr  # progress on stderr, the report alone on stdout
 
 
-@pytest.mark.usefixtures("postgres")
+@pytest.mark.usefixtures("pg_template")  # Postgres is reachable (else skip; under CI, fail)
 def test_cfssl_missing_is_one_clear_line_and_text_report_with_cprofile(tmp_path: Path) -> None:
     # A PATH with no cfssl on it: the benchmark still runs the issuer and says why cfssl is absent.
     empty = tmp_path / "bin"
@@ -167,7 +158,7 @@ def test_cprofile_needs_one_worker() -> None:
     assert "--cprofile profiles one process: use it with --workers 1" in result.stderr
 
 
-@pytest.mark.usefixtures("postgres")
+@pytest.mark.usefixtures("pg_template")  # Postgres is reachable (else skip; under CI, fail)
 def test_unreachable_postgres_is_one_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--requests", "1", "--no-cfssl"],

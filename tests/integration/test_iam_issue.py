@@ -10,7 +10,6 @@ endpoint overrides, exactly as it reaches moto.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -23,7 +22,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
@@ -46,6 +44,7 @@ from tests.support.harness import (
 )
 from tests.support.moto_iam import ACCOUNT_ID, BUILDER_AND_TASK_ROLES, AwsKey, MotoIam, moto_iam
 from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
+from tests.support.x509_check import csr_sha256
 
 PATH = "/v1/issue/aws-iam"
 SERVER_ID = "issuer.test.example"
@@ -83,11 +82,6 @@ def to_moto(aws: MotoIam) -> dict[str, str]:
 def aws() -> Iterator[MotoIam]:
     with moto_iam() as m:
         yield m
-
-
-def csr_sha256(csr_pem: str) -> str:
-    der = x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER)
-    return hashlib.sha256(der).hexdigest()
 
 
 def sign(key: AwsKey, csr_pem: str | None, **options: Any) -> SignedStsRequest:

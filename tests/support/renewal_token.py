@@ -4,7 +4,6 @@ with every knob a refusal test needs (another alg, another key, other claims).""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import time
@@ -15,14 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from tests.support.x509_check import csr_sha256
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def csr_sha256(csr_pem: str) -> str:
-    der = x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER)
-    return hashlib.sha256(der).hexdigest()
 
 
 def default_alg(key: Any) -> str:

@@ -7,7 +7,6 @@ nothing here checks signatures (moto's server does that in ``test_iam_issue``/``
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +15,9 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from tests.support.sts_signing import sign_get_caller_identity
+from tests.support.x509_check import csr_sha256
 
 ACCOUNT = "123456789012"
 SERVER_ID = "issuer.test.example"
@@ -100,7 +98,6 @@ async def scripted_sts() -> AsyncIterator[ScriptedSts]:
 
 def iam_request(csr_pem: str, *, host: str = "sts.amazonaws.com", region: str = "us-east-1") -> dict[str, object]:
     """An ``aws-iam`` issue request body for role ``builders``, bound to ``csr_pem``, for STS ``host``."""
-    der = x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER)
     signed = sign_get_caller_identity(
         access_key_id="AKIAIOSFODNN7EXAMPLE",
         secret_access_key="scripted-secret",
@@ -108,6 +105,6 @@ def iam_request(csr_pem: str, *, host: str = "sts.amazonaws.com", region: str = 
         host=host,
         region=region,
         server_id=SERVER_ID,
-        csr_sha256_hex=hashlib.sha256(der).hexdigest(),
+        csr_sha256_hex=csr_sha256(csr_pem),
     )
     return {"csr": csr_pem, "role": "builders", "sts_request": signed.sts_request()}

@@ -8,6 +8,7 @@ must pass both. Also small builders for CSRs, so tests can play the machine.
 from __future__ import annotations
 
 import functools
+import hashlib
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 __all__ = [
     "OpenSSLCheckError",
+    "csr_sha256",
     "make_csr",
     "openssl_verify",
     "openssl_verify_crl",
@@ -124,6 +126,12 @@ def make_csr(
     # Ed25519/Ed448 sign without a separate hash.
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey) else hashes.SHA256()
     return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)
+
+
+def csr_sha256(csr_pem: str) -> str:
+    """The hex SHA-256 of the CSR's DER: what a renewal token or a signed STS request binds to."""
+    der = x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
 
 
 @functools.cache

@@ -45,6 +45,27 @@ def ensure_state_dir(settings: Settings) -> None:
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+def generate_passphrase_file(settings: Settings, *, replace: bool = False) -> Path | None:
+    """Write a new random passphrase to ``<state_dir>/ca-passphrase`` (mode 0600) when none is configured.
+
+    Only when neither ``ISSUER_CA_PASSPHRASE`` nor ``ISSUER_CA_PASSPHRASE_FILE`` is set, and the file
+    is missing (or ``replace``). Returns the path when it wrote one, else None.
+    """
+    if settings.ca_passphrase is not None or settings.ca_passphrase_file is not None:
+        return None
+    path = passphrase_path(settings)
+    if path.exists() and not replace:
+        return None
+    ensure_state_dir(settings)
+    # Without ``replace``, never overwrite a file another process created meanwhile.
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    with os.fdopen(os.open(path, flags, 0o600), "wb") as stream:
+        stream.write(generate_passphrase() + b"\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    return path
+
+
 def initialise_ca(
     settings: Settings,
     *,
@@ -59,16 +80,7 @@ def initialise_ca(
     Returns the files and, when this call generated the passphrase file, its path.
     """
     ensure_state_dir(settings)
-    generated: Path | None = None
-    if settings.ca_passphrase is None and settings.ca_passphrase_file is None:
-        path = passphrase_path(settings)
-        if not path.exists() or force:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(generate_passphrase() + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            generated = path
+    generated = generate_passphrase_file(settings, replace=force)
     files = init_ca(
         settings.ca_dir,
         passphrase=read_passphrase(settings),

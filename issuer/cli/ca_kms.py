@@ -7,7 +7,6 @@ with the default credential chain; ``AWS_ENDPOINT_URL_KMS`` / ``AWS_ENDPOINT_URL
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,17 +144,6 @@ def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
 
 def _root_passphrase(settings: Settings) -> tuple[Callable[[], bytes], Path | None]:
     """How to get the passphrase of a local root key file; generated (0600) as `ca init` does when none is set."""
-    from ca.files import generate_passphrase
-    from issuer.ca_setup import ensure_state_dir, passphrase_path, read_passphrase
+    from issuer.ca_setup import generate_passphrase_file, read_passphrase
 
-    generated = None
-    path = passphrase_path(settings)
-    if settings.ca_passphrase is None and settings.ca_passphrase_file is None and not path.exists():
-        ensure_state_dir(settings)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(generate_passphrase() + b"\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        generated = path
-    return (lambda: read_passphrase(settings)), generated
+    return (lambda: read_passphrase(settings)), generate_passphrase_file(settings)

@@ -115,12 +115,13 @@ def _b64(value: object, field: str, limit: int) -> bytes:
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     # json.loads would silently keep the last of two equal keys: a smuggling vector.
-    seen: dict[str, object] = {}
-    for key, value in pairs:
-        if key.lower() in {k.lower() for k in seen}:
+    # One set of lower-cased names, not one per key: the blob may hold thousands before the count is checked.
+    lowered: set[str] = set()
+    for key, _ in pairs:
+        if key.lower() in lowered:
             raise ClientError(f"header {key!r} is sent more than once", code="sts_header_duplicate")
-        seen[key] = value
-    return seen
+        lowered.add(key.lower())
+    return dict(pairs)
 
 
 def _headers(value: object, field: str) -> tuple[tuple[str, str], ...]:

@@ -8,13 +8,17 @@ second EC2 signature, and request ids chosen by the client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from issuer.errors import PayloadTooLarge
+from issuer.http.sts_wire import parse_sts_request
 from tests.support.harness import Harness, new_csr, running_issuer
 from tests.support.tcp_proxy import proxied_database
 
@@ -194,3 +198,19 @@ async def test_a_database_outage_is_503_not_500(tmp_path: Path, pg_url: str) -> 
         resp = await h.client.post(ENDPOINTS["token"], data=body, headers=JSON)
         assert resp.status == 201, await resp.text()
         assert (await h.client.get("/readyz")).status == 200
+
+
+def test_thousands_of_vault_header_names_are_refused_in_linear_time() -> None:
+    """iam_request_headers is parsed before its header count is checked: duplicate detection must not be quadratic."""
+    names = json.dumps({f"x-h{i}": "" for i in range(20_000)}).encode()
+    payload = {
+        "iam_http_request_method": "POST",
+        "iam_request_url": base64.b64encode(b"https://sts.amazonaws.com/").decode(),
+        "iam_request_headers": base64.b64encode(names).decode(),
+        "iam_request_body": "",
+    }
+    started = time.perf_counter()
+    with pytest.raises(PayloadTooLarge) as refused:
+        parse_sts_request(payload)
+    assert refused.value.code == "sts_request_too_large"
+    assert time.perf_counter() - started < 1.0  # quadratic: about 10 s

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.files import CAFiles, load_ca_certificates, load_key_file, write_key_file
-from ca.hierarchy import CertifiedKey, create_issuing
+from ca.hierarchy import CertifiedKey
 from ca.kms_client import kms_public_key, same_public_key
 from ca.kms_setup import KmsCertifiedKey
 from issuer.errors import ClientError, ConfigError
@@ -39,7 +39,6 @@ __all__ = [
     "load_root",
     "load_root_key",
     "organization_of",
-    "prepare_file_issuer",
     "register_file_ca",
     "registered_ca",
     "write_issuer_key",
@@ -102,35 +101,6 @@ async def _register_file_ca(
             now=now,
         )
     return registered_ca(issuer_id, certificate)
-
-
-async def prepare_file_issuer(
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    ca_dir: Path,
-    passphrase: bytes,
-    now: datetime,
-    validity: timedelta,
-    common_name: str,
-) -> RegisteredCA:
-    """Make a new issuing CA under the registry's root, its key in a file in ``ca_dir``, as ``prepared``.
-
-    A prepared issuer is in the truststore at once (every replica within a refresh) but signs
-    nothing until activated. Needs the root key (``root.key.pem``); everything else runs without it.
-    Raises :class:`ConfigError` ``root_key_unavailable`` when the root key is offline.
-    """
-    async with sessions() as session:
-        roots = [r for r in await store.list_roots(session) if r.state == "active" and r.key_ref]
-    if not roots:
-        raise ConfigError("no root with a key is registered; run `issuer ca init` first")
-    root = load_root(roots[0], ca_dir=ca_dir, passphrase=passphrase)
-    issuing = create_issuing(
-        root, now=now, validity=validity, common_name=common_name, organization=organization_of(root)
-    )
-    key_path = write_issuer_key(issuing, ca_dir=ca_dir, passphrase=passphrase)
-    async with sessions() as session, session.begin():
-        issuer_id = await insert_prepared(session, issuing.certificate, key_path=key_path, ca_dir=ca_dir, now=now)
-    return registered_ca(issuer_id, issuing.certificate)
 
 
 def load_root_key(

@@ -18,10 +18,10 @@ from ca.errors import CAStateError
 from ca.files import init_ca
 from issuer.errors import ClientError, ConfigError, IssuerError, NotFound
 from issuer.service.ca_lifecycle import EXPIRY_WARNING
-from issuer.service.ca_registry import prepare_file_issuer
 from issuer.service.ca_rotation import activate, retire, rotate_issuer
 from issuer.service.ca_status import ca_status
 from issuer.service.signers import KeySigners
+from tests.support.ca_registry import prepare_file_issuer
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 
 CONFIG = """

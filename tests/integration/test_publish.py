@@ -26,7 +26,6 @@ from cryptography.x509.oid import NameOID
 
 from issuer.aws.s3 import S3Location, S3Objects, s3_client
 from issuer.errors import Conflict, NotFound, UpstreamUnavailable
-from issuer.service.ca_registry import prepare_file_issuer
 from issuer.service.publish import (
     PublishResult,
     TruststoreRejected,
@@ -35,6 +34,7 @@ from issuer.service.publish import (
     publish_truststore,
 )
 from issuer.service.registry import export_truststore
+from tests.support.ca_registry import prepare_file_issuer
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
 from tests.support.x509_check import openssl_verify

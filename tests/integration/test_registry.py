@@ -16,9 +16,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from issuer.service.ca_registry import activate_issuer, prepare_file_issuer
+from issuer.service.ca_registry import activate_issuer
 from issuer.service.janitor import Janitor
 from issuer.store import repo
+from tests.support.ca_registry import prepare_file_issuer
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 from tests.support.x509_check import openssl_verify
 

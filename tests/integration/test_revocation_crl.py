@@ -19,13 +19,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from issuer.http.keys import REGISTRY
-from issuer.service.ca_registry import activate_issuer, prepare_file_issuer
+from issuer.service.ca_registry import activate_issuer
 from issuer.service.revocation import RevocationTarget, revoke
 from issuer.store import revocations as store
 from issuer.store.engine import make_session_factory
 from issuer.store.models import CaCrl, CaIssuer
 from issuer.store.revocations import CrlRecord
 from tests.integration.test_revocation import Clock, crl_number, crl_serials, get_crl, issue, truststore
+from tests.support.ca_registry import prepare_file_issuer
 from tests.support.harness import PASSPHRASE, Harness, running_issuer
 from tests.support.x509_check import openssl_verify_crl
 

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from clients.authorizer.lambda_function import SourceError, parse_revocation_document
+from clients.authorizer import SourceError, parse_revocation_document
 from issuer.errors import ClientError, NotFound
 from issuer.service.revocation import RevocationTarget, revoke
 from issuer.service.revocation_lists import export_revoked

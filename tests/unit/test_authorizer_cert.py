@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from clients.authorizer.lambda_function import (
+from clients.authorizer import (
     CertificateError,
     parse_certificate_der,
     parse_certificate_pem,

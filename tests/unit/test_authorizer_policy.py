@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from clients.authorizer.lambda_function import ClientCertificate, PolicyError, Route, parse_policy
+from clients.authorizer import ClientCertificate, Policy, PolicyError, Route, parse_policy, request_path_variants
 
 ACCOUNT_PREFIX = "spiffe://example.org/aws/123456789012/"
 
@@ -20,6 +20,11 @@ def cert(roles: tuple[str, ...] = (), uris: tuple[str, ...] = ()) -> ClientCerti
 def route(text: str) -> Route:
     method, _, path = text.partition(" ")
     return Route(method, path)
+
+
+def decided(policy: Policy, request: Route, certificate: ClientCertificate, *paths: str) -> tuple[bool, str, str]:
+    decision = policy.decide(request, certificate, request_paths=paths)
+    return decision.allowed, decision.reason, decision.rule
 
 
 def matches(pattern: str, request: str) -> bool:
@@ -75,14 +80,14 @@ POLICY = {
 
 def test_role_admits_on_covered_routes() -> None:
     policy = parse_policy(json.dumps(POLICY))
-    assert policy.decide(route("GET /orders/{id}"), cert(roles=("batch",))) == (True, "allowed", "read")
-    assert policy.decide(route("GET /orders"), cert(roles=("web-fleet",))) == (True, "allowed", "read")
+    assert decided(policy, route("GET /orders/{id}"), cert(roles=("batch",))) == (True, "allowed", "read")
+    assert decided(policy, route("GET /orders"), cert(roles=("web-fleet",))) == (True, "allowed", "read")
 
 
 def test_uri_prefix_admits() -> None:
     policy = parse_policy(json.dumps(POLICY))
     uri = ACCOUNT_PREFIX + "us-east-1/ec2/i-1"
-    assert policy.decide(route("POST /orders/{id}/items"), cert(uris=("spiffe://other/x", uri))) == (
+    assert decided(policy, route("POST /orders/{id}/items"), cert(uris=("spiffe://other/x", uri))) == (
         True,
         "allowed",
         "write",
@@ -91,35 +96,35 @@ def test_uri_prefix_admits() -> None:
 
 def test_a_later_rule_for_the_same_route_can_admit() -> None:
     policy = parse_policy(json.dumps(POLICY))
-    assert policy.decide(route("POST /orders/{id}"), cert(roles=("ops",))) == (True, "allowed", "write-ops")
+    assert decided(policy, route("POST /orders/{id}"), cert(roles=("ops",))) == (True, "allowed", "write-ops")
 
 
 def test_identity_not_admitted_on_a_covered_route() -> None:
     policy = parse_policy(json.dumps(POLICY))
-    assert policy.decide(route("POST /orders/{id}"), cert(roles=("web-fleet",))) == (False, "identity_not_allowed", "")
+    assert decided(policy, route("POST /orders/{id}"), cert(roles=("web-fleet",))) == (False, "identity_not_allowed", "")
     # The role must be an exact OU value, and the prefix a true prefix ending at a '/'.
-    assert policy.decide(route("GET /orders"), cert(roles=("web-fleet-2",))) == (False, "identity_not_allowed", "")
+    assert decided(policy, route("GET /orders"), cert(roles=("web-fleet-2",))) == (False, "identity_not_allowed", "")
     near_miss = "spiffe://example.org/aws/1234567890123/us-east-1/ec2/i-1"
-    assert policy.decide(route("POST /orders/{id}"), cert(uris=(near_miss,)))[0] is False
+    assert decided(policy, route("POST /orders/{id}"), cert(uris=(near_miss,)))[0] is False
 
 
 def test_uncovered_route_falls_to_the_default() -> None:
     deny = parse_policy(json.dumps(POLICY))
-    assert deny.decide(route("DELETE /orders/{id}"), cert(roles=("web-fleet",))) == (False, "route_not_allowed", "")
+    assert decided(deny, route("DELETE /orders/{id}"), cert(roles=("web-fleet",))) == (False, "route_not_allowed", "")
     allow = parse_policy(json.dumps({**POLICY, "default": "allow"}))
-    assert allow.decide(route("DELETE /orders/{id}"), cert()) == (True, "allowed_by_default", "")
+    assert decided(allow, route("DELETE /orders/{id}"), cert()) == (True, "allowed_by_default", "")
     # The default never overrides a rule that covers the route.
-    assert allow.decide(route("POST /orders/{id}"), cert(roles=("web-fleet",))) == (False, "identity_not_allowed", "")
+    assert decided(allow, route("POST /orders/{id}"), cert(roles=("web-fleet",))) == (False, "identity_not_allowed", "")
 
 
 def test_revocation_only_policy() -> None:
     policy = parse_policy('{"rules": [], "default": "allow"}')
-    assert policy.decide(route("GET $default"), cert()) == (True, "allowed_by_default", "")
+    assert decided(policy, route("GET $default"), cert()) == (True, "allowed_by_default", "")
 
 
 def test_default_is_deny_when_omitted() -> None:
     policy = parse_policy('{"rules": []}')
-    assert policy.decide(route("GET /x"), cert(roles=("web-fleet",))) == (False, "route_not_allowed", "")
+    assert decided(policy, route("GET /x"), cert(roles=("web-fleet",))) == (False, "route_not_allowed", "")
 
 
 @pytest.mark.parametrize(
@@ -166,4 +171,4 @@ def test_the_readme_example_parses() -> None:
         "default": "deny",
     }
     policy = parse_policy(json.dumps(example))
-    assert policy.decide(route("POST /orders/{id}"), cert(uris=(ACCOUNT_PREFIX + "x",)))[0] is True
+    assert decided(policy, route("POST /orders/{id}"), cert(uris=(ACCOUNT_PREFIX + "x",)))[0] is True

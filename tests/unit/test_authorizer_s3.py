@@ -28,7 +28,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from clients.authorizer.lambda_function import AwsEnvironment, RevocationCache, authorize, sigv4_headers
+from clients.authorizer import AwsEnvironment, RevocationCache, authorize, sigv4_headers
 from tests.support.moto_server import MotoServer, moto_server
 from tests.unit.test_authorizer import POLICY, allowed, rest_event, revoked_doc
 from tests.unit.test_authorizer_cert import Ca, make_ca, make_leaf

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 
 from ca.files import init_ca
-from clients.authorizer.lambda_function import parse_revocation_document
+from clients.authorizer import parse_revocation_document
 from issuer.errors import ClientError, NotFound
 from issuer.http.revocation_handlers import etag_matches
 from issuer.service.registry import ActiveIssuer, IssuerView, TrustSnapshot

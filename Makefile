@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench authorizer-zip clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ typecheck: $(STAMP)
 ## bench: certificates/s, latency and CPU of `issuer serve` on a throwaway Postgres, beside cfssl when installed
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## authorizer-zip: the Lambda authorizer's deployment zips, dist/authorizer-x86_64.zip and dist/authorizer-arm64.zip
+AUTHORIZER_PYTHON ?= 3.12
+authorizer-zip: $(STAMP)
+	$(BIN)/python deploy/authorizer/build_zip.py --arch x86_64 --arch arm64 --python-version $(AUTHORIZER_PYTHON) --out dist
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -80,9 +80,9 @@ def check_chain(
             continue
         used.append(crl)
         if leaf.serial_number in crl.revoked:
-            return ChainVerdict(
-                False, "revoked", f"serial {leaf.serial_number:x} is on CRL #{crl.crl_number} of {crl.issuer}"
-            )
+            detail = f"serial {leaf.serial_number:x} is on CRL #{crl.crl_number} of {crl.issuer}"
+            state = "fresh" if _fresh(context, crl) else "stale"
+            return ChainVerdict(False, "revoked", detail, state, (f"{crl.issuer} #{crl.crl_number}",))
         upper = _ca_checked(context, ca_id, depth=1, seen=frozenset(), used=used)
         if upper is None:
             checked = True

@@ -1,0 +1,196 @@
+"""What Lambda runs: the deployment zip, unpacked in a fresh directory, its handler called in a process
+whose only import path beyond the standard library is that directory (issue 20 §1).
+
+``dist/authorizer-x86_64.zip`` is reused when it was built for this interpreter's Python; otherwise
+(``make authorizer-zip`` builds for Lambda's python3.12) the same build script makes one for this
+Python into a temporary directory — cffi's extension is per Python version. The process answers
+events one per line on stdin, so one "Lambda environment" keeps its memory across invocations:
+genuine CRLs allow a good certificate and deny a revoked one; tampered, foreign, rolled-back and
+expired CRLs deny once the grace (0 here) is over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from cryptography import x509
+
+from tests.support.authorizer_pki import CrlServer, Pki, crl, crl_server, make_pki, pem_of, tampered
+from tests.unit.test_authorizer import http_event, rest_event
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "deploy" / "authorizer" / "build_zip.py"
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+# One event per line in, one "RESULT <json>" line out; the handler's own log lines pass through.
+DRIVER = """
+import json, os, sys
+import lambda_function, cryptography, clients
+where = {m.__name__: m.__file__ for m in (lambda_function, cryptography, clients)}
+print("ORIGINS " + json.dumps(where), flush=True)
+for line in sys.stdin:
+    call = json.loads(line)
+    os.environ.clear()
+    os.environ.update(call["env"])
+    print("RESULT " + json.dumps(lambda_function.lambda_handler(call["event"], None)), flush=True)
+"""
+
+
+def _manifest(zip_path: Path) -> dict[str, Any]:
+    with zipfile.ZipFile(zip_path) as zf:
+        manifest: dict[str, Any] = json.loads(zf.read("authorizer-build.json"))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def zip_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    built = REPO / "dist" / "authorizer-x86_64.zip"
+    if built.exists() and _manifest(built)["python_version"] == PYTHON:
+        return built
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run(
+        [sys.executable, str(BUILD), "--arch", "x86_64", "--python-version", PYTHON, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return out / "authorizer-x86_64.zip"
+
+
+@pytest.fixture(scope="module")
+def unpacked(zip_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("lambda-task")
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(target)
+    return target
+
+
+@dataclass
+class LambdaEnvironment:
+    """One process running the unpacked zip; ``origins`` says where its modules were imported from."""
+
+    process: subprocess.Popen[str]
+    origins: dict[str, str]
+    logs: list[dict[str, Any]]
+
+    def __call__(self, event: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+        stdin, stdout = self._pipes()
+        stdin.write(json.dumps({"event": event, "env": env}) + "\n")
+        stdin.flush()
+        while True:
+            line = stdout.readline()
+            assert line, f"the handler process ended: {self.process.stderr.read() if self.process.stderr else ''}"
+            if line.startswith("RESULT "):
+                result: dict[str, Any] = json.loads(line[7:])
+                return result
+            self.logs.append(json.loads(line))
+
+    def _pipes(self) -> tuple[IO[str], IO[str]]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        return self.process.stdin, self.process.stdout
+
+
+@pytest.fixture
+def lambda_env(unpacked: Path, tmp_path: Path) -> Iterator[LambdaEnvironment]:
+    # -S: no site-packages; -P: not the current directory either. PYTHONPATH is the unpacked zip.
+    process = subprocess.Popen(
+        [sys.executable, "-S", "-P", "-c", DRIVER],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(unpacked), "PATH": os.environ.get("PATH", "")},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("ORIGINS "), first + (process.stderr.read() if process.stderr else "")
+        yield LambdaEnvironment(process, json.loads(first[8:]), [])
+    finally:
+        if process.stdin:
+            process.stdin.close()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return make_pki("Zip")
+
+
+@pytest.fixture
+def revoked(pki: Pki) -> x509.Certificate:
+    return pki.leaf()
+
+
+@pytest.fixture
+def server(pki: Pki, revoked: x509.Certificate) -> Iterator[CrlServer]:
+    with crl_server(pki, crl(pki.issuing, revoked=[revoked.serial_number], number=5), crl(pki.root)) as srv:
+        yield srv
+
+
+def env_of(server: CrlServer) -> dict[str, str]:
+    # TTL 0 and no grace: every invocation revalidates, and a refused CRL denies at once.
+    return server.env(ISSUER_CRLS_TTL="0", ISSUER_CRLS_MAX_STALE="0")
+
+
+def test_the_zip_has_the_handler_and_its_dependencies_at_its_root(zip_path: Path) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+    assert {"lambda_function.py", "clients/authorizer/handler.py", "cryptography/__init__.py"} <= names
+    assert any(n.startswith("_cffi_backend.") for n in names)
+    assert not any("__pycache__" in n or n.startswith("bin/") for n in names)
+    assert _manifest(zip_path)["handler"] == "lambda_function.lambda_handler"
+
+
+def test_genuine_crls_from_the_zip(
+    lambda_env: LambdaEnvironment, unpacked: Path, server: CrlServer, pki: Pki, revoked: x509.Certificate
+) -> None:
+    assert all(path.startswith(str(unpacked)) for path in lambda_env.origins.values()), lambda_env.origins
+    assert lambda_env(http_event(pki.leaf()), env_of(server))["isAuthorized"] is True
+    response = lambda_env(rest_event(revoked), env_of(server))
+    assert response["policyDocument"]["Statement"][0]["Effect"] == "Deny"
+    assert response["context"]["reason"] == "revoked"
+
+
+@pytest.mark.parametrize("attack", ["tampered", "foreign", "expired"])
+def test_bad_crls_deny_from_the_zip(
+    lambda_env: LambdaEnvironment, server: CrlServer, pki: Pki, revoked: x509.Certificate, attack: str
+) -> None:
+    now = datetime.now(UTC)
+    if attack == "tampered":  # the revoked serial edited out of the genuine CRL
+        issuing = tampered(crl(pki.issuing, revoked=[revoked.serial_number], number=6), revoked.serial_number)
+    elif attack == "foreign":  # same name, another key
+        issuing = pem_of(crl(make_pki("Zip").issuing, number=7))
+    else:
+        issuing = pem_of(crl(pki.issuing, this_update=now - timedelta(days=2), next_update=now - timedelta(hours=1)))
+    server.crls = issuing + pem_of(crl(pki.root))
+    expected = {"tampered": "crl_signature_invalid", "foreign": "crl_signature_invalid", "expired": "crl_expired"}
+    for leaf in (revoked, pki.leaf()):
+        response = lambda_env(http_event(leaf), env_of(server))
+        assert response["isAuthorized"] is False
+        assert response["context"]["reason"] == expected[attack]
+
+
+def test_a_rolled_back_crl_denies_from_the_zip(
+    lambda_env: LambdaEnvironment, server: CrlServer, pki: Pki, revoked: x509.Certificate
+) -> None:
+    good = pki.leaf()
+    assert lambda_env(http_event(good), env_of(server))["isAuthorized"] is True  # CRL 5 seen
+    server.crls = pem_of(crl(pki.issuing, number=4)) + pem_of(crl(pki.root))  # an older copy, without the revocation
+    for leaf in (revoked, good):
+        response = lambda_env(http_event(leaf), env_of(server))
+        assert response["isAuthorized"] is False and response["context"]["reason"] == "crl_rolled_back"
+    assert any(line.get("event") == "crl_refused" for line in lambda_env.logs)

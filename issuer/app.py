@@ -22,7 +22,6 @@ from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
 from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
-from issuer.ca_setup import read_passphrase
 from issuer.http.keys import (
     BODY_TIMEOUT,
     EC2,
@@ -41,19 +40,20 @@ from issuer.http.problems import problem_middleware
 from issuer.http.routes import add_routes
 from issuer.observability.expiring import ExpiringCertificates
 from issuer.observability.metrics import Metrics
-from issuer.service.ca_registry import register_file_ca
-from issuer.service.ec2 import Ec2Method, LookupFactory
-from issuer.service.guards import ReplayGuards
-from issuer.service.iam import IamMethod
+from issuer.policy.ratelimit import RateLimiter, TokenBucketLimiter
+from issuer.service.ca.register import register_file_ca
+from issuer.service.ca.registry import IssuerRegistry, SignerLoader
+from issuer.service.ca.setup import read_passphrase
+from issuer.service.ca.signers import KeySigners
+from issuer.service.issuance.ec2 import Ec2Method, LookupFactory
+from issuer.service.issuance.guards import ReplayGuards
+from issuer.service.issuance.iam import IamMethod
+from issuer.service.issuance.model import Clock
+from issuer.service.issuance.pipeline import Pipeline
+from issuer.service.issuance.renew import RenewMethod
+from issuer.service.issuance.token import TokenMethod
 from issuer.service.janitor import Janitor
-from issuer.service.model import Clock
-from issuer.service.pipeline import Pipeline
-from issuer.service.ratelimit import RateLimiter, TokenBucketLimiter
-from issuer.service.registry import IssuerRegistry, SignerLoader
-from issuer.service.renew import RenewMethod
-from issuer.service.revocation_lists import RevocationLists
-from issuer.service.signers import KeySigners
-from issuer.service.token import TokenMethod
+from issuer.service.revocation.lists import RevocationLists
 from issuer.settings import Settings
 from issuer.store.engine import make_engine, make_session_factory
 

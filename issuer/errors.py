@@ -13,7 +13,7 @@ core never imports the web framework; the error middleware maps the hint)::
     ├── Forbidden              403  the proof verified but policy says no
     ├── NotFound               404
     ├── Conflict               409  a single-use thing was used already
-    ├── RateLimited            429  one identity asked too often     (issuer.service.ratelimit)
+    ├── RateLimited            429  one identity asked too often     (issuer.policy.ratelimit)
     ├── ClientGone             499  the client closed the connection before its request was read
     ├── UpstreamUnavailable    503  AWS, the database or the signer did not answer usefully
     ├── Overloaded             503  this process has all the issuance work it may take (issuer.http.overload)
@@ -24,7 +24,7 @@ core never imports the web framework; the error middleware maps the hint)::
 Classes drawn with a module live beside the code that raises them. Finer subclasses
 keep their parent's status: the attestation errors of :mod:`issuer.attest.cms` and
 :mod:`issuer.attest.ec2` (ClientError, Unauthorized) and the publishing errors of
-:mod:`issuer.service.publish` (ClientError, Conflict).
+:mod:`issuer.service.ca.publish` (ClientError, Conflict).
 
 Denials carry a public ``detail`` (safe to send) and a private ``reason`` that
 goes only to the log and the audit table, so a client never learns which binding failed.

@@ -19,8 +19,8 @@ from typing import Any
 
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
+from issuer.policy.ratelimit import RateLimit, parse_rate_limit
 from issuer.policy.roles import Role, parse_roles
-from issuer.service.ratelimit import RateLimit, parse_rate_limit
 
 DEFAULT_TRUST_DOMAIN = "issuer.local"
 DEFAULT_MAX_BODY = 64 * 1024

@@ -83,7 +83,7 @@ def as_json(cert: CertificateRecord, ident: IdentityRecord) -> dict[str, object]
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     ensure_schema(settings)
     rows = run(
@@ -109,7 +109,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     ensure_schema(settings)
     cert, ident = run(with_sessions(settings, lambda s: admin.show_certificate(s, args.serial)))
@@ -134,7 +134,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     try:
         within = parse_duration(args.within)
@@ -173,7 +173,7 @@ def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     ensure_schema(settings)
     rows = run(with_sessions(settings, lambda s: admin.certificate_history(s, principal=args.principal)))

@@ -60,7 +60,7 @@ def ensure_schema(settings: Settings) -> None:
     from issuer.store.migrate import current_revision, head, upgrade
 
     if settings.is_sqlite:
-        from issuer.ca_setup import ensure_state_dir
+        from issuer.service.ca.setup import ensure_state_dir
 
         ensure_state_dir(settings)
         upgrade(settings.database_url)

@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     ensure_schema(settings)
     rows = run(with_sessions(settings, lambda s: admin.list_instances(s, limit=args.limit)))
@@ -71,7 +71,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     ensure_schema(settings)
     removed = run(with_sessions(settings, lambda s: admin.reset_instance(s, instance_id=args.instance_id)))

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.ca_setup import ensure_state_dir
+    from issuer.service.ca.setup import ensure_state_dir
     from issuer.store.migrate import upgrade
 
     if settings.is_sqlite:

@@ -14,7 +14,7 @@ from issuer.errors import ClientError
 from issuer.settings import Settings
 
 if TYPE_CHECKING:
-    from issuer.service.revocation import Revocation, RevokedCertificate
+    from issuer.service.revocation.revoke import Revocation, RevokedCertificate
 
 DESCRIPTION = """\
 Revoke certificates. --serial revokes one certificate (as openssl prints the serial or as
@@ -66,8 +66,8 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import revocation
-    from issuer.service.model import normalise_serial
+    from issuer.service.issuance.model import normalise_serial
+    from issuer.service.revocation import revoke as revocation
 
     # Mistakes in the command line are usage errors (exit 2), found before touching the database.
     try:

@@ -103,14 +103,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     log = logging.getLogger("issuer")
     ensure_schema(settings)
     if not (settings.ca_dir / "issuing.pem").exists() and settings.embedded:
-        from issuer.cli.ca import init_ca_files
+        from issuer.cli.ca.init import init_ca_files
 
         init_ca_files(settings, root_validity="3650d", issuing_validity="365d", organization=None, force=False)
         log.warning("embedded default: created a development CA in %s", settings.ca_dir)
     elif (settings.ca_dir / "issuing.pem").exists():
         # Once, before any worker starts: a CA made on disk joins an empty registry here, not N times at once.
         from issuer.cli.database import now, run, with_sessions
-        from issuer.service.ca_registry import register_file_ca
+        from issuer.service.ca.register import register_file_ca
 
         run(with_sessions(settings, lambda s: register_file_ca(s, ca_dir=settings.ca_dir, now=now())))
     ssl_context = None
@@ -128,7 +128,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _roots_file(settings: Settings) -> Path:
     """The registry's roots in a file under the state directory: whom TLS client certificates may chain to."""
     from issuer.cli.database import run, with_sessions
-    from issuer.service.registry import export_bundle
+    from issuer.service.ca.registry import export_bundle
 
     pem = run(with_sessions(settings, export_bundle))
     path = settings.state_dir / "tls-client-ca.pem"

@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     try:
         ttl = parse_duration(args.ttl)
@@ -70,7 +70,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     ensure_schema(settings)
     rows = run(with_sessions(settings, lambda s: admin.list_tokens(s, include_used=args.all)))
@@ -109,7 +109,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service import admin
+    from issuer.service.admin import operations as admin
 
     ensure_schema(settings)
     count = run(with_sessions(settings, lambda s: admin.revoke_token(s, name=args.name, now=now())))

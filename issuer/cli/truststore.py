@@ -15,7 +15,7 @@ from issuer.settings import Settings
 if TYPE_CHECKING:
     from issuer.aws.s3 import S3Location
     from issuer.cli.database import Sessions
-    from issuer.service.publish import PublishResult
+    from issuer.service.ca.publish import PublishResult
 
 _DESCRIPTION = """\
 Write the truststore for API Gateway's mutual TLS: every issuing CA that may still have
@@ -103,7 +103,7 @@ def check_domain_and_api(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.registry import export_truststore
+    from issuer.service.ca.registry import export_truststore
 
     ensure_schema(settings)
     pem = run(with_sessions(settings, lambda s: export_truststore(s, now=now())))
@@ -119,8 +119,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.publish import publish_truststore
-    from issuer.service.revocation_lists import export_revoked
+    from issuer.service.ca.publish import publish_truststore
+    from issuer.service.revocation.lists import export_revoked
 
     check_domain_and_api(args)
     ensure_schema(settings)

@@ -29,7 +29,7 @@ from issuer.http.keys import (
 from issuer.http.problems import problem
 from issuer.http.server_tls import peer_certificate
 from issuer.observability.health import signer_status
-from issuer.service.model import Issued, IssueRequest, RequestContext
+from issuer.service.issuance.model import Issued, IssueRequest, RequestContext
 
 log = logging.getLogger("issuer.http")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.service.ec2 import Ec2Method
-from issuer.service.iam import IamMethod
-from issuer.service.pipeline import Pipeline
-from issuer.service.registry import IssuerRegistry
-from issuer.service.renew import RenewMethod
-from issuer.service.revocation_lists import RevocationLists
-from issuer.service.token import TokenMethod
+from issuer.service.ca.registry import IssuerRegistry
+from issuer.service.issuance.ec2 import Ec2Method
+from issuer.service.issuance.iam import IamMethod
+from issuer.service.issuance.pipeline import Pipeline
+from issuer.service.issuance.renew import RenewMethod
+from issuer.service.issuance.token import TokenMethod
+from issuer.service.revocation.lists import RevocationLists
 from issuer.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -16,9 +16,9 @@ from issuer.attest.token import TokenProof
 from issuer.durations import parse_duration
 from issuer.errors import ClientError, Unauthorized
 from issuer.http.sts_wire import parse_sts_request
-from issuer.service.ec2 import Ec2Submission
-from issuer.service.model import IssueRequest
-from issuer.service.renew import RenewProof
+from issuer.service.issuance.ec2 import Ec2Submission
+from issuer.service.issuance.model import IssueRequest
+from issuer.service.issuance.renew import RenewProof
 
 __all__ = [
     "EC2_FIELDS",

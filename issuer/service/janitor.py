@@ -15,7 +15,7 @@ from collections import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.service.faults import is_database_outage
-from issuer.service.model import Clock
+from issuer.service.issuance.model import Clock
 from issuer.store import repo
 
 __all__ = ["Janitor"]

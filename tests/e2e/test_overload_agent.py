@@ -14,7 +14,7 @@ from pathlib import Path
 from clients.agent.commands import TokenSource
 from clients.agent.daemon import Daemon, DaemonSettings
 from clients.agent.http import ClientCertificate, IssuerClient
-from issuer.service.ratelimit import RateLimit, TokenBucketLimiter
+from issuer.policy.ratelimit import RateLimit, TokenBucketLimiter
 from tests.support.harness import new_csr, running_issuer
 
 

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import update
 
 from issuer.errors import ClientError
-from issuer.service.ca_rotation import activate, retire, rotate_issuer
-from issuer.service.ca_status import ca_status
-from issuer.service.signers import KeySigners
+from issuer.service.ca.rotation import activate, retire, rotate_issuer
+from issuer.service.ca.signers import KeySigners
+from issuer.service.ca.status import ca_status
 from issuer.store.models import Certificate
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 from tests.support.x509_check import OpenSSLCheckError, openssl_verify
@@ -237,7 +237,7 @@ async def test_retire_force_revoked_leaves_and_the_active_issuer(tmp_path: Path,
 
 
 async def truststore_via_export(h: Harness) -> bytes:
-    from issuer.service.registry import export_truststore
+    from issuer.service.ca.registry import export_truststore
 
     return await export_truststore(h.service.sessions, now=datetime.now(UTC))
 

@@ -17,10 +17,10 @@ from cryptography import x509
 from ca.errors import CAStateError
 from ca.files import init_ca
 from issuer.errors import ClientError, ConfigError, IssuerError, NotFound
-from issuer.service.ca_lifecycle import EXPIRY_WARNING
-from issuer.service.ca_rotation import activate, retire, rotate_issuer
-from issuer.service.ca_status import ca_status
-from issuer.service.signers import KeySigners
+from issuer.service.ca.lifecycle import EXPIRY_WARNING
+from issuer.service.ca.rotation import activate, retire, rotate_issuer
+from issuer.service.ca.signers import KeySigners
+from issuer.service.ca.status import ca_status
 from tests.support.ca_registry import prepare_file_issuer
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 

@@ -17,9 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from issuer.errors import ClientError, IssuerError
-from issuer.service.ca_roots import add_root, retire_root
-from issuer.service.ca_rotation import activate, retire, rotate_issuer
-from issuer.service.registry import export_bundle, export_truststore
+from issuer.service.ca.registry import export_bundle, export_truststore
+from issuer.service.ca.roots import add_root, retire_root
+from issuer.service.ca.rotation import activate, retire, rotate_issuer
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 from tests.support.x509_check import OpenSSLCheckError, openssl_verify
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from issuer.attest.ec2_certs import AwsCertStore
 from issuer.hashing import hash_secret
-from issuer.service import admin
+from issuer.service.admin import operations as admin
 from issuer.store.models import InstanceBinding
 from tests.support.fake_aws_iid import FakeAwsSigner, Form, build_document, sign
 from tests.support.harness import Harness, check_issued, check_leaf_against_truststore, new_csr, running_issuer

@@ -25,8 +25,8 @@ from ca.kms_setup import create_kms_key
 from issuer.attest.ec2_certs import AwsCertStore
 from issuer.aws.kms import KmsClients, is_key_arn, parse_kms_arn
 from issuer.errors import ConfigError, UpstreamUnavailable
-from issuer.service.ca_kms import KmsCA, KmsKeyChoice, init_kms_ca
-from issuer.service.revocation import RevocationTarget, revoke
+from issuer.service.ca.kms import KmsCA, KmsKeyChoice, init_kms_ca
+from issuer.service.revocation.revoke import RevocationTarget, revoke
 from issuer.store.engine import make_engine, make_session_factory
 from issuer.store.models import CaIssuer
 from tests.integration import test_ec2_issue as ec2

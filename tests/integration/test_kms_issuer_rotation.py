@@ -21,9 +21,9 @@ from ca.kms import KmsSigner
 from ca.kms_setup import create_kms_key
 from issuer.aws.kms import KmsClients
 from issuer.errors import ConfigError
-from issuer.service.ca_kms import KmsKeyChoice
-from issuer.service.ca_rotation import Rotation, activate, rotate_issuer
-from issuer.service.signers import KeySigners
+from issuer.service.ca.kms import KmsKeyChoice
+from issuer.service.ca.rotation import Rotation, activate, rotate_issuer
+from issuer.service.ca.signers import KeySigners
 from issuer.store.models import CaRoot
 from tests.integration.test_kms_issuer import (
     NO_PASSPHRASE,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from queue import Empty, Queue
 
-from issuer.service import admin
+from issuer.service.admin import operations as admin
 from issuer.settings import Settings, load_settings
 from issuer.store.engine import make_engine, make_session_factory
 from tests.support.harness import PASSPHRASE, new_csr

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from issuer.attest.ec2_certs import AwsCertStore
-from issuer.service.ratelimit import RateLimit, TokenBucketLimiter
+from issuer.policy.ratelimit import RateLimit, TokenBucketLimiter
 from issuer.store.models import Attestation
 from tests.support.fake_aws_iid import FakeAwsSigner, build_document, sign
 from tests.support.harness import Harness, new_csr, running_issuer

@@ -26,14 +26,14 @@ from cryptography.x509.oid import NameOID
 
 from issuer.aws.s3 import S3Location, S3Objects, s3_client
 from issuer.errors import Conflict, NotFound, UpstreamUnavailable
-from issuer.service.publish import (
+from issuer.service.ca.publish import (
     PublishResult,
     TruststoreRejected,
     VersioningRequired,
     publish_pem,
     publish_truststore,
 )
-from issuer.service.registry import export_truststore
+from issuer.service.ca.registry import export_truststore
 from tests.support.ca_registry import prepare_file_issuer
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server

@@ -22,7 +22,7 @@ from issuer.aws.apigateway import DomainNames
 from issuer.aws.s3 import S3Location, S3Objects
 from issuer.errors import ClientError as RequestRefused
 from issuer.errors import Forbidden, NotFound, UpstreamUnavailable
-from issuer.service.publish import DomainMismatch, PublishResult, publish_truststore
+from issuer.service.ca.publish import DomainMismatch, PublishResult, publish_truststore
 from tests.integration.test_publish import BUCKET, CONFIG, REGION, TARGET, versioned_bucket, versions
 from tests.support.harness import Harness, running_issuer
 from tests.support.moto_server import MotoServer, moto_server

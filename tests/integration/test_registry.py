@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from issuer.service.ca_registry import activate_issuer
+from issuer.service.ca.register import activate_issuer
 from issuer.service.janitor import Janitor
 from issuer.store import repo
 from tests.support.ca_registry import prepare_file_issuer
@@ -162,7 +162,7 @@ def test_the_janitor_reports_refused_sts_proofs_once(caplog) -> None:  # type: i
 
 async def test_two_processes_registering_one_ca_at_once_do_not_fail(tmp_path: Path, pg_url: str) -> None:
     # `issuer serve --workers N` on an empty registry: every worker may try to register the CA on disk.
-    from issuer.service.ca_registry import register_file_ca
+    from issuer.service.ca.register import register_file_ca
     from issuer.store.engine import make_engine, make_session_factory
     from tests.support.harness import write_ca
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes
 
 from clients.authorizer import SourceError, parse_revocation_document
 from issuer.errors import ClientError, NotFound
-from issuer.service.revocation import RevocationTarget, revoke
-from issuer.service.revocation_lists import export_revoked
+from issuer.service.revocation.lists import export_revoked
+from issuer.service.revocation.revoke import RevocationTarget, revoke
 from issuer.store import repo
 from issuer.store.models import Attestation
 from tests.support.harness import Harness, check_issued, new_csr, running_issuer

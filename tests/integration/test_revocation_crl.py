@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from issuer.http.keys import REGISTRY
-from issuer.service.ca_registry import activate_issuer
-from issuer.service.revocation import RevocationTarget, revoke
+from issuer.service.ca.register import activate_issuer
+from issuer.service.revocation.revoke import RevocationTarget, revoke
 from issuer.store import revocations as store
 from issuer.store.engine import make_session_factory
 from issuer.store.models import CaCrl, CaIssuer

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from issuer.attest.ec2_certs import AwsCertStore
 from issuer.errors import ClientError, NotFound
-from issuer.service.revocation import RevocationTarget, revoke
+from issuer.service.revocation.revoke import RevocationTarget, revoke
 from issuer.store.models import InstanceBinding
 from tests.integration.test_revocation import EC2_CONFIG, audit_rows, crl_serials, get_crl, issue
 from tests.support.fake_aws_iid import FakeAwsSigner, build_document, sign

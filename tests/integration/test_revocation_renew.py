@@ -17,8 +17,8 @@ from sqlalchemy import text
 
 from ca.files import load_local_signer
 from ca.signer import LocalFileSigner
-from issuer.service import admin
-from issuer.service.revocation import RevocationTarget, revoke
+from issuer.service.admin import operations as admin
+from issuer.service.revocation.revoke import RevocationTarget, revoke
 from tests.support.harness import PASSPHRASE, Harness, check_issued, new_csr, running_issuer, write_ca
 from tests.support.renewal_token import renewal_token
 from tests.support.x509_check import make_csr

@@ -1,6 +1,6 @@
 """Registry set-up for tests: a prepared issuing CA made with the low-level building blocks.
 
-``issuer ca rotate`` (``issuer.service.ca_rotation.rotate_issuer``) refuses what some tests need to
+``issuer ca rotate`` (``issuer.service.ca.rotation.rotate_issuer``) refuses what some tests need to
 set up (a second prepared issuer, a validity under the roles' max TTL); this does not.
 """
 
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.hierarchy import create_issuing
 from issuer.errors import ConfigError
-from issuer.service.ca_registry import (
+from issuer.service.ca.register import (
     RegisteredCA,
     insert_prepared,
     load_root,

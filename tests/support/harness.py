@@ -20,9 +20,9 @@ from ca.files import init_ca
 from ca.signer import Signer
 from issuer.app import create_app
 from issuer.http.keys import PIPELINE
-from issuer.service import admin
-from issuer.service.pipeline import Pipeline
-from issuer.service.registry import SignerLoader
+from issuer.service.admin import operations as admin
+from issuer.service.ca.registry import SignerLoader
+from issuer.service.issuance.pipeline import Pipeline
 from issuer.settings import Settings, load_settings
 from issuer.store.models import Attestation, Certificate
 from tests.support.x509_check import make_csr, openssl_verify, verify_client_chain

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from issuer.errors import ConfigError
-from issuer.service.ratelimit import RateLimit, RateLimited, TokenBucketLimiter, parse_rate_limit
+from issuer.policy.ratelimit import RateLimit, RateLimited, TokenBucketLimiter, parse_rate_limit
 from issuer.settings import load_settings
 
 
@@ -129,7 +129,7 @@ def test_the_tasks_of_one_role_each_have_a_bucket_of_their_own() -> None:
     from types import MappingProxyType
 
     from issuer.attest.identity import VerifiedIdentity
-    from issuer.service.pipeline import rate_key
+    from issuer.service.issuance.pipeline import rate_key
 
     def task(session: str | None) -> VerifiedIdentity:
         attributes = {"session_name": session} if session else {}

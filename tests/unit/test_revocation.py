@@ -14,15 +14,15 @@ from ca.files import init_ca
 from clients.authorizer import parse_revocation_document
 from issuer.errors import ClientError, NotFound
 from issuer.http.revocation_handlers import etag_matches
-from issuer.service.registry import ActiveIssuer, IssuerView, TrustSnapshot
-from issuer.service.revocation import REASONS, RevocationTarget, parse_reason, reason_flag
-from issuer.service.revocation_lists import (
+from issuer.service.ca.registry import ActiveIssuer, IssuerView, TrustSnapshot
+from issuer.service.revocation.lists import (
     RevocationLists,
     entries_digest,
     revocation_document,
     select_issuer,
     strong_etag,
 )
+from issuer.service.revocation.revoke import REASONS, RevocationTarget, parse_reason, reason_flag
 from issuer.store.records import IssuerRecord
 from issuer.store.revocations import RevokedRow
 

@@ -9,7 +9,7 @@ import pytest
 from issuer.durations import parse_duration
 from issuer.errors import ClientError
 from issuer.http.body import MAX_DEPTH, parse_json
-from issuer.service.model import normalise_serial
+from issuer.service.issuance.model import normalise_serial
 
 
 def test_json_within_bounds_parses() -> None:

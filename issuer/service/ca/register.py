@@ -2,7 +2,7 @@
 
 The building blocks of CA rotation (load a root, write an issuing key, register a prepared
 issuer, switch the active one) live here; the rotation commands with their checks are in
-:mod:`issuer.service.ca_rotation`.
+:mod:`issuer.service.ca.rotation`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from ca.hierarchy import CertifiedKey
 from ca.kms_client import kms_public_key, same_public_key
 from ca.kms_setup import KmsCertifiedKey
 from issuer.errors import ClientError, ConfigError
-from issuer.service.ca_lifecycle import match_fingerprint
-from issuer.service.signers import KMS_PREFIX, KmsClientSource, file_key_ref, kms_key_arn, resolve_file_ref
+from issuer.service.ca.lifecycle import match_fingerprint
+from issuer.service.ca.signers import KMS_PREFIX, KmsClientSource, file_key_ref, kms_key_arn, resolve_file_ref
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 

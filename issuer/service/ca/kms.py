@@ -37,7 +37,7 @@ from ca.kms_setup import KmsAdminClient, KmsCertifiedKey, create_issuing_for_kms
 from ca.kms_x509 import KMS_KEY_SPECS, KmsKeySpec
 from issuer.aws.kms import is_key_arn
 from issuer.errors import ClientError
-from issuer.service.ca_registry import (
+from issuer.service.ca.register import (
     RegisteredCA,
     add_issuer_certificate,
     add_root_certificate,
@@ -45,7 +45,7 @@ from issuer.service.ca_registry import (
     organization_of,
     registered_ca,
 )
-from issuer.service.signers import file_key_ref, kms_key_ref
+from issuer.service.ca.signers import file_key_ref, kms_key_ref
 from issuer.store import issuers as store
 
 __all__ = [

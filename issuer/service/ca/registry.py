@@ -30,7 +30,7 @@ from ca.signer import Signer
 from ca.truststore import build_truststore
 from issuer.errors import ConfigError
 from issuer.hashing import strong_etag
-from issuer.service.model import Clock
+from issuer.service.issuance.model import Clock
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 

@@ -22,8 +22,8 @@ from issuer.attest.ec2_instance import InstanceLookup
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import Conflict
 from issuer.policy import BoundInstance, Role, check_instance, decide_binding
-from issuer.service.model import AuditMethod
-from issuer.service.pipeline import Claim
+from issuer.service.issuance.model import AuditMethod
+from issuer.service.issuance.pipeline import Claim
 from issuer.store import bindings
 
 __all__ = ["Ec2Method", "Ec2Submission", "LookupFactory", "check_live"]
@@ -59,7 +59,7 @@ class _State:
 
 
 class Ec2Method:
-    """:class:`~issuer.service.pipeline.IssuanceMethod` for ``POST /v1/issue/aws-ec2``.
+    """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/issue/aws-ec2``.
 
     Refusals: the attestation codes of :mod:`issuer.attest.ec2`, the liveness codes of
     :func:`issuer.policy.check_instance`, the binding codes of

@@ -13,16 +13,16 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.attest.token import TokenProof
 from issuer.errors import Unauthorized
 from issuer.policy import Role
-from issuer.service.model import AuditMethod
-from issuer.service.pipeline import Claim
-from issuer.service.roles import RoleBook
+from issuer.service.issuance.model import AuditMethod
+from issuer.service.issuance.pipeline import Claim
+from issuer.service.issuance.roles import RoleBook
 from issuer.store import tokens
 
 __all__ = ["TokenMethod"]
 
 
 class TokenMethod:
-    """:class:`~issuer.service.pipeline.IssuanceMethod` for ``POST /v1/issue/token``.
+    """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/issue/token``.
 
     Refusals: ``token_invalid``, ``token_used``, ``token_expired`` (401). A refused
     request does not consume the token (its transaction rolls back).

@@ -1,6 +1,6 @@
 """``--publish s3://BUCKET/KEY [--domain NAME --api rest|http]`` on ``issuer ca rotate | activate | retire``.
 
-The upload itself is :func:`issuer.service.publish.publish_truststore` (the same steps as
+The upload itself is :func:`issuer.service.ca.publish.publish_truststore` (the same steps as
 ``issuer truststore publish``: API Gateway's rules, a versioned bucket, a new object version only
 when the content changed, the custom domain pointed at it). What rotation adds is *when*:
 
@@ -27,7 +27,7 @@ from issuer.cli.truststore import check_domain_and_api, s3_location
 from issuer.errors import Conflict
 
 if TYPE_CHECKING:
-    from issuer.service.publish import PublishResult
+    from issuer.service.ca.publish import PublishResult
     from issuer.store.records import IssuerRecord
 
 __all__ = ["add_publish_options", "check_publish_options", "publish", "publish_gate", "say_published"]
@@ -57,7 +57,7 @@ async def publish(
     sessions: Sessions, args: argparse.Namespace, *, now: datetime, stderr: bool = False
 ) -> PublishResult:
     """Publish the registry's truststore as ``args`` say; progress lines go to standard output (or error)."""
-    from issuer.service.publish import publish_truststore
+    from issuer.service.ca.publish import publish_truststore
 
     return await publish_truststore(
         sessions,

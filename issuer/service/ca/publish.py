@@ -40,7 +40,7 @@ from issuer.aws.apigateway import Api, DomainNames, DomainTruststore, apigateway
 from issuer.aws.s3 import S3Location, S3Objects, StoredObject
 from issuer.aws.s3 import s3_client as make_s3_client
 from issuer.errors import ClientError, Conflict
-from issuer.service.registry import export_truststore
+from issuer.service.ca.registry import export_truststore
 
 __all__ = [
     "DEFAULT_REVOKED_KEY",

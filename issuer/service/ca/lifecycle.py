@@ -1,6 +1,6 @@
 """The pure rules of CA rotation: what phase an issuer is in, and when it may be activated, retired, warned about.
 
-No I/O here: the use cases in :mod:`issuer.service.ca_rotation` read the registry, call these
+No I/O here: the use cases in :mod:`issuer.service.ca.rotation` read the registry, call these
 with ``now`` and the role limits, and act on the answer. Each refusal is an
 :class:`~issuer.errors.IssuerError` with a stable ``code`` and a one-line ``detail`` that says
 what to do instead.

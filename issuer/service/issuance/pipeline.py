@@ -35,11 +35,11 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError
 from issuer.observability.seams import IssuanceObserver, NullObserver
 from issuer.policy import PriorCertificate, Role, decide
+from issuer.policy.ratelimit import RateLimiter
+from issuer.service.ca.registry import IssuerRegistry
 from issuer.service.faults import as_service_error
-from issuer.service.model import AuditMethod, Clock, Issued, IssueRequest, RequestContext, serial_hex
-from issuer.service.ratelimit import RateLimiter
-from issuer.service.registry import IssuerRegistry
-from issuer.service.roles import RoleBook
+from issuer.service.issuance.model import AuditMethod, Clock, Issued, IssueRequest, RequestContext, serial_hex
+from issuer.service.issuance.roles import RoleBook
 from issuer.settings import Settings
 from issuer.store import repo
 from issuer.store.records import AuditEntry, NewCertificate, NewIdentity

@@ -1,20 +1,20 @@
-"""``issuer ca init | show`` here; ``rotate | activate | retire | status | add-root | retire-root`` in
-:mod:`issuer.cli.ca_rotation`: the private CA and its issuer registry."""
+"""``issuer ca init | show``: create the root and issuing CA (file keys here, KMS in :mod:`issuer.cli.ca.kms`)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from issuer.cli import ca_kms, ca_rotation
-from issuer.cli.database import Sessions, ensure_schema, now, run, with_sessions
+from issuer.cli.ca import kms as ca_kms
+from issuer.cli.ca.guards import refuse_second_init
+from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
 
 
-def add_parser(sub: Any) -> None:
-    ca = sub.add_parser("ca", help="the private CA").add_subparsers(dest="ca_command", metavar="ACTION", required=True)
+def add_parsers(ca: Any) -> None:
+    """Add ``init`` and ``show`` to the ``issuer ca`` subcommands."""
     init = ca.add_parser(
         "init",
         help="create the root and issuing CA",
@@ -36,27 +36,21 @@ def add_parser(sub: Any) -> None:
     init.set_defaults(handler=cmd_init)
     show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
     show.set_defaults(handler=cmd_show)
-    ca_rotation.add_parsers(ca)
 
 
 def init_ca_files(
     settings: Settings, *, root_validity: str, issuing_validity: str, organization: str | None, force: bool
 ) -> None:
     """Create the CA files and register them; prints what it did."""
-    from issuer.ca_setup import initialise_ca
-    from issuer.service.ca_registry import register_file_ca
+    from issuer.service.ca.register import register_file_ca
+    from issuer.service.ca.setup import initialise_ca
 
     try:
         root_td, issuing_td = parse_duration(root_validity), parse_duration(issuing_validity)
     except ValueError as exc:
         raise fail(str(exc), code="config_invalid", exit_status=2) from None
     ensure_schema(settings)
-    if run(with_sessions(settings, has_issuers)):
-        raise fail(
-            "the CA registry already has an issuing CA (see `issuer ca show`); "
-            "a second `ca init` would split trust — rotate the issuing CA instead",
-            code="ca_exists",
-        )
+    refuse_second_init(settings, instead="rotate the issuing CA instead (`issuer ca rotate`)")
     files, generated = initialise_ca(
         settings,
         now=now(),
@@ -73,14 +67,6 @@ def init_ca_files(
         print(f"  registered as the active issuer (fingerprint {registered.fingerprint_sha256[:16]}…)")
     if generated:
         print(f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE")
-
-
-async def has_issuers(sessions: Sessions) -> bool:
-    """Whether the registry already holds an issuing CA: then a second ``ca init`` would split trust."""
-    from issuer.store import issuers
-
-    async with sessions() as session:
-        return bool(await issuers.list_issuers(session))
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,10 +35,10 @@ from ca.errors import CAError
 from ca.signer import Signer
 from issuer.errors import ClientError, IssuerError, UpstreamUnavailable
 from issuer.hashing import strong_etag
-from issuer.service.ca_lifecycle import fingerprint_prefix, match_fingerprint
-from issuer.service.model import Clock
-from issuer.service.registry import IssuerRegistry, IssuerView, SignerLoader, TrustSnapshot
-from issuer.service.revocation import reason_flag
+from issuer.service.ca.lifecycle import fingerprint_prefix, match_fingerprint
+from issuer.service.ca.registry import IssuerRegistry, IssuerView, SignerLoader, TrustSnapshot
+from issuer.service.issuance.model import Clock
+from issuer.service.revocation.revoke import reason_flag
 from issuer.store import revocations as store
 from issuer.store.revocations import CrlRecord, RevokedRow
 

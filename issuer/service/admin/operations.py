@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from issuer.attest.token import new_token
 from issuer.errors import ClientError, NotFound
 from issuer.hashing import hash_secret
-from issuer.service.model import normalise_serial
-from issuer.service.roles import RoleBook
+from issuer.service.issuance.model import normalise_serial
+from issuer.service.issuance.roles import RoleBook
 from issuer.settings import Settings
 from issuer.store import bindings, repo, tokens
 from issuer.store.records import BindingRecord, CertificateRecord, IdentityRecord, TokenRecord

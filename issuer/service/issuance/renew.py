@@ -28,12 +28,12 @@ from issuer.attest.renewal import verify_renewal_token
 from issuer.errors import Unauthorized
 from issuer.policy import PriorCertificate, Role
 from issuer.policy.renewal import status_refusal
-from issuer.service.ec2 import LookupFactory, check_live
-from issuer.service.guards import ReplayGuards
-from issuer.service.model import AuditMethod, serial_hex
-from issuer.service.pipeline import Claim
-from issuer.service.registry import IssuerRegistry
-from issuer.service.roles import RoleBook
+from issuer.service.ca.registry import IssuerRegistry
+from issuer.service.issuance.ec2 import LookupFactory, check_live
+from issuer.service.issuance.guards import ReplayGuards
+from issuer.service.issuance.model import AuditMethod, serial_hex
+from issuer.service.issuance.pipeline import Claim
+from issuer.service.issuance.roles import RoleBook
 from issuer.store import repo
 
 __all__ = ["RenewMethod", "RenewProof"]
@@ -65,7 +65,7 @@ def _unknown(reason: str) -> Unauthorized:
 
 
 class RenewMethod:
-    """:class:`~issuer.service.pipeline.IssuanceMethod` for ``POST /v1/renew``.
+    """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/renew``.
 
     Refusals: ``renew_auth_missing``, the token codes of :mod:`issuer.attest.renewal`,
     ``renew_token_replayed``, ``renew_certificate_unknown`` (401), the codes of

@@ -25,7 +25,7 @@ from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.errors import ClientError, Conflict, NotFound
-from issuer.service.model import normalise_serial
+from issuer.service.issuance.model import normalise_serial
 from issuer.store import bindings, repo
 from issuer.store import revocations as store
 from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord

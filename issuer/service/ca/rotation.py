@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.hierarchy import CertifiedKey, create_issuing
 from issuer.errors import ClientError, ConfigError, IssuerError, NotFound
-from issuer.service import ca_registry
-from issuer.service.ca_kms import KmsKeyChoice, KmsSetupSource, new_kms_issuer
-from issuer.service.ca_lifecycle import (
+from issuer.service.ca import register as ca_registry
+from issuer.service.ca.kms import KmsKeyChoice, KmsSetupSource, new_kms_issuer
+from issuer.service.ca.lifecycle import (
     LeafCounts,
     activation_warnings,
     check_activation,
@@ -41,7 +41,7 @@ from issuer.service.ca_lifecycle import (
     phase_of,
     short,
 )
-from issuer.service.registry import SignerLoader, certificates_of, truststore_of
+from issuer.service.ca.registry import SignerLoader, certificates_of, truststore_of
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 
@@ -130,7 +130,7 @@ async def rotate_issuer(
     ``issuer_name_taken``, ``root_ambiguous``; NotFound ``root_not_found``; ConfigError
     ``root_key_unavailable`` (the root key is offline: the one-line detail says where it was expected)
     and ``root_key_mismatch``; the ``ca.files`` key errors; for KMS keys the errors of
-    :func:`~issuer.service.ca_kms.obtain_kms_key` and ``ca.kms_client``, naming the key.
+    :func:`~issuer.service.ca.kms.obtain_kms_key` and ``ca.kms_client``, naming the key.
     """
     # The asked-for validity first, before any I/O; what the root allows is checked once it is chosen.
     check_rotation(validity=validity, effective=validity, min_validity=min_validity, root_expiry=now + validity)
@@ -236,7 +236,7 @@ async def activate(
     Naming a ``previous`` issuer's fingerprint rolls back to it.
 
     Raises NotFound ``no_prepared_issuer`` / ``issuer_not_found``; ClientError ``issuer_ambiguous``,
-    ``issuer_not_in_truststore`` and the refusals of :func:`~issuer.service.ca_lifecycle.check_activation`
+    ``issuer_not_in_truststore`` and the refusals of :func:`~issuer.service.ca.lifecycle.check_activation`
     (``issuer_expires_too_soon`` only without ``force``); whatever ``load_signer`` or ``before_switch`` raise.
     """
     async with sessions() as session:
@@ -287,7 +287,7 @@ async def retire(
     under the registry lock, so an issuer activated meanwhile is never retired.
 
     Raises NotFound ``issuer_not_found``; ClientError ``fingerprint_invalid``, ``issuer_ambiguous``
-    and the refusals of :func:`~issuer.service.ca_lifecycle.check_retirement`.
+    and the refusals of :func:`~issuer.service.ca.lifecycle.check_retirement`.
     """
     async with sessions() as session, session.begin():
         await store.lock_registry(session)

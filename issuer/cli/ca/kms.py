@@ -1,6 +1,6 @@
 """The AWS KMS options of ``issuer ca init`` and ``issuer ca rotate``, and ``ca init`` around a KMS key.
 
-Registered by :mod:`issuer.cli.ca` and :mod:`issuer.cli.ca_rotation`. The KMS client is boto3's
+Registered by :mod:`issuer.cli.ca.init` and :mod:`issuer.cli.ca.rotation`. The KMS client is boto3's
 with the default credential chain; ``AWS_ENDPOINT_URL_KMS`` / ``AWS_ENDPOINT_URL`` apply.
 """
 
@@ -61,8 +61,8 @@ def wants_kms(args: argparse.Namespace) -> bool:
 
 
 def rotate_choice(args: argparse.Namespace) -> Any:
-    """The :class:`~issuer.service.ca_kms.KmsKeyChoice` of ``issuer ca rotate``, or None for a key file."""
-    from issuer.service.ca_kms import KmsKeyChoice
+    """The :class:`~issuer.service.ca.kms.KmsKeyChoice` of ``issuer ca rotate``, or None for a key file."""
+    from issuer.service.ca.kms import KmsKeyChoice
 
     if args.kms_key:
         return KmsKeyChoice(key_id=args.kms_key)
@@ -74,8 +74,8 @@ def rotate_choice(args: argparse.Namespace) -> Any:
 def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
     """``issuer ca init`` with the issuing key in AWS KMS."""
     from issuer.aws.kms import KmsClients
-    from issuer.cli.ca import has_issuers
-    from issuer.service.ca_kms import KmsKeyChoice, init_kms_ca
+    from issuer.cli.ca.guards import refuse_second_init
+    from issuer.service.ca.kms import KmsKeyChoice, init_kms_ca
 
     if (args.root_kms_key or args.create_root_kms_key) and not (args.issuing_kms_key or args.create_kms_key):
         raise fail(
@@ -98,12 +98,7 @@ def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
     elif args.create_root_kms_key:
         root = KmsKeyChoice(create_alias=args.create_root_kms_key, key_spec=args.root_kms_key_spec)
     ensure_schema(settings)
-    if run(with_sessions(settings, has_issuers)):
-        raise fail(
-            "the CA registry already has an issuing CA (see `issuer ca status`); "
-            "a second `ca init` would split trust — rotate the issuing CA instead (`issuer ca rotate --kms-key`)",
-            code="ca_exists",
-        )
+    refuse_second_init(settings, instead="rotate the issuing CA instead (`issuer ca rotate --kms-key`)")
     passphrase, generated = (None, None) if root is not None else _root_passphrase(settings)
     print(f"Asking AWS KMS for the issuing key {issuing.name}" + (f" and the root key {root.name}" if root else ""))
     done = run(
@@ -144,6 +139,6 @@ def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
 
 def _root_passphrase(settings: Settings) -> tuple[Callable[[], bytes], Path | None]:
     """How to get the passphrase of a local root key file; generated (0600) as `ca init` does when none is set."""
-    from issuer.ca_setup import generate_passphrase_file, read_passphrase
+    from issuer.service.ca.setup import generate_passphrase_file, read_passphrase
 
     return (lambda: read_passphrase(settings)), generate_passphrase_file(settings)

@@ -20,15 +20,15 @@ from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
 from issuer.errors import Unauthorized
 from issuer.policy import Role
-from issuer.service.guards import ReplayGuards
-from issuer.service.model import AuditMethod
-from issuer.service.pipeline import Claim
+from issuer.service.issuance.guards import ReplayGuards
+from issuer.service.issuance.model import AuditMethod
+from issuer.service.issuance.pipeline import Claim
 
 __all__ = ["IamMethod"]
 
 
 class IamMethod:
-    """:class:`~issuer.service.pipeline.IssuanceMethod` for ``POST /v1/issue/aws-iam``.
+    """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/issue/aws-iam``.
 
     Refusals: the codes of :func:`~issuer.attest.sts.validate_sts_request`,
     ``sts_replayed``, ``sts_rejected`` (401), ``sts_arn_unrecognised`` and ``sts_unavailable`` (503).

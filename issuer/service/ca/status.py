@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from issuer.service.ca_lifecycle import (
+from issuer.service.ca.lifecycle import (
     EXPIRY_WARNING,
     LeafCounts,
     Phase,
@@ -25,9 +25,9 @@ from issuer.service.ca_lifecycle import (
     short,
     when,
 )
-from issuer.service.ca_rotation import leaf_counts
-from issuer.service.registry import certificates_of, truststore_of
-from issuer.service.signers import resolve_file_ref
+from issuer.service.ca.registry import certificates_of, truststore_of
+from issuer.service.ca.rotation import leaf_counts
+from issuer.service.ca.signers import resolve_file_ref
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 

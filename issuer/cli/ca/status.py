@@ -15,7 +15,7 @@ __all__ = ["cmd_status"]
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.ca_status import ca_status
+    from issuer.service.ca.status import ca_status
 
     try:
         window = parse_duration(args.warn_within)
@@ -74,7 +74,7 @@ def _status_json(status: Any) -> dict[str, Any]:
 
 
 def _print_status(status: Any) -> None:
-    from issuer.service.ca_lifecycle import short, when
+    from issuer.service.ca.lifecycle import short, when
 
     print("Issuing CAs (newest first):")
     print_table(

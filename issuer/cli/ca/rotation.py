@@ -1,6 +1,6 @@
 """``issuer ca rotate | activate | retire | status | add-root | retire-root``: CA rotation with overlap.
 
-Registered under ``issuer ca`` by :mod:`issuer.cli.ca`. Every replica follows the registry
+Registered under ``issuer ca`` by :mod:`issuer.cli.ca.init`. Every replica follows the registry
 within ``[issuer] registry_refresh``; only ``rotate`` needs the root key.
 """
 
@@ -11,8 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from issuer.cli import ca_kms, ca_status
-from issuer.cli.ca_publish import add_publish_options, check_publish_options, publish, publish_gate, say_published
+from issuer.cli.ca import kms as ca_kms
+from issuer.cli.ca import status as ca_status
+from issuer.cli.ca.publish import add_publish_options, check_publish_options, publish, publish_gate, say_published
 from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
 from issuer.cli.output import print_json
@@ -155,9 +156,9 @@ def _duration(text: str, option: str) -> timedelta:
 
 def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.aws.kms import KmsClients
-    from issuer.ca_setup import read_passphrase
-    from issuer.service.ca_lifecycle import short, when
-    from issuer.service.ca_rotation import rotate_issuer
+    from issuer.service.ca.lifecycle import short, when
+    from issuer.service.ca.rotation import rotate_issuer
+    from issuer.service.ca.setup import read_passphrase
 
     validity = _duration(args.validity, "--validity")
     check_publish_options(args)
@@ -241,10 +242,10 @@ def _publish_after(args: argparse.Namespace, settings: Settings, *, quiet: bool 
 
 
 def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.ca_setup import read_passphrase
-    from issuer.service.ca_lifecycle import short, when
-    from issuer.service.ca_rotation import activate
-    from issuer.service.signers import KeySigners
+    from issuer.service.ca.lifecycle import short, when
+    from issuer.service.ca.rotation import activate
+    from issuer.service.ca.setup import read_passphrase
+    from issuer.service.ca.signers import KeySigners
 
     check_publish_options(args)
     ensure_schema(settings)
@@ -295,8 +296,8 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.ca_lifecycle import short
-    from issuer.service.ca_rotation import retire
+    from issuer.service.ca.lifecycle import short
+    from issuer.service.ca.rotation import retire
 
     check_publish_options(args)
     ensure_schema(settings)
@@ -319,9 +320,9 @@ def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_add_root(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.ca_setup import read_passphrase
-    from issuer.service.ca_lifecycle import when
-    from issuer.service.ca_roots import add_root
+    from issuer.service.ca.lifecycle import when
+    from issuer.service.ca.roots import add_root
+    from issuer.service.ca.setup import read_passphrase
 
     try:
         pem = args.pem.read_bytes()
@@ -356,8 +357,8 @@ def cmd_add_root(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retire_root(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.ca_lifecycle import short
-    from issuer.service.ca_roots import retire_root
+    from issuer.service.ca.lifecycle import short
+    from issuer.service.ca.roots import retire_root
 
     ensure_schema(settings)
     record = run(with_sessions(settings, lambda s: retire_root(s, fingerprint=args.fingerprint, now=now())))

@@ -81,7 +81,7 @@ def kms_key_arn(key_ref: str, *, owner: str) -> str:
 
 
 class KeySigners:
-    """The :class:`~issuer.service.registry.SignerLoader` for every key backend this build knows.
+    """The :class:`~issuer.service.ca.registry.SignerLoader` for every key backend this build knows.
 
     ``passphrase`` is called only when a file key must be decrypted. ``kms`` gives KMS clients
     (default: :class:`issuer.aws.kms.KmsClients`, made on first use of a ``kms:`` key);

@@ -21,11 +21,11 @@ from ca.errors import CAError
 from ca.files import load_key_file
 from ca.keys import key_type_of
 from issuer.errors import ClientError
-from issuer.service.ca_lifecycle import issued_by, match_fingerprint, phase_of, short, when
-from issuer.service.ca_registry import add_root_certificate, change_stamp
-from issuer.service.ca_rotation import Sessions
-from issuer.service.registry import certificates_of
-from issuer.service.signers import file_key_ref
+from issuer.service.ca.lifecycle import issued_by, match_fingerprint, phase_of, short, when
+from issuer.service.ca.register import add_root_certificate, change_stamp
+from issuer.service.ca.registry import certificates_of
+from issuer.service.ca.rotation import Sessions
+from issuer.service.ca.signers import file_key_ref
 from issuer.store import issuers as store
 from issuer.store.records import RootRecord
 

@@ -1,0 +1,1 @@
+"""The operator's use cases behind the CLI: join tokens, certificate and instance listings."""

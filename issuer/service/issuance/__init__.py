@@ -1,0 +1,1 @@
+"""The one issuance pipeline and each attestation method's own steps."""

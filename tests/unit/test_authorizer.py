@@ -437,7 +437,10 @@ def test_events_that_are_not_api_gateway_events(server: ListServer, event: objec
     if isinstance(event, dict) and event.get("version") == "2.0":
         assert response == {
             "isAuthorized": False,
-            "context": {"reason": "client_cert_missing", "detail": "event has no requestContext (use a REQUEST authorizer)"},
+            "context": {
+                "reason": "client_cert_missing",
+                "detail": "event has no requestContext (use a REQUEST authorizer)",
+            },
         }
     else:
         assert response["policyDocument"]["Statement"][0]["Resource"] == "*"

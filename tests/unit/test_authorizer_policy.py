@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from clients.authorizer import ClientCertificate, Policy, PolicyError, Route, parse_policy, request_path_variants
+from clients.authorizer import ClientCertificate, Policy, PolicyError, Route, parse_policy
 
 ACCOUNT_PREFIX = "spiffe://example.org/aws/123456789012/"
 
@@ -101,7 +101,11 @@ def test_a_later_rule_for_the_same_route_can_admit() -> None:
 
 def test_identity_not_admitted_on_a_covered_route() -> None:
     policy = parse_policy(json.dumps(POLICY))
-    assert decided(policy, route("POST /orders/{id}"), cert(roles=("web-fleet",))) == (False, "identity_not_allowed", "")
+    assert decided(policy, route("POST /orders/{id}"), cert(roles=("web-fleet",))) == (
+        False,
+        "identity_not_allowed",
+        "",
+    )
     # The role must be an exact OU value, and the prefix a true prefix ending at a '/'.
     assert decided(policy, route("GET /orders"), cert(roles=("web-fleet-2",))) == (False, "identity_not_allowed", "")
     near_miss = "spiffe://example.org/aws/1234567890123/us-east-1/ec2/i-1"

@@ -24,6 +24,7 @@ from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
 from issuer.http.keys import (
     BODY_TIMEOUT,
+    CRLS,
     EC2,
     ENGINE,
     IAM,
@@ -53,7 +54,9 @@ from issuer.service.issuance.pipeline import Pipeline
 from issuer.service.issuance.renew import RenewMethod
 from issuer.service.issuance.token import TokenMethod
 from issuer.service.janitor import Janitor
+from issuer.service.revocation.bundle import CrlBundles
 from issuer.service.revocation.lists import RevocationLists
+from issuer.service.revocation.root_crls import RootCrls, RootSignerLoader
 from issuer.settings import Settings
 from issuer.store.engine import make_engine, make_session_factory
 
@@ -80,6 +83,8 @@ def create_app(
     max_in_flight: int = 64,
     rate_limiter: RateLimiter | None = None,
     metrics: Metrics | None = None,
+    root_signer_loader: RootSignerLoader | None = None,
+    crls_every: float | None = 60.0,
 ) -> web.Application:
     """The issuer's web application for ``settings``.
 
@@ -90,6 +95,11 @@ def create_app(
     keep-alive session (``[aws.sts]``). At start-up a CA made on disk is registered
     when the registry is empty, and the active issuer's key is loaded: a missing or
     locked key fails start-up with one line.
+
+    ``root_signer_loader`` gives a root's key for its CRL (default: :meth:`KeySigners.root`, file
+    keys in the CA directory and KMS keys); ``crls_every`` is how often, in seconds, the background
+    task keeps every CRL current (``GET /v1/crls``; None: no background task, CRLs are signed when
+    asked for — tests that count CRL numbers).
 
     ``max_in_flight`` bounds the issuance requests this process works on at once (more get
     503 ``overloaded``); ``rate_limiter`` defaults to a token bucket per identity from
@@ -116,9 +126,8 @@ def create_app(
                 registered = await register_file_ca(sessions, ca_dir=settings.ca_dir, now=clock())
                 if registered is not None:
                     log.info("registered the CA in %s as the active issuer (%s)", settings.ca_dir, registered.subject)
-            load_signer = signer_loader or KeySigners(
-                ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings)
-            )
+            key_signers = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
+            load_signer = signer_loader or key_signers
             registry = IssuerRegistry(
                 sessions,
                 load_signer=load_signer,
@@ -127,7 +136,10 @@ def create_app(
             )
             trust = await registry.load()
             app[REGISTRY] = registry
-            app[REVOCATION_LISTS] = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
+            lists = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
+            app[REVOCATION_LISTS] = lists
+            root_crls = RootCrls(sessions, load_signer=root_signer_loader or key_signers.root, clock=clock)
+            app[CRLS] = CrlBundles(sessions, registry=registry, lists=lists, roots=root_crls, clock=clock)
             limiter = rate_limiter
             if limiter is None and settings.rate_limit is not None:
                 limiter = TokenBucketLimiter(settings.rate_limit)
@@ -167,6 +179,8 @@ def create_app(
             metrics.add_source(expiring, expiring.refresh)
             janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
+            if crls_every is not None:
+                tasks.append(asyncio.create_task(app[CRLS].keep_current(every=crls_every)))
             log.info(
                 "ready: issuing CA %s (valid until %s), %d role(s), database %s",
                 trust.active.certificate.subject.rfc4514_string(),

@@ -11,6 +11,7 @@ from issuer.service.issuance.iam import IamMethod
 from issuer.service.issuance.pipeline import Pipeline
 from issuer.service.issuance.renew import RenewMethod
 from issuer.service.issuance.token import TokenMethod
+from issuer.service.revocation.bundle import CrlBundles
 from issuer.service.revocation.lists import RevocationLists
 from issuer.settings import Settings
 
@@ -23,6 +24,7 @@ EC2 = web.AppKey("ec2_method", Ec2Method)
 IAM = web.AppKey("iam_method", IamMethod)
 RENEW = web.AppKey("renew_method", RenewMethod)
 REVOCATION_LISTS = web.AppKey("revocation_lists", RevocationLists)
+CRLS = web.AppKey("crls", CrlBundles)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)

@@ -1,14 +1,16 @@
-"""Thin handlers for the revocation lists: ``GET /v1/crl`` (DER) and ``GET /v1/revoked`` (JSON), with ETags."""
+"""Thin handlers for the revocation lists, with ETags: ``GET /v1/crl`` (DER), ``GET /v1/crls`` (every
+current CRL, roots included, PEM) and ``GET /v1/revoked`` (JSON)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from issuer.http.keys import REVOCATION_LISTS
+from issuer.http.keys import CRLS, REVOCATION_LISTS
 
-__all__ = ["crl", "etag_matches", "revoked"]
+__all__ = ["crl", "crls", "etag_matches", "revoked"]
 
 CRL_CONTENT_TYPE = "application/pkix-crl"  # RFC 5280 §4.2.1.13 / RFC 2585
+PEM_CONTENT_TYPE = "application/x-pem-file"
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -33,6 +35,13 @@ async def crl(request: web.Request) -> web.Response:
     """The DER CRL of the active issuing CA, or of ``?issuer=<SHA-256 fingerprint prefix>``."""
     published = await request.app[REVOCATION_LISTS].crl(issuer=request.query.get("issuer"))
     return _answer(request, published.der, etag=published.etag, content_type=CRL_CONTENT_TYPE, cache="max-age=60")
+
+
+async def crls(request: web.Request) -> web.Response:
+    """Every current CRL in one PEM file: each issuing CA of the truststore, then each root."""
+    bundle = await request.app[CRLS].bundle()
+    # no-cache: a cache may keep it but must revalidate (a cheap 304) before using it again.
+    return _answer(request, bundle.body, etag=bundle.etag, content_type=PEM_CONTENT_TYPE, cache="no-cache")
 
 
 async def revoked(request: web.Request) -> web.Response:

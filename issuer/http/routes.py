@@ -15,6 +15,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/bundle", handlers.bundle)
     app.router.add_get("/v1/truststore", handlers.truststore)
     app.router.add_get("/v1/crl", revocation_handlers.crl)
+    app.router.add_get("/v1/crls", revocation_handlers.crls)
     app.router.add_get("/v1/revoked", revocation_handlers.revoked)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

@@ -102,6 +102,30 @@ class CaRoot(Base):
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The last CRL number of this root's CRLs (signed here or imported): it only ever grows.
+    crl_number: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class CaRootCrl(Base):
+    """A root's current CRL — signed by the root key here, or made where the key is and imported."""
+
+    __tablename__ = "ca_root_crls"
+    __table_args__ = (
+        UniqueConstraint("root_id", "crl_number"),
+        CheckConstraint("source IN ('signed', 'imported')", name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    root_id: Mapped[int] = mapped_column(Id, ForeignKey("ca_roots.id"))
+    crl_number: Mapped[int] = mapped_column(BigInteger)
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    # SHA-256 of the entries listed (the issuing CAs revoked under this root), as for ca_crls.
+    entries_sha256: Mapped[str] = mapped_column(String(64))
+    revoked_count: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class CaIssuer(Base):

@@ -23,7 +23,7 @@ from ca.kms_client import KmsClient
 from ca.signer import LocalFileSigner, Signer
 from issuer.aws.kms import is_key_arn
 from issuer.errors import ConfigError, UpstreamUnavailable
-from issuer.store.records import IssuerRecord
+from issuer.store.records import IssuerRecord, RootRecord
 
 __all__ = [
     "KMS_PREFIX",
@@ -126,6 +126,38 @@ class KeySigners:
             return await self._kms_signer(issuer, certificate=certificate, chain=chain, roots=roots)
         scheme = issuer.key_ref.split(":", 1)[0]
         raise ConfigError(f"issuing CA {issuer.subject}: unknown key backend {scheme!r} in key_ref {issuer.key_ref!r}")
+
+    async def root(self, root: RootRecord, *, certificate: x509.Certificate) -> Signer | None:
+        """A signer with ``root``'s key for the root's CRLs, or None when the key is not here: no key
+        registered, or a key file not present (the root kept offline).
+
+        Raises as :meth:`__call__` does when the key is here but cannot be used.
+        """
+        if not root.key_ref:
+            return None
+        owner = f"root {root.subject}"
+        if root.key_ref.startswith("file:"):
+            path = resolve_file_ref(root.key_ref, ca_dir=self._ca_dir)
+            if not path.exists():
+                return None
+            key = load_key_file(path, passphrase=self._passphrase())
+            try:
+                return LocalFileSigner(issuer_certificate=certificate, issuer_key=key, roots=(certificate,))
+            except ValueError as exc:
+                raise ConfigError(f"{owner}: {root.key_ref} is not its key ({exc})") from None
+        if root.key_ref.startswith(KMS_PREFIX):
+            arn = kms_key_arn(root.key_ref, owner=owner)
+            try:
+                return await load_kms_signer(
+                    self.kms.for_key(arn), arn, issuer_certificate=certificate, roots=(certificate,),
+                    call_timeout=self._kms_timeout,
+                )  # fmt: skip
+            except SignerUnavailable as exc:
+                detail, reason = f"{owner}: {exc.detail}", f"{owner}: {exc.reason}"
+                raise UpstreamUnavailable(detail, code=exc.code, reason=reason) from None
+            except KMSKeyError as exc:
+                raise ConfigError(f"{owner}: {exc.detail}", code=exc.code) from None
+        return None
 
     @property
     def kms(self) -> KmsClientSource:

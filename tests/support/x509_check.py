@@ -28,6 +28,7 @@ __all__ = [
     "make_csr",
     "openssl_verify",
     "openssl_verify_crl",
+    "openssl_verify_crl_check_all",
     "pem",
     "rsa_key",
     "verify_client_chain",
@@ -96,6 +97,25 @@ def openssl_verify_crl(crl: x509.CertificateRevocationList, bundle_pem: bytes) -
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0 or "verify OK" not in output or "failure" in output:
         raise OpenSSLCheckError(f"openssl crl refused the CRL (exit {result.returncode}):\n{output}")
+
+
+def openssl_verify_crl_check_all(
+    leaf_pem: bytes, truststore_pem: bytes, crls_pem: bytes, *, untrusted_pem: bytes = b""
+) -> tuple[bool, str]:
+    """``openssl verify -crl_check_all -CAfile truststore -CRLfile crls [-untrusted chain] leaf``:
+    (passed, openssl's output). Every CA of the chain needs a valid CRL in ``crls_pem``."""
+    with tempfile.TemporaryDirectory(prefix="x509-check-") as tmp:
+        d = Path(tmp)
+        for name, data in (("truststore.pem", truststore_pem), ("crls.pem", crls_pem), ("leaf.pem", leaf_pem)):
+            (d / name).write_bytes(data)
+        cmd = ["openssl", "verify", "-crl_check_all", "-CAfile", str(d / "truststore.pem")]
+        cmd += ["-CRLfile", str(d / "crls.pem")]
+        if untrusted_pem.strip():
+            (d / "untrusted.pem").write_bytes(untrusted_pem)
+            cmd += ["-untrusted", str(d / "untrusted.pem")]
+        result = subprocess.run([*cmd, str(d / "leaf.pem")], capture_output=True, text=True, timeout=30, check=False)
+    output = (result.stdout + result.stderr).strip()
+    return result.returncode == 0 and result.stdout.strip().endswith(": OK"), output
 
 
 def pem(certificates: Iterable[x509.Certificate]) -> bytes:

@@ -52,6 +52,12 @@ def add_parser(sub: Any) -> None:
     publish.add_argument("--domain", metavar="NAME", help="API Gateway custom domain to point at the new version")
     publish.add_argument("--api", choices=("rest", "http"), help="the domain's API type (required with --domain)")
     publish.add_argument(
+        "--crls-key",
+        metavar="KEY",
+        help="also publish every current CRL (GET /v1/crls, what the Lambda authorizer verifies) to this key "
+        "in the bucket (a KEY without '/' goes beside the truststore)",
+    )
+    publish.add_argument(
         "--revoked-key",
         metavar="KEY",
         help="also publish the revocation list (GET /v1/revoked) to this key in the bucket "
@@ -72,7 +78,9 @@ Publish the truststore (the same file as GET /v1/truststore) for API Gateway's m
   2. require a versioned bucket (API Gateway pins the truststore's object version);
   3. with --domain: check the domain's truststore URI is s3://BUCKET/KEY;
   4. upload a new version only if the content changed, and print its version id;
-  5. with --revoked-key: publish the revocation list for the Lambda authorizer beside it;
+  5. with --crls-key: publish the signed CRLs (every issuing CA and root) for the Lambda
+     authorizer (ISSUER_CRLS_URL) beside it - run this at least hourly (a cron job or timer):
+     the issuing CAs' CRLs are valid for 24 hours; with --revoked-key, the older JSON list;
   6. with --domain: point the domain at the new version and print API Gateway's warnings.
 
 AWS credentials and region come from the usual places (AWS_PROFILE, AWS_ACCESS_KEY_ID, an
@@ -82,7 +90,7 @@ _PUBLISH_EPILOG = """\
 examples:
   issuer truststore publish s3://my-truststores/api/truststore.pem --dry-run
   issuer truststore publish s3://my-truststores/api/truststore.pem --domain api.example.com --api rest
-  issuer truststore publish s3://my-truststores/api/truststore.pem --revoked-key revoked.json --json
+  issuer truststore publish s3://my-truststores/api/truststore.pem --crls-key crls.pem --json
 """
 
 
@@ -120,6 +128,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.publish import publish_truststore
+    from issuer.service.ca.setup import read_passphrase
+    from issuer.service.ca.signers import KeySigners
+    from issuer.service.revocation.bundle import export_crls
     from issuer.service.revocation.lists import export_revoked
 
     check_domain_and_api(args)
@@ -133,6 +144,13 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     async def work(sessions: Sessions) -> PublishResult:
         # What GET /v1/revoked serves now: read from the database, no CA key needed.
         revoked = (await export_revoked(sessions, now=at)).body if args.revoked_key else None
+        crls = None
+        if args.crls_key:
+            # What GET /v1/crls serves: the stored CRLs, each signed anew first when it is due.
+            keys = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
+            bundle = await export_crls(sessions, load_signer=keys, load_root_signer=keys.root, clock=now)
+            crls = bundle.body
+            progress(f"Built the CRL bundle: {', '.join(f'{c.subject} #{c.crl_number}' for c in bundle.crls)}")
         return await publish_truststore(
             sessions,
             args.target,
@@ -140,6 +158,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             api=args.api,
             revoked=revoked,
             revoked_key=args.revoked_key,
+            crls=crls,
+            crls_key=args.crls_key,
             dry_run=args.dry_run,
             now=at,
             region=args.region,
@@ -154,6 +174,8 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     what = "would be uploaded (dry run)" if args.dry_run and store.changed else f"version {store.version_id}"
     changed = "new" if store.changed else "unchanged"
     print(f"Truststore {store.uri}: {what} ({changed}; {result.certificates} certificate(s), SHA-256 {store.sha256})")
+    if result.crls is not None:
+        print(f"CRLs {result.crls.uri}: version {result.crls.version_id or '(dry run)'}")
     if result.revoked is not None:
         listed = result.revoked
         print(f"Revocation list {listed.uri}: version {listed.version_id or '(dry run)'}")

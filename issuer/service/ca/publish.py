@@ -10,7 +10,8 @@ The steps, each reported through ``progress``, nothing written before every chec
 4. read the current object and upload a new version only when the content changed
    (SHA-256 of the body; the hash is also stored as ``x-amz-meta-sha256``), on the
    condition that the object is still what was read;
-5. optionally the revocation list (``GET /v1/revoked``'s JSON) beside it, the same way;
+5. optionally the signed CRLs (``GET /v1/crls``, what the Lambda authorizer verifies) and the
+   older revocation list (``GET /v1/revoked``'s JSON) beside it, the same way;
 6. with a domain: set its truststore version unless it already uses it, and return
    the ``truststoreWarnings`` API Gateway answers with.
 
@@ -43,6 +44,7 @@ from issuer.errors import ClientError, Conflict
 from issuer.service.ca.registry import export_truststore
 
 __all__ = [
+    "DEFAULT_CRLS_KEY",
     "DEFAULT_REVOKED_KEY",
     "DomainMismatch",
     "DomainPublished",
@@ -57,6 +59,8 @@ __all__ = [
 
 Progress = Callable[[str], None]
 DEFAULT_REVOKED_KEY = "revoked.json"  # beside the truststore, when no key is given
+DEFAULT_CRLS_KEY = "crls.pem"
+CRLS_MAX_BYTES = 32 * 1024 * 1024  # what is read back to compare; larger is uploaded again
 PEM_TYPE = "application/x-pem-file"
 JSON_TYPE = "application/json"
 
@@ -107,6 +111,7 @@ class PublishResult:
     revoked: ObjectPublished | None
     domain: DomainPublished | None
     dry_run: bool
+    crls: ObjectPublished | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +125,8 @@ async def publish_truststore(
     api: Api | None = None,
     revoked: bytes | None = None,
     revoked_key: str | None = None,
+    crls: bytes | None = None,
+    crls_key: str | None = None,
     dry_run: bool = False,
     now: datetime,
     s3_client: Any = None,
@@ -130,7 +137,8 @@ async def publish_truststore(
     """Publish the registry's truststore to ``target`` (see the module docstring for the steps and errors).
 
     ``revoked`` is the revocation list document (the bytes ``GET /v1/revoked`` serves); it is
-    written to ``revoked_key`` (default ``revoked.json`` beside the truststore). Clients are
+    written to ``revoked_key`` (default ``revoked.json`` beside the truststore); ``crls`` (the PEM
+    bundle ``GET /v1/crls`` serves) to ``crls_key`` (default ``crls.pem``). Clients are
     made from the default credential chain and ``region`` unless injected.
     """
     if (domain is None) != (api is None):
@@ -139,7 +147,8 @@ async def publish_truststore(
     pem = await export_truststore(sessions, now=now)
     return await asyncio.to_thread(
         _publish_with_clients, pem, target, domain=domain, api=api, revoked=revoked, revoked_key=revoked_key,
-        dry_run=dry_run, now=now, s3_client=s3_client, apigw_client=apigw_client, region=region, progress=progress,
+        crls=crls, crls_key=crls_key, dry_run=dry_run, now=now, s3_client=s3_client, apigw_client=apigw_client,
+        region=region, progress=progress,
     )  # fmt: skip
 
 
@@ -151,6 +160,8 @@ def _publish_with_clients(
     api: Api | None,
     revoked: bytes | None,
     revoked_key: str | None,
+    crls: bytes | None,
+    crls_key: str | None,
     dry_run: bool,
     now: datetime,
     s3_client: Any,
@@ -164,9 +175,10 @@ def _publish_with_clients(
     if domain is not None and api is not None:
         domains = DomainNames(apigw_client if apigw_client is not None else apigateway_client(api, region=region), api)
     revoked_at = target.beside(revoked_key or DEFAULT_REVOKED_KEY) if revoked is not None else None
+    crls_at = target.beside(crls_key or DEFAULT_CRLS_KEY) if crls is not None else None
     return publish_pem(
         pem, target, s3=s3, domains=domains, domain=domain, revoked=revoked, revoked_at=revoked_at,
-        dry_run=dry_run, now=now, progress=progress,
+        crls=crls, crls_at=crls_at, dry_run=dry_run, now=now, progress=progress,
     )  # fmt: skip
 
 
@@ -179,6 +191,8 @@ def publish_pem(
     domain: str | None = None,
     revoked: bytes | None = None,
     revoked_at: S3Location | None = None,
+    crls: bytes | None = None,
+    crls_at: S3Location | None = None,
     dry_run: bool = False,
     now: datetime,
     progress: Progress | None = None,
@@ -219,6 +233,11 @@ def publish_pem(
     revoked_published = None
     if revoked is not None and revoked_at is not None:
         revoked_published = _publish_object(s3, revoked_at, revoked, content_type=JSON_TYPE, dry_run=dry_run, say=say)
+    crls_published = None
+    if crls is not None and crls_at is not None:
+        crls_published = _publish_object(
+            s3, crls_at, crls, content_type=PEM_TYPE, dry_run=dry_run, say=say, max_bytes=CRLS_MAX_BYTES
+        )
 
     domain_published = None
     if domains is not None and before is not None:
@@ -230,6 +249,7 @@ def publish_pem(
         revoked=revoked_published,
         domain=domain_published,
         dry_run=dry_run,
+        crls=crls_published,
     )
 
 
@@ -262,11 +282,18 @@ def _same_object(uri: str, target: S3Location) -> bool:
 
 
 def _publish_object(
-    s3: S3Objects, location: S3Location, body: bytes, *, content_type: str, dry_run: bool, say: Progress
+    s3: S3Objects,
+    location: S3Location,
+    body: bytes,
+    *,
+    content_type: str,
+    dry_run: bool,
+    say: Progress,
+    max_bytes: int = 2 * MAX_BYTES,
 ) -> ObjectPublished:
     digest = hashlib.sha256(body).hexdigest()
     say(f"Reading the current {location.uri}")
-    current: StoredObject | None = s3.current(location, max_bytes=2 * MAX_BYTES)
+    current: StoredObject | None = s3.current(location, max_bytes=max_bytes)
     previous = current.version_id if current is not None else None
     if current is None:
         say("  there is none yet")

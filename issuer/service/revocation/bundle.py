@@ -27,15 +27,15 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.errors import CAError
-from issuer.errors import IssuerError
+from issuer.errors import ClientError, IssuerError
 from issuer.hashing import strong_etag
-from issuer.service.ca.registry import IssuerRegistry
+from issuer.service.ca.registry import IssuerRegistry, SignerLoader
 from issuer.service.issuance.model import Clock
 from issuer.service.revocation.lists import RevocationLists
-from issuer.service.revocation.root_crls import RootCrls
+from issuer.service.revocation.root_crls import RootCrls, RootSignerLoader
 from issuer.store import issuers as registry_store
 
-__all__ = ["BundledCrl", "CrlBundle", "CrlBundles"]
+__all__ = ["BundledCrl", "CrlBundle", "CrlBundles", "export_crls"]
 
 log = logging.getLogger("issuer.revocation")
 
@@ -76,8 +76,9 @@ class CrlBundles:
         self._clock = clock
         self._reported: tuple[str, ...] = ()
 
-    async def bundle(self) -> CrlBundle:
-        """The bundle as of now (signing what is due). Never raises for one CA's CRL: it is left out."""
+    async def bundle(self, *, report: bool = True) -> CrlBundle:
+        """The bundle as of now (signing what is due). Never raises for one CA's CRL: it is left out
+        (and, with ``report``, logged once per change)."""
         now = self._clock()
         snapshot = self._registry.snapshot
         crls: list[BundledCrl] = []
@@ -102,11 +103,12 @@ class CrlBundles:
         for root in roots:
             crl = await self._roots.current(root)
             if crl is None:
-                missing.append(f"{root.subject}: no CRL (its key is offline: `issuer ca root-crl`)")
+                missing.append(f"{root.subject}: its key is offline and no CRL was signed (`issuer ca root-crl`)")
                 continue
             blocks.append(_pem(crl.der))
             crls.append(BundledCrl("root", root.subject, root.fingerprint_sha256, crl.crl_number, crl.next_update))
-        self._report(missing)
+        if report:
+            self._report(missing)
         body = b"".join(blocks)
         return CrlBundle(body=body, etag=strong_etag(body), crls=tuple(crls), missing=tuple(missing))
 
@@ -130,3 +132,26 @@ class CrlBundles:
 
 def _pem(der: bytes) -> bytes:
     return x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
+
+
+async def export_crls(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    load_signer: SignerLoader,
+    load_root_signer: RootSignerLoader,
+    clock: Clock,
+) -> CrlBundle:
+    """The bundle as ``GET /v1/crls`` serves it, built here (signing what is due, with the keys the
+    loaders give), e.g. to publish beside the truststore.
+
+    Raises ClientError ``crls_incomplete`` naming each CA whose CRL could not be had: a published
+    bundle without it would make every authorizer refuse that CA's certificates.
+    """
+    registry = IssuerRegistry(sessions, load_signer=load_signer, clock=clock)
+    await registry.load()
+    lists = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
+    roots = RootCrls(sessions, load_signer=load_root_signer, clock=clock)
+    bundle = await CrlBundles(sessions, registry=registry, lists=lists, roots=roots, clock=clock).bundle(report=False)
+    if bundle.missing:
+        raise ClientError("no CRL for " + "; ".join(bundle.missing) + "; nothing was published", code="crls_incomplete")
+    return bundle

@@ -15,9 +15,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import select
 
 from ca.files import load_key_file
 from clients.authorizer import RevocationCache, authorize
+from issuer.store.engine import make_engine, make_session_factory
+from issuer.store.models import CaRootCrl
 from tests.integration.test_crls_bundle import load_crls
 from tests.integration.test_publish import BUCKET, REGION
 from tests.integration.test_publish_cli import CONFIG, TARGET, current, env, issuer, moto, one_line_error
@@ -68,7 +72,22 @@ async def test_published_crls_are_what_the_authorizer_enforces(
     assert denied["isAuthorized"] is False and denied["context"]["reason"] == "revoked"  # type: ignore[index]
 
 
+async def stored_root_crls(db_url: str, *, delete: bool = False) -> list[tuple[int, str]]:
+    engine = make_engine(db_url, pool_size=1)
+    try:
+        async with make_session_factory(engine)() as session, session.begin():
+            rows = [(r.crl_number, r.source) for r in (await session.scalars(select(CaRootCrl))).all()]
+            if delete:
+                await session.execute(sql_delete(CaRootCrl))
+    finally:
+        await engine.dispose()
+    return rows
+
+
 async def test_an_offline_root_needs_its_crl_signed_where_its_key_is(tmp_path: Path, env: dict[str, str]) -> None:
+    # `issuer ca init` signed the root's first CRL (its key was there); a deployment from before root
+    # CRLs, whose root key is already offline, has none: that is the case here.
+    assert await stored_root_crls(env["ISSUER_DATABASE_URL"], delete=True) == [(1, "signed")]
     vault = tmp_path / "vault"
     vault.mkdir()
     (tmp_path / "state" / "ca" / "root.key.pem").rename(vault / "root.key.pem")
@@ -81,7 +100,7 @@ async def test_an_offline_root_needs_its_crl_signed_where_its_key_is(tmp_path: P
     signed = issuer("ca", "root-crl", "--key-file", str(vault / "root.key.pem"), "--out", str(out), env=env)
     assert signed.returncode == 0, signed.stderr
     assert (
-        "Signed CRL 1 of the root CN=test.example Root CA" in signed.stdout
+        "Signed CRL 2 of the root CN=test.example Root CA" in signed.stdout
         and "sign the next one before" in signed.stdout
     )
     crl = x509.load_pem_x509_crl(out.read_bytes())
@@ -92,11 +111,11 @@ async def test_an_offline_root_needs_its_crl_signed_where_its_key_is(tmp_path: P
 
     published = issuer("truststore", "publish", TARGET, "--crls-key", "crls.pem", env=env)
     assert published.returncode == 0, published.stderr
-    assert crl_number(load_crls(current("api/crls.pem")["body"])[1]) == 1
+    assert crl_number(load_crls(current("api/crls.pem")["body"])[1]) == 2
 
     # An older copy cannot come back; a CRL made elsewhere with a higher number can be imported.
     again = one_line_error(issuer("ca", "root-crl", "--import", str(out), env=env))
-    assert "CRL number 1" in again and "not above the last one used" in again
+    assert "CRL number 2" in again and "not above the last one used" in again
     elsewhere = tmp_path / "elsewhere.crl"
     elsewhere.write_bytes(_crl_signed_by(root_key, crl.issuer, number=7).public_bytes(serialization.Encoding.DER))
     imported = issuer("ca", "root-crl", "--import", str(elsewhere), "--json", env=env)

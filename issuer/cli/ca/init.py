@@ -7,6 +7,7 @@ from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
 from issuer.cli.ca.guards import refuse_second_init
+from issuer.cli.ca.root_crl import sign_first_root_crls
 from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
 from issuer.durations import format_duration, parse_duration
@@ -65,6 +66,7 @@ def init_ca_files(
     print(f"  issuing: {files.issuing_cert_path} (valid {format_duration(issuing_td)})")
     if registered is not None:
         print(f"  registered as the active issuer (fingerprint {registered.fingerprint_sha256[:16]}…)")
+    sign_first_root_crls(settings)
     if generated:
         print(f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE")
 

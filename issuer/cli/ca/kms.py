@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ca.kms_x509 import KMS_KEY_SPECS
+from issuer.cli.ca.root_crl import sign_first_root_crls
 from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
 from issuer.durations import format_duration, parse_duration
@@ -127,6 +128,7 @@ def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
     for created in done.created_keys:
         print(f"  created KMS key {created}")
     print(f"  registered as the active issuer (fingerprint {done.registered.fingerprint_sha256[:16]}…)")
+    sign_first_root_crls(settings)
     if generated:
         print(f"  passphrase: generated into {generated} (mode 0600); only the root key file uses it")
     print("Next:")

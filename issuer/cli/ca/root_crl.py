@@ -14,7 +14,7 @@ from issuer.cli.output import print_json
 from issuer.durations import parse_duration
 from issuer.settings import Settings
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "sign_first_root_crls"]
 
 _DESCRIPTION = """\
 Every root needs a CRL: chain checkers (openssl verify -crl_check_all, nginx's ssl_crl, the Lambda
@@ -122,3 +122,20 @@ def cmd_root_crl(args: argparse.Namespace, settings: Settings) -> int:
     before = (crl.next_update - timedelta(days=min(14, max((crl.next_update - now()).days // 2, 0)))).date()
     print(f"  every replica serves it in GET /v1/crls; sign the next one before {before.isoformat()}")
     return 0
+
+
+def sign_first_root_crls(settings: Settings) -> None:
+    """After ``issuer ca init``: sign each root's first CRL (its key is here now) and say so."""
+    from issuer.aws.kms import KmsClients
+    from issuer.service.ca.setup import read_passphrase
+    from issuer.service.ca.signers import KeySigners
+    from issuer.service.revocation.root_crls import current_root_crls
+
+    keys = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings), kms=KmsClients())
+    crls = run(with_sessions(settings, lambda s: current_root_crls(s, load_signer=keys.root, clock=now)))
+    for crl in crls:
+        if crl is not None:
+            print(
+                f"  root CRL: number {crl.crl_number}, next update {crl.next_update:%Y-%m-%d}; the service signs the "
+                "next ones while the root key is here (kept offline: `issuer ca root-crl` every few months)"
+            )

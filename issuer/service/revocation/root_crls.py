@@ -48,7 +48,7 @@ from issuer.store import root_crls as store
 from issuer.store.records import IssuerRecord, RootRecord
 from issuer.store.root_crls import RootCrlRecord
 
-__all__ = ["ROOT_CRL_VALIDITY", "RootCrl", "RootCrls", "RootSignerLoader", "root_entries"]
+__all__ = ["ROOT_CRL_VALIDITY", "RootCrl", "RootCrls", "RootSignerLoader", "current_root_crls", "root_entries"]
 
 log = logging.getLogger("issuer.revocation")
 
@@ -286,6 +286,17 @@ class RootCrls:
         async with self._sessions() as session:
             der = await store.root_crl_der(session, root_id=root.id, crl_number=stored.crl_number)
         return None if der is None else _as_root_crl(root, stored, der)
+
+
+async def current_root_crls(
+    sessions: async_sessionmaker[AsyncSession], *, load_signer: RootSignerLoader, clock: Clock
+) -> list[RootCrl | None]:
+    """:meth:`RootCrls.current` for every active root, in registry order (``issuer ca init`` signs the
+    first CRL this way): None for a root whose key is not here and that has no CRL."""
+    async with sessions() as session:
+        roots = [r for r in await registry_store.list_roots(session) if r.state == "active"]
+    crls = RootCrls(sessions, load_signer=load_signer, clock=clock)
+    return [await crls.current(root) for root in roots]
 
 
 def _as_root_crl(root: RootRecord, record: RootCrlRecord, der: bytes) -> RootCrl:

@@ -268,6 +268,17 @@ def expect_refusal(args: list[str], *, env: dict[str, str], what: str) -> None:
     raise DemoFailed(f"{what} was accepted")
 
 
+def expect_openssl_refusal(args: list[str], *, env: dict[str, str], what: str) -> None:
+    """Run openssl expecting it to refuse, saying ``what``."""
+    print(f"    $ {' '.join(shlex.quote(a) for a in [Path(args[0]).name, *args[1:]])}", flush=True)
+    result = subprocess.run(args, env=env, text=True, capture_output=True, timeout=60, check=False)
+    output = (result.stdout + result.stderr).strip()
+    print("      " + output.replace("\n", "\n      "), flush=True)
+    if result.returncode == 0 or what not in output:
+        raise DemoFailed(f"openssl did not refuse with {what!r}")
+    ok(f"refused: {what}")
+
+
 def main() -> int:
     with ExitStack() as stack:
         if WORK.exists():
@@ -458,22 +469,25 @@ def walkthrough(aws: DemoAws) -> int:
             raise DemoFailed(f"the daemon exited {daemon.returncode}; see {WORK / 'daemon.log'}")
         ok("SIGTERM: the daemon stopped cleanly (exit 0)")
 
-        say("Step 11: revocation: API Gateway checks no CRL, so the Lambda authorizer denies revoked serials")
+        say("Step 11: revocation: API Gateway checks no CRL, so the Lambda authorizer enforces the signed CRLs")
         run([issuer, "revoke", "--instance", INSTANCE, "--reason", "keyCompromise"], env=env)
-        revoked_url = f"{server}/v1/revoked"
         for label, path, expected in (("the EC2 instance", ec2, False), ("build-box-1", certs, True)):
-            allowed, reason = decide(path / "cert.pem", revoked_url=revoked_url)
+            allowed, reason = decide(
+                path / "cert.pem", crls_url=f"{server}/v1/crls", truststore_url=f"{server}/v1/truststore"
+            )
             print(
                 f"    authorizer, GET /orders with {label}'s certificate: {'Allow' if allowed else 'Deny'} ({reason})"
             )
             if allowed != expected:
                 raise DemoFailed(f"the authorizer answered {reason} for {label}")
-        ok("the revoked certificate is denied, the other allowed")
-        crl = WORK / "issuing.crl"
-        with urllib.request.urlopen(f"{server}/v1/crl", timeout=5) as resp:
-            crl.write_bytes(resp.read())
-        run(["openssl", "crl", "-inform", "DER", "-in", str(crl), "-CAfile", str(truststore), "-noout"], env=env)
-        ok("GET /v1/crl verifies against the truststore (openssl crl)")
+        ok("the revoked certificate is denied, the other allowed (each CRL verified against the truststore)")
+        crls = WORK / "crls.pem"
+        with urllib.request.urlopen(f"{server}/v1/crls", timeout=5) as resp:
+            crls.write_bytes(resp.read())
+        check_all = ["openssl", "verify", "-crl_check_all", "-CAfile", str(truststore), "-CRLfile", str(crls)]
+        run([*check_all, str(certs / "cert.pem")], env=env)
+        expect_openssl_refusal([*check_all, str(ec2 / "cert.pem")], env=env, what="certificate revoked")
+        ok("GET /v1/crls (the issuing CA's and the root's CRL): openssl verify -crl_check_all agrees")
 
         endpoint = rotate_ca(
             aws,

@@ -1,4 +1,4 @@
-"""Run the API Gateway Lambda authorizer (the deployable file, as is) on events like API Gateway's."""
+"""Run the API Gateway Lambda authorizer (the deployed package, as is) on events like API Gateway's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography import x509
 
-from clients.authorizer import lambda_function
+from clients.authorizer import RevocationCache, authorize
 
 POLICY = {"rules": [{"name": "orders", "routes": ["GET /orders"], "roles": ["onprem", "web-fleet"]}], "default": "deny"}
 
@@ -44,14 +44,22 @@ def http_api_event(cert_pem: str, *, route: str = "GET /orders") -> dict[str, An
     }
 
 
-def decide(cert: Path, *, revoked_url: str) -> tuple[bool, str]:
-    """The authorizer's answer for a request with the certificate in ``cert``: (allowed, reason)."""
-    env = {"ISSUER_REVOKED_URL": revoked_url, "ISSUER_AUTHZ_POLICY": json.dumps(POLICY), "ISSUER_REVOKED_TTL": "1"}
+def decide(cert: Path, *, crls_url: str, truststore_url: str) -> tuple[bool, str]:
+    """The authorizer's answer for a request with the certificate in ``cert``: (allowed, reason).
+
+    It enforces the signed CRLs (``ISSUER_CRLS_URL``), each verified against the truststore.
+    """
+    env = {
+        "ISSUER_CRLS_URL": crls_url,
+        "ISSUER_TRUSTSTORE_URL": truststore_url,
+        "ISSUER_AUTHZ_POLICY": json.dumps(POLICY),
+        "ISSUER_CRLS_TTL": "1",
+    }
     lines: list[str] = []
-    answer = lambda_function.authorize(
+    answer = authorize(
         http_api_event(cert.read_text()),
         env=env,
-        cache=lambda_function.RevocationCache(),
+        cache=RevocationCache(),
         now=datetime.now(UTC),
         log=lambda line: lines.append(str(line)),
     )

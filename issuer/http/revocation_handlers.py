@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from issuer.errors import NotFound
+from issuer.hashing import strong_etag
 from issuer.http.keys import CRLS, REVOCATION_LISTS
 
 __all__ = ["crl", "crls", "etag_matches", "revoked"]
@@ -32,8 +34,16 @@ def _answer(request: web.Request, body: bytes, *, etag: str, content_type: str, 
 
 
 async def crl(request: web.Request) -> web.Response:
-    """The DER CRL of the active issuing CA, or of ``?issuer=<SHA-256 fingerprint prefix>``."""
-    published = await request.app[REVOCATION_LISTS].crl(issuer=request.query.get("issuer"))
+    """The DER CRL of the active issuing CA, or of ``?issuer=<SHA-256 fingerprint prefix>`` — an issuing
+    CA's or a root's."""
+    wanted = request.query.get("issuer")
+    try:
+        published = await request.app[REVOCATION_LISTS].crl(issuer=wanted)
+    except NotFound:
+        root = None if wanted is None else await request.app[CRLS].root_crl(wanted)
+        if root is None:
+            raise
+        return _answer(request, root.der, etag=strong_etag(root.der), content_type=CRL_CONTENT_TYPE, cache="max-age=60")
     return _answer(request, published.der, etag=published.etag, content_type=CRL_CONTENT_TYPE, cache="max-age=60")
 
 

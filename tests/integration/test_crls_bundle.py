@@ -70,6 +70,13 @@ async def test_the_bundle_holds_every_issuing_ca_and_the_root_with_a_strong_etag
         assert again.status == 304 and again.headers["ETag"] == etag
         _, same, _ = await get_crls(h)
         assert same == body  # nothing was due: the stored CRLs, not new ones
+        # GET /v1/crl?issuer= takes a root's fingerprint too (it answered 404 before).
+        fingerprint = root.fingerprint(hashes.SHA256()).hex()
+        single = await h.client.get(f"/v1/crl?issuer={fingerprint[:12]}")
+        assert single.status == 200 and single.headers["Content-Type"] == "application/pkix-crl"
+        assert await single.read() == root_crl.public_bytes(serialization.Encoding.DER)
+        unknown = await h.client.get(f"/v1/crl?issuer={'0' * 16}")
+        assert unknown.status == 404 and (await unknown.json(content_type=None))["code"] == "issuer_not_found"
 
 
 async def test_replicas_serve_the_same_bundle(tmp_path: Path, pg_url: str) -> None:

@@ -27,12 +27,13 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.errors import CAError
-from issuer.errors import ClientError, IssuerError
+from issuer.errors import ClientError, IssuerError, NotFound
 from issuer.hashing import strong_etag
+from issuer.service.ca.lifecycle import fingerprint_prefix
 from issuer.service.ca.registry import IssuerRegistry, SignerLoader
 from issuer.service.issuance.model import Clock
 from issuer.service.revocation.lists import RevocationLists
-from issuer.service.revocation.root_crls import RootCrls, RootSignerLoader
+from issuer.service.revocation.root_crls import RootCrl, RootCrls, RootSignerLoader
 from issuer.store import issuers as registry_store
 
 __all__ = ["BundledCrl", "CrlBundle", "CrlBundles", "export_crls"]
@@ -111,6 +112,23 @@ class CrlBundles:
             self._report(missing)
         body = b"".join(blocks)
         return CrlBundle(body=body, etag=strong_etag(body), crls=tuple(crls), missing=tuple(missing))
+
+    async def root_crl(self, prefix: str) -> RootCrl | None:
+        """The current CRL of the active root whose fingerprint starts with ``prefix``; None when no
+        root (or several) matches. Raises NotFound ``crl_not_found`` for a root without a CRL."""
+        wanted = fingerprint_prefix(prefix)
+        async with self._sessions() as session:
+            roots = [r for r in await registry_store.list_roots(session) if r.state == "active"]
+        matching = [r for r in roots if r.fingerprint_sha256.startswith(wanted)]
+        if len(matching) != 1:
+            return None
+        crl = await self._roots.current(matching[0])
+        if crl is None:
+            raise NotFound(
+                f"the root {matching[0].subject} has no CRL yet (its key is offline: `issuer ca root-crl`)",
+                code="crl_not_found",
+            )
+        return crl
 
     def _report(self, missing: Sequence[str]) -> None:
         if tuple(missing) != self._reported:  # once per change, not on every request

@@ -9,6 +9,8 @@ usable CRL of the chain is revoked; otherwise at least one path to a root must b
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -16,11 +18,12 @@ from typing import Final
 from cryptography import x509
 
 from .crls import AcceptedCrl, CrlMemory
-from .truststore import Truststore
+from .truststore import TrustedCa, Truststore
 
 __all__ = ["ChainVerdict", "check_chain"]
 
 _MAX_DEPTH: Final = 4  # API Gateway's longest truststore chain
+_SEEN_ISSUERS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +61,24 @@ def check_chain(
     ttl: float,
     grace: float,
     source_error: str = "",
+    seen_issuers: MutableMapping[tuple[str, bytes], tuple[TrustedCa, ...]] | None = None,
 ) -> ChainVerdict:
     """The verdict on the certificate ``der`` at ``now``; ``source_error`` (why the bundle could not
-    be refreshed) is added to the detail of a CRL that went stale."""
+    be refreshed) is added to the detail of a CRL that went stale. ``seen_issuers`` remembers which
+    truststore CAs signed a certificate (by truststore and certificate digest): machines call again
+    and again with the same certificate, and a signature check is the costliest step."""
     try:
         leaf = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         return ChainVerdict(False, "cert_malformed", f"the certificate does not parse: {exc}")
-    issuers = truststore.issuers_of(leaf)
+    key = (truststore.digest, hashlib.sha256(der).digest())
+    issuers = seen_issuers.get(key) if seen_issuers is not None else None
+    if issuers is None:
+        issuers = truststore.issuers_of(leaf)
+        if seen_issuers is not None:
+            if len(seen_issuers) >= _SEEN_ISSUERS:
+                seen_issuers.pop(next(iter(seen_issuers)))  # the oldest first
+            seen_issuers[key] = issuers
     if not issuers:
         detail = f"no CA in the truststore signed it (issuer {leaf.issuer.rfc4514_string()})"
         return ChainVerdict(False, "issuer_unknown", detail)

@@ -16,7 +16,7 @@ from .crls import CrlMemory, describe_crl_bundle, parse_crl_bundle
 from .revoked_json import describe_revocation_list, parse_revocation_document
 from .settings import Fetching, Settings
 from .sources import Events, Log, SourceCache, log_line
-from .truststore import describe_truststore, parse_truststore
+from .truststore import TrustedCa, describe_truststore, parse_truststore
 
 __all__ = ["RevocationCache", "RevocationOutcome"]
 
@@ -57,6 +57,7 @@ class RevocationCache:
             Events("truststore_fetched", "truststore_not_modified", "truststore_source_failed", "truststore_invalid"),
         )
         self.memory = CrlMemory()
+        self._seen_issuers: dict[tuple[str, bytes], tuple[TrustedCa, ...]] = {}
         self._warned: set[str] = set()
 
     def check(self, cert: ClientCertificate, settings: Settings, *, now: datetime, log: Log) -> RevocationOutcome:
@@ -114,6 +115,7 @@ class RevocationCache:
             ttl=crls.ttl,
             grace=crls.max_stale,
             source_error=bundle.error,
+            seen_issuers=self._seen_issuers,
         )
         state = "stale" if "stale" in (verdict.state, trusted.state, bundle.state) else "fresh"
         if not verdict.allowed:

@@ -179,6 +179,7 @@ def report(done: Revocation) -> None:
         print("Dry run: nothing was changed.")
     elif done.revoked:
         print(
-            "They are on the CRL (GET /v1/crl) and the revocation list (GET /v1/revoked) now; Lambda "
-            f"authorizers refuse them within their ISSUER_REVOKED_TTL. Audit request id {done.request_id}."
+            "They are on the CRLs (GET /v1/crls) and the revocation list (GET /v1/revoked) now; Lambda "
+            "authorizers refuse them within their ISSUER_CRLS_TTL (reading S3: once `issuer truststore publish "
+            f"--crls-key` has run). Audit request id {done.request_id}."
         )

@@ -8,7 +8,7 @@ The CRLs and truststore are served over real HTTP on 127.0.0.1; time is passed i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,11 +18,14 @@ from cryptography import x509
 from tests.support.authorizer_pki import CrlServer, Pki, crl, crl_server, make_pki, pem_of, tampered
 from tests.unit.test_authorizer import Harness, allowed, http_event, rest_event
 
-T0 = datetime.now(UTC)
+Clock = Callable[[float], datetime]
 
 
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+@pytest.fixture
+def at() -> Clock:
+    """Seconds from the test's start (leaves are valid from a minute before they are made)."""
+    start = datetime.now(UTC)
+    return lambda seconds: start + timedelta(seconds=seconds)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,7 @@ def test_a_foreign_crl_is_refused(server: CrlServer, pki: Pki, revoked: x509.Cer
 
 
 def test_a_rolled_back_crl_is_refused_served_stale_for_the_grace_then_denied(
-    server: CrlServer, pki: Pki, revoked: x509.Certificate
+    server: CrlServer, pki: Pki, revoked: x509.Certificate, at: Clock
 ) -> None:
     authz = Harness(server.env(ISSUER_CRLS_TTL="60", ISSUER_CRLS_MAX_STALE="600"))
     good = pki.leaf()
@@ -113,9 +116,9 @@ def test_a_rolled_back_crl_is_refused_served_stale_for_the_grace_then_denied(
     assert context["reason"] == "crl_rolled_back" and "lower than 5" in context["detail"]
 
 
-def test_an_expired_crl_is_used_within_the_grace_then_refused(server: CrlServer, pki: Pki) -> None:
+def test_an_expired_crl_is_used_within_the_grace_then_refused(server: CrlServer, pki: Pki, at: Clock) -> None:
     good = pki.leaf()
-    expired = crl(pki.issuing, this_update=T0 - timedelta(hours=1), next_update=T0 - timedelta(seconds=100))
+    expired = crl(pki.issuing, this_update=at(-3600), next_update=at(-100))
     server.crls = pem_of(expired) + pem_of(crl(pki.root))
     authz = Harness(server.env(ISSUER_CRLS_TTL="60", ISSUER_CRLS_MAX_STALE="300"))
     assert allowed(authz(rest_event(good), now=at(0)))
@@ -127,7 +130,7 @@ def test_an_expired_crl_is_used_within_the_grace_then_refused(server: CrlServer,
     assert deny_context(fresh(rest_event(good), now=at(0)))["reason"] == "crl_expired"  # refused on arrival
 
 
-def test_a_failing_source_is_ridden_out_for_the_grace_then_denied(server: CrlServer, pki: Pki) -> None:
+def test_a_failing_source_is_ridden_out_for_the_grace_then_denied(server: CrlServer, pki: Pki, at: Clock) -> None:
     good = pki.leaf()
     authz = Harness(server.env(ISSUER_CRLS_TTL="60", ISSUER_CRLS_MAX_STALE="300"))
     assert allowed(authz(rest_event(good), now=at(0)))

@@ -179,6 +179,18 @@ def test_alarms_cover_the_service_metrics(template: dict[str, Any]) -> None:
             assert alarm["MetricName"] in filters, alarm["MetricName"]
 
 
+def test_first_deployment_and_upgrades_keep_the_order(template: dict[str, Any]) -> None:
+    """No replica before migrate has run; one-off tasks can take a new image before the service does."""
+    resources, parameters = template["Resources"], template["Parameters"]
+    assert parameters["DesiredCount"]["Default"] == 0
+    assert resources["ServeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Image"] == {"Ref": "ImageUri"}
+    separate = {"Fn::If": ["SeparateTaskImage", {"Ref": "TaskImageUri"}, {"Ref": "ImageUri"}]}
+    for task in ("MigrateTaskDefinition", "CaInitTaskDefinition", "PublishTaskDefinition", "ChecksTaskDefinition"):
+        assert resources[task]["Properties"]["ContainerDefinitions"][0]["Image"] == separate, task
+    deployment = resources["Service"]["Properties"]["DeploymentConfiguration"]
+    assert deployment["MinimumHealthyPercent"] == 100 and deployment["DeploymentCircuitBreaker"]["Rollback"]
+
+
 @dataclass(frozen=True, slots=True)
 class MotoStack:
     server: MotoServer
@@ -225,7 +237,7 @@ def stack(template: dict[str, Any]) -> Iterator[MotoStack]:
             "VpcId": vpc, "LoadBalancerSubnetIds": subnets, "ServiceSubnetIds": subnets,
             "ImageUri": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/aws-machine-issuer:0.1.0",
             "IssuerDomainName": "issuer.example.org", "IssuerCertificateArn": certificate["CertificateArn"],
-            "AuthorizerCodeBucket": "artefacts",
+            "AuthorizerCodeBucket": "artefacts", "DesiredCount": "2",
         }  # fmt: skip
         # moto's CloudFormation makes every AWS::KMS::Key symmetric whatever its KeySpec: the two CA
         # keys are made through the KMS API with the template's own properties and stand in for them.

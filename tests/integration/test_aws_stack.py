@@ -273,6 +273,7 @@ def stack(template: dict[str, Any]) -> Iterator[MotoStack]:
         )
 
 
+@pytest.mark.slow
 def test_stack_creates_in_moto(stack: MotoStack, template: dict[str, Any]) -> None:
     dropped_types = {template["Resources"][name]["Type"] for name in stack.dropped}
     assert dropped_types == NOT_IN_MOTO | {"AWS::KMS::Key"}
@@ -335,6 +336,7 @@ def _run_task(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_one_off_tasks_run_against_the_stack(stack: MotoStack, empty_db: str, tmp_path: Path) -> None:
     scratch = tmp_path / "run"

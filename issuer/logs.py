@@ -27,7 +27,7 @@ class JsonFormatter(logging.Formatter):
         client_id = client_request_id_var.get()
         if client_id:
             entry["client_request_id"] = client_id
-        for key in ("method", "path", "status", "duration_ms", "remote"):
+        for key in ("method", "path", "status", "code", "duration_ms", "remote"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

@@ -21,6 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from issuer.aws.failures import Hint, aws_failure
 from issuer.aws.sessions import default_client, error_code
+from issuer.errors import ClientError as IssuerClientError
+from issuer.errors import NotFound
 
 __all__ = ["S3Location", "S3Objects", "StoredObject", "Versioning", "s3_client"]
 
@@ -126,6 +128,34 @@ class S3Objects:
         return StoredObject(
             version_id=reply.get("VersionId"), etag=str(reply.get("ETag", "")), sha256=digest, size=size
         )
+
+    def read(self, location: S3Location, *, version_id: str | None, max_bytes: int) -> bytes:
+        """The bytes of one version of the object (``version_id`` None: the current one).
+
+        Raises NotFound ``s3_object_not_found`` when that version (or the object) does not exist,
+        ClientError ``s3_object_too_large`` when it is larger than ``max_bytes``.
+        """
+        extra = {"VersionId": version_id} if version_id not in (None, "null") else {}
+        try:
+            reply = self._client.get_object(Bucket=location.bucket, Key=location.key, **extra)
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "NoSuchVersion", "404"):
+                version = f" version {version_id}" if extra else ""
+                raise NotFound(f"{location.uri}{version} does not exist", code="s3_object_not_found") from exc
+            raise aws_failure(exc, call="s3:GetObject", resource=location.uri, hints=_GET_HINTS) from exc
+        except BotoCoreError as exc:
+            raise aws_failure(exc, call="s3:GetObject", resource=location.uri) from exc
+        body = reply["Body"]
+        try:
+            if int(reply.get("ContentLength", 0)) > max_bytes:
+                raise IssuerClientError(
+                    f"{location.uri} is larger than {max_bytes} bytes: not a truststore", code="s3_object_too_large"
+                )
+            return bytes(body.read(max_bytes + 1)[:max_bytes])
+        except (ClientError, BotoCoreError) as exc:
+            raise aws_failure(exc, call="s3:GetObject", resource=location.uri) from exc
+        finally:
+            body.close()
 
     def put(
         self, location: S3Location, body: bytes, *, content_type: str, replacing: StoredObject | None

@@ -7,6 +7,7 @@ retries. botocore's standard endpoint settings apply (``AWS_ENDPOINT_URL``,
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,10 +39,14 @@ def client_config(*, connect_timeout: float = 2.0, read_timeout: float = 5.0, ma
 def default_client(service: str, *, region: str | None = None, read_timeout: float) -> Any:
     """A boto3 client for ``service`` from the default credential chain, bounded by :func:`client_config`.
 
-    botocore's endpoint settings (``AWS_ENDPOINT_URL*``) apply. Raises the one-line error of
+    The region is ``region``, else ``AWS_REGION``, else ``AWS_DEFAULT_REGION`` or the profile's, as
+    the AWS CLI picks it. botocore's endpoint settings (``AWS_ENDPOINT_URL*``) apply. Raises the one-line error of
     :func:`~issuer.aws.failures.aws_failure` when boto3 cannot make it (no region, an unknown
     ``AWS_PROFILE``).
     """
+    # botocore reads AWS_DEFAULT_REGION and the profile but not AWS_REGION, which the AWS CLI v2
+    # and the other SDKs (and every Lambda/ECS task) set: honour it the way the AWS CLI does.
+    region = region or os.environ.get("AWS_REGION") or None
     try:
         session = boto3.session.Session()
         return session.client(service, region_name=region, config=client_config(read_timeout=read_timeout))

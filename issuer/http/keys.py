@@ -28,3 +28,5 @@ CRLS = web.AppKey("crls", CrlBundles)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)
+# The problem code of an error response, for its access log line.
+PROBLEM_CODE = web.ResponseKey("problem_code", str)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ca.errors import CAError
 from issuer.errors import IssuerError
-from issuer.http.keys import CLIENT_REQUEST_ID, REQUEST_ID
+from issuer.http.keys import CLIENT_REQUEST_ID, PROBLEM_CODE, REQUEST_ID
 from issuer.logs import client_request_id_var, request_id_var
 from issuer.service.faults import as_service_error
 
@@ -54,7 +54,12 @@ def problem(
     headers = {"X-Request-ID": request_id}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers)
+    response = web.Response(
+        status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
+    )
+    # The access log line carries the code, so log-based metrics can count refusals by reason.
+    response[PROBLEM_CODE] = code
+    return response
 
 
 def new_request_id() -> str:
@@ -120,19 +125,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                 detail="The service failed to handle the request; the request id is in its log.",
                 request_id=request_id,
             )
-    access_log.info(
-        "%s %s %s",
-        request.method,
-        request.path,
-        response.status,
-        extra={
-            "method": request.method,
-            "path": request.path,
-            "status": response.status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            "remote": request.remote,
-        },
-    )
+    extra: dict[str, object] = {
+        "method": request.method,
+        "path": request.path,
+        "status": response.status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "remote": request.remote,
+    }
+    problem_code = response.get(PROBLEM_CODE)
+    if problem_code is not None:
+        extra["code"] = problem_code
+    access_log.info("%s %s %s", request.method, request.path, response.status, extra=extra)
     request_id_var.reset(token)
     client_request_id_var.reset(client_token)
     return response

@@ -60,7 +60,7 @@ def test_init_with_a_new_kms_key_then_serve_with_no_passphrase_and_no_key_file(
     (arn,) = set(kms_arns(shown))
     assert f"created KMS key {arn}" in shown and "registered as the active issuer" in shown
     assert "passphrase: generated into" in shown and f"kms:Sign and kms:GetPublicKey on {arn}" in shown
-    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "root.key.pem", "root.pem"]
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "registered.json", "root.key.pem", "root.pem"]
     (only,) = ca_status(env)["issuers"]
     assert only["key_ref"] == f"kms:{arn}" and only["phase"] == "active"
     assert "the CA registry already has an issuing CA" in one_line_error(
@@ -96,7 +96,7 @@ def test_kms_root_and_rotation_through_the_cli(tmp_path: Path, env: dict[str, st
     root_arn, first_arn = root["key_ref"].removeprefix("kms:"), first["key_ref"].removeprefix("kms:")
     assert {root_arn, first_arn} <= set(kms_arns(shown)) and root["key"] == root["key_ref"]
     assert "passphrase: generated" not in shown and not (tmp_path / "state" / "ca-passphrase").exists()
-    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "root.pem"]
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "registered.json", "root.pem"]
     root_cert = x509.load_pem_x509_certificate((ca_dir / "root.pem").read_bytes())
     assert root_cert.public_key().key_size == 384  # type: ignore[union-attr]
 

@@ -37,6 +37,20 @@ def add_parsers(ca: Any) -> None:
     init.set_defaults(handler=cmd_init)
     show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
     show.set_defaults(handler=cmd_show)
+    adopt = ca.add_parser(
+        "adopt",
+        help="register the CA files in an empty database on purpose (a lost database)",
+        description="Register the CA in <state_dir>/ca in this database's empty registry although it was "
+        "registered in another database before — what `issuer serve` and `ca init` refuse to do on their own "
+        "(`ca_registered_before`). Use it only when that database is gone for good: its revocations, join "
+        "tokens, instance bindings and history are not in the files and stay lost, and certificates it "
+        "issued keep verifying until they expire. Prefer restoring the database backup. An issuing CA the "
+        "directory records as retired is never made active again: only the roots are registered then, and "
+        "you rotate (`issuer ca rotate`, `issuer ca activate`).",
+        epilog="example: issuer ca adopt --yes",
+    )
+    adopt.add_argument("--yes", action="store_true", help="confirm: the old database is lost and not coming back")
+    adopt.set_defaults(handler=cmd_adopt)
 
 
 def init_ca_files(
@@ -100,4 +114,31 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"files:      {info.directory} (root key {'present' if info.root_key_present else 'absent'})")
     # After a rotation the files above are the CA of `ca init`; the registry says which issuer signs.
     print("registry:   `issuer ca status` shows which issuing CA signs and what the truststore holds")
+    return 0
+
+
+def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.service.ca.register import adopt_file_ca
+
+    if not args.yes:
+        raise fail(
+            "adopting registers these CA files without the database they belonged to (its revocations are lost); "
+            "restore the database backup instead, or confirm with --yes",
+            code="usage",
+            exit_status=2,
+        )
+    ensure_schema(settings)
+    done = run(with_sessions(settings, lambda s: adopt_file_ca(s, ca_dir=settings.ca_dir, now=now())))
+    print(f"Adopted the CA in {settings.ca_dir}: {done.roots} root(s) registered.")
+    if done.issuer is not None:
+        print(f"  active issuer: {done.issuer.subject} ({done.issuer.fingerprint_sha256[:16]}…)")
+    if done.retired_issuer is not None:
+        print(
+            f"  not registered: the issuing CA {done.retired_issuer[:16]}… was retired; "
+            "run `issuer ca rotate` then `issuer ca activate` to sign again"
+        )
+    print(
+        "warning: the old database's revocations are not known here: revoke again what was revoked "
+        "(`issuer revoke`), and re-create join tokens"
+    )
     return 0

@@ -30,7 +30,15 @@ if TYPE_CHECKING:
     from issuer.service.ca.publish import PublishResult
     from issuer.store.records import IssuerRecord
 
-__all__ = ["add_publish_options", "check_publish_options", "publish", "publish_gate", "say_published"]
+__all__ = [
+    "activation_gate",
+    "add_publish_options",
+    "check_publish_options",
+    "domain_gate",
+    "publish",
+    "publish_gate",
+    "say_published",
+]
 
 
 def add_publish_options(parser: Any) -> None:
@@ -43,13 +51,21 @@ def add_publish_options(parser: Any) -> None:
     )
     parser.add_argument("--domain", metavar="NAME", help="with --publish: the API Gateway custom domain to update")
     parser.add_argument("--api", choices=("rest", "http"), help="with --domain: the domain's API type")
-    parser.add_argument("--region", help="with --publish: AWS region (default: the usual AWS settings)")
+    parser.add_argument(
+        "--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's, as the AWS CLI)"
+    )
 
 
-def check_publish_options(args: argparse.Namespace) -> None:
-    """Refuse option combinations that cannot work, before anything changes (exit 2)."""
-    if args.publish is None and (args.domain or args.api or args.region):
+def check_publish_options(args: argparse.Namespace, *, domain_alone: bool = False) -> None:
+    """Refuse option combinations that cannot work, before anything changes (exit 2).
+
+    ``domain_alone``: ``--domain`` (with ``--api``) may come without ``--publish`` (``ca activate``
+    then only checks what the domain serves).
+    """
+    if args.publish is None and not domain_alone and (args.domain or args.api or args.region):
         raise fail("--domain, --api and --region go with --publish s3://BUCKET/KEY", exit_status=2)
+    if args.publish is None and domain_alone and args.region and not args.domain:
+        raise fail("--region goes with --publish or --domain", exit_status=2)
     check_domain_and_api(args)
 
 
@@ -92,6 +108,54 @@ def publish_gate(
                 f"{record.fingerprint_sha256[:16]}` with the same --publish again (or --force)",
                 code="truststore_just_published",
             )
+
+    return gate
+
+
+def activation_gate(
+    sessions: Sessions, args: argparse.Namespace, *, now: datetime
+) -> Callable[[IssuerRecord], Awaitable[None]] | None:
+    """What ``ca activate`` checks last before switching: ``--publish`` (:func:`publish_gate`), then
+    with ``--domain`` what the domain really serves (:func:`domain_gate`). None when neither was asked."""
+    steps = []
+    if args.publish is not None:
+        steps.append(publish_gate(sessions, args, now=now))
+    if args.domain is not None:
+        steps.append(domain_gate(args))
+    if not steps:
+        return None
+
+    async def gate(record: IssuerRecord) -> None:
+        for step in steps:
+            await step(record)
+
+    return gate
+
+
+def domain_gate(args: argparse.Namespace) -> Callable[[IssuerRecord], Awaitable[None]]:
+    """Refuse the switch (Conflict ``domain_truststore_stale``) unless ``--domain`` serves the new issuer.
+
+    Reads the domain's live truststore URI and version from API Gateway and that object version from
+    S3. With ``--force`` a stale domain is reported as a warning and the switch goes on.
+    """
+
+    async def gate(record: IssuerRecord) -> None:
+        from issuer.errors import IssuerError
+        from issuer.service.ca.cutover import domain_serves, require_issuer
+
+        print(f"Checking what custom domain {args.domain} serves:", flush=True)
+        served = await domain_serves(record, domain=args.domain, api=args.api, region=args.region)
+        version = served.version or "(latest at its last update)"
+        held = "holds" if served.holds_issuer else "does NOT hold"
+        print(f"  {served.uri} version {version}: {served.certificates} certificates, {held} the new issuer")
+        for warning in served.warnings:
+            print(f"  API Gateway warning: {warning}")
+        try:
+            require_issuer(served, record)
+        except IssuerError as exc:
+            if not args.force:
+                raise
+            print(f"warning: --force: {exc.detail}", file=sys.stderr)
 
     return gate
 

@@ -13,7 +13,13 @@ from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
 from issuer.cli.ca import status as ca_status
-from issuer.cli.ca.publish import add_publish_options, check_publish_options, publish, publish_gate, say_published
+from issuer.cli.ca.publish import (
+    activation_gate,
+    add_publish_options,
+    check_publish_options,
+    publish,
+    say_published,
+)
 from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
 from issuer.cli.output import print_json
@@ -43,7 +49,10 @@ API Gateway checks client certificates against ITS truststore (the S3 object), n
 service: upload the truststore that holds the new issuer (`issuer truststore publish`) and let the
 domain pick it up BEFORE activating, or new leaves are refused with 403. With --publish this
 command publishes first and switches only if S3 (and --domain) already held that truststore;
-otherwise it stops, and the same command run again once the domain uses it switches.
+otherwise it stops, and the same command run again once the domain uses it switches. With
+--domain NAME --api rest|http (with or without --publish) it reads what the domain really serves
+(API Gateway's truststore URI and pinned version, then that object version from S3) and refuses
+until it holds the new issuer (--force to override).
 
 Refuses an issuer that expires within the longest role max_ttl (its leaves would be cut short)
 unless --force. Naming the fingerprint of the previous issuer rolls back to it.
@@ -91,13 +100,14 @@ def add_parsers(ca: Any) -> None:
         help="switch signing to a prepared issuer",
         description=_ACTIVATE,
         formatter_class=raw,
-        epilog="example: issuer truststore export --out ts.pem && aws s3 cp ts.pem s3://b/ts.pem && issuer ca activate",
+        epilog="example: issuer ca activate --publish s3://truststores/api.pem --domain api.example.com --api rest",
     )
     activate.add_argument("fingerprint", nargs="?", metavar="FINGERPRINT", help="default: the only prepared issuer")
     activate.add_argument(
         "--force",
         action="store_true",
-        help="activate even if it expires within the max TTL, or --publish had to upload just now",
+        help="activate even if it expires within the max TTL, --publish had to upload just now, "
+        "or --domain does not serve it yet",
     )
     add_publish_options(activate)
     activate.set_defaults(handler=cmd_activate)
@@ -247,7 +257,7 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.setup import read_passphrase
     from issuer.service.ca.signers import KeySigners
 
-    check_publish_options(args)
+    check_publish_options(args, domain_alone=True)
     ensure_schema(settings)
     signers = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
     at = now()
@@ -260,7 +270,7 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
                 now=at,
                 min_validity=_max_ttl(settings),
                 load_signer=signers,
-                before_switch=publish_gate(s, args, now=at) if args.publish else None,
+                before_switch=activation_gate(s, args, now=at),
                 force=args.force,
             ),
         )
@@ -297,6 +307,7 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.lifecycle import short
+    from issuer.service.ca.marker import MARKER_NAME, note_retired
     from issuer.service.ca.rotation import retire
 
     check_publish_options(args)
@@ -313,6 +324,9 @@ def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
         print(f"warning: forced past: {done.overridden}")
     record = done.issuer
     print(f"Retired {record.subject} ({short(record.fingerprint_sha256)}).")
+    # The CA directory remembers it too, so no restore of these files makes it sign again.
+    if note_retired(settings.ca_dir, record.fingerprint_sha256, now=now()):
+        print(f"Recorded in {settings.ca_dir / MARKER_NAME}: a restore never makes it active again.")
     print(f"Every replica drops it from GET /v1/truststore within {format_duration(settings.registry_refresh)}.")
     if not _publish_after(args, settings):
         print("Next: issuer truststore export --out truststore.pem, and upload it as API Gateway's truststore.")

@@ -37,6 +37,7 @@ from ca.kms_setup import KmsAdminClient, KmsCertifiedKey, create_issuing_for_kms
 from ca.kms_x509 import KMS_KEY_SPECS, KmsKeySpec
 from issuer.aws.kms import is_key_arn
 from issuer.errors import ClientError
+from issuer.service.ca.marker import Marker, database_of, write_marker
 from issuer.service.ca.register import (
     RegisteredCA,
     add_issuer_certificate,
@@ -300,6 +301,9 @@ async def init_kms_ca(
     if root is not None:
         written.append(write_certificates(files.root_cert_path, [certified_root.certificate]))
     written.append(write_certificates(files.issuing_cert_path, [certificate]))
+    # The directory now names a registered CA: serving it against an empty database is refused.
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
+    write_marker(ca_dir, Marker(issuer=fingerprint, registered_at=now.isoformat(), database=database_of(sessions)))
     return KmsCA(
         registered=registered,
         root=certified_root.certificate,

@@ -24,15 +24,18 @@ from ca.kms_client import kms_public_key, same_public_key
 from ca.kms_setup import KmsCertifiedKey
 from issuer.errors import ClientError, ConfigError
 from issuer.service.ca.lifecycle import match_fingerprint
+from issuer.service.ca.marker import Marker, database_of, read_marker, write_marker
 from issuer.service.ca.signers import KMS_PREFIX, KmsClientSource, file_key_ref, kms_key_arn, resolve_file_ref
 from issuer.store import issuers as store
 from issuer.store.records import IssuerRecord, RootRecord
 
 __all__ = [
+    "Adoption",
     "RegisteredCA",
     "activate_issuer",
     "add_issuer_certificate",
     "add_root_certificate",
+    "adopt_file_ca",
     "change_stamp",
     "insert_prepared",
     "load_kms_root",
@@ -60,47 +63,105 @@ async def register_file_ca(
     The path from a CA made on disk (``issuer ca init``, the embedded default, a
     deployment from before the registry) into the registry. Returns what was
     registered, or None when the registry already had issuers (it is then the source
-    of truth and the files are only a key store). Raises ``CAStateError`` when the
-    files are missing or damaged.
+    of truth and the files are only a key store). Either way the directory is marked
+    as registered (:mod:`issuer.service.ca.marker`).
+
+    Raises ConfigError ``ca_registered_before`` when the registry is empty but the directory's CA
+    was registered before — a lost database or the wrong one: restore it, or adopt the files on
+    purpose (:func:`adopt_file_ca`). Raises ``CAStateError`` when the files are missing or damaged.
     """
     try:
-        return await _register_file_ca(sessions, ca_dir=ca_dir, now=now)
+        return (await _register_file_ca(sessions, ca_dir=ca_dir, now=now, adopt=False)).issuer
     except IntegrityError:
         # Another process (a worker, a replica) registered it at the same moment: the registry
         # is filled, which is all this wanted.
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """What :func:`adopt_file_ca` registered."""
+
+    roots: int
+    issuer: RegisteredCA | None
+    retired_issuer: str | None  # the directory's issuer, not registered because it was retired
+
+
+async def adopt_file_ca(sessions: async_sessionmaker[AsyncSession], *, ca_dir: Path, now: datetime) -> Adoption:
+    """Register the CA files of ``ca_dir`` in an empty registry even though they were registered elsewhere before.
+
+    The explicit way past ``ca_registered_before`` (``issuer ca adopt``): for a database that is
+    really lost. An issuer the directory's marker records as retired is never made active again —
+    only the roots are registered then, and the operator rotates. Raises ClientError
+    ``registry_not_empty`` when the registry already holds an issuer.
+    """
+    return await _register_file_ca(sessions, ca_dir=ca_dir, now=now, adopt=True)
+
+
 async def _register_file_ca(
-    sessions: async_sessionmaker[AsyncSession], *, ca_dir: Path, now: datetime
-) -> RegisteredCA | None:
+    sessions: async_sessionmaker[AsyncSession], *, ca_dir: Path, now: datetime, adopt: bool
+) -> Adoption:
     roots, issuing = load_ca_certificates(ca_dir)
     files = CAFiles.at(ca_dir)
     certificate, chain = issuing[0], issuing[1:]
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
+    marker = read_marker(ca_dir)
+    if marker is not None and marker.issuer and marker.issuer != fingerprint:
+        marker = None  # the files were made anew (`ca init --force`): that marker was about another CA
+    retired = marker is not None and fingerprint in marker.retired
+    result = Adoption(roots=0, issuer=None, retired_issuer=None)
     async with sessions() as session, session.begin():
-        registered = bool(await store.list_issuers(session))
-        if registered and await store.list_roots(session):
-            return None
-        # A registry from before roots were kept in the database gets its roots from the files.
-        for index, root in enumerate(roots):
-            await add_root_certificate(
+        issuers = await store.list_issuers(session)
+        if issuers and adopt:
+            raise ClientError(
+                "the CA registry of this database already has issuers: there is nothing to adopt "
+                "(see `issuer ca status`)",
+                code="registry_not_empty",
+            )
+        if not issuers and marker is not None and not adopt:
+            raise ConfigError(
+                f"the CA in {ca_dir} was registered in a database before ({marker.database}, "
+                f"{marker.registered_at}) but this database has no CA registry: restoring the CA files "
+                "without the database would lose every revocation and could re-activate a retired issuer. "
+                "Restore the database backup (README: Backup and restore), or if that database is gone "
+                "for good adopt the files on purpose with `issuer ca adopt`",
+                code="ca_registered_before",
+            )
+        if not issuers or not await store.list_roots(session):
+            # A registry from before roots were kept in the database gets its roots from the files.
+            for index, root in enumerate(roots):
+                await add_root_certificate(
+                    session,
+                    root,
+                    # Only the first (current) root's key is in root.key.pem.
+                    key_ref=file_key_ref(files.root_key_path, ca_dir=ca_dir) if index == 0 else None,
+                    now=now,
+                )
+            result = Adoption(roots=len(roots), issuer=None, retired_issuer=None)
+        if not issuers and not retired:
+            issuer_id = await add_issuer_certificate(
                 session,
-                root,
-                # Only the first (current) root's key is in root.key.pem.
-                key_ref=file_key_ref(files.root_key_path, ca_dir=ca_dir) if index == 0 else None,
+                certificate,
+                chain=chain,
+                key_ref=file_key_ref(files.issuing_key_path, ca_dir=ca_dir),
+                state="active",
                 now=now,
             )
-        if registered:
-            return None
-        issuer_id = await add_issuer_certificate(
-            session,
-            certificate,
-            chain=chain,
-            key_ref=file_key_ref(files.issuing_key_path, ca_dir=ca_dir),
-            state="active",
-            now=now,
+            result = Adoption(roots=result.roots, issuer=registered_ca(issuer_id, certificate), retired_issuer=None)
+        elif not issuers:
+            result = Adoption(roots=result.roots, issuer=None, retired_issuer=fingerprint)
+        known = not issuers or any(r.fingerprint_sha256 == fingerprint for r in issuers)
+    if known and (marker is None or adopt):
+        write_marker(
+            ca_dir,
+            Marker(
+                issuer=fingerprint,
+                registered_at=now.isoformat(),
+                database=database_of(sessions),
+                retired=marker.retired if marker is not None else {},
+            ),
         )
-    return registered_ca(issuer_id, certificate)
+    return result
 
 
 def load_root_key(

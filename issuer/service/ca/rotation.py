@@ -137,7 +137,8 @@ async def rotate_issuer(
     async with sessions() as session:
         issuers = await store.list_issuers(session)
         roots = await store.list_roots(session)
-    if not issuers:
+    if not roots:
+        # Roots without issuers are fine: `issuer ca adopt` leaves a retired issuer out, and this rotates.
         raise ConfigError("the CA registry is empty; create a CA with `issuer ca init` first")
     pending = [r for r in issuers if phase_of(r, now=now) == "prepared"]
     if pending and not force:

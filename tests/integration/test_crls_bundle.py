@@ -11,15 +11,19 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import select
 
 from ca.files import load_key_file
 from ca.signer import LocalFileSigner
+from issuer.errors import ClientError
 from issuer.http.keys import CRLS, REGISTRY
 from issuer.service.ca.register import activate_issuer
 from issuer.service.ca.rotation import retire
+from issuer.service.ca.signers import KeySigners
+from issuer.service.revocation.bundle import export_crls
 from issuer.service.revocation.root_crls import RootCrls
 from issuer.store.models import CaRootCrl
 from tests.integration.test_revocation import Clock, crl_number, crl_serials, issue, truststore
@@ -182,6 +186,13 @@ async def test_an_offline_root_is_served_once_its_crl_is_imported(tmp_path: Path
         good = await issue(h, "good")
         passed, output = openssl_verify_crl_check_all(good["certificate"].encode(), await truststore(h), body)
         assert passed, output
+
+        # Not signed again in time: publishing refuses the expired CRL rather than upload it.
+        keys = KeySigners(ca_dir=h.settings.ca_dir, passphrase=lambda: PASSPHRASE.encode())
+        later = datetime.now(UTC) + timedelta(days=181)
+        with pytest.raises(ClientError) as refused:
+            await export_crls(h.service.sessions, load_signer=keys, load_root_signer=keys.root, clock=lambda: later)
+        assert refused.value.code == "crls_incomplete" and "Root CA: its CRL expired" in refused.value.detail
 
 
 async def test_the_background_task_keeps_the_crls_current_without_requests(tmp_path: Path, pg_url: str) -> None:

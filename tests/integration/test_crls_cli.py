@@ -93,7 +93,7 @@ async def test_an_offline_root_needs_its_crl_signed_where_its_key_is(tmp_path: P
     (tmp_path / "state" / "ca" / "root.key.pem").rename(vault / "root.key.pem")
 
     refused = one_line_error(issuer("truststore", "publish", TARGET, "--crls-key", "crls.pem", env=env))
-    assert "no CRL for CN=test.example Root CA" in refused and "issuer ca root-crl" in refused
+    assert "no current CRL for CN=test.example Root CA" in refused and "issuer ca root-crl" in refused
     assert "not here (kept offline)" in one_line_error(issuer("ca", "root-crl", env=env))
 
     out = tmp_path / "root-crl.pem"

@@ -162,14 +162,17 @@ async def export_crls(
     """The bundle as ``GET /v1/crls`` serves it, built here (signing what is due, with the keys the
     loaders give), e.g. to publish beside the truststore.
 
-    Raises ClientError ``crls_incomplete`` naming each CA whose CRL could not be had: a published
-    bundle without it would make every authorizer refuse that CA's certificates.
+    Raises ClientError ``crls_incomplete`` naming each CA whose CRL could not be had or has expired
+    (an offline root's, not signed again in time): every authorizer would refuse that CA's certificates.
     """
     registry = IssuerRegistry(sessions, load_signer=load_signer, clock=clock)
     await registry.load()
     lists = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
     roots = RootCrls(sessions, load_signer=load_root_signer, clock=clock)
     bundle = await CrlBundles(sessions, registry=registry, lists=lists, roots=roots, clock=clock).bundle(report=False)
-    if bundle.missing:
-        raise ClientError("no CRL for " + "; ".join(bundle.missing) + "; nothing was published", code="crls_incomplete")
+    now = clock()
+    expired = [f"{c.subject}: its CRL expired {c.next_update.isoformat()}" for c in bundle.crls if c.next_update <= now]
+    if bundle.missing or expired:
+        problems = "; ".join([*bundle.missing, *expired])
+        raise ClientError(f"no current CRL for {problems}; nothing was published", code="crls_incomplete")
     return bundle

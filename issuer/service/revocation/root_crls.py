@@ -147,6 +147,7 @@ class RootCrls:
         self.validity = validity
         self._signers: dict[str, Signer | None] = {}
         self._warned: set[tuple[int, str]] = set()
+        self._failures: dict[str, str] = {}  # root fingerprint → why its key could not be loaded
 
     async def current(self, root: RootRecord) -> RootCrl | None:
         """The CRL of ``root`` to serve, signed anew first when the root key is online and the stored
@@ -278,7 +279,15 @@ class RootCrls:
             try:
                 self._signers[root.fingerprint_sha256] = await self._load_signer(root, certificate=certificate)
             except (IssuerError, CAError) as exc:
-                log.error("the key of the root %s cannot be used: %s", root.subject, getattr(exc, "reason", exc))
+                reason = str(getattr(exc, "reason", None) or exc)
+                if self._failures.get(root.fingerprint_sha256) != reason:  # once per reason, not every minute
+                    self._failures[root.fingerprint_sha256] = reason
+                    log.error(
+                        "the key of the root %s cannot sign its CRL (the stored one is served until its next "
+                        "update; then sign one with `issuer ca root-crl`): %s",
+                        root.subject,
+                        reason,
+                    )
                 return None  # tried again on the next call
         return self._signers[root.fingerprint_sha256]
 

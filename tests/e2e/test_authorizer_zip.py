@@ -194,3 +194,24 @@ def test_a_rolled_back_crl_denies_from_the_zip(
         response = lambda_env(http_event(leaf), env_of(server))
         assert response["isAuthorized"] is False and response["context"]["reason"] == "crl_rolled_back"
     assert any(line.get("event") == "crl_refused" for line in lambda_env.logs)
+
+
+@pytest.mark.slow
+def test_make_authorizer_zip_builds_both_architectures_for_lambdas_python(tmp_path: Path) -> None:
+    """What ``make authorizer-zip`` runs: Lambda's python3.12, each zip's native code for its machine,
+    and the same bytes when built twice (entries sorted, one fixed timestamp)."""
+    out = tmp_path / "dist"
+    command = [sys.executable, str(BUILD), "--arch", "x86_64", "--arch", "arm64", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    for arch, machine, triplet in (("x86_64", 62, "x86_64-linux-gnu"), ("arm64", 183, "aarch64-linux-gnu")):
+        path = out / f"authorizer-{arch}.zip"
+        assert _manifest(path)["python_version"] == "3.12" and _manifest(path)["architecture"] == arch
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            assert f"_cffi_backend.cpython-312-{triplet}.so" in names
+            rust = zf.read("cryptography/hazmat/bindings/_rust.abi3.so")
+        assert rust[:4] == b"\x7fELF" and int.from_bytes(rust[18:20], "little") == machine
+    first = (out / "authorizer-x86_64.zip").read_bytes()
+    again = subprocess.run([*command[:3], "x86_64", "--out", str(tmp_path / "again")], capture_output=True, timeout=600)
+    assert again.returncode == 0 and (tmp_path / "again" / "authorizer-x86_64.zip").read_bytes() == first

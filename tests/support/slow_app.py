@@ -6,7 +6,8 @@ serve is one line ``issuer: error: ...`` and exit status 1, as the CLI does.
 
 Routes: ``GET /pid`` (the worker's pid), ``GET /slow?s=`` (marks ``DIR/started-<pid>``,
 sleeps ``s`` without blocking, answers with the pid), ``POST /echo`` (body length). The
-cleanup context writes ``DIR/cleanup-<pid>``; ``--fail-startup`` makes start-up raise.
+cleanup context writes ``DIR/cleanup-<pid>``; ``--fail-startup`` makes start-up raise;
+``--startup-delay S`` makes it take S seconds (as opening a database pool does).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         return problem(exc.status, code="bad_request", title=exc.reason, detail=exc.text or "", request_id="test")
 
 
-def create_app(state: Path, *, fail_startup: bool = False) -> web.Application:
+def create_app(state: Path, *, fail_startup: bool = False, startup_delay: float = 0.0) -> web.Application:
     app = web.Application(middlewares=[_problems])
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         if fail_startup:
             raise ConnectionRefusedError("database at 127.0.0.1:1 refused the connection\nsecond line")
+        await asyncio.sleep(startup_delay)
         yield
         (state / f"cleanup-{os.getpid()}").touch()
 
@@ -73,16 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--shutdown-timeout", type=float, default=30.0)
+    parser.add_argument("--worker-timeout", type=float, default=30.0)
+    parser.add_argument("--startup-delay", type=float, default=0.0)
     parser.add_argument("--fail-startup", action="store_true")
     args = parser.parse_args(argv)
     configure_logging(level="info", json_format=False)
     try:
         serve(
-            lambda: create_app(args.state, fail_startup=args.fail_startup),
+            lambda: create_app(args.state, fail_startup=args.fail_startup, startup_delay=args.startup_delay),
             host="127.0.0.1",
             port=args.port,
             workers=args.workers,
-            limits=ServerLimits(shutdown_timeout=args.shutdown_timeout),
+            limits=ServerLimits(shutdown_timeout=args.shutdown_timeout, worker_timeout=args.worker_timeout),
             on_listening=lambda url: print(url, flush=True),
         )
     except IssuerError as exc:

@@ -5,7 +5,9 @@ the listening URL on stdout (``on_listening``) and logs as text on stderr; a fai
 serve is one line ``issuer: error: ...`` and exit status 1, as the CLI does.
 
 Routes: ``GET /pid`` (the worker's pid), ``GET /slow?s=`` (marks ``DIR/started-<pid>``,
-sleeps ``s`` without blocking, answers with the pid), ``POST /echo`` (body length). The
+sleeps ``s`` without blocking, answers with the pid), ``GET /block?s=`` (marks
+``DIR/blocked-<pid>``, then blocks the event loop for ``s``: a stuck worker), ``POST /echo``
+(body length). The
 cleanup context writes ``DIR/cleanup-<pid>``; ``--fail-startup`` makes start-up raise;
 ``--startup-delay S`` makes it take S seconds (as opening a database pool does).
 """
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -58,6 +61,11 @@ def create_app(state: Path, *, fail_startup: bool = False, startup_delay: float 
         await asyncio.sleep(float(request.query.get("s", "1")))
         return web.json_response({"pid": os.getpid(), "slept": True})
 
+    async def block(request: web.Request) -> web.Response:
+        (state / f"blocked-{os.getpid()}").touch()
+        time.sleep(float(request.query.get("s", "1")))  # noqa: ASYNC251 - a stuck event loop on purpose
+        return web.json_response({"pid": os.getpid(), "blocked": True})
+
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
         return web.json_response({"length": len(body)})
@@ -65,6 +73,7 @@ def create_app(state: Path, *, fail_startup: bool = False, startup_delay: float 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/pid", pid)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/block", block)
     app.router.add_post("/echo", echo)
     return app
 

@@ -194,7 +194,7 @@ def test_workers_must_be_positive() -> None:
 @pytest.mark.parametrize(
     "limits",
     [{"header_timeout": 0}, {"keepalive_timeout": -1}, {"max_connections": 0}, {"shutdown_timeout": float("inf")},
-     {"max_request_line": 8190, "max_header_field": 8190}],
+     {"max_request_line": 8190, "max_header_field": 8190}, {"worker_timeout": 1.5}],
 )  # fmt: skip
 def test_limits_are_validated(limits: dict[str, float]) -> None:
     with pytest.raises(ValueError):

@@ -1,6 +1,6 @@
-"""``serve()`` with workers, when a worker or the supervisor goes wrong: a stopped, stuck, killed or
-starting worker never holds a new connection, a stuck one is replaced, and no worker outlives
-its supervisor.
+"""``serve()`` with workers sharing one socket: a burst of keep-alive connections is spread over
+them; a stopped, stuck, killed or starting worker never holds a new connection, a stuck one is
+replaced, and no worker outlives its supervisor.
 
 The tests run ``python -m tests.support.slow_app --workers 2`` (the real ``serve`` with a tiny
 app) and send each request on a connection of its own with a short timeout, so a connection
@@ -11,10 +11,13 @@ bounded and generous (a loaded CI machine); nothing asserts how fast anything wa
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from queue import Queue
 from typing import Any
@@ -32,6 +35,23 @@ def answered_by(url: str) -> int:
     status, body = fetch(f"{url}/pid", timeout=ANSWER_WITHIN)
     assert status == 200
     return int(body["pid"])
+
+
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path: Path) -> None:
+    # Keep-alive connections stay with the worker that accepted them. Without the balance, the
+    # first worker to get a CPU took 15 or all 16 of a burst in about a quarter of the bursts.
+    with served(tmp_path, "--workers", "2") as server:
+        workers = server.workers(2)
+        for _ in range(3):
+            connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(16)]
+            for connection in connections:
+                connection.connect()  # all 16 queued at once, before any is accepted
+            taken: Counter[int] = Counter()
+            for connection in connections:
+                connection.request("GET", "/pid")
+                taken[json.loads(connection.getresponse().read())["pid"]] += 1
+                connection.close()
+            assert set(taken) == workers and min(taken.values()) >= 3, taken
 
 
 def test_a_stopped_worker_does_not_hold_new_connections(tmp_path: Path) -> None:

@@ -14,8 +14,13 @@ accepted. With a socket per worker (``SO_REUSEPORT``, the design before this one
 kernel hashes each new connection to one worker's queue whatever that worker's state:
 with one of two workers stopped, every other new connection hung until it came back, a
 replacement worker's share waited out its start-up, and a killed worker's queue was reset.
-Throughput is the same within the noise of a shared 2-core machine (the README's
-"Workers" section has the figures and the command).
+What a socket per worker did better, spreading a burst of keep-alive connections evenly, the
+shared socket does as well with :mod:`issuer.http.server_balance` (8/8 to 5/11 of 16 against the
+kernel's hash, 8/8 to 4/12). Throughput was the same within the noise of a shared 2-core
+machine (README, "Benchmark": the figures of both designs and the command). A watchdog alone over
+per-worker sockets was the other way: to answer new connections within seconds it would have to
+kill a worker silent for only a few seconds, which a loaded machine can starve that long, and
+each kill would still reset the connections queued for it.
 
 **The watchdog.** Each ready worker's event loop reports every second over the report
 pipe; one silent for ``limits.worker_timeout`` (30 s) has a stuck loop or was stopped, and

@@ -165,16 +165,18 @@ class Supervisor:
                 if when <= now:
                     del self._restarts[slot]
                     self._spawn(slot)
-            self._kill_silent(now)
+            self._kill_silent()
             timeout = max(0.0, min([*self._restarts.values(), now + HEARTBEAT_INTERVAL]) - now)
             for child, status in self._pump(timeout):
                 self._schedule_restart(child, status)
 
-    def _kill_silent(self, now: float) -> None:
+    def _kill_silent(self) -> None:
         """The watchdog: SIGKILL each ready worker not heard from for ``worker_timeout``; it is then replaced."""
+        # Heartbeats are stamped when read, and what is in the pipe is read first: a supervisor that
+        # was itself stopped or starved does not take its own pause for its workers'.
+        self._read_messages()
+        now = time.monotonic()
         for child in self._children.values():
-            # Heartbeats are stamped when read: a supervisor that was itself descheduled reads the
-            # queued ones before it gets here, and does not take its own pause for the workers'.
             if child.ready and not child.killed and now - child.heard > self._limits.worker_timeout:
                 log.error(
                     "worker %d has not reported for %.0fs (its event loop is stuck or it was stopped); killing it",

@@ -58,6 +58,13 @@ def add_parser(sub: Any) -> None:
     serve.add_argument(
         "--shutdown-timeout", type=float, default=30.0, metavar="S", help="grace for in-flight requests on SIGTERM (30)"
     )
+    serve.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with workers: one whose event loop has not reported for this long is killed and replaced (30)",
+    )
     serve.add_argument("--log-format", choices=("json", "text"), default="json", help="log line format (json)")
     serve.add_argument("--log-level", choices=_LEVELS, default="info", help="debug, info, warning, error (info)")
     serve.set_defaults(handler=cmd_serve)
@@ -96,6 +103,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             keepalive_timeout=args.keepalive_timeout,
             body_timeout=args.body_timeout,
             shutdown_timeout=args.shutdown_timeout,
+            worker_timeout=args.worker_timeout,
         )
     except ValueError as exc:
         raise fail(str(exc), code="usage", exit_status=2) from None

@@ -35,21 +35,24 @@ Limits (:class:`ServerLimits`), what each protects against, and its default:
 ``max_request_line`` (4096 bytes), ``max_header_field`` (8190 bytes), ``max_headers`` (100)
     Larger request lines get 414, larger header fields or more headers 431. They must
     differ: aiohttp reports both overflows alike and only the limit tells them apart.
+``worker_timeout`` (30 s; at least 2 s)
+    With workers: a worker whose event loop has not reported to the supervisor for this
+    long (stuck, or stopped) is killed and replaced. Protects the connections and requests
+    such a worker holds; new connections never wait for it (they go to the others).
 
-Workers: with ``workers=N > 1`` the parent reserves the port (a bound socket that does not
-listen), forks N workers that each run ``make_app()`` and their own event loop on a listening
-socket of their own (SO_REUSEPORT: the kernel spreads connections over the workers; with one
-shared socket the first worker to wake accepts a whole burst; the price: a worker whose loop is
-stuck keeps its share of new connections waiting until it recovers or dies), forwards SIGTERM/SIGINT,
-and restarts a worker that dies unexpectedly (backoff 0.5 s doubling to 30 s, reset after
-30 s of service). ``make_app`` is always called in the process that serves it.
+Workers: with ``workers=N > 1`` the parent binds the socket and forks N workers that each run
+``make_app()`` and their own event loop, all accepting from that one socket, one connection per
+turn of the loop, so a stopped, stuck, dead or starting worker never holds a new connection. The
+parent forwards SIGTERM/SIGINT, restarts a worker that dies (backoff 0.5 s doubling to 30 s, reset
+after 30 s of service), kills one that stops reporting (``worker_timeout``), and its workers stop
+when it dies, however it dies. :mod:`issuer.http.server_workers` says why this design.
+``make_app`` is always called in the process that serves it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 
@@ -58,7 +61,8 @@ from aiohttp import web
 from issuer.http.server_config import ServeError, ServerLimits, bind_socket, listen_url
 from issuer.http.server_protocol import IssuerRunner, start_app
 from issuer.http.server_tls import peer_certificate, tls_context
-from issuer.http.server_workers import Supervisor, run_worker
+from issuer.http.server_worker import run_worker
+from issuer.http.server_workers import Supervisor
 
 __all__ = [
     "IssuerRunner",
@@ -98,11 +102,8 @@ def serve(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     limits = limits or ServerLimits()
-    spread = workers > 1 and hasattr(socket, "SO_REUSEPORT")
-    # With workers, the parent only reserves the port; each worker listens on a socket of its own.
-    sock = bind_socket(host, port, reuse_port=spread, listen=not spread)
+    sock = bind_socket(host, port)  # with workers, the one socket they all accept from
     url = listen_url(sock, tls=ssl_context is not None)
-    bound_host, bound_port = sock.getsockname()[:2]
 
     def ready() -> None:
         log.info("listening on %s%s", url, f" ({workers} workers)" if workers > 1 else "")
@@ -120,7 +121,6 @@ def serve(
                 limits=limits,
                 workers=workers,
                 on_ready=ready,
-                socket_for_worker=(lambda: bind_socket(bound_host, bound_port, reuse_port=True)) if spread else None,
             ).run()
     finally:
         sock.close()

@@ -14,10 +14,12 @@ from dataclasses import dataclass, fields
 
 from issuer.errors import IssuerError
 
-__all__ = ["ServeError", "ServerLimits", "bind_socket", "listen_url"]
+__all__ = ["HEARTBEAT_INTERVAL", "LISTEN_BACKLOG", "ServeError", "ServerLimits", "bind_socket", "listen_url"]
 
 # The kernel caps this at net.core.somaxconn; a deep queue absorbs bursts behind a load balancer.
 LISTEN_BACKLOG = 1024
+# How often a forked worker's event loop tells its supervisor it still runs (see ``worker_timeout``).
+HEARTBEAT_INTERVAL = 1.0
 
 
 class ServeError(IssuerError):
@@ -47,6 +49,7 @@ class ServerLimits:
     max_request_line: int = 4096
     max_header_field: int = 8190
     max_headers: int = 100
+    worker_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -58,13 +61,14 @@ class ServerLimits:
         if self.max_request_line == self.max_header_field:
             # aiohttp reports both overflows as LineTooLong and only the limit tells them apart (414 vs 431).
             raise ValueError("max_request_line and max_header_field must differ")
+        if self.worker_timeout < 2 * HEARTBEAT_INTERVAL:
+            # Shorter, and a worker would be killed between two heartbeats of a loop that runs fine.
+            shortest = 2 * HEARTBEAT_INTERVAL
+            raise ValueError(f"worker_timeout must be at least {shortest:g}s, not {self.worker_timeout!r}")
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to the first address of ``host`` and listening (SO_REUSEADDR; port 0 picks one).
-
-    ``reuse_port`` sets SO_REUSEPORT, so several sockets (one per worker) can listen on one port and
-    the kernel spreads new connections over them; ``listen=False`` only reserves the address.
 
     Raises :class:`ServeError` (``listen_failed``) naming ``host:port`` and the OS reason
     (unknown host, address in use, permission denied, address not on this machine).
@@ -81,11 +85,8 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool 
     try:
         # Restarting right after a stop must not wait out TIME_WAIT; it does not allow two live listeners.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        if listen:
-            sock.listen(LISTEN_BACKLOG)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise ServeError(f"cannot listen on {where}: {exc.strerror or exc}") from exc

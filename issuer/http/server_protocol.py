@@ -12,8 +12,8 @@ The hooks, and why each is the narrow one:
   wraps ``connection_made``/``data_received``. The header timer reads ``_waiter`` and
   ``_messages``, exactly what aiohttp's own keep-alive check reads; the fix for a body
   cut short by a framing error also reads ``_current_request`` and ``_ErrInfo``.
-* :class:`_SocketSite` is ``SockSite`` plus ``ssl_handshake_timeout``, which ``SockSite``
-  does not pass to ``loop.create_server``.
+* The listening side is :class:`~issuer.http.server_site.SocketSite` (one accept per turn of
+  the loop, the TLS handshake bounded), a ``BaseSite`` like aiohttp's ``SockSite``.
 
 Behaviour that depends on these is pinned by ``tests/integration/test_http_server*.py``.
 """
@@ -26,6 +26,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -35,7 +36,9 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from issuer.http.problems import problem
-from issuer.http.server_config import LISTEN_BACKLOG, ServerLimits
+from issuer.http.server_balance import Seat
+from issuer.http.server_config import ServerLimits
+from issuer.http.server_site import SocketSite
 
 __all__ = ["IssuerRunner", "start_app"]
 
@@ -64,9 +67,23 @@ class _Server(web.Server):
         self._loop_ref = asyncio.get_running_loop()
         self._handler_kwargs = handler_kwargs
         self._last_cap_warning = -_CAP_WARNING_INTERVAL
+        self.open: set[RequestHandler] = set()
+        self.on_open_changed: Callable[[], None] | None = None
 
     def __call__(self) -> RequestHandler:
         return _Protocol(self, loop=self._loop_ref, **self._handler_kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.open.add(handler)
+        if self.on_open_changed is not None:
+            self.on_open_changed()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.open.discard(handler)
+        if self.on_open_changed is not None:
+            self.on_open_changed()
 
     def at_capacity(self) -> bool:
         if len(self.connections) < self.limits.max_connections:
@@ -204,37 +221,6 @@ def _host(peername: object) -> str:
     return str(peername[0]) if isinstance(peername, tuple) else str(peername)
 
 
-class _SocketSite(web.BaseSite):
-    """``SockSite`` that also bounds the TLS handshake (``SockSite`` leaves asyncio's 60 s default)."""
-
-    __slots__ = ("_handshake_timeout", "_runner_ref", "_sock")
-
-    def __init__(
-        self, runner: IssuerRunner, sock: socket.socket, *, ssl_context: ssl.SSLContext | None, handshake_timeout: float
-    ) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
-        self._runner_ref = runner
-        self._sock = sock
-        self._handshake_timeout = handshake_timeout
-
-    @property
-    def name(self) -> str:
-        host, port = self._sock.getsockname()[:2]
-        return f"{'https' if self._ssl_context else 'http'}://{host}:{port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner_ref.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server,
-            sock=self._sock,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
-        )
-
-
 class IssuerRunner(web.AppRunner):
     """``AppRunner`` serving through :class:`_Server` with ``limits``; ``cleanup()`` is the graceful stop."""
 
@@ -254,11 +240,27 @@ class IssuerRunner(web.AppRunner):
         template = await super()._make_server()  # runs the application's start-up (cleanup_ctx)
         return _Server(template, limits=self._limits, handler_kwargs=self._handler_kwargs)
 
+    def open_connections(self) -> int:
+        """Connections open now (0 before ``setup()`` and after ``cleanup()``)."""
+        return len(self.server.open) if isinstance(self.server, _Server) else 0
+
+    def on_open_connections_changed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` each time a connection opens or closes, once ``setup()`` is done."""
+        assert isinstance(self.server, _Server)
+        self.server.on_open_changed = callback
+
 
 async def start_app(
-    app: web.Application, sock: socket.socket, *, ssl_context: ssl.SSLContext | None, limits: ServerLimits
+    app: web.Application,
+    sock: socket.socket,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    limits: ServerLimits,
+    seat: Seat | None = None,
 ) -> IssuerRunner:
     """Run ``app``'s start-up and serve it on the listening ``sock``; returns the runner.
+
+    ``seat``: this worker's place in the workers' :class:`~issuer.http.server_balance.AcceptBalance`.
 
     The caller stops serving with ``await runner.cleanup()`` (stop accepting, let in-flight
     requests finish within ``limits.shutdown_timeout``, run the app's cleanup). If start-up
@@ -267,7 +269,8 @@ async def start_app(
     runner = IssuerRunner(app, limits=limits)
     try:
         await runner.setup()
-        await _SocketSite(runner, sock, ssl_context=ssl_context, handshake_timeout=limits.header_timeout).start()
+        site = SocketSite(runner, sock, ssl_context=ssl_context, handshake_timeout=limits.header_timeout, seat=seat)
+        await site.start()
     except BaseException:
         await runner.cleanup()
         raise

@@ -1,13 +1,37 @@
-"""Serving processes: one worker's event loop, and the parent that forks and supervises N of them.
+"""The supervisor: the parent that forks N workers sharing one listening socket, and watches them.
 
-A worker builds its application (``make_app()``, after the fork: the app opens its own
-database pool), serves the inherited listening socket and stops gracefully on SIGTERM
-or SIGINT. The parent reports "listening" once every worker has finished start-up,
-forwards SIGTERM/SIGINT, restarts a worker that dies unexpectedly after a bounded
-exponential backoff, and kills workers that outlive the shutdown timeout.
+The supervisor binds the socket, forks the workers (each runs
+:func:`~issuer.http.server_worker.run_worker`), reports "listening" once every worker has
+finished start-up, forwards SIGTERM/SIGINT, restarts a worker that dies after a bounded
+exponential backoff (0.5 s doubling to 30 s, reset after 30 s of service), and kills
+workers that outlive the shutdown timeout.
 
-Workers talk to the parent over one pipe, a line per event (``<pid> ready`` or
-``<pid> error <code> <detail>``), short enough for the kernel to write atomically.
+**One socket, shared.** Every worker accepts from the one listening socket, one connection
+per turn of its loop (:mod:`issuer.http.server_site`). A connection waits in the kernel's
+queue until a worker that is running takes it: a worker that is stopped, stuck, dead or
+still starting takes none, and killing a worker loses only the connections it had already
+accepted. With a socket per worker (``SO_REUSEPORT``, the design before this one) the
+kernel hashes each new connection to one worker's queue whatever that worker's state:
+with one of two workers stopped, every other new connection hung until it came back, a
+replacement worker's share waited out its start-up, and a killed worker's queue was reset.
+What a socket per worker did better, spreading a burst of keep-alive connections evenly, the
+shared socket does as well with :mod:`issuer.http.server_balance` (8/8 to 5/11 of 16 against the
+kernel's hash, 8/8 to 4/12). Throughput was the same within the noise of a shared 2-core
+machine (README, "Benchmark": the figures of both designs and the command). A watchdog alone over
+per-worker sockets was the other way: to answer new connections within seconds it would have to
+kill a worker silent for only a few seconds, which a loaded machine can starve that long, and
+each kill would still reset the connections queued for it.
+
+**The watchdog.** Each ready worker's event loop reports every second over the report
+pipe; one silent for ``limits.worker_timeout`` (30 s) has a stuck loop or was stopped, and
+is killed (SIGKILL) and replaced like any dead worker. The shared socket already keeps new
+connections away from it; the watchdog frees the connections and requests it holds. It
+only watches ready workers: one still starting takes no connection.
+
+**The lifeline.** Each worker reads the end of a pipe only the supervisor holds open, and
+stops when it reads end-of-file (see :mod:`issuer.http.server_worker`): when the
+supervisor is killed (``kill -9``, the OOM killer), its workers drain their requests and
+exit, and the port is free for the next ``issuer serve``.
 """
 
 from __future__ import annotations
@@ -29,10 +53,11 @@ from typing import NoReturn
 from aiohttp import web
 
 from issuer.errors import IssuerError
-from issuer.http.server_config import ServeError, ServerLimits
-from issuer.http.server_protocol import start_app
+from issuer.http.server_balance import AcceptBalance
+from issuer.http.server_config import HEARTBEAT_INTERVAL, ServeError, ServerLimits
+from issuer.http.server_worker import STOP_SIGNALS, keep_beating, run_worker, send_line, watch_lifeline
 
-__all__ = ["Supervisor", "run_worker", "startup_error"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger("issuer.http.server")
 
@@ -43,59 +68,7 @@ _BACKOFF_MAX = 30.0
 _STABLE_AFTER = 30.0  # a worker that served this long resets its slot's backoff
 _KILL_GRACE = 10.0  # beyond shutdown_timeout, for the app's cleanup, before SIGKILL
 _STARTUP_EXIT = 3
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-def startup_error(exc: BaseException) -> IssuerError:
-    """The one-line error for an exception raised by the application's start-up."""
-    if isinstance(exc, IssuerError):
-        return exc
-    text = str(exc).strip().splitlines()
-    detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return ServeError(f"application start-up failed: {detail}", code="startup_failed")
-
-
-async def run_worker(
-    make_app: AppFactory,
-    sock: socket.socket,
-    *,
-    ssl_context: ssl.SSLContext | None,
-    limits: ServerLimits,
-    ready: Callable[[], None],
-) -> None:
-    """Build the app, serve ``sock`` until SIGTERM/SIGINT, then stop gracefully; ``ready()`` once serving.
-
-    If ``make_app()`` or the app's start-up raises, the app's cleanup runs and the error
-    propagates as its one-line form (:func:`startup_error`), chained to the original.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-
-    # Plain handlers rather than loop.add_signal_handler: asyncio closes its wakeup pipe before
-    # removing its handlers, and a signal in between prints a traceback to stderr.
-    previous = {signum: signal.signal(signum, on_signal) for signum in _STOP_SIGNALS}
-    # A forked worker starts with these blocked (see Supervisor._spawn); one sent early is delivered now.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    try:
-        try:
-            runner = await start_app(make_app(), sock, ssl_context=ssl_context, limits=limits)
-        except Exception as exc:
-            log.debug("application start-up failed", exc_info=True)
-            raise startup_error(exc) from exc
-        try:
-            if not stop.is_set():  # a signal during start-up: stop without ever saying "listening"
-                ready()
-            await stop.wait()
-            log.info("stopping: letting in-flight requests finish (up to %gs)", limits.shutdown_timeout)
-        finally:
-            await runner.cleanup()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+_REPORT_PATIENCE = 10.0  # how long a worker waits to say "ready" or "error" into a full pipe
 
 
 @dataclass(slots=True)
@@ -106,6 +79,8 @@ class _Child:
     ready: bool = False
     error: str | None = None
     error_code: str | None = None
+    heard: float = 0.0  # when the supervisor last read a line from it
+    killed: bool = False  # by the watchdog
 
 
 class Supervisor:
@@ -120,25 +95,25 @@ class Supervisor:
         limits: ServerLimits,
         workers: int,
         on_ready: Callable[[], None],
-        socket_for_worker: Callable[[], socket.socket] | None = None,
     ) -> None:
         self._make_app = make_app
         self._sock = sock
-        self._socket_for_worker = socket_for_worker
         self._ssl_context = ssl_context
         self._limits = limits
         self._workers = workers
         self._on_ready = on_ready
+        self._balance = AcceptBalance(workers)
         self._children: dict[int, _Child] = {}
         self._restarts: dict[int, float] = {}  # slot -> when
         self._failures: dict[int, int] = {}  # slot -> consecutive unexpected exits
         self._signals: list[int] = []
         self._lines = b""
         self._serving = False
-        self._ready_r, self._ready_w = os.pipe()
+        self._report_r, self._report_w = os.pipe()  # workers -> supervisor: ready, error, alive
+        self._lifeline_r, self._lifeline_w = os.pipe()  # EOF in the workers once the supervisor is gone
         self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._ready_r, self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
+        for fd in (self._report_r, self._report_w, self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)  # _report_w: shared by every worker; a full pipe must not block one
 
     def run(self) -> None:
         """Fork the workers, call ``on_ready`` once all serve, supervise until SIGTERM/SIGINT, stop them.
@@ -164,8 +139,11 @@ class Supervisor:
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            for fd in (self._ready_r, self._ready_w, self._wake_r, self._wake_w):
+            for fd in self._fds():
                 os.close(fd)
+
+    def _fds(self) -> tuple[int, ...]:
+        return (self._report_r, self._report_w, self._lifeline_r, self._lifeline_w, self._wake_r, self._wake_w)
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -187,9 +165,26 @@ class Supervisor:
                 if when <= now:
                     del self._restarts[slot]
                     self._spawn(slot)
-            timeout = max(0.0, min(self._restarts.values()) - now) if self._restarts else None
+            self._kill_silent()
+            timeout = max(0.0, min([*self._restarts.values(), now + HEARTBEAT_INTERVAL]) - now)
             for child, status in self._pump(timeout):
                 self._schedule_restart(child, status)
+
+    def _kill_silent(self) -> None:
+        """The watchdog: SIGKILL each ready worker not heard from for ``worker_timeout``; it is then replaced."""
+        # Heartbeats are stamped when read, and what is in the pipe is read first: a supervisor that
+        # was itself stopped or starved does not take its own pause for its workers'.
+        self._read_messages()
+        now = time.monotonic()
+        for child in self._children.values():
+            if child.ready and not child.killed and now - child.heard > self._limits.worker_timeout:
+                log.error(
+                    "worker %d has not reported for %.0fs (its event loop is stuck or it was stopped); killing it",
+                    child.pid,
+                    now - child.heard,
+                )
+                child.killed = True
+                _kill(child.pid, signal.SIGKILL)
 
     def _stop_all(self) -> None:
         self._restarts.clear()
@@ -219,7 +214,7 @@ class Supervisor:
     def _pump(self, timeout: float | None) -> list[tuple[_Child, int]]:
         """Wait up to ``timeout`` for a signal, a worker message or a worker exit; returns the exits."""
         with contextlib.suppress(InterruptedError):
-            select.select([self._ready_r, self._wake_r], [], [], timeout)
+            select.select([self._report_r, self._wake_r], [], [], timeout)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 512):
                 pass
@@ -234,6 +229,7 @@ class Supervisor:
                 break
             child = self._children.pop(pid, None)
             if child is not None:
+                self._balance.vacate(child.slot)
                 exited.append((child, status))
         if exited:
             self._read_messages([child for child, _ in exited])  # an error line written just before exiting
@@ -241,15 +237,17 @@ class Supervisor:
 
     def _read_messages(self, exited: list[_Child] | None = None) -> None:
         with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(self._ready_r, 4096):
+            while chunk := os.read(self._report_r, 65536):
                 self._lines += chunk
         *lines, self._lines = self._lines.split(b"\n")
+        now = time.monotonic()
         for line in lines:
             pid_text, _, rest = line.decode("utf-8", "replace").partition(" ")
             known = [*self._children.values(), *(exited or [])]
             child = next((c for c in known if str(c.pid) == pid_text), None)
             if child is None:
                 continue
+            child.heard = now
             kind, _, detail = rest.partition(" ")
             if kind == "ready":
                 child.ready = True
@@ -278,43 +276,51 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         # Blocked across the fork, a SIGTERM cannot reach the child before it can stop gracefully.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:
-            self._child_main()
+            self._child_main(slot)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        self._children[pid] = _Child(pid=pid, slot=slot, started=time.monotonic())
+        now = time.monotonic()
+        self._children[pid] = _Child(pid=pid, slot=slot, started=now, heard=now)
 
-    def _child_main(self) -> NoReturn:
+    def _child_main(self, slot: int) -> NoReturn:
         status = 1
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for signum in _STOP_SIGNALS:
+            for signum in STOP_SIGNALS:
                 # What run_worker restores when it is done: a late SIGTERM must not kill a worker mid-exit.
                 signal.signal(signum, signal.SIG_IGN)
-            for fd in (self._ready_r, self._wake_r, self._wake_w):
+            # Only the supervisor may hold the lifeline's write end, or this worker never reads EOF.
+            for fd in (self._report_r, self._lifeline_w, self._wake_r, self._wake_w):
                 os.close(fd)
+            watch_lifeline(self._lifeline_r, grace=self._limits.shutdown_timeout + _KILL_GRACE)
             serving = False
 
             def ready() -> None:
                 nonlocal serving
                 serving = True
-                self._tell("ready")
+                send_line(self._report_w, "ready", patience=_REPORT_PATIENCE)
+                keep_beating(lambda: send_line(self._report_w, "alive", patience=0))
 
             try:
-                # A listening socket of its own (SO_REUSEPORT) where the parent only reserved the port:
-                # the kernel then spreads connections evenly; one shared socket lets the first worker
-                # to wake accept a whole burst of keep-alive connections.
-                sock = self._socket_for_worker() if self._socket_for_worker is not None else self._sock
                 asyncio.run(
-                    run_worker(self._make_app, sock, ssl_context=self._ssl_context, limits=self._limits, ready=ready)
+                    run_worker(
+                        self._make_app,
+                        self._sock,
+                        ssl_context=self._ssl_context,
+                        limits=self._limits,
+                        ready=ready,
+                        seat=self._balance.seat(slot),
+                    )
                 )
                 status = 0
             except IssuerError as exc:
                 if serving:
                     raise
-                self._tell(f"error {exc.code} {' '.join(exc.detail.split())[:1000]}")
+                detail = " ".join(exc.detail.split())[:1000]
+                send_line(self._report_w, f"error {exc.code} {detail}", patience=_REPORT_PATIENCE)
                 status = _STARTUP_EXIT
         except BaseException:
             log.exception("worker %d failed", os.getpid())
@@ -324,9 +330,6 @@ class Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(status)
-
-    def _tell(self, message: str) -> None:
-        os.write(self._ready_w, f"{os.getpid()} {message}\n".encode())
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -8,150 +8,30 @@ app) and talk to it over HTTP; every wait is bounded and nothing asserts a durat
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty, Queue
-from typing import Any, TypeVar
+from queue import Queue
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from issuer.errors import ConfigError
 from issuer.http.server import ServeError, ServerLimits, serve
-
-REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def children(pid: int) -> set[int]:
-    """Live (non-zombie) child processes of ``pid``, from /proc."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
-
-
-def leftovers(marker: Path) -> list[int]:
-    """Processes whose command line names ``marker`` (a test's own directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and str(marker).encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    url: str
-    state: Path
-    log: Path
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def stderr(self) -> str:
-        return self.log.read_text()
-
-    def workers(self, count: int, *, without: int | None = None) -> set[int]:
-        def probe() -> set[int] | None:
-            found = children(self.proc.pid)
-            return found if len(found) == count and without not in found else None
-
-        return wait_for(probe, what=f"{count} workers")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-
-@contextmanager
-def served(tmp_path: Path, *args: str) -> Iterator[Served]:
-    state = tmp_path / "state"
-    state.mkdir()
-    log = tmp_path / "stderr.log"
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.slow_app", "--state", str(state), *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    try:
-        lines: Queue[str] = Queue()
-        threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
-        try:
-            url = lines.get(timeout=60).strip()
-        except Empty:
-            url = ""
-        assert url.startswith("http://"), f"no URL on stdout; stderr:\n{log.read_text()}"
-        yield Served(proc, url, state, log)
-    finally:
-        if proc.poll() is None:
-            for pid in children(proc.pid):
-                os.kill(pid, signal.SIGKILL)
-            proc.kill()
-        proc.wait(timeout=60)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def fetch(url: str) -> tuple[int, Any]:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.status, json.loads(response.read())
-
+from tests.support.serve_process import REPO, fetch, leftovers, pids_answering, served, wait_for
 
 # -- workers ---------------------------------------------------------------------------------
-
-
-def pids_answering(url: str, expected: set[int], *, attempts: int = 200) -> set[int]:
-    """The worker pids that answer new connections, until all of ``expected`` have (bounded)."""
-    seen: set[int] = set()
-    for _ in range(attempts):
-        _, body = fetch(f"{url}/pid")  # a new connection each time: the kernel spreads them over the workers
-        seen.add(body["pid"])
-        if seen >= expected:
-            break
-    return seen
 
 
 def test_two_workers_share_one_port_and_both_serve(tmp_path: Path) -> None:
     with served(tmp_path, "--workers", "2") as server:
         workers = server.workers(2)
-        # Each worker listens on its own SO_REUSEPORT socket; new connections reach both.
+        # They accept from one socket and take turns: new connections reach both.
         assert pids_answering(server.url, workers) == workers
         assert "listening on http://127.0.0.1:" in server.stderr()
         assert server.stop() == 0
@@ -314,7 +194,7 @@ def test_workers_must_be_positive() -> None:
 @pytest.mark.parametrize(
     "limits",
     [{"header_timeout": 0}, {"keepalive_timeout": -1}, {"max_connections": 0}, {"shutdown_timeout": float("inf")},
-     {"max_request_line": 8190, "max_header_field": 8190}],
+     {"max_request_line": 8190, "max_header_field": 8190}, {"worker_timeout": 1.5}],
 )  # fmt: skip
 def test_limits_are_validated(limits: dict[str, float]) -> None:
     with pytest.raises(ValueError):

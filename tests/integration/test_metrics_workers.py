@@ -2,8 +2,9 @@
 worker answers it, adds up what every worker did; a killed worker's counts survive it and its
 replacement takes its place in the live series; the shared directory is gone after a stop.
 
-Requests go over fresh connections so the kernel spreads them over both workers; the
-assertions hold however it spreads them. Every wait is bounded and nothing asserts a duration.
+Requests go over fresh connections so both workers take some (they take turns accepting from
+the one socket); the assertions hold however they are spread. Every wait is bounded and nothing
+asserts a duration.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def create_tokens(settings: Settings, count: int) -> list[str]:
 
 
 def post(url: str, body: bytes) -> int:
-    """POST on a connection of its own (urllib closes it), so the kernel may hand it to either worker."""
+    """POST on a connection of its own (urllib closes it), so either worker may accept it."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as resp:

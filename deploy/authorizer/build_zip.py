@@ -28,6 +28,8 @@ from typing import Final
 
 REPO: Final = Path(__file__).resolve().parents[2]
 PACKAGE: Final = REPO / "clients" / "authorizer"
+# The Lambda runtime the zips are for (python3.12; deploy/aws/issuer.yaml's function says the same).
+LAMBDA_PYTHON: Final = "3.12"
 PLATFORMS: Final = {
     # manylinux2014 is glibc 2.17; Lambda's python3.12+ runtimes (Amazon Linux 2023) have glibc 2.34.
     "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
@@ -48,7 +50,7 @@ def build(*, arch: str, python_version: str, out: Path, requirement: str) -> Pat
     if arch not in PLATFORMS:
         raise BuildError(f"unknown architecture {arch!r}: x86_64 or arm64")
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"authorizer-{arch}.zip"
+    target = out / zip_name(arch)
     with tempfile.TemporaryDirectory(prefix=f"authorizer-{arch}-") as scratch:
         deps = Path(scratch) / "deps"
         _pip_install(deps, arch=arch, python_version=python_version, requirement=requirement)
@@ -71,6 +73,11 @@ def build(*, arch: str, python_version: str, out: Path, requirement: str) -> Pat
             _add(zf, "authorizer-build.json", json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
         os.replace(partial, target)
     return target
+
+
+def zip_name(arch: str) -> str:
+    """The file name of the zip for ``arch`` (what deploy/aws/issuer.yaml's AuthorizerCodeKey defaults to)."""
+    return f"authorizer-{arch}.zip"
 
 
 def _pip_install(deps: Path, *, arch: str, python_version: str, requirement: str) -> None:
@@ -115,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="example: python deploy/authorizer/build_zip.py --arch x86_64 --arch arm64 --out dist",
     )
     parser.add_argument("--arch", action="append", choices=sorted(PLATFORMS), help="x86_64 or arm64 (repeatable)")
-    parser.add_argument("--python-version", default="3.12", help="the Lambda runtime's Python (default 3.12)")
+    parser.add_argument(
+        "--python-version", default=LAMBDA_PYTHON, help=f"the Lambda runtime's Python (default {LAMBDA_PYTHON})"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="directory for the zips (default dist/)")
     default = f"cryptography=={importlib.metadata.version('cryptography')}"
     parser.add_argument("--requirement", default=default, help=f"what pip installs (default {default})")

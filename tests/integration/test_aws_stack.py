@@ -3,58 +3,49 @@
 moto implements only some resource types; the stack is created from a copy without the others
 (Secrets Manager secret, bucket policy, metric filters, alarms, API Gateway domain, authorizer,
 security-group egress rules: :data:`NOT_IN_MOTO`), whose references become placeholders. What
-moto does not create is checked by reading the template. Then the one-off tasks run as ECS would
-run them — the task definitions' own entry point and commands, as moto stored them — against
-a real Postgres and moto: migrate, ca init with the stack's two KMS keys, publish to the stack's
-bucket, and the scheduled checks, whose JSON lines the metric filters count.
+moto does not create is checked by reading the template (the CRL parts in
+test_aws_stack_crls.py). Then the tasks run as ECS would run them — the task definitions' own
+entry point and commands, as moto stored them — against a real Postgres and moto: migrate, ca
+init with the stack's two KMS keys, the root CRL signed with the KMS root key, publish of the
+truststore and the signed CRLs to the stack's bucket, which the authorizer reads with the
+function's own environment, and the scheduled checks, whose JSON lines the metric filters count.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.engine import make_url
 
+from ca.kms import load_kms_signer
+from ca.profile import LeafTemplate
+from clients.authorizer import RevocationCache, authorize
+from tests.integration.test_crls_bundle import load_crls
+from tests.support.authorizer_pki import make_pki
+from tests.support.aws_stack import NOT_IN_MOTO, REGION, MotoStack, json_lines, moto_stack, resolve, run_task
 from tests.support.cfn_template import (
     TEMPLATE,
     actions_of,
     load_template,
     matches,
-    moto_supported_types,
     policy_documents,
     role_actions,
     statements,
-    trim_for_moto,
 )
-from tests.support.moto_server import MotoServer, moto_server
+from tests.unit.test_authorizer import http_event
 
-REGION = "eu-west-1"
-ROOT = Path(__file__).resolve().parents[2]
-NOT_IN_MOTO = {
-    "AWS::SecretsManager::Secret",
-    "AWS::SecretsManager::SecretTargetAttachment",
-    "AWS::S3::BucketPolicy",
-    "AWS::Logs::MetricFilter",
-    "AWS::CloudWatch::Alarm",
-    "AWS::ApiGateway::DomainName",
-    "AWS::ApiGateway::BasePathMapping",
-    "AWS::ApiGateway::Authorizer",
-    "AWS::EC2::SecurityGroupEgress",
-}
 TASK_ROLE_ACTIONS = {
     "ec2:DescribeInstances",
     "kms:Sign",
@@ -69,8 +60,6 @@ TASK_ROLE_ACTIONS = {
     "apigateway:PATCH",
     "events:PutEvents",
 }
-# IAM user, access key, user policy: then moto checks every request's signature and the policy.
-SETUP_REQUESTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +142,6 @@ def test_truststore_bucket_domain_and_authorizer(template: dict[str, Any]) -> No
     authorizer = resources["RestAuthorizer"]["Properties"]
     assert "${AuthorizerFunction.Arn}" in authorizer["AuthorizerUri"]["Fn::Sub"]
     assert authorizer["Type"] == "REQUEST" and authorizer["AuthorizerResultTtlInSeconds"] == 0
-    code = resources["AuthorizerFunction"]["Properties"]["Code"]
-    assert code == {"S3Bucket": {"Ref": "AuthorizerCodeBucket"}, "S3Key": {"Ref": "AuthorizerCodeKey"}}
-    assert template["Parameters"]["AuthorizerCodeKey"]["Default"] == "authorizer-x86_64.zip"
     assert resources["AuthorizerInvokePermission"]["Properties"]["Principal"] == "apigateway.amazonaws.com"
     listener = resources["HttpsListener"]["Properties"]
     assert listener["Protocol"] == "HTTPS" and listener["Certificates"] == [
@@ -191,86 +177,10 @@ def test_first_deployment_and_upgrades_keep_the_order(template: dict[str, Any]) 
     assert deployment["MinimumHealthyPercent"] == 100 and deployment["DeploymentCircuitBreaker"]["Rollback"]
 
 
-@dataclass(frozen=True, slots=True)
-class MotoStack:
-    server: MotoServer
-    env: dict[str, str]  # AWS_* for a client signing as the deployer
-    outputs: dict[str, str]
-    resources: dict[str, str]  # logical id -> physical id
-    dropped: list[str]
-
-    def client(self, service: str) -> Any:
-        return boto3.client(
-            service, endpoint_url=self.server.url, region_name=REGION,
-            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
-        )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def stack(template: dict[str, Any]) -> Iterator[MotoStack]:
-    with moto_server(env={"INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_REQUESTS)}) as server:
-        setup = {"endpoint_url": server.url, "region_name": REGION}
-        iam = boto3.client("iam", aws_access_key_id="AKIASETUP", aws_secret_access_key="setup", **setup)
-        iam.create_user(UserName="deployer")
-        key = iam.create_access_key(UserName="deployer")["AccessKey"]
-        services = ["cloudformation", "ec2", "s3", "acm", "kms", "iam", "ecs", "lambda", "rds", "elasticloadbalancing"]
-        deployer = {"Effect": "Allow", "Action": [f"{s}:*" for s in services], "Resource": "*"}  # the test's own user
-        iam.put_user_policy(UserName="deployer", PolicyName="deploy",
-                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [deployer]}))  # fmt: skip
-        creds = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"], **setup}
-        ec2 = boto3.client("ec2", **creds)
-        vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
-        subnets = ",".join(
-            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
-                "SubnetId"
-            ]
-            for i, az in enumerate("abc")
-        )
-        s3 = boto3.client("s3", **creds)
-        s3.create_bucket(Bucket="artefacts", CreateBucketConfiguration={"LocationConstraint": REGION})
-        package = io.BytesIO()
-        with zipfile.ZipFile(package, "w") as archive:  # what `make authorizer-zip` packages
-            archive.write(ROOT / "clients" / "authorizer" / "lambda_function.py", "lambda_function.py")
-        s3.put_object(Bucket="artefacts", Key="authorizer-x86_64.zip", Body=package.getvalue())
-        certificate = boto3.client("acm", **creds).request_certificate(DomainName="issuer.example.org")
-        parameters = {
-            "VpcId": vpc, "LoadBalancerSubnetIds": subnets, "ServiceSubnetIds": subnets,
-            "ImageUri": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/aws-machine-issuer:0.1.0",
-            "IssuerDomainName": "issuer.example.org", "IssuerCertificateArn": certificate["CertificateArn"],
-            "AuthorizerCodeBucket": "artefacts", "DesiredCount": "2",
-        }  # fmt: skip
-        # moto's CloudFormation makes every AWS::KMS::Key symmetric whatever its KeySpec: the two CA
-        # keys are made through the KMS API with the template's own properties and stand in for them.
-        kms = boto3.client("kms", **creds)
-        stand_ins = {}
-        for name in ("IssuingKey", "RootKey"):
-            props = template["Resources"][name]["Properties"]
-            made = kms.create_key(KeySpec=props["KeySpec"], KeyUsage=props["KeyUsage"], Description=name)["KeyMetadata"]
-            stand_ins[name] = {"Ref": made["KeyId"], "Arn": made["Arn"]}
-        trimmed, dropped = trim_for_moto(template, moto_supported_types(), stand_ins=stand_ins)
-        cfn = boto3.client("cloudformation", **creds)
-        cfn.create_stack(
-            StackName="issuer", TemplateBody=json.dumps(trimmed), Capabilities=["CAPABILITY_IAM"],
-            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        )  # fmt: skip
-        described = cfn.describe_stacks(StackName="issuer")["Stacks"][0]
-        assert described["StackStatus"] == "CREATE_COMPLETE", described.get("StackStatusReason")
-        summaries = cfn.list_stack_resources(StackName="issuer")["StackResourceSummaries"]
-        # moto's CloudFormation ignores a bucket's versioning and public access block (checked in the
-        # template above): apply the template's own values through the S3 API, as AWS would have.
-        bucket_props = template["Resources"]["TruststoreBucket"]["Properties"]
-        (bucket,) = [s["PhysicalResourceId"] for s in summaries if s["LogicalResourceId"] == "TruststoreBucket"]
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration=bucket_props["VersioningConfiguration"])
-        s3.put_public_access_block(
-            Bucket=bucket, PublicAccessBlockConfiguration=bucket_props["PublicAccessBlockConfiguration"]
-        )
-        yield MotoStack(
-            server=server,
-            env={"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]},
-            outputs={o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])},
-            resources={s["LogicalResourceId"]: s["PhysicalResourceId"] for s in summaries},
-            dropped=dropped,
-        )
+    with moto_stack(template) as created:
+        yield created
 
 
 @pytest.mark.slow
@@ -311,68 +221,122 @@ def test_stack_creates_in_moto(stack: MotoStack, template: dict[str, Any]) -> No
     assert db["Engine"] == "postgres" and db["StorageEncrypted"] and not db["PubliclyAccessible"]
 
 
-def _run_task(
-    stack: MotoStack, family_output: str, database_url: str, scratch: Path
-) -> subprocess.CompletedProcess[str]:
-    """Run a task definition's container as ECS would (entry point + command), here, on a real Postgres."""
-    ecs = stack.client("ecs")
-    (container,) = ecs.describe_task_definition(taskDefinition=family_output)["taskDefinition"]["containerDefinitions"]
-    entry = [part.replace("/run/issuer", str(scratch)) for part in container["entryPoint"]]
-    # The one change for this machine: the test Postgres has no TLS (the stack insists on it).
-    entry = [part.replace("?ssl=require", "?ssl=disable") for part in entry]
-    url = make_url(database_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "AWS_"))}
-    env |= {e["name"]: e["value"].replace("/run/issuer", str(scratch)) for e in container["environment"]}
-    env |= {"ISSUER_DB_HOST": url.host or "127.0.0.1", "ISSUER_DB_PORT": str(url.port or 5432),
-            "ISSUER_DB_NAME": url.database or "", "ISSUER_DB_USER": url.username or "postgres",
-            "ISSUER_DB_PASSWORD": url.password or "", "AWS_ENDPOINT_URL": stack.server.url,
-            "AWS_EC2_METADATA_DISABLED": "true", "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-            **stack.env}  # fmt: skip
-    assert {s["name"] for s in container["secrets"]} == {"ISSUER_DB_USER", "ISSUER_DB_PASSWORD"}
-    assert container["user"] == "10001:10001" and container["readonlyRootFilesystem"]
-    scratch.mkdir(exist_ok=True)
-    return subprocess.run(
-        [*entry, *container["command"]], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_one_off_tasks_run_against_the_stack(stack: MotoStack, empty_db: str, tmp_path: Path) -> None:
+def test_tasks_run_against_the_stack(stack: MotoStack, template: dict[str, Any], empty_db: str, tmp_path: Path) -> None:
     scratch = tmp_path / "run"
-    migrated = _run_task(stack, stack.outputs["MigrateTaskDefinition"], empty_db, scratch)
+    migrated = run_task(stack, stack.outputs["MigrateTaskDefinition"], empty_db, scratch)
     assert migrated.returncode == 0 and "Schema is at head" in migrated.stdout, migrated.stdout + migrated.stderr
 
-    initialised = _run_task(stack, stack.outputs["CaInitTaskDefinition"], empty_db, scratch)
+    # Before ca init there is no root: the root-crl task fails, and says so in the line the alarm counts.
+    too_early = run_task(stack, stack.outputs["RootCrlTaskDefinition"], empty_db, scratch)
+    (line,) = json_lines(too_early.stdout)
+    assert too_early.returncode != 0 and line["task"] == "root_crl" and line["exit"] == too_early.returncode
+
+    initialised = run_task(stack, stack.outputs["CaInitTaskDefinition"], empty_db, scratch)
     assert initialised.returncode == 0, initialised.stdout + initialised.stderr
     assert (
         stack.outputs["IssuingKeyArn"] in initialised.stdout and "registered as the active issuer" in initialised.stdout
     )
     assert not (scratch / "state" / "ca" / "root.key.pem").exists()  # both keys in KMS: nothing to keep from the task
 
-    published = _run_task(stack, stack.outputs["PublishTaskDefinition"], empty_db, scratch)
+    signed = run_task(stack, stack.outputs["RootCrlTaskDefinition"], empty_db, scratch)
+    assert signed.returncode == 0 and json_lines(signed.stdout) == [{"task": "root_crl", "exit": 0}], (
+        signed.stdout + signed.stderr
+    )
+    assert "Signed CRL 2 of the root" in signed.stdout  # ca init signed the first (7 days), this one 30 days
+
+    published = run_task(stack, stack.outputs["PublishTaskDefinition"], empty_db, scratch)
     assert published.returncode == 0, published.stdout + published.stderr
-    bucket, key = stack.outputs["TruststoreUri"].removeprefix("s3://").split("/", 1)
-    body = stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    issuing, root = x509.load_pem_x509_certificates(body)
+    s3 = stack.client("s3")
+    versions = s3.list_object_versions(Bucket=stack.bucket)["Versions"]
+    assert {v["Key"] for v in versions} == {"truststore.pem", "crls.pem"}  # no unsigned JSON list any more
+    truststore = s3.get_object(Bucket=stack.bucket, Key="truststore.pem")["Body"].read()
+    issuing, root = x509.load_pem_x509_certificates(truststore)
     kms = stack.client("kms")
     for certificate, output in ((issuing, "IssuingKeyArn"), (root, "RootKeyArn")):
         der = kms.get_public_key(KeyId=stack.outputs[output])["PublicKey"]
         assert certificate.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == der  # fmt: skip
-    assert stack.client("s3").get_object(Bucket=bucket, Key="revoked.json")["Body"].read().startswith(b"{")
+    _check_crls(s3.get_object(Bucket=stack.bucket, Key="crls.pem")["Body"].read(), truststore, tmp_path)
+
+    _authorizer_reads_the_stack(stack, template, issuing, root, empty_db, scratch)
 
     checks_family = stack.outputs["PublishTaskDefinition"].replace("-publish:", "-checks:")
-    checked = _run_task(stack, checks_family, empty_db, scratch)
-    lines = [json.loads(line) for line in checked.stdout.splitlines() if line.startswith("{")]
-    assert lines == [{"check": "ca_expiry", "exit": 0}, {"check": "certs_stale", "exit": 0}], (
+    checked = run_task(stack, checks_family, empty_db, scratch)
+    assert json_lines(checked.stdout) == [{"check": "ca_expiry", "exit": 0}, {"check": "certs_stale", "exit": 0}], (
         checked.stdout + checked.stderr
     )
 
 
+def _check_crls(bundle: bytes, truststore: bytes, tmp_path: Path) -> None:
+    """crls.pem holds the issuing CA's CRL and the root's (the 30-day one), each verified by openssl
+    with the truststore API Gateway uses."""
+    issuing, root = x509.load_pem_x509_certificates(truststore)
+    issuing_crl, root_crl = load_crls(bundle)
+    assert (issuing_crl.issuer, root_crl.issuer) == (issuing.subject, root.subject)
+    assert issuing_crl.is_signature_valid(issuing.public_key())  # type: ignore[arg-type]  # ECDSA CA keys
+    assert root_crl.is_signature_valid(root.public_key())  # type: ignore[arg-type]
+    assert root_crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
+    assert root_crl.next_update_utc and root_crl.next_update_utc - root_crl.last_update_utc == timedelta(days=30)
+    (tmp_path / "truststore.pem").write_bytes(truststore)
+    for name, crl in (("issuing", issuing_crl), ("root", root_crl)):
+        path = tmp_path / f"{name}.crl.pem"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        checked = subprocess.run(
+            ["openssl", "crl", "-in", str(path), "-CAfile", str(tmp_path / "truststore.pem"), "-noout"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert checked.returncode == 0 and "verify OK" in checked.stdout + checked.stderr, (name, checked.stderr)
+
+
+def _authorizer_reads_the_stack(
+    stack: MotoStack, template: dict[str, Any], issuing: x509.Certificate, root: x509.Certificate,
+    database_url: str, scratch: Path,
+) -> None:  # fmt: skip
+    """The authorizer with the function's environment as the template sets it (moto's Lambda cannot be
+    invoked: it refuses its own SigV4 check) reads the stack's bucket: a leaf of the stack's KMS issuing
+    key is allowed, a foreign one denied; without crls.pem it fails closed, until publish puts it back."""
+    variables = template["Resources"]["AuthorizerFunction"]["Properties"]["Environment"]["Variables"]
+    names = {
+        "TruststoreBucket": stack.bucket,
+        "AuthorizerPolicy": template["Parameters"]["AuthorizerPolicy"]["Default"],
+    }
+    env = {name: resolve(value, names) for name, value in variables.items()}
+    env |= {"AWS_REGION": REGION, "AWS_ENDPOINT_URL_S3": stack.server.url, **stack.env}
+
+    def decide(leaf: x509.Certificate) -> dict[str, Any]:  # a fresh Lambda environment each time
+        return authorize(http_event(leaf), env=env, cache=RevocationCache(), now=datetime.now(UTC), log=lambda _: None)
+
+    leaf = asyncio.run(_leaf_of_the_issuing_key(stack, issuing, root))
+    assert decide(leaf)["isAuthorized"] is True
+    foreign = decide(make_pki("Foreign").leaf())
+    assert foreign["isAuthorized"] is False and foreign["context"]["reason"] == "issuer_unknown"
+
+    stack.client("s3").delete_object(Bucket=stack.bucket, Key="crls.pem")
+    missing = decide(leaf)
+    assert missing["isAuthorized"] is False and missing["context"]["reason"] == "crl_source_unavailable", missing
+    republished = run_task(stack, stack.outputs["PublishTaskDefinition"], database_url, scratch)
+    assert republished.returncode == 0, republished.stdout + republished.stderr
+    assert decide(leaf)["isAuthorized"] is True
+
+
+async def _leaf_of_the_issuing_key(
+    stack: MotoStack, issuing: x509.Certificate, root: x509.Certificate
+) -> x509.Certificate:
+    signer = await load_kms_signer(
+        stack.client("kms"), stack.outputs["IssuingKeyArn"], issuer_certificate=issuing, roots=[root]
+    )
+    now = datetime.now(UTC)
+    template = LeafTemplate(
+        common_name="web-1", uri_sans=("spiffe://example.org/stack/web-1",), organizational_unit="onprem",
+        not_before=now - timedelta(minutes=1), not_after=now + timedelta(hours=1),
+    )  # fmt: skip
+    return await signer.issue(template, ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
 @pytest.fixture
 def empty_db(pg_template: str) -> Iterator[str]:
-    import asyncio
     import secrets
 
     from tests.conftest import PG_URL, _pg_execute

@@ -54,6 +54,7 @@ from issuer.service.issuance.renew import RenewMethod
 from issuer.service.issuance.token import TokenMethod
 from issuer.service.janitor import Janitor
 from issuer.service.revocation.lists import RevocationLists
+from issuer.service.revocation.pca_crl import PcaCrls
 from issuer.settings import Settings
 from issuer.store.engine import make_engine, make_session_factory
 
@@ -127,7 +128,9 @@ def create_app(
             )
             trust = await registry.load()
             app[REGISTRY] = registry
-            app[REVOCATION_LISTS] = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
+            app[REVOCATION_LISTS] = RevocationLists(
+                sessions, registry=registry, load_signer=load_signer, clock=clock, upstream_crls=PcaCrls(clock=clock)
+            )
             limiter = rate_limiter
             if limiter is None and settings.rate_limit is not None:
                 limiter = TokenBucketLimiter(settings.rate_limit)

@@ -242,13 +242,21 @@ class _BrokenSigner:
         self.broken = True
         self.issuer_certificate, self.chain, self.roots = real.issuer_certificate, real.chain, real.roots
 
-    async def issue(self, template, public_key, *, serial=None):
+        self.capabilities = real.capabilities
+
+    async def issue(self, request):
         if self.broken:
             raise RuntimeError("signing backend unavailable")
-        return await self._real.issue(template, public_key, serial=serial)
+        return await self._real.issue(request)
 
     async def sign_crl(self, *args, **kwargs):
         return await self._real.sign_crl(*args, **kwargs)
+
+    async def revoke(self, *args, **kwargs):
+        return await self._real.revoke(*args, **kwargs)
+
+    async def health(self):
+        return await self._real.health()
 
 
 async def test_an_unexpected_failure_is_a_500_that_leaks_nothing_and_is_audited(tmp_path: Path, pg_url: str) -> None:

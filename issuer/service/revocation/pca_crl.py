@@ -111,7 +111,7 @@ async def pca_crl(
     """The CRL the Private CA ``ca_arn`` published, verified against ``issuer_certificate``; None when it
     publishes none (CRLs disabled, partitioned, or not written yet).
 
-    Read at most every ``ttl`` (concurrent callers share one read), each read within ``limit`` seconds. Raises
+    A CRL read is kept for ``ttl`` (concurrent callers share one read), each read within ``limit`` seconds. Raises
     :class:`UpstreamUnavailable` ``crl_unavailable`` when it cannot be read or does not verify and
     no earlier good CRL is still before its ``nextUpdate``.
     """
@@ -137,8 +137,10 @@ async def pca_crl(
                 reason=reason,
                 retry_after=30,
             ) from exc
+        if crl is None:
+            return None  # not cached: a CRL enabled or written a moment from now is served at once
         cache.put(ca_arn, _Entry(fetched_at=now, crl=crl))
-        if crl is not None and crl.next_update_utc is not None and crl.next_update_utc <= now:
+        if crl.next_update_utc is not None and crl.next_update_utc <= now:
             log.warning("the CRL AWS Private CA %s published is past its nextUpdate; serving it anyway", ca_arn)
         return crl
 

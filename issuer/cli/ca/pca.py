@@ -44,9 +44,18 @@ def _min_validity(settings: Settings) -> timedelta:
 
 
 def _refuse_mixed(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    from issuer.aws.pca import is_ca_arn
+
     given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None)]
     if given:
         raise fail(f"--aws-pca-arn does not go with {', '.join(given)}", code="usage", exit_status=2)
+    if not is_ca_arn(args.aws_pca_arn):
+        raise fail(
+            f"--aws-pca-arn {args.aws_pca_arn!r} is not an AWS Private CA ARN "
+            "(arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID)",
+            code="pca_arn_invalid",
+            exit_status=2,
+        )
 
 
 def cmd_init_pca(args: argparse.Namespace, settings: Settings) -> int:

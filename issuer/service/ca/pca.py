@@ -133,6 +133,7 @@ async def init_pca_ca(
     refused while CA files are there unless ``force``, and while the registry has an issuer.
     Raises ClientError ``ca_exists`` and the errors of :func:`read_pca_issuer`.
     """
+    _check_arn(arn)
     async with sessions() as session:
         if await store.list_issuers(session):
             raise ClientError("the CA registry already has an issuing CA; rotate it instead", code="ca_exists")
@@ -171,6 +172,7 @@ async def prepare_pca_issuer(
     transaction. Raises ClientError ``issuer_prepared_exists``, ``issuer_exists``, ``root_retired``,
     ConfigError for an empty registry, and the errors of :func:`read_pca_issuer`.
     """
+    _check_arn(arn)
     async with sessions() as session:
         issuers = await store.list_issuers(session)
     if not issuers:
@@ -204,6 +206,13 @@ async def prepare_pca_issuer(
     path = write_certificates(ca_dir / f"issuing-{fingerprint[:16]}.pem", [issuer.certificate, *issuer.intermediates])
     rotation = Rotation(issuer=created, root=root_record, key_path=None, replaced=tuple(pending), certificate_path=path)
     return rotation, known is None
+
+
+def _check_arn(arn: str) -> None:
+    try:
+        pca_key_ref(arn)
+    except ValueError as exc:
+        raise ClientError(str(exc), code="pca_arn_invalid") from None
 
 
 async def _read(clients: PcaClientSource, arn: str, *, now: datetime, min_validity: timedelta) -> PcaIssuer:

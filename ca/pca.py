@@ -186,6 +186,7 @@ class PcaSigner:
                 )
                 _require_active(authority, self._arn, public=True)
             except CAError as exc:
+                self._healthy_at = None  # Private CA answered, but not ACTIVE: not a success to cache
                 return SignerHealth.failed(exc)
         return SignerHealth.healthy()
 

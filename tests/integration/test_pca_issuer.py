@@ -114,6 +114,70 @@ async def test_init_registers_the_private_ca_with_its_root_and_no_key(
     assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "root.pem"]  # certificates only, no key
 
 
+def intermediate_under(root: CertifiedKey) -> CertifiedKey:
+    """An intermediate CA (path length 1) between the root and the Private CA."""
+    from cryptography.x509.oid import NameOID
+
+    from ca.keys import generate_private_key
+    from ca.profile import authority_key_id
+
+    key = generate_private_key("ec-p384")
+    now = datetime.now(UTC)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Example Intermediate"),
+        ]
+    )
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(root.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=700))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(authority_key_id(root.certificate), critical=False)
+        .sign(root.key, hashes.SHA384())
+    )
+    return CertifiedKey(certificate, key)
+
+
+async def test_a_private_ca_below_an_intermediate_brings_its_chain_into_the_truststore(
+    tmp_path: Path, pg_url: str, moto: MotoPca, root: CertifiedKey
+) -> None:
+    moto.honour_passthrough()
+    intermediate = intermediate_under(root)
+    private_ca = moto.create_ca(root, intermediate=intermediate)
+    done = await init_pca(tmp_path, pg_url, private_ca)
+    assert (done.issuer.intermediates, done.issuer.root) == ((intermediate.certificate,), root.certificate)
+    async with running_issuer(tmp_path, pg_url, env=NO_PASSPHRASE) as h:  # starts with issuing.pem a chain
+        truststore = x509.load_pem_x509_certificates(await (await h.client.get("/v1/truststore")).read())
+        assert truststore == [private_ca.certificate, intermediate.certificate, root.certificate]
+        status, body, key = await token_issue(h, "deep-1")
+        assert status == 201, body
+        assert x509.load_pem_x509_certificates(body["chain"].encode()) == [
+            private_ca.certificate,
+            intermediate.certificate,
+        ]
+        check_issued(body, key=key)
+        await check_leaf_against_truststore(h, body)
+
+
 async def test_a_ca_that_is_not_active_or_in_short_lived_mode_for_long_roles_is_refused(
     tmp_path: Path, pg_url: str, moto: MotoPca, private_ca: PcaCa
 ) -> None:

@@ -97,8 +97,16 @@ class MotoPca:
             **kwargs,
         )
 
-    def create_ca(self, root: CertifiedKey, *, common_name: str = "Machines PCA", crl: bool = True) -> PcaCa:
-        """Create a subordinate CA in moto, sign its CSR with ``root`` (pathlen 0) and import the certificate."""
+    def create_ca(
+        self,
+        root: CertifiedKey,
+        *,
+        common_name: str = "Machines PCA",
+        crl: bool = True,
+        intermediate: CertifiedKey | None = None,
+    ) -> PcaCa:
+        """Create a subordinate CA in moto, sign its CSR with ``root`` — or ``intermediate``, itself under ``root``
+        — (pathlen 0) and import the certificate with its chain."""
         pca, s3 = self.client("acm-pca"), self.client("s3")
         bucket = f"pca-crl-{os.urandom(4).hex()}"
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -117,19 +125,22 @@ class MotoPca:
         )["CertificateAuthorityArn"]
         csr = x509.load_pem_x509_csr(pca.get_certificate_authority_csr(CertificateAuthorityArn=arn)["Csr"].encode())
         now = datetime.now(UTC)
+        signer = intermediate or root
         certificate = issuing_builder(
             csr.public_key(),  # type: ignore[arg-type]
-            issuer=root.certificate,
+            issuer=signer.certificate,
             common_name=common_name,
             organization="Example Corp",
             not_before=now - timedelta(minutes=5),
             not_after=now + timedelta(days=365),
-        ).sign(root.key, hashes.SHA384())
+        ).sign(signer.key, hashes.SHA384())
         assert certificate.subject == csr.subject  # the leaves moto signs name the CA by its configured subject
+        chain = [root.certificate] if intermediate is None else [root.certificate, intermediate.certificate]
         pca.import_certificate_authority_certificate(
             CertificateAuthorityArn=arn,
             Certificate=certificate.public_bytes(serialization.Encoding.PEM),
-            CertificateChain=root.certificate.public_bytes(serialization.Encoding.PEM),
+            # Root first: the order Private CA's own chains come in is not relied on by the issuer.
+            CertificateChain=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain),
         )
         return PcaCa(arn=arn, ca_id=arn.rsplit("/", 1)[1], certificate=certificate, root=root, bucket=bucket)
 

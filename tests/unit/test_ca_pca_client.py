@@ -243,3 +243,39 @@ def test_a_request_without_its_csr_is_a_bug(hierarchy: CAHierarchy) -> None:
                 SigningRequest(template=request.template, public_key=request.public_key)
             )
         )
+
+
+def test_health_is_cached_only_while_the_ca_is_active(hierarchy: CAHierarchy) -> None:
+    client = pca_client()
+    now = [100.0]
+    pca = signer(client, hierarchy, health_ttl=30.0, clock=lambda: now[0])
+
+    def describe(status: str) -> None:
+        stub.add_response(
+            "describe_certificate_authority",
+            {"CertificateAuthority": {"Arn": ARN, "Status": status}},
+            {"CertificateAuthorityArn": ARN},
+        )
+
+    async def checks() -> list[tuple[bool, str | None]]:
+        results = []
+        for advance in (0.0, 1.0, 1.0, 1.0, 40.0):
+            now[0] += advance
+            health = await pca.health()
+            results.append((health.ok, health.code))
+        return results
+
+    with Stubber(client) as stub:
+        describe("DISABLED")  # asked: not active, not cached
+        describe("DISABLED")  # asked again a second later
+        describe("ACTIVE")  # asked: healthy, cached for 30 s
+        describe("ACTIVE")  # 40 s later: asked again
+        results = asyncio.run(checks())
+        stub.assert_no_pending_responses()
+    assert results == [
+        (False, "ca_pca_not_active"),
+        (False, "ca_pca_not_active"),
+        (True, None),
+        (True, None),  # from the cache: no DescribeCertificateAuthority left to answer it
+        (True, None),
+    ]

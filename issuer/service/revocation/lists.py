@@ -176,6 +176,8 @@ class RevocationLists:
         """The current CRL of the issuer whose SHA-256 fingerprint starts with ``issuer`` (default: the active one).
 
         An issuer whose backend publishes its own CRL (AWS Private CA) gets that CRL, as published.
+        Hook for the CRL bundle (``GET /v1/crls``): call this with each truststore issuer's full
+        fingerprint; it covers both kinds of issuer (skip ``crl_not_published``).
 
         Raises :class:`ClientError` ``issuer_invalid`` / ``issuer_ambiguous``, :class:`NotFound`
         ``issuer_not_found`` and ``crl_not_published`` (the backend publishes none), and

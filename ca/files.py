@@ -322,8 +322,7 @@ def _load_certificates(files: CAFiles) -> tuple[tuple[x509.Certificate, ...], tu
         )
     roots = _read_certificates(files.root_cert_path)
     issuing = _read_certificates(files.issuing_cert_path)
-    # The issuing certificate, then any intermediates (an AWS Private CA may sit below one): the top must be a root's.
-    top = issuing[0]
+    top = issuing[0]  # then any intermediates (an AWS Private CA may sit below one): the top must be a root's
     for parent in issuing[1:]:
         if not _issued_by(top, parent):
             break

@@ -45,7 +45,6 @@ from ca import (
 )
 from ca.hierarchy import create_hierarchy, create_root
 from ca.kms import KmsSigner
-from ca.signer import LocalFileSigner
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
 from tests.support.signing import sign
 from tests.support.x509_check import openssl_verify, openssl_verify_crl, pem, rsa_key, verify_client_chain
@@ -162,19 +161,14 @@ async def test_every_key_spec_issues_leaves_and_crls_both_checkers_accept(kms_ca
 
 
 async def test_the_leaf_profile_is_the_local_backends(p256_ca: KmsCA, root: CertifiedKey) -> None:
-    other = create_hierarchy(now=NOW - timedelta(days=30))
-    local = LocalFileSigner(
-        issuer_certificate=other.issuing.certificate,
-        issuer_key=other.issuing.key,
-        roots=(other.root.certificate,),
-        serials=lambda: 0xABCDEF0123456789,
-    )
+    serial = 0xABCDEF0123456789  # both backends take the serial from their source: the same one here
+    local = create_hierarchy(now=NOW - timedelta(days=30)).signer(serials=lambda: serial)
     signer = await load_kms_signer(
         p256_ca.client,
         p256_ca.alias,
         issuer_certificate=p256_ca.issuing,
         roots=[root.certificate],
-        serials=lambda: 0xABCDEF0123456789,
+        serials=lambda: serial,
     )
     public_key = generate_private_key("ec-p256").public_key()
 

@@ -44,6 +44,7 @@ from issuer.service.ca.register import (
 from issuer.service.ca.rotation import Rotation
 from issuer.service.ca.signers import PcaClientSource, pca_key_ref
 from issuer.store import issuers as store
+from issuer.store.records import IssuerRecord
 
 __all__ = ["PcaCA", "PcaIssuer", "init_pca_ca", "prepare_pca_issuer", "read_pca_issuer"]
 
@@ -226,7 +227,7 @@ async def _read(clients: PcaClientSource, arn: str, *, now: datetime, min_validi
         raise ClientError(str(exc), code="pca_arn_invalid") from None
 
 
-def _refuse_pending(issuers: Sequence[Any], *, now: datetime, force: bool) -> list[Any]:
+def _refuse_pending(issuers: Sequence[IssuerRecord], *, now: datetime, force: bool) -> list[IssuerRecord]:
     pending = [r for r in issuers if phase_of(r, now=now) == "prepared"]
     if pending and not force:
         raise ClientError(

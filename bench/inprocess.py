@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from bench.workload import Ec2Document
 from ca.csr import parse_csr
 from ca.keys import KEY_TYPES
-from ca.signer import LocalFileSigner
+from ca.signer import LocalFileSigner, SigningRequest
 from issuer.attest.ec2 import Ec2Proof, identity_from_document, verify_instance_identity
 from issuer.attest.ec2_certs import AwsCertStore
 from issuer.attest.identity import VerifiedIdentity
@@ -94,7 +94,7 @@ async def measure(
     if template is not None:
 
         async def sign_only(i: int) -> object:
-            return await signer.issue(template, first.public_key, serial=x509.random_serial_number())
+            return await signer.issue(SigningRequest(template=template, public_key=first.public_key))
 
         rates.append(await _timed("signer.issue alone (LocalFileSigner, P-256, verify after sign)", count, sign_only))
 
@@ -111,7 +111,7 @@ async def measure(
                 method="token", principal=f"bench-{i}", attributes=MappingProxyType({"name": f"bench-{i}"})
             )
             leaf = decide(identity, token_role, csr, None, now, trust_domain=trust_domain)
-            return await signer.issue(leaf, csr.public_key, serial=x509.random_serial_number())
+            return await signer.issue(SigningRequest(template=leaf, public_key=csr.public_key, csr_der=csr.der))
 
         rates.append(await _timed("token: parse_csr + decide + sign", count, token_path))
 
@@ -129,12 +129,12 @@ async def measure(
             doc = verify_instance_identity(proofs[i % len(proofs)], certs=aws_certs)
             csr = parse_csr(csrs[i % len(csrs)], allowed_key_types=KEY_TYPES)
             leaf = decide(identity_from_document(doc), ec2_role, csr, None, now, trust_domain=trust_domain)
-            return await signer.issue(leaf, csr.public_key, serial=x509.random_serial_number())
+            return await signer.issue(SigningRequest(template=leaf, public_key=csr.public_key, csr_der=csr.der))
 
         rates.append(await _timed("aws-ec2: verify + parse_csr + decide + sign", count, ec2_path))
 
     if template is not None:
-        leaf_cert = await signer.issue(template, first.public_key)
+        leaf_cert = (await signer.issue(SigningRequest(template=template, public_key=first.public_key))).certificate
 
         async def answer(i: int) -> object:
             return _answer(leaf_cert, signer)

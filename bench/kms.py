@@ -42,7 +42,7 @@ from ca.kms import load_kms_signer
 from ca.kms_client import kms_botocore_config
 from ca.kms_setup import create_issuing_for_kms_key, create_kms_key
 from ca.profile import LeafTemplate
-from ca.signer import Signer
+from ca.signer import Signer, SigningRequest
 from tests.support.moto_server import moto_env, moto_server
 
 __all__ = ["main"]
@@ -172,7 +172,7 @@ async def _inprocess(moto_url: str, *, count: int, concurrency: int) -> list[Fig
     )
 
     def step(signer: Signer) -> Callable[[], Awaitable[object]]:
-        return lambda: signer.issue(template, public)
+        return lambda: signer.issue(SigningRequest(template=template, public_key=public))
 
     figures = []
     for name, signer in (("kms", kms), ("file", local)):

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca.profile import authority_key_id, utc_seconds
 
-__all__ = ["MAX_CRL_NUMBER", "RevokedEntry", "crl_builder"]
+__all__ = ["MAX_CRL_NUMBER", "RevokedEntry", "crl_builder", "load_verified_crl"]
 
 # RFC 5280 §5.2.3: a CRL number is at most 20 octets.
 MAX_CRL_NUMBER = 2**159 - 1
@@ -78,3 +79,21 @@ def _revoked_certificate(entry: RevokedEntry) -> x509.RevokedCertificate:
     if entry.reason is not None and entry.reason is not x509.ReasonFlags.unspecified:
         builder = builder.add_extension(x509.CRLReason(entry.reason), critical=False)
     return builder.build()
+
+
+def load_verified_crl(data: bytes, *, issuer: x509.Certificate) -> x509.CertificateRevocationList:
+    """A CRL (DER, or PEM) read from elsewhere, checked to be ``issuer``'s: its issuer name and signature.
+
+    For CRLs a backend publishes itself (AWS Private CA writes its CRL to S3). Raises
+    ``ValueError`` saying what is wrong: not a CRL, another issuer's, a bad signature.
+    """
+    try:
+        crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise ValueError(f"not a CRL ({exc})") from None
+    if crl.issuer != issuer.subject:
+        raise ValueError(f"a CRL of {crl.issuer.rfc4514_string()}, not of {issuer.subject.rfc4514_string()}")
+    key = issuer.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) or not crl.is_signature_valid(key):
+        raise ValueError(f"its signature does not verify with {issuer.subject.rfc4514_string()}'s key")
+    return crl

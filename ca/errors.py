@@ -9,15 +9,21 @@ imports a web framework; whoever serves it maps the hint)::
     │                        csr_malformed, csr_signature_invalid,
     │                        key_type_unsupported, key_type_not_allowed
     ├── CAStateError    500  the CA itself is missing, present, broken or expired
-    │                        ca_not_initialised, ca_exists, ca_files_corrupt, ca_expired
+    │                        ca_not_initialised, ca_exists, ca_files_corrupt, ca_expired,
+    │                        ca_pca_mismatch (AWS Private CA now holds another key than the registered certificate)
     ├── CAKeyError      500  the CA key cannot be unlocked
     │                        ca_passphrase_wrong, ca_passphrase_empty, ca_passphrase_weak
     ├── KMSKeyError     500  (a CAStateError) the KMS key cannot be this CA's key
     │                        ca_kms_key_mismatch, ca_kms_key_unsupported, ca_kms_signature_invalid
-    └── SignerUnavailable 503  the signer backend (AWS KMS) cannot sign now; retry_after set
-        │                      ca_signer_unavailable (throttled, KMS internal error, timeout, unreachable)
+    ├── SignerCapabilityMissing 500  a caller asked a backend for what it declared it cannot do (a bug)
+    │                        ca_signer_capability_missing
+    ├── SignerResultRejected 502  a remote signer (AWS Private CA) returned a certificate that is not the one
+    │                        asked for; nothing is recorded or answered: ca_signer_result_rejected
+    └── SignerUnavailable 503  the signer backend (AWS KMS, AWS Private CA) cannot sign now; retry_after set
+        │                      ca_signer_unavailable (throttled, internal error, timeout, unreachable)
         └── SignerDenied  503  the backend refuses this CA's key: an operator must act
-                               ca_signer_denied, ca_kms_key_disabled, ca_kms_key_not_found
+                               ca_signer_denied, ca_kms_key_disabled, ca_kms_key_not_found,
+                               ca_pca_not_active, ca_pca_not_found
 
 ``detail`` is written for a person and is safe to show to the caller of the
 library; ``reason`` (defaulting to ``detail``) is for logs only. The shape matches
@@ -38,8 +44,10 @@ __all__ = [
     "CSRErrorCode",
     "KMSKeyError",
     "KMSKeyErrorCode",
+    "SignerCapabilityMissing",
     "SignerDenied",
     "SignerDeniedCode",
+    "SignerResultRejected",
     "SignerUnavailable",
 ]
 
@@ -49,10 +57,12 @@ CSRErrorCode = Literal[
     "key_type_unsupported",
     "key_type_not_allowed",
 ]
-CAStateErrorCode = Literal["ca_not_initialised", "ca_exists", "ca_files_corrupt", "ca_expired"]
+CAStateErrorCode = Literal["ca_not_initialised", "ca_exists", "ca_files_corrupt", "ca_expired", "ca_pca_mismatch"]
 CAKeyErrorCode = Literal["ca_passphrase_wrong", "ca_passphrase_empty", "ca_passphrase_weak"]
 KMSKeyErrorCode = Literal["ca_kms_key_mismatch", "ca_kms_key_unsupported", "ca_kms_signature_invalid"]
-SignerDeniedCode = Literal["ca_signer_denied", "ca_kms_key_disabled", "ca_kms_key_not_found"]
+SignerDeniedCode = Literal[
+    "ca_signer_denied", "ca_kms_key_disabled", "ca_kms_key_not_found", "ca_pca_not_active", "ca_pca_not_found"
+]
 
 
 class CAError(Exception):
@@ -127,6 +137,36 @@ class KMSKeyError(CAStateError):
     def __init__(self, detail: str, *, code: KMSKeyErrorCode, reason: str | None = None) -> None:
         # CAStateError narrows ``code`` to its own codes; these are the KMS ones.
         CAError.__init__(self, detail, code=code, reason=reason)
+
+
+class SignerCapabilityMissing(CAError):
+    """A signer was asked to sign a CRL or revoke at its end although its ``capabilities`` say it cannot (500).
+
+    A bug in the caller, which must read :attr:`ca.signer.Signer.capabilities` first.
+    """
+
+    status_hint = 500
+    default_code = "ca_signer_capability_missing"
+    title = "CA error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, code="ca_signer_capability_missing")
+
+
+class SignerResultRejected(CAError):
+    """A remote signer returned a certificate that is not what was asked for (502).
+
+    Its public key, names, usages, validity or signature differ from the request: the
+    certificate is neither recorded nor answered. ``detail`` is generic; ``reason`` says
+    what differed (for the log and the audit row).
+    """
+
+    status_hint = 502
+    default_code = "ca_signer_result_rejected"
+    title = "Signer result rejected"
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail, code="ca_signer_result_rejected", reason=reason)
 
 
 class SignerUnavailable(CAError):

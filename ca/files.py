@@ -322,7 +322,12 @@ def _load_certificates(files: CAFiles) -> tuple[tuple[x509.Certificate, ...], tu
         )
     roots = _read_certificates(files.root_cert_path)
     issuing = _read_certificates(files.issuing_cert_path)
-    if not any(_issued_by(issuing[0], root) for root in roots):
+    top = issuing[0]  # then any intermediates (an AWS Private CA may sit below one): the top must be a root's
+    for parent in issuing[1:]:
+        if not _issued_by(top, parent):
+            break
+        top = parent
+    if not any(_issued_by(top, root) for root in roots):
         raise CAStateError(
             f"The issuing certificate in {files.issuing_cert_path} was not signed by a root in {files.root_cert_path}",
             code="ca_files_corrupt",

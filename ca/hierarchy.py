@@ -15,7 +15,7 @@ from cryptography import x509
 
 from ca.keys import PrivateKey, generate_private_key, signature_hash_for
 from ca.profile import issuing_builder, root_builder, utc_seconds
-from ca.signer import LocalFileSigner
+from ca.signer import LocalFileSigner, Serials
 
 __all__ = [
     "CA_BACKDATE",
@@ -57,12 +57,13 @@ class CAHierarchy:
     root: CertifiedKey
     issuing: CertifiedKey
 
-    def signer(self) -> LocalFileSigner:
-        """A signer issuing from this hierarchy's issuing CA, trusting its root."""
+    def signer(self, *, serials: Serials = x509.random_serial_number) -> LocalFileSigner:
+        """A signer issuing from this hierarchy's issuing CA, trusting its root (``serials``: its serial source)."""
         return LocalFileSigner(
             issuer_certificate=self.issuing.certificate,
             issuer_key=self.issuing.key,
             roots=(self.root.certificate,),
+            serials=serials,
         )
 
 

@@ -8,7 +8,7 @@ returned. Wiring it into a service::
     client = boto3.session.Session().client("kms", region_name=region, config=kms_botocore_config())
     signer = await load_kms_signer(client, "alias/issuer-ca", issuer_certificate=issuing, roots=roots)
     ...
-    await signer.check()  # in /readyz: cached GetPublicKey, raises SignerUnavailable/SignerDenied
+    await signer.health()  # in /readyz: cached GetPublicKey; never raises
 
 Each KMS call runs in a worker thread (``asyncio.to_thread``) under ``call_timeout``
 seconds; botocore's connect/read timeouts and retries (``kms_botocore_config``)
@@ -21,13 +21,12 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ca.crl import RevokedEntry, crl_builder
-from ca.errors import CAError, KMSKeyError, SignerUnavailable
+from ca.errors import CAError, KMSKeyError, SignerCapabilityMissing, SignerUnavailable
 from ca.keys import key_type_of
 from ca.kms_client import (
     KmsClient,
@@ -39,7 +38,8 @@ from ca.kms_client import (
     same_public_key,
 )
 from ca.kms_x509 import KmsAlgorithm, algorithm_for_public_key
-from ca.profile import LeafTemplate, leaf_builder
+from ca.profile import leaf_builder
+from ca.signer import IssuedCertificate, Serials, SignerCapabilities, SignerHealth, SigningRequest
 
 __all__ = [
     "DEFAULT_HEALTH_TIMEOUT",
@@ -65,8 +65,11 @@ class KmsSigner:
     wrong key is then caught on first use as ``ca_kms_signature_invalid``). ``chain``
     defaults to the issuing certificate alone. ``clock`` (monotonic seconds) times the
     health cache. Raises ``ValueError`` for a certificate key KMS cannot hold, no
-    roots, an empty ``key_id`` or a non-positive timeout.
+    roots, an empty ``key_id`` or a non-positive timeout. ``serials`` gives the leaves' serials
+    (default: cryptography's random 159-bit ones).
     """
+
+    CAPABILITIES: ClassVar[SignerCapabilities] = SignerCapabilities(signs_crls=True, revokes_upstream=False)
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class KmsSigner:
         health_ttl: float = DEFAULT_HEALTH_TTL,
         health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        serials: Serials = x509.random_serial_number,
     ) -> None:
         algorithm = algorithm_for_public_key(issuer_certificate.public_key())
         if algorithm is None:
@@ -102,6 +106,7 @@ class KmsSigner:
         self._clock = clock
         self._healthy_at: float | None = None
         self._health_lock = asyncio.Lock()
+        self._serials = serials
 
     @property
     def issuer_certificate(self) -> x509.Certificate:
@@ -116,6 +121,10 @@ class KmsSigner:
         return self._roots
 
     @property
+    def capabilities(self) -> SignerCapabilities:
+        return self.CAPABILITIES
+
+    @property
     def key_id(self) -> str:
         """The KMS key signing (the key ARN when loaded by :func:`load_kms_signer`)."""
         return self._key_id
@@ -124,13 +133,7 @@ class KmsSigner:
     def algorithm(self) -> KmsAlgorithm:
         return self._algorithm
 
-    async def issue(
-        self,
-        template: LeafTemplate,
-        public_key: CertificatePublicKeyTypes,
-        *,
-        serial: int | None = None,
-    ) -> x509.Certificate:
+    async def issue(self, request: SigningRequest) -> IssuedCertificate:
         """A leaf signed in KMS, verified against the issuing certificate (see ``Signer.issue``).
 
         Raises ``CSRError`` ``key_type_unsupported``, ``CAStateError`` ``ca_expired``,
@@ -139,13 +142,14 @@ class KmsSigner:
         ``ca_kms_signature_invalid``. Their ``detail`` names no key; ``reason`` does.
         """
         # The caller should have checked the CSR already; refusing here too keeps the CA safe on its own.
-        key_type_of(public_key)
-        builder = leaf_builder(template, public_key, issuer=self._certificate, serial=serial)
-        return await self._signed(
+        key_type_of(request.public_key)
+        builder = leaf_builder(request.template, request.public_key, issuer=self._certificate, serial=self._serials())
+        certificate = await self._signed(
             lambda: kms_sign_certificate(
                 self._client, self._key_id, builder, algorithm=self._algorithm, issuer=self._certificate, public=True
             )
         )
+        return IssuedCertificate(certificate, self._chain)
 
     async def sign_crl(
         self,
@@ -164,6 +168,17 @@ class KmsSigner:
                 self._client, self._key_id, builder, algorithm=self._algorithm, issuer=self._certificate, public=True
             )
         )
+
+    async def revoke(self, serial: int, *, reason: x509.ReasonFlags | None) -> None:
+        raise SignerCapabilityMissing("a KMS-held key keeps no revocation list of its own; nothing to revoke there")
+
+    async def health(self) -> SignerHealth:
+        """:meth:`check` as a value: healthy, or the code and reason of why not (never raises a CAError)."""
+        try:
+            await self.check()
+        except CAError as exc:
+            return SignerHealth.failed(exc)
+        return SignerHealth.healthy()
 
     async def _signed(self, sign: Callable[[], _T]) -> _T:
         """``sign()`` (one kms:Sign) under ``call_timeout``; its outcome is the health :meth:`check` reports."""
@@ -223,6 +238,7 @@ async def load_kms_signer(
     health_ttl: float = DEFAULT_HEALTH_TTL,
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
+    serials: Serials = x509.random_serial_number,
 ) -> KmsSigner:
     """A :class:`KmsSigner` for ``key_id`` (key id, key ARN, alias name or alias ARN), checked once.
 
@@ -249,6 +265,7 @@ async def load_kms_signer(
         health_ttl=health_ttl,
         health_timeout=health_timeout,
         clock=clock,
+        serials=serials,
     )
 
 

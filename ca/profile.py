@@ -24,6 +24,9 @@ __all__ = [
     "authority_key_id",
     "issuing_builder",
     "leaf_builder",
+    "leaf_subject",
+    "leaf_validity",
+    "organization_of",
     "root_builder",
     "utc_seconds",
 ]
@@ -85,20 +88,13 @@ def leaf_builder(
     subject is the issuer's O (if it has one), the template's OU (the role) and CN. Raises
     :class:`CAStateError` ``ca_expired`` when nothing of the window is left.
     """
-    not_before = max(template.not_before, issuer.not_valid_before_utc)
-    not_after = min(template.not_after, issuer.not_valid_after_utc)
-    if not_after <= not_before:
-        raise CAStateError(
-            f"The issuing CA is valid until {issuer.not_valid_after_utc.isoformat()}; "
-            "it cannot issue a certificate for this period. Rotate the CA.",
-            code="ca_expired",
-        )
+    not_before, not_after = leaf_validity(template, issuer=issuer)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in template.uri_sans]
     sans += [x509.DNSName(d) for d in template.dns_sans]
     return (
         x509.CertificateBuilder()
         .serial_number(serial if serial is not None else x509.random_serial_number())
-        .subject_name(_name(template.common_name, _organization_of(issuer), template.organizational_unit))
+        .subject_name(leaf_subject(template, issuer=issuer))
         .issuer_name(issuer.subject)
         .public_key(public_key)
         .not_valid_before(not_before)
@@ -111,6 +107,27 @@ def leaf_builder(
         # The subject carries a CN, so RFC 5280 lets the SAN be non-critical.
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
     )
+
+
+def leaf_validity(template: LeafTemplate, *, issuer: x509.Certificate) -> tuple[datetime, datetime]:
+    """The leaf's (NotBefore, NotAfter): the template's window clamped into the issuer's.
+
+    Raises :class:`CAStateError` ``ca_expired`` when nothing of the window is left.
+    """
+    not_before = max(template.not_before, issuer.not_valid_before_utc)
+    not_after = min(template.not_after, issuer.not_valid_after_utc)
+    if not_after <= not_before:
+        raise CAStateError(
+            f"The issuing CA is valid until {issuer.not_valid_after_utc.isoformat()}; "
+            "it cannot issue a certificate for this period. Rotate the CA.",
+            code="ca_expired",
+        )
+    return not_before, not_after
+
+
+def leaf_subject(template: LeafTemplate, *, issuer: x509.Certificate) -> x509.Name:
+    """The leaf's subject: the issuer's O (if it has one), the template's OU (the role) and CN."""
+    return _name(template.common_name, organization_of(issuer), template.organizational_unit)
 
 
 def root_builder(
@@ -192,7 +209,8 @@ def _name(common_name: str, organization: str | None, unit: str | None = None) -
     return x509.Name(attributes)
 
 
-def _organization_of(issuer: x509.Certificate) -> str | None:
+def organization_of(issuer: x509.Certificate) -> str | None:
+    """The first O= of ``issuer``'s subject, which its leaves carry too; None without one."""
     values = issuer.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     value = values[0].value if values else None
     return value if isinstance(value, str) else None

@@ -56,6 +56,7 @@ from issuer.service.issuance.token import TokenMethod
 from issuer.service.janitor import Janitor
 from issuer.service.revocation.bundle import CrlBundles
 from issuer.service.revocation.lists import RevocationLists
+from issuer.service.revocation.pca_crl import PcaCrls
 from issuer.service.revocation.root_crls import RootCrls, RootSignerLoader
 from issuer.settings import Settings
 from issuer.store.engine import make_engine, make_session_factory
@@ -136,7 +137,9 @@ def create_app(
             )
             trust = await registry.load()
             app[REGISTRY] = registry
-            lists = RevocationLists(sessions, registry=registry, load_signer=load_signer, clock=clock)
+            lists = RevocationLists(
+                sessions, registry=registry, load_signer=load_signer, clock=clock, upstream_crls=PcaCrls(clock=clock)
+            )
             app[REVOCATION_LISTS] = lists
             root_crls = RootCrls(sessions, load_signer=root_signer_loader or key_signers.root, clock=clock)
             app[CRLS] = CrlBundles(sessions, registry=registry, lists=lists, roots=root_crls, clock=clock)

@@ -27,6 +27,11 @@ A revoked certificate cannot renew, and is listed at once on its issuing CA's CR
 Revoking does not stop a machine from attesting again: for an EC2 instance, --reset-binding
 also forgets its trust-on-first-use binding, so the nonce it holds (or a stolen copy) no
 longer works and its next attestation binds it anew.
+
+Certificates of an AWS Private CA issuer are revoked there too (RevokeCertificate), after the
+revocation here has committed; Private CA's own CRL lists them about 30 minutes later. If
+Private CA cannot be reached, the revocation here stands, the command exits 1 saying so, and
+running it again retries (certificates revoked already are sent again).
 """
 
 EPILOG = """\
@@ -97,6 +102,7 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
                 actor=_actor(),
                 dry_run=args.dry_run,
                 reset_binding=args.reset_binding,
+                upstream=_upstream(s, settings),
             ),
         )
     )
@@ -104,7 +110,25 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
         print_json(as_json(done))
     else:
         report(done)
+    failed = done.upstream_failed
+    if failed:
+        first = failed[0]
+        raise fail(
+            f"revoked here, but {len(failed)} revocation(s) did not reach the CA that keeps its own list "
+            f"({first.issuer}: {first.code}: {first.detail}); run the same command again to retry",
+            code="upstream_revoke_failed",
+        )
     return 0
+
+
+def _upstream(sessions: Any, settings: Settings) -> Any:
+    """Revocations reach AWS Private CA issuers through the same key backends the service uses."""
+    from issuer.service.ca.setup import read_passphrase
+    from issuer.service.ca.signers import KeySigners
+    from issuer.service.revocation.upstream import UpstreamRevocations
+
+    signers = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
+    return UpstreamRevocations(sessions, load_signer=signers, clock=now)
 
 
 def _actor() -> str:
@@ -138,6 +162,10 @@ def as_json(done: Revocation) -> dict[str, object]:
         "revoked": [cert(c) for c in done.revoked],
         "already_revoked": [cert(c) for c in done.already_revoked],
         "binding": done.binding,
+        "upstream": [
+            {"serial": r.serial, "issuer": r.issuer, "ok": r.ok, "code": r.code, "detail": r.detail}
+            for r in done.upstream
+        ],
     }
 
 
@@ -175,6 +203,11 @@ def report(done: Revocation) -> None:
         )
     elif done.binding == "none":
         print("The instance has no binding (it never attested by EC2 identity document, or it was reset).")
+    for r in done.upstream:
+        if r.ok:
+            print(f"Revoked at its CA too: {r.serial} ({r.issuer}); its own CRL lists it within about 30 minutes.")
+        else:
+            print(f"NOT revoked at its CA yet: {r.serial} ({r.issuer}): {r.code}: {r.detail}")
     if done.dry_run:
         print("Dry run: nothing was changed.")
     elif done.revoked:

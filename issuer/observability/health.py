@@ -1,15 +1,17 @@
-"""Readiness of the signer: whether the active issuing key can sign now.
+"""Readiness of the signer: whether the active issuing CA can sign now.
 
-A signer with an async ``check()`` (the KMS signer: one bounded ``GetPublicKey``,
-cached while healthy) is asked under a short timeout; one without (a key held in
-memory, ``LocalFileSigner``) is ready whenever it is loaded.
+Every :class:`~ca.signer.Signer` declares a ``health()`` check: a key held in memory is
+healthy once loaded; the KMS signer asks KMS (one bounded ``GetPublicKey``, cached while
+healthy); the AWS Private CA signer asks Private CA (``DescribeCertificateAuthority``: the CA
+must be ACTIVE, cached likewise). It is awaited here under a short timeout of our own too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
+
+from ca.signer import Signer
 
 __all__ = ["SIGNER_CHECK_TIMEOUT", "signer_status"]
 
@@ -19,23 +21,22 @@ log = logging.getLogger("issuer.http")
 SIGNER_CHECK_TIMEOUT = 2.0
 
 
-async def signer_status(signer: object, *, limit: float = SIGNER_CHECK_TIMEOUT) -> str:
-    """``"ok"``, or ``"unavailable"`` when the signer's ``check()`` raised or took longer than ``limit`` seconds.
+async def signer_status(signer: Signer, *, limit: float = SIGNER_CHECK_TIMEOUT) -> str:
+    """``"ok"``, or ``"unavailable"`` when the signer's health is not ok or took longer than ``limit`` seconds.
 
     Never raises; a failure is logged in one line with its code.
     """
-    check = getattr(signer, "check", None)
-    if check is None or not inspect.iscoroutinefunction(check):
-        return "ok"
     try:
         async with asyncio.timeout(limit):
-            await check()
+            health = await signer.health()
     except TimeoutError:
         log.warning("readiness: the signer did not answer its health check within %gs", limit)
         return "unavailable"
-    except Exception as exc:
-        code = getattr(exc, "code", type(exc).__name__)
-        reason = getattr(exc, "reason", None) or str(exc)
-        log.warning("readiness: signer check failed: %s: %s", code, str(reason).splitlines()[0][:300] if reason else "")
+    except Exception as exc:  # a health() that raises is a bug, but readiness must still answer
+        log.warning("readiness: signer health check raised %s: %s", type(exc).__name__, str(exc)[:300])
         return "unavailable"
-    return "ok"
+    if health.ok:
+        return "ok"
+    detail = (health.detail or "").splitlines()[0][:300] if health.detail else ""
+    log.warning("readiness: signer check failed: %s: %s", health.code, detail)
+    return "unavailable"

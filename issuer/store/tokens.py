@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from issuer.store.models import JoinToken
 from issuer.store.records import TokenRecord, record_of
 
-__all__ = ["add_join_token", "consume_join_token", "find_join_token", "list_join_tokens", "revoke_join_token"]
+__all__ = [
+    "add_join_token",
+    "consume_join_token",
+    "find_join_token",
+    "link_certificate",
+    "list_join_tokens",
+    "revoke_join_token",
+]
 
 
 async def add_join_token(
@@ -32,28 +39,35 @@ _CONSUME = (
         _TOKENS.c.used_at.is_(None),
         _TOKENS.c.expires_at > bindparam("p_now"),
     )
-    .values(
-        used_at=bindparam("p_now"), used_by_request_id=bindparam("p_request"), certificate_serial=bindparam("p_serial")
-    )
+    .values(used_at=bindparam("p_now"), used_by_request_id=bindparam("p_request"))
     .returning(*(_TOKENS.c[f.name] for f in fields(TokenRecord)))
 )
 
 
 async def consume_join_token(
-    session: AsyncSession, *, token_hash: str, now: datetime, request_id: str, certificate_serial: str
+    session: AsyncSession, *, token_hash: str, now: datetime, request_id: str
 ) -> TokenRecord | None:
-    """Mark the token used (by ``certificate_serial``) if it is unused and unexpired; the record, or None.
+    """Mark the token used (by request ``request_id``) if it is unused and unexpired; the record, or None.
 
     One conditional UPDATE: under concurrent use the database lets exactly one
     transaction see the row unused; the others find ``used_at`` set (Postgres
     re-checks the WHERE clause after the winner commits).
     """
     connection = await session.connection()
-    result = await connection.execute(
-        _CONSUME, {"p_hash": token_hash, "p_now": now, "p_request": request_id, "p_serial": certificate_serial}
-    )
+    result = await connection.execute(_CONSUME, {"p_hash": token_hash, "p_now": now, "p_request": request_id})
     row = result.mappings().one_or_none()
     return None if row is None else TokenRecord(**row)
+
+
+_LINK = (
+    update(_TOKENS).where(_TOKENS.c.token_hash == bindparam("p_hash")).values(certificate_serial=bindparam("p_serial"))
+)
+
+
+async def link_certificate(session: AsyncSession, *, token_hash: str, certificate_serial: str) -> None:
+    """Record which certificate a consumed token became (once the signer has chosen its serial)."""
+    connection = await session.connection()
+    await connection.execute(_LINK, {"p_hash": token_hash, "p_serial": certificate_serial})
 
 
 async def find_join_token(session: AsyncSession, *, token_hash: str) -> TokenRecord | None:

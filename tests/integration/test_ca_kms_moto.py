@@ -46,6 +46,7 @@ from ca import (
 from ca.hierarchy import create_hierarchy, create_root
 from ca.kms import KmsSigner
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
+from tests.support.signing import sign
 from tests.support.x509_check import openssl_verify, openssl_verify_crl, pem, rsa_key, verify_client_chain
 
 REGION = "eu-west-1"
@@ -145,7 +146,7 @@ async def test_every_key_spec_issues_leaves_and_crls_both_checkers_accept(kms_ca
     expected_hash = hashes.SHA384 if kms_ca.alias.endswith("p384") else hashes.SHA256
 
     for key_type in ("ec-p256", "ec-p384", "rsa-2048"):
-        leaf = await signer.issue(template(), leaf_public_key(key_type))
+        leaf = await sign(signer, template(), leaf_public_key(key_type))
         openssl_verify(pem([leaf]), pem(signer.chain), pem(signer.roots), attime=NOW)
         built = verify_client_chain(leaf, signer.chain, signer.roots, NOW)
         assert built == [leaf, kms_ca.issuing, root.certificate]
@@ -160,14 +161,19 @@ async def test_every_key_spec_issues_leaves_and_crls_both_checkers_accept(kms_ca
 
 
 async def test_the_leaf_profile_is_the_local_backends(p256_ca: KmsCA, root: CertifiedKey) -> None:
-    local = create_hierarchy(now=NOW - timedelta(days=30)).signer()
+    serial = 0xABCDEF0123456789  # both backends take the serial from their source: the same one here
+    local = create_hierarchy(now=NOW - timedelta(days=30)).signer(serials=lambda: serial)
     signer = await load_kms_signer(
-        p256_ca.client, p256_ca.alias, issuer_certificate=p256_ca.issuing, roots=[root.certificate]
+        p256_ca.client,
+        p256_ca.alias,
+        issuer_certificate=p256_ca.issuing,
+        roots=[root.certificate],
+        serials=lambda: serial,
     )
     public_key = generate_private_key("ec-p256").public_key()
 
-    from_kms = await signer.issue(template(), public_key, serial=0xABCDEF0123456789)
-    from_file = await local.issue(template(), public_key, serial=0xABCDEF0123456789)
+    from_kms = await sign(signer, template(), public_key)
+    from_file = await sign(local, template(), public_key)
 
     def profile(c: x509.Certificate) -> list[tuple[Any, bool, Any]]:
         # The AKI names the issuer, which differs; everything else must be identical.
@@ -208,7 +214,7 @@ async def test_a_kms_root_certifies_a_kms_issuing_ca(moto: MotoServer) -> None:
         kms_root, client, issuing_key.key_id, now=NOW - timedelta(days=30), organization="Example Corp"
     )
     signer = await load_kms_signer(client, issuing_key.key_id, issuer_certificate=issuing, roots=[kms_root.certificate])
-    leaf = await signer.issue(template(), generate_private_key("ec-p256").public_key())
+    leaf = await sign(signer, template(), generate_private_key("ec-p256").public_key())
 
     assert kms_root.key_id == root_key.key_id
     assert isinstance(kms_root.certificate.signature_hash_algorithm, hashes.SHA384)
@@ -277,7 +283,7 @@ async def test_a_disabled_key_is_refused_with_its_name(moto: MotoServer, root: C
     signer = await load_kms_signer(client, key.key_id, issuer_certificate=issuing, roots=[root.certificate])
     client.disable_key(KeyId=key.key_id)
     with pytest.raises(SignerDenied) as err:
-        await signer.issue(template(), generate_private_key("ec-p256").public_key())
+        await sign(signer, template(), generate_private_key("ec-p256").public_key())
     assert err.value.code == "ca_kms_key_disabled"
     assert key.key_id in err.value.reason
 
@@ -322,7 +328,7 @@ async def test_a_closed_port_is_unavailable(p256_ca: KmsCA, root: CertifiedKey) 
         client=client, key_id="alias/issuer-ca", issuer_certificate=p256_ca.issuing, roots=[root.certificate]
     )
     with pytest.raises(SignerUnavailable) as sign_err:
-        await signer.issue(template(), generate_private_key("ec-p256").public_key())
+        await sign(signer, template(), generate_private_key("ec-p256").public_key())
     for err in (load_err.value, sign_err.value):
         assert (type(err), err.code, err.status_hint, err.retry_after) == (
             SignerUnavailable,
@@ -365,7 +371,7 @@ async def test_a_silent_server_is_unavailable_within_the_bound(
         try:
             with pytest.raises(SignerUnavailable) as err:
                 # wait_for only keeps the test from hanging if both bounds were broken.
-                await asyncio.wait_for(signer.issue(template(), generate_private_key("ec-p256").public_key()), 30)
+                await asyncio.wait_for(sign(signer, template(), generate_private_key("ec-p256").public_key()), 30)
         finally:
             task.cancel()
     assert err.value.code == "ca_signer_unavailable"
@@ -384,10 +390,10 @@ async def _benchmark(count: int) -> None:
         for spec in ("ECC_NIST_P256", "ECC_NIST_P384", "RSA_2048"):
             ca = make_kms_ca(client, root, spec)
             signer = await load_kms_signer(client, ca.alias, issuer_certificate=ca.issuing, roots=[root.certificate])
-            await signer.issue(template(), public_key)  # warm the connection
+            await sign(signer, template(), public_key)  # warm the connection
             started = time.perf_counter()
             for _ in range(count):
-                await signer.issue(template(), public_key)
+                await sign(signer, template(), public_key)
             elapsed = time.perf_counter() - started
             print(
                 f"{spec:14} {count} sequential leaves in {elapsed:.2f} s: "

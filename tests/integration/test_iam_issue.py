@@ -22,13 +22,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from ca.files import load_local_signer
-from ca.profile import LeafTemplate
-from ca.signer import Signer
+from ca.signer import IssuedCertificate, Signer, SignerCapabilities, SignerHealth, SigningRequest
 from issuer.attest.sts import ValidatedStsRequest
 from issuer.attest.sts_response import CallerIdentity, StsCaller
 from issuer.aws.sts import AiohttpStsCaller
@@ -385,12 +383,20 @@ class GatheringSigner:
     def roots(self) -> tuple[x509.Certificate, ...]:
         return self.inner.roots
 
-    async def issue(
-        self, template: LeafTemplate, public_key: CertificatePublicKeyTypes, *, serial: int | None = None
-    ) -> x509.Certificate:
+    @property
+    def capabilities(self) -> SignerCapabilities:
+        return self.inner.capabilities
+
+    async def issue(self, request: SigningRequest) -> IssuedCertificate:
         async with asyncio.timeout(20):  # fewer arrivals than expected: fail, do not hang
             await self._barrier.wait()
-        return await self.inner.issue(template, public_key, serial=serial)
+        return await self.inner.issue(request)
+
+    async def revoke(self, serial: int, *, reason: x509.ReasonFlags | None) -> None:
+        await self.inner.revoke(serial, reason=reason)
+
+    async def health(self) -> SignerHealth:
+        return await self.inner.health()
 
 
 async def test_concurrent_first_issuances_for_one_role_all_succeed(tmp_path: Path, pg_url: str, aws: MotoIam) -> None:

@@ -225,6 +225,7 @@ async def test_a_certificate_from_another_ca_or_not_recorded_is_unknown(tmp_path
     from ca.files import load_local_signer
     from ca.profile import LeafTemplate
     from tests.support.harness import PASSPHRASE
+    from tests.support.signing import sign
 
     async with running_issuer(tmp_path, pg_url, config=CONFIG) as h:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -240,7 +241,7 @@ async def test_a_certificate_from_another_ca_or_not_recorded_is_unknown(tmp_path
             not_before=now,
             not_after=now + timedelta(hours=1),
         )
-        ghost = Machine(key, await signer.issue(template, key.public_key()), {"serial": "0"})
+        ghost = Machine(key, await sign(signer, template, key.public_key()), {"serial": "0"})
         status, body, _ = await renew(h, ghost)
         assert (status, body["code"]) == (401, "renew_certificate_unknown")
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
 from ca.files import load_local_signer
-from ca.signer import LocalFileSigner
+from ca.signer import IssuedCertificate, LocalFileSigner, SignerCapabilities, SignerHealth, SigningRequest
 from issuer.service.admin import operations as admin
 from issuer.service.revocation.revoke import RevocationTarget, revoke
 from tests.support.harness import PASSPHRASE, Harness, check_issued, new_csr, running_issuer, write_ca
@@ -107,13 +107,23 @@ class GatedSigner:
     def roots(self) -> tuple[x509.Certificate, ...]:
         return self._signer.roots
 
-    async def issue(self, template: Any, public_key: Any, *, serial: int | None = None) -> x509.Certificate:
+    @property
+    def capabilities(self) -> SignerCapabilities:
+        return self._signer.capabilities
+
+    async def issue(self, request: SigningRequest) -> IssuedCertificate:
         self.entered.set()
         await self.open.wait()
-        return await self._signer.issue(template, public_key, serial=serial)
+        return await self._signer.issue(request)
 
     async def sign_crl(self, revoked: Any, *, now: datetime, next_update: datetime, crl_number: int) -> Any:
         return await self._signer.sign_crl(revoked, now=now, next_update=next_update, crl_number=crl_number)
+
+    async def revoke(self, serial: int, *, reason: x509.ReasonFlags | None) -> None:
+        await self._signer.revoke(serial, reason=reason)
+
+    async def health(self) -> SignerHealth:
+        return await self._signer.health()
 
 
 async def lock_waiters(h: Harness) -> int:

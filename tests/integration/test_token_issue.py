@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from issuer.service.admin import operations as admin
 from tests.support.harness import check_issued, check_leaf_against_truststore, new_csr, running_issuer
 from tests.support.x509_check import rsa_key
 
@@ -54,6 +55,9 @@ async def test_token_issues_a_client_certificate_both_checkers_accept(tmp_path: 
             body["serial"],
         )
         assert audit.request_id and audit.remote_addr == "127.0.0.1"
+        # The token names the certificate it became: the serial the signer chose, written after signing.
+        (token,) = await admin.list_tokens(h.service.sessions, include_used=True)
+        assert (token.certificate_serial, token.used_by_request_id) == (body["serial"], audit.request_id)
 
 
 async def test_bundle_endpoint_serves_the_roots_that_verify_issued_certs(tmp_path: Path, pg_url: str) -> None:
@@ -242,13 +246,21 @@ class _BrokenSigner:
         self.broken = True
         self.issuer_certificate, self.chain, self.roots = real.issuer_certificate, real.chain, real.roots
 
-    async def issue(self, template, public_key, *, serial=None):
+        self.capabilities = real.capabilities
+
+    async def issue(self, request):
         if self.broken:
             raise RuntimeError("signing backend unavailable")
-        return await self._real.issue(template, public_key, serial=serial)
+        return await self._real.issue(request)
 
     async def sign_crl(self, *args, **kwargs):
         return await self._real.sign_crl(*args, **kwargs)
+
+    async def revoke(self, *args, **kwargs):
+        return await self._real.revoke(*args, **kwargs)
+
+    async def health(self):
+        return await self._real.health()
 
 
 async def test_an_unexpected_failure_is_a_500_that_leaks_nothing_and_is_audited(tmp_path: Path, pg_url: str) -> None:

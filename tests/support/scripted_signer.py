@@ -12,22 +12,20 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from ca.crl import RevokedEntry
 from ca.errors import SignerUnavailable
 from ca.files import load_local_signer
-from ca.profile import LeafTemplate
-from ca.signer import Signer
+from ca.signer import IssuedCertificate, Signer, SignerCapabilities, SignerHealth, SigningRequest
 from tests.support.harness import PASSPHRASE, write_ca
 
 
 class ScriptedSigner:
-    """A :class:`~ca.signer.Signer` with a KMS-style ``check()``.
+    """A :class:`~ca.signer.Signer` with a KMS-style ``health()``.
 
-    ``hold()`` makes each ``issue`` wait until ``release()``; ``down`` makes ``issue`` and
-    ``check`` raise :class:`SignerUnavailable` (what the KMS signer raises when KMS is
-    throttled or unreachable); ``hang_check`` makes ``check`` never return;
+    ``hold()`` makes each ``issue`` wait until ``release()``; ``down`` makes ``issue`` raise
+    :class:`SignerUnavailable` (what the KMS signer raises when KMS is throttled or unreachable)
+    and ``health`` report it; ``hang_check`` makes ``health`` never return;
     ``before_issue(n)`` is awaited on the n-th ``issue`` before anything else.
     """
 
@@ -59,6 +57,10 @@ class ScriptedSigner:
     def roots(self) -> tuple[x509.Certificate, ...]:
         return self.inner.roots
 
+    @property
+    def capabilities(self) -> SignerCapabilities:
+        return self.inner.capabilities
+
     def hold(self) -> None:
         self._gate = asyncio.Event()
 
@@ -74,9 +76,7 @@ class ScriptedSigner:
                 self._arrival.clear()
                 await self._arrival.wait()
 
-    async def issue(
-        self, template: LeafTemplate, public_key: CertificatePublicKeyTypes, *, serial: int | None = None
-    ) -> x509.Certificate:
+    async def issue(self, request: SigningRequest) -> IssuedCertificate:
         self.arrived += 1
         self._arrival.set()
         if self.before_issue is not None:
@@ -87,16 +87,20 @@ class ScriptedSigner:
                 await gate.wait()
         if self.down:
             raise SignerUnavailable("The CA's signer is unavailable; try again shortly.", reason="scripted: down")
-        return await self.inner.issue(template, public_key, serial=serial)
+        return await self.inner.issue(request)
 
     async def sign_crl(
         self, revoked: Sequence[RevokedEntry], *, now: datetime, next_update: datetime, crl_number: int
     ) -> x509.CertificateRevocationList:
         return await self.inner.sign_crl(revoked, now=now, next_update=next_update, crl_number=crl_number)
 
-    async def check(self) -> None:
+    async def revoke(self, serial: int, *, reason: x509.ReasonFlags | None) -> None:
+        await self.inner.revoke(serial, reason=reason)
+
+    async def health(self) -> SignerHealth:
         self.checks += 1
         if self.hang_check:
             await asyncio.Event().wait()
         if self.down:
-            raise SignerUnavailable("The CA's signer is unavailable.", reason="scripted: down")
+            return SignerHealth.failed(SignerUnavailable("The CA's signer is unavailable.", reason="scripted: down"))
+        return await self.inner.health()

@@ -23,6 +23,7 @@ from ca import (
     init_ca,
     load_local_signer,
 )
+from tests.support.signing import sign
 from tests.support.x509_check import openssl_verify, pem, verify_client_chain
 
 NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
@@ -64,7 +65,7 @@ async def test_init_then_load_issues_verifiable_leaves(ca_dir: Path) -> None:
         not_before=NOW - timedelta(seconds=60),
         not_after=NOW + timedelta(hours=24),
     )
-    leaf = await signer.issue(template, key.public_key())
+    leaf = await sign(signer, template, key.public_key())
     verify_client_chain(leaf, signer.chain, signer.roots, NOW)
     openssl_verify(pem([leaf]), pem(signer.chain), pem(signer.roots), attime=NOW)
 

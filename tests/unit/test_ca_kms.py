@@ -36,6 +36,7 @@ from ca.keys import signature_hash_for
 from ca.kms import KmsSigner
 from ca.kms_x509 import RAW_MESSAGE_LIMIT, algorithm_for_key_spec, algorithm_for_public_key, sign_request
 from ca.profile import issuing_builder
+from tests.support.signing import sign
 from tests.support.x509_check import openssl_verify, openssl_verify_crl, pem, rsa_key, verify_client_chain
 
 NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
@@ -120,8 +121,17 @@ def template(dns_count: int = 0) -> LeafTemplate:
 
 
 def signers(client: Any, root: CertifiedKey, issuing: CertifiedKey) -> tuple[KmsSigner, LocalFileSigner]:
-    kms = KmsSigner(client=client, key_id=KEY_ARN, issuer_certificate=issuing.certificate, roots=[root.certificate])
-    local = LocalFileSigner(issuer_certificate=issuing.certificate, issuer_key=issuing.key, roots=[root.certificate])
+    """A KMS and a local signer of one issuing CA whose leaves get the serial SERIAL (to compare them byte for byte)."""
+    kms = KmsSigner(
+        client=client,
+        key_id=KEY_ARN,
+        issuer_certificate=issuing.certificate,
+        roots=[root.certificate],
+        serials=lambda: SERIAL,
+    )
+    local = LocalFileSigner(
+        issuer_certificate=issuing.certificate, issuer_key=issuing.key, roots=[root.certificate], serials=lambda: SERIAL
+    )
     return kms, local
 
 
@@ -170,11 +180,11 @@ async def test_a_leaf_is_sent_raw_and_equals_the_local_backends(root: CertifiedK
     client = kms_client()
     kms, local = signers(client, root, issuing)
     leaf_key = generate_private_key("ec-p256")
-    expected = await local.issue(template(), leaf_key.public_key(), serial=SERIAL)
+    expected = await sign(local, template(), leaf_key.public_key())
 
     with Stubber(client) as stubber:
         assert expect_sign(stubber, issuing, expected.tbs_certificate_bytes) == "RAW"
-        leaf = await kms.issue(template(), leaf_key.public_key(), serial=SERIAL)
+        leaf = await sign(kms, template(), leaf_key.public_key())
         stubber.assert_no_pending_responses()
 
     # Same profile byte for byte: only the signature differs.
@@ -189,12 +199,12 @@ async def test_a_leaf_over_4096_bytes_is_sent_as_its_digest(root: CertifiedKey, 
     client = kms_client()
     kms, local = signers(client, root, issuing)
     leaf_key = rsa_key(2048)
-    expected = await local.issue(template(dns_count=150), leaf_key.public_key(), serial=SERIAL)
+    expected = await sign(local, template(dns_count=150), leaf_key.public_key())
     assert len(expected.tbs_certificate_bytes) > RAW_MESSAGE_LIMIT
 
     with Stubber(client) as stubber:
         assert expect_sign(stubber, issuing, expected.tbs_certificate_bytes) == "DIGEST"
-        leaf = await kms.issue(template(dns_count=150), leaf_key.public_key(), serial=SERIAL)
+        leaf = await sign(kms, template(dns_count=150), leaf_key.public_key())
         stubber.assert_no_pending_responses()
 
     assert leaf.tbs_certificate_bytes == expected.tbs_certificate_bytes
@@ -232,14 +242,14 @@ async def test_a_signature_that_does_not_verify_never_leaves_the_ca(root: Certif
     client = kms_client()
     kms, local = signers(client, root, issuing)
     leaf_key = generate_private_key("ec-p256")
-    expected = await local.issue(template(), leaf_key.public_key(), serial=SERIAL)
+    expected = await sign(local, template(), leaf_key.public_key())
     expected_crl = await local.sign_crl([], now=NOW, next_update=NOW + timedelta(hours=1), crl_number=1)
 
     with Stubber(client) as stubber:
         expect_sign(stubber, issuing, expected.tbs_certificate_bytes, signer_key=impostor)
         expect_sign(stubber, issuing, expected_crl.tbs_certlist_bytes, signer_key=impostor)
         with pytest.raises(KMSKeyError) as leaf_err:
-            await kms.issue(template(), leaf_key.public_key(), serial=SERIAL)
+            await sign(kms, template(), leaf_key.public_key())
         with pytest.raises(KMSKeyError) as crl_err:
             await kms.sign_crl([], now=NOW, next_update=NOW + timedelta(hours=1), crl_number=1)
         stubber.assert_no_pending_responses()
@@ -256,7 +266,7 @@ async def test_an_unsupported_client_key_is_refused_before_kms_is_asked(root: Ce
     kms, _ = signers(client, root, issuing)
     with Stubber(client) as stubber:  # no response queued: any call would fail the test
         with pytest.raises(CSRError) as err:
-            await kms.issue(template(), rsa.generate_private_key(65537, 1024).public_key())
+            await sign(kms, template(), rsa.generate_private_key(65537, 1024).public_key())
         stubber.assert_no_pending_responses()
     assert err.value.code == "key_type_unsupported"
 

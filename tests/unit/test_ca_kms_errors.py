@@ -33,6 +33,7 @@ from ca import (
 )
 from ca.hierarchy import create_hierarchy
 from ca.kms import KmsSigner
+from tests.support.signing import sign
 
 NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
 ALIAS = "alias/issuer-ca"
@@ -108,7 +109,7 @@ async def test_sign_failures_while_serving(
     with Stubber(client) as stubber:
         stubber.add_client_error("sign", service_error_code=aws_code, service_message="no", http_status_code=status)
         with pytest.raises(CAError) as err:
-            await signer.issue(template(), generate_private_key("ec-p256").public_key())
+            await sign(signer, template(), generate_private_key("ec-p256").public_key())
     assert type(err.value) is kind
     assert err.value.code == code
     assert err.value.retry_after == retry_after
@@ -268,7 +269,7 @@ async def test_a_signature_counts_as_a_check_and_a_failed_one_clears_it(issuing:
 
         stubber.add_client_error("sign", service_error_code="ThrottlingException", http_status_code=400)
         with pytest.raises(SignerUnavailable):
-            await signer.issue(template(), generate_private_key("ec-p256").public_key())
+            await sign(signer, template(), generate_private_key("ec-p256").public_key())
         stubber.add_response(
             "get_public_key", public_key_reply(issuing.key.public_key()), expected_params={"KeyId": KEY_ARN}
         )
@@ -341,7 +342,7 @@ async def test_a_hanging_kms_gives_the_unavailable_error_and_the_loop_runs_on(
     try:
         # wait_for only guards the test against hanging if the signer's own bound were broken.
         with pytest.raises(SignerUnavailable) as sign_err:
-            await asyncio.wait_for(signer.issue(template(), generate_private_key("ec-p256").public_key()), 30)
+            await asyncio.wait_for(sign(signer, template(), generate_private_key("ec-p256").public_key()), 30)
         with pytest.raises(SignerUnavailable) as check_err:
             await asyncio.wait_for(signer.check(), 30)
         with pytest.raises(SignerUnavailable) as load_err:

@@ -19,11 +19,15 @@ from ca import (
     LeafTemplate,
     LocalFileSigner,
     Signer,
+    SignerCapabilities,
+    SignerCapabilityMissing,
+    SigningRequest,
     create_hierarchy,
     generate_private_key,
     parse_csr,
 )
 from ca.hierarchy import CA_BACKDATE, create_issuing, create_root
+from tests.support.signing import sign
 from tests.support.x509_check import (
     OpenSSLCheckError,
     make_csr,
@@ -60,7 +64,7 @@ def _template(**overrides: object) -> LeafTemplate:
 
 async def _issue(hierarchy: CAHierarchy, **overrides: object) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
-    return await hierarchy.signer().issue(_template(**overrides), key.public_key())
+    return await sign(hierarchy.signer(), _template(**overrides), key.public_key())
 
 
 def _check_both(leaf: x509.Certificate, hierarchy: CAHierarchy, *, at: datetime = NOW) -> None:
@@ -73,7 +77,7 @@ def _check_both(leaf: x509.Certificate, hierarchy: CAHierarchy, *, at: datetime 
 async def test_leaf_extensions_and_criticality(hierarchy: CAHierarchy) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     template = _template(dns_sans=("host.internal.example.org",))
-    leaf = await hierarchy.signer().issue(template, key.public_key())
+    leaf = await sign(hierarchy.signer(), template, key.public_key())
     ext = leaf.extensions
 
     assert leaf.version is x509.Version.v3
@@ -179,7 +183,7 @@ async def test_csr_subject_and_sans_never_reach_the_leaf(hierarchy: CAHierarchy)
         request_ca=True,
     )
     checked = parse_csr(hostile, allowed_key_types=DEFAULT_KEY_TYPES)
-    leaf = await hierarchy.signer().issue(_template(), checked.public_key)
+    leaf = await sign(hierarchy.signer(), _template(), checked.public_key)
 
     assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "i-0abc"
     assert leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "Example Corp"
@@ -195,22 +199,38 @@ async def test_csr_subject_and_sans_never_reach_the_leaf(hierarchy: CAHierarchy)
 async def test_serials_are_random_and_large(hierarchy: CAHierarchy) -> None:
     signer = hierarchy.signer()
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    serials = [(await signer.issue(_template(), key)).serial_number for _ in range(32)]
+    serials = [(await sign(signer, _template(), key)).serial_number for _ in range(32)]
     assert len(set(serials)) == len(serials)
     # x509.random_serial_number draws 159 bits; one below 2**64 would mean that is not what ran.
     assert all(2**64 < s < 2**159 for s in serials)
 
 
-async def test_a_given_serial_is_used(hierarchy: CAHierarchy) -> None:
+async def test_the_signer_chooses_the_serial_from_its_source(hierarchy: CAHierarchy) -> None:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    leaf = await hierarchy.signer().issue(_template(), key, serial=0x1234_5678_9ABC_DEF0_1234)
-    assert leaf.serial_number == 0x1234_5678_9ABC_DEF0_1234
+    signer = LocalFileSigner(
+        issuer_certificate=hierarchy.issuing.certificate,
+        issuer_key=hierarchy.issuing.key,
+        roots=(hierarchy.root.certificate,),
+        serials=lambda: 0x1234_5678_9ABC_DEF0_1234,
+    )
+    issued = await signer.issue(SigningRequest(template=_template(), public_key=key))
+    assert issued.certificate.serial_number == 0x1234_5678_9ABC_DEF0_1234
+    assert issued.chain == (hierarchy.issuing.certificate,)
+
+
+async def test_a_file_key_declares_it_signs_crls_and_keeps_no_list_upstream(hierarchy: CAHierarchy) -> None:
+    signer = hierarchy.signer()
+    assert signer.capabilities == SignerCapabilities(signs_crls=True, revokes_upstream=False)
+    assert (await signer.health()).ok
+    with pytest.raises(SignerCapabilityMissing) as excinfo:
+        await signer.revoke(0x1234, reason=None)
+    assert (excinfo.value.code, excinfo.value.status_hint) == ("ca_signer_capability_missing", 500)
 
 
 @pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"])
 async def test_every_key_type_chains_with_both_checkers(hierarchy: CAHierarchy, key_type: str) -> None:
     key = rsa_key(int(key_type[4:])) if key_type.startswith("rsa") else generate_private_key(key_type)
-    leaf = await hierarchy.signer().issue(_template(), key.public_key())
+    leaf = await sign(hierarchy.signer(), _template(), key.public_key())
     _check_both(leaf, hierarchy)
 
 
@@ -236,7 +256,7 @@ async def test_openssl_checks_the_time(hierarchy: CAHierarchy) -> None:
 
 async def test_signer_refuses_an_unsupported_key(hierarchy: CAHierarchy) -> None:
     with pytest.raises(CSRError) as excinfo:
-        await hierarchy.signer().issue(_template(), rsa_key(1024).public_key())
+        await sign(hierarchy.signer(), _template(), rsa_key(1024).public_key())
     assert excinfo.value.code == "key_type_unsupported"
 
 

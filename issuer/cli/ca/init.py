@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
+from issuer.cli.ca import pca as ca_pca
 from issuer.cli.ca.guards import refuse_second_init
 from issuer.cli.ca.root_crl import sign_first_root_crls
 from issuer.cli.database import ensure_schema, now, run, with_sessions
@@ -19,13 +21,19 @@ def add_parsers(ca: Any) -> None:
     init = ca.add_parser(
         "init",
         help="create the root and issuing CA",
-        description="Create a root CA (ECDSA P-384) and an issuing CA (ECDSA P-256) in <state_dir>/ca, "
-        "keys encrypted with the CA passphrase, and register them in the database as the active issuer. "
-        "With --issuing-kms-key or --create-kms-key the issuing key is an AWS KMS key instead (registered "
-        "as kms:<key ARN>; no issuing key file, and replicas need no passphrase); the root is then a local "
-        "key file, or a KMS key too with --root-kms-key / --create-root-kms-key. "
-        "Run `issuer migrate` first (the embedded SQLite default migrates itself).",
-        epilog="example: issuer ca init --create-kms-key alias/issuer-ca --kms-key-spec ECC_NIST_P256",
+        description=_wrapped(
+            "Create a root CA (ECDSA P-384) and an issuing CA (ECDSA P-256) in <state_dir>/ca, "
+            "keys encrypted with the CA passphrase, and register them in the database as the active issuer. "
+            "With --issuing-kms-key or --create-kms-key the issuing key is an AWS KMS key instead (registered "
+            "as kms:<key ARN>; no issuing key file, and replicas need no passphrase); the root is then a local "
+            "key file, or a KMS key too with --root-kms-key / --create-root-kms-key. With --aws-pca-arn an existing "
+            "AWS Private CA is the issuing CA (registered as pca:<CA ARN>; its chain's root becomes the root). "
+            "Run `issuer migrate` first (the embedded SQLite default migrates itself)."
+        ),
+        epilog="examples:\n  issuer ca init --create-kms-key alias/issuer-ca --kms-key-spec ECC_NIST_P256\n"
+        "  issuer ca init --aws-pca-arn arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/"
+        "11111111-2222-3333-4444-555555555555",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     init.add_argument("--root-validity", default="3650d", help="root CA lifetime (default 3650d)")
     init.add_argument("--issuing-validity", default="365d", help="issuing CA lifetime (default 365d)")
@@ -34,6 +42,7 @@ def add_parsers(ca: Any) -> None:
         "--force", action="store_true", help="replace CA files on disk (only while the registry is still empty)"
     )
     ca_kms.add_init_options(init)
+    ca_pca.add_init_options(init)
     init.set_defaults(handler=cmd_init)
     show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
     show.set_defaults(handler=cmd_show)
@@ -51,6 +60,10 @@ def add_parsers(ca: Any) -> None:
     )
     adopt.add_argument("--yes", action="store_true", help="confirm: the old database is lost and not coming back")
     adopt.set_defaults(handler=cmd_adopt)
+
+
+def _wrapped(text: str) -> str:
+    return textwrap.fill(text, width=100, break_on_hyphens=False)
 
 
 def init_ca_files(
@@ -86,6 +99,8 @@ def init_ca_files(
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    if ca_pca.wants_pca(args):
+        return ca_pca.cmd_init_pca(args, settings)
     if ca_kms.wants_kms(args):
         return ca_kms.cmd_init_kms(args, settings)
     init_ca_files(

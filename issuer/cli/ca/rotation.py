@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
+from issuer.cli.ca import pca as ca_pca
 from issuer.cli.ca import status as ca_status
 from issuer.cli.ca.publish import (
     activation_gate,
@@ -38,6 +39,10 @@ back for this command and take it offline again afterwards.
 With --kms-key or --create-kms-key the new issuer's key is an AWS KMS key instead: registered as
 kms:<key ARN>, no key file written, nothing to copy to replicas, no passphrase needed unless the
 root key is a file. A root whose key is in KMS (`ca init --root-kms-key`) signs through KMS.
+
+With --aws-pca-arn the new issuer is an existing AWS Private CA instead: its certificate and chain
+come from Private CA (no root key needed; --validity is the CA's own), its root is registered as a
+trust anchor when it is not yet, and replicas sign through Private CA.
 
 A validity shorter than the longest role max_ttl is refused (leaves never outlive their issuer).
 """
@@ -93,6 +98,7 @@ def add_parsers(ca: Any) -> None:
     rotate.add_argument("--json", action="store_true", help="print the new issuer as JSON")
     add_publish_options(rotate)
     ca_kms.add_rotate_options(rotate)
+    ca_pca.add_rotate_options(rotate)
     rotate.set_defaults(handler=cmd_rotate)
 
     activate = ca.add_parser(
@@ -170,8 +176,10 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.rotation import rotate_issuer
     from issuer.service.ca.setup import read_passphrase
 
-    validity = _duration(args.validity, "--validity")
     check_publish_options(args)
+    if ca_pca.wants_pca(args):
+        return ca_pca.cmd_rotate_pca(args, settings, publish_after=_publish_after)
+    validity = _duration(args.validity, "--validity")
     ensure_schema(settings)
     done = run(
         with_sessions(

@@ -57,6 +57,7 @@ __all__ = [
     "KmsSetupClient",
     "KmsSetupSource",
     "certify_kms_issuer",
+    "clear_ca_dir",
     "init_kms_ca",
     "new_kms_issuer",
     "obtain_kms_key",
@@ -254,7 +255,7 @@ async def init_kms_ca(
     async with sessions() as session:
         if await store.list_issuers(session):
             raise ClientError("the CA registry already has an issuing CA; rotate it instead", code="ca_exists")
-    files = _clear_ca_dir(ca_dir, force=force)
+    files = clear_ca_dir(ca_dir, force=force)
     created: list[str] = []
     written: list[Path] = []
     root_name, issuing_name = f"{trust_domain} Root CA", f"{trust_domain} Issuing CA"
@@ -315,7 +316,8 @@ async def init_kms_ca(
     )
 
 
-def _clear_ca_dir(ca_dir: Path, *, force: bool) -> CAFiles:
+def clear_ca_dir(ca_dir: Path, *, force: bool) -> CAFiles:
+    """The CA files of ``ca_dir`` (made 0700), emptied with ``force``; CAStateError ``ca_exists`` if any are there."""
     files = CAFiles.at(ca_dir)
     present = [p for p in files.all_paths if p.exists() or p.is_symlink()]
     if present and not force:

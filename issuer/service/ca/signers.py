@@ -6,6 +6,13 @@
   (never an alias, which an operator could point at another key). Signing calls
   ``kms:Sign``; loading calls ``kms:GetPublicKey`` once and refuses a key that is not the
   certificate's. No file and no passphrase are needed.
+- ``pca:<CA ARN>`` — an AWS Private CA: it signs the CSR itself (``acm-pca:IssueCertificate``),
+  publishes its own CRL and keeps its own revocation list. Loading calls
+  ``DescribeCertificateAuthority`` and ``GetCertificateAuthorityCertificate`` once and refuses a
+  CA that is not ACTIVE or no longer holds the certificate's key.
+
+What each backend can do is declared by its signer class (``CAPABILITIES``);
+:func:`capabilities_of` reads it from a ``key_ref`` without loading a key.
 """
 
 from __future__ import annotations
@@ -16,32 +23,59 @@ from typing import Protocol
 
 from cryptography import x509
 
-from ca.errors import KMSKeyError, SignerUnavailable
+from ca.errors import CAStateError, KMSKeyError, SignerUnavailable
 from ca.files import load_key_file
-from ca.kms import DEFAULT_TIMEOUT, load_kms_signer
+from ca.kms import DEFAULT_TIMEOUT, KmsSigner, load_kms_signer
 from ca.kms_client import KmsClient
-from ca.signer import LocalFileSigner, Signer
+from ca.pca import DEFAULT_TIMEOUT as PCA_TIMEOUT
+from ca.pca import PcaSigner, load_pca_signer
+from ca.pca_client import PcaClient
+from ca.signer import LocalFileSigner, Signer, SignerCapabilities
 from issuer.aws.kms import is_key_arn
+from issuer.aws.pca import is_ca_arn
 from issuer.errors import ConfigError, UpstreamUnavailable
 from issuer.store.records import IssuerRecord, RootRecord
 
 __all__ = [
     "KMS_PREFIX",
+    "PCA_PREFIX",
     "KeySigners",
     "KmsClientSource",
+    "PcaClientSource",
+    "capabilities_of",
     "file_key_ref",
     "kms_key_arn",
     "kms_key_ref",
+    "pca_ca_arn",
+    "pca_key_ref",
     "resolve_file_ref",
 ]
 
 KMS_PREFIX = "kms:"
+PCA_PREFIX = "pca:"
 
 
 class KmsClientSource(Protocol):
     """Gives the KMS client that reaches a key (``issuer.aws.kms.KmsClients`` is one)."""
 
     def for_key(self, key_id: str) -> KmsClient: ...
+
+
+class PcaClientSource(Protocol):
+    """Gives the Private CA client that reaches a CA (``issuer.aws.pca.PcaClients`` is one)."""
+
+    def for_ca(self, ca_arn: str) -> PcaClient: ...
+
+
+def capabilities_of(key_ref: str) -> SignerCapabilities:
+    """What the backend of ``key_ref`` declares it can do, without loading the key.
+
+    Raises :class:`ConfigError` for an unknown backend.
+    """
+    for prefix, kind in (("file:", LocalFileSigner), (KMS_PREFIX, KmsSigner), (PCA_PREFIX, PcaSigner)):
+        if key_ref.startswith(prefix):
+            return kind.CAPABILITIES
+    raise ConfigError(f"unknown key backend {key_ref.split(':', 1)[0]!r} in key_ref {key_ref!r}")
 
 
 def file_key_ref(path: Path, *, ca_dir: Path) -> str:
@@ -80,12 +114,31 @@ def kms_key_arn(key_ref: str, *, owner: str) -> str:
     return arn
 
 
+def pca_key_ref(ca_arn: str) -> str:
+    """The ``key_ref`` of an AWS Private CA; raises ``ValueError`` unless ``ca_arn`` is a CA ARN."""
+    if not is_ca_arn(ca_arn):
+        raise ValueError(
+            f"{ca_arn!r} is not an AWS Private CA ARN (arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID)"
+        )
+    return PCA_PREFIX + ca_arn.strip()
+
+
+def pca_ca_arn(key_ref: str, *, owner: str) -> str:
+    """The CA ARN in a ``pca:`` ``key_ref`` of ``owner``; ConfigError ``pca_key_ref_invalid`` for anything else."""
+    arn = key_ref.removeprefix(PCA_PREFIX)
+    if not key_ref.startswith(PCA_PREFIX) or not is_ca_arn(arn):
+        raise ConfigError(f"{owner}: key_ref {key_ref!r} is not pca:<CA ARN>", code="pca_key_ref_invalid")
+    return arn
+
+
 class KeySigners:
     """The :class:`~issuer.service.ca.registry.SignerLoader` for every key backend this build knows.
 
     ``passphrase`` is called only when a file key must be decrypted. ``kms`` gives KMS clients
     (default: :class:`issuer.aws.kms.KmsClients`, made on first use of a ``kms:`` key);
-    ``kms_timeout`` bounds each KMS call in seconds, retries included.
+    ``kms_timeout`` bounds each KMS call in seconds, retries included. ``pca`` gives Private CA
+    clients (default: :class:`issuer.aws.pca.PcaClients`, made on first use of a ``pca:`` CA);
+    ``pca_timeout`` bounds one issuance (IssueCertificate and the polling of GetCertificate).
     """
 
     def __init__(
@@ -95,11 +148,15 @@ class KeySigners:
         passphrase: Callable[[], bytes],
         kms: KmsClientSource | None = None,
         kms_timeout: float = DEFAULT_TIMEOUT,
+        pca: PcaClientSource | None = None,
+        pca_timeout: float = PCA_TIMEOUT,
     ) -> None:
         self._ca_dir = ca_dir
         self._passphrase = passphrase
         self._kms = kms
         self._kms_timeout = kms_timeout
+        self._pca = pca
+        self._pca_timeout = pca_timeout
 
     async def __call__(
         self,
@@ -124,6 +181,8 @@ class KeySigners:
                 raise ConfigError(f"issuing CA {issuer.subject}: {issuer.key_ref} is not its key ({exc})") from None
         if issuer.key_ref.startswith(KMS_PREFIX):
             return await self._kms_signer(issuer, certificate=certificate, chain=chain, roots=roots)
+        if issuer.key_ref.startswith(PCA_PREFIX):
+            return await self._pca_signer(issuer, certificate=certificate, chain=chain, roots=roots)
         scheme = issuer.key_ref.split(":", 1)[0]
         raise ConfigError(f"issuing CA {issuer.subject}: unknown key backend {scheme!r} in key_ref {issuer.key_ref!r}")
 
@@ -166,6 +225,40 @@ class KeySigners:
 
             self._kms = KmsClients()
         return self._kms
+
+    @property
+    def pca(self) -> PcaClientSource:
+        if self._pca is None:
+            from issuer.aws.pca import PcaClients
+
+            self._pca = PcaClients()
+        return self._pca
+
+    async def _pca_signer(
+        self,
+        issuer: IssuerRecord,
+        *,
+        certificate: x509.Certificate,
+        chain: tuple[x509.Certificate, ...],
+        roots: tuple[x509.Certificate, ...],
+    ) -> Signer:
+        owner = f"issuing CA {issuer.subject}"
+        arn = pca_ca_arn(issuer.key_ref, owner=owner)
+        try:
+            return await load_pca_signer(
+                self.pca.for_ca(arn),
+                arn,
+                issuer_certificate=certificate,
+                roots=roots,
+                chain=chain,
+                call_timeout=self._pca_timeout,
+            )
+        except SignerUnavailable as exc:  # SignerDenied too: unreachable, throttled, denied, not active, gone
+            raise UpstreamUnavailable(
+                f"{owner}: {exc.detail}", code=exc.code, reason=f"{owner}: {exc.reason}", retry_after=exc.retry_after
+            ) from None
+        except CAStateError as exc:  # Private CA holds another key now
+            raise ConfigError(f"{owner}: {exc.detail}", code=exc.code) from None
 
     async def _kms_signer(
         self,

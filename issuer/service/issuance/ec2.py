@@ -94,7 +94,7 @@ class Ec2Method:
         return claim
 
     async def admit(
-        self, session: AsyncSession, claim: Claim[_State], *, serial: str, request_id: str, now: datetime
+        self, session: AsyncSession, claim: Claim[_State], *, request_id: str, now: datetime
     ) -> Claim[_State]:
         doc, role = claim.state.doc, claim.role
         assert role is not None
@@ -138,3 +138,6 @@ class Ec2Method:
                 reason=f"instance binding insert lost a race: {exc.orig!r}",
             ) from None
         return replace(claim, nonce=decision.returned_nonce)
+
+    async def signed(self, session: AsyncSession, claim: Claim[_State], *, serial: str, now: datetime) -> None:
+        return None  # the binding names the instance, not a certificate

@@ -76,8 +76,12 @@ class IamMethod:
         session: AsyncSession,
         claim: Claim[ValidatedStsRequest],
         *,
-        serial: str,
         request_id: str,
         now: datetime,
     ) -> Claim[ValidatedStsRequest]:
         return claim
+
+    async def signed(
+        self, session: AsyncSession, claim: Claim[ValidatedStsRequest], *, serial: str, now: datetime
+    ) -> None:
+        return None

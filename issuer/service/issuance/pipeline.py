@@ -3,12 +3,14 @@
     read the request (wire schema) → parse the CSR → pick the role → verify the proof (pure)
     → outbound checks (STS, DescribeInstances, replay guards) → one transaction:
       the method's step (consume the token, bind the instance, supersede the renewed
-      certificate) → sign → record → commit → answer
+      certificate) → sign → the method's writes that name the new certificate → record → commit → answer
 
 A method contributes only its own steps (:class:`IssuanceMethod`); :func:`decide`
 runs exactly once, as soon as the identity, the role and the certificate being
 renewed are known — for EC2 before any AWS call, so cheap refusals come first.
-A certificate leaves only after the transaction that recorded it has committed.
+The signer chooses the serial; nothing names a serial before the signature exists, and what is
+recorded (serial, names, validity) is read from the certificate the signer returned. A
+certificate leaves only after the transaction that recorded it has committed.
 Every attempt, success or failure, leaves an ``attestations`` row; a failure's row
 is written in a transaction of its own after the use case's transaction rolled
 back, so a failed request changes nothing but the audit trail.
@@ -31,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ca.csr import CheckedCSR, parse_csr
 from ca.keys import KEY_TYPES
 from ca.profile import LeafTemplate
+from ca.signer import IssuedCertificate, SigningRequest
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError
 from issuer.observability.seams import IssuanceObserver, NullObserver
@@ -86,10 +89,13 @@ class IssuanceMethod(Protocol[P_contra, S]):
         """Checks that leave the process, before the transaction (STS, DescribeInstances, replay guards)."""
         ...
 
-    async def admit(
-        self, session: AsyncSession, claim: Claim[S], *, serial: str, request_id: str, now: datetime
-    ) -> Claim[S]:
+    async def admit(self, session: AsyncSession, claim: Claim[S], *, request_id: str, now: datetime) -> Claim[S]:
         """The method's step inside the issuance transaction; the claim now names identity and role."""
+        ...
+
+    async def signed(self, session: AsyncSession, claim: Claim[S], *, serial: str, now: datetime) -> None:
+        """The method's writes that name the new certificate (``serial``: the signer's), after signing,
+        in the same transaction (the join token records which certificate it became)."""
         ...
 
 
@@ -180,11 +186,8 @@ class Pipeline:
         self._learn(attempt, claim)
         template = template or self._decide_when_known(claim, csr, request, now)
         trust = self.registry.snapshot
-        serial = x509.random_serial_number()
         async with self.sessions() as session, session.begin():
-            claim = await method.admit(
-                session, claim, serial=serial_hex(serial), request_id=attempt.ctx.request_id, now=now
-            )
+            claim = await method.admit(session, claim, request_id=attempt.ctx.request_id, now=now)
             self._learn(attempt, claim)
             if request.role is not None and claim.role is not None and claim.role.name != request.role:
                 raise ClientError(
@@ -195,9 +198,12 @@ class Pipeline:
             template = template or self._decide_when_known(claim, csr, request, now)
             if template is None or claim.identity is None or claim.role is None:
                 raise RuntimeError(f"method {method.name} admitted a claim without identity or role")
-            certificate = await trust.active.signer.issue(template, csr.public_key, serial=serial)
-            await self._record(session, claim, csr, certificate, trust.active.id, attempt, now)
-        return self._answer(claim, certificate, trust.active.chain, trust.roots, template, now)
+            issued = await trust.active.signer.issue(
+                SigningRequest(template=template, public_key=csr.public_key, csr_der=csr.der)
+            )
+            await method.signed(session, claim, serial=serial_hex(issued.certificate.serial_number), now=now)
+            await self._record(session, claim, csr, issued.certificate, trust.active.id, attempt, now)
+        return self._answer(claim, issued, trust.roots, template, now)
 
     def _learn(self, attempt: Attempt, claim: Claim[Any]) -> None:
         attempt.learn(claim)
@@ -287,20 +293,20 @@ class Pipeline:
     def _answer(
         self,
         claim: Claim[Any],
-        certificate: x509.Certificate,
-        chain: tuple[x509.Certificate, ...],
+        issued: IssuedCertificate,
         roots: tuple[x509.Certificate, ...],
         template: LeafTemplate,
         now: datetime,
     ) -> Issued:
         assert claim.identity is not None
         assert claim.role is not None
+        certificate = issued.certificate
         # From the moment of issue, not the backdated NotBefore: a short certificate is not born due.
         not_after = certificate.not_valid_after_utc
         return Issued(
             serial=serial_hex(certificate.serial_number),
             certificate=certificate,
-            chain=chain,
+            chain=issued.chain,
             roots=roots,
             renew_after=now + (not_after - now) * self.settings.renew_fraction,
             identity=claim.identity,

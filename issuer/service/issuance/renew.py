@@ -147,7 +147,7 @@ class RenewMethod:
         return replace(claim, identity=identity, role=role, prior=prior)
 
     async def admit(
-        self, session: AsyncSession, claim: Claim[_State], *, serial: str, request_id: str, now: datetime
+        self, session: AsyncSession, claim: Claim[_State], *, request_id: str, now: datetime
     ) -> Claim[_State]:
         prior = claim.prior
         assert prior is not None
@@ -156,3 +156,6 @@ class RenewMethod:
         # Revoked or renewed between the read and now: say which, from the locked row.
         current = await repo.lock_certificate(session, prior.serial)
         raise status_refusal(prior.serial, current.status if current is not None else "unknown")
+
+    async def signed(self, session: AsyncSession, claim: Claim[_State], *, serial: str, now: datetime) -> None:
+        return None  # the new certificate's row names its predecessor (renewed_from)

@@ -43,17 +43,19 @@ class TokenMethod:
         return claim
 
     async def admit(
-        self, session: AsyncSession, claim: Claim[TokenProof], *, serial: str, request_id: str, now: datetime
+        self, session: AsyncSession, claim: Claim[TokenProof], *, request_id: str, now: datetime
     ) -> Claim[TokenProof]:
         token_hash = claim.state.token_hash
-        row = await tokens.consume_join_token(
-            session, token_hash=token_hash, now=now, request_id=request_id, certificate_serial=serial
-        )
+        row = await tokens.consume_join_token(session, token_hash=token_hash, now=now, request_id=request_id)
         if row is None:
             raise await _refusal(session, token_hash)
         role = self._roles.get(row.role, method="token")
         identity = VerifiedIdentity(method="token", principal=row.name, attributes=MappingProxyType({"name": row.name}))
         return replace(claim, identity=identity, role=role)
+
+    async def signed(self, session: AsyncSession, claim: Claim[TokenProof], *, serial: str, now: datetime) -> None:
+        # The token was consumed before signing (it names the machine); which certificate it became is known now.
+        await tokens.link_certificate(session, token_hash=claim.state.token_hash, certificate_serial=serial)
 
 
 async def _refusal(session: AsyncSession, token_hash: str) -> Unauthorized:

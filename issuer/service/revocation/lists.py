@@ -15,6 +15,9 @@ replica, so ETags and ``If-None-Match`` work behind a load balancer:
 
 The active issuer signs with the registry's signer; another registered issuer (prepared or retired,
 whose leaves may still be live) with a signer loaded once through the registry's signer loader.
+Only issuers whose backend declares ``signs_crls`` get a CRL signed here; for the others (AWS
+Private CA, which publishes its own) the CRL comes from ``upstream_crls`` (:class:`~issuer.service.
+revocation.pca_crl.PcaCrls`), verified against the issuer's certificate, and is served as published.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,10 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ca.crl import RevokedEntry
 from ca.errors import CAError
 from ca.signer import Signer
-from issuer.errors import ClientError, IssuerError, UpstreamUnavailable
+from issuer.errors import ClientError, IssuerError, NotFound, UpstreamUnavailable
 from issuer.hashing import strong_etag
 from issuer.service.ca.lifecycle import fingerprint_prefix, match_fingerprint
 from issuer.service.ca.registry import IssuerRegistry, IssuerView, SignerLoader, TrustSnapshot
+from issuer.service.ca.signers import capabilities_of
 from issuer.service.issuance.model import Clock
 from issuer.service.revocation.revoke import reason_flag
 from issuer.store import revocations as store
@@ -46,6 +52,7 @@ __all__ = [
     "PublishedCrl",
     "RevocationLists",
     "RevokedList",
+    "UpstreamCrls",
     "entries_digest",
     "export_revoked",
     "revocation_document",
@@ -121,6 +128,12 @@ def entries_digest(rows: Sequence[RevokedRow]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+class UpstreamCrls(Protocol):
+    """The CRL a backend publishes itself for ``view`` (verified), or None when it publishes none."""
+
+    async def __call__(self, view: IssuerView) -> x509.CertificateRevocationList | None: ...
+
+
 class _AlreadyCurrent(Exception):
     """Another replica stored a current CRL while this one waited for the issuer's row lock."""
 
@@ -141,6 +154,7 @@ class RevocationLists:
         clock: Clock,
         crl_validity: timedelta = timedelta(hours=24),
         crl_refresh: timedelta = timedelta(hours=1),
+        upstream_crls: UpstreamCrls | None = None,
     ) -> None:
         if not timedelta(0) < crl_refresh < crl_validity:
             raise ValueError("crl_refresh must be positive and shorter than crl_validity")
@@ -152,6 +166,7 @@ class RevocationLists:
         self.crl_refresh = crl_refresh
         self._signers: dict[str, Signer] = {}  # fingerprint → signer of a non-active issuer
         self._der: dict[int, tuple[int, bytes, str]] = {}  # issuer id → (CRL number, DER, ETag)
+        self._upstream_crls = upstream_crls
 
     async def revoked(self) -> RevokedList:
         """The ``/v1/revoked`` document as of now."""
@@ -160,12 +175,19 @@ class RevocationLists:
     async def crl(self, *, issuer: str | None = None) -> PublishedCrl:
         """The current CRL of the issuer whose SHA-256 fingerprint starts with ``issuer`` (default: the active one).
 
+        An issuer whose backend publishes its own CRL (AWS Private CA) gets that CRL, as published.
+        Hook for the CRL bundle (``GET /v1/crls``): call this with each truststore issuer's full
+        fingerprint; it covers both kinds of issuer (skip ``crl_not_published``).
+
         Raises :class:`ClientError` ``issuer_invalid`` / ``issuer_ambiguous``, :class:`NotFound`
-        ``issuer_not_found``, and :class:`UpstreamUnavailable` ``crl_unavailable`` when no CRL
-        can be signed and no stored one is still valid.
+        ``issuer_not_found`` and ``crl_not_published`` (the backend publishes none), and
+        :class:`UpstreamUnavailable` ``crl_unavailable`` when no CRL can be signed (or read) and
+        no stored one is still valid.
         """
         snapshot = self._registry.snapshot
         view = select_issuer(snapshot, issuer)
+        if not self._signs_crls(view, snapshot):
+            return await self._upstream(view)
         for _ in range(_BUILD_ATTEMPTS):
             now = self._clock()
             async with self._sessions() as session:
@@ -200,6 +222,36 @@ class RevocationLists:
                 return published
         raise UpstreamUnavailable(
             "The CRL changed while it was read; try again.", code="crl_unavailable", retry_after=1
+        )
+
+    @staticmethod
+    def _signs_crls(view: IssuerView, snapshot: TrustSnapshot) -> bool:
+        """What the issuer's backend declares: the loaded signer's for the active one, the key_ref's for others."""
+        if view.id == snapshot.active.id:
+            return snapshot.active.signer.capabilities.signs_crls
+        return capabilities_of(view.record.key_ref).signs_crls
+
+    async def _upstream(self, view: IssuerView) -> PublishedCrl:
+        """The CRL the backend published for ``view`` (verified by the source), as served."""
+        crl = await self._upstream_crls(view) if self._upstream_crls is not None else None
+        if crl is None:
+            raise NotFound(
+                "This issuing CA publishes no CRL (its CA keeps CRLs disabled, or has not written one yet).",
+                code="crl_not_published",
+                reason=f"{view.record.subject}: its backend signs no CRL here and published none",
+            )
+        der = crl.public_bytes(serialization.Encoding.DER)
+        try:
+            number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+        except x509.ExtensionNotFound:
+            number = 0
+        return PublishedCrl(
+            issuer_fingerprint=view.record.fingerprint_sha256,
+            crl_number=number,
+            this_update=crl.last_update_utc,
+            next_update=crl.next_update_utc or crl.last_update_utc,
+            der=der,
+            etag=strong_etag(der),
         )
 
     def _is_current(self, stored: CrlRecord, digest: str, now: datetime) -> bool:

@@ -10,6 +10,11 @@ once, and every revocation leaves an audit row (``attestations``, method ``revok
 Revoking an identity does not stop it from attesting again. For an EC2 instance the caller
 chooses whether its trust-on-first-use binding is kept (the instance can attest again with the
 nonce it holds) or forgotten (that nonce stops working; the next attestation binds the instance anew).
+
+Certificates of an issuer whose backend keeps its own revocation list (AWS Private CA) are also
+revoked there, after the local revocation has committed (:mod:`issuer.service.revocation.upstream`):
+a backend that cannot be reached leaves the local revocation in force and is reported in
+``Revocation.upstream``; revoking again retries.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.errors import ClientError, Conflict, NotFound
 from issuer.service.issuance.model import normalise_serial
+from issuer.service.revocation.upstream import UpstreamResult, UpstreamRevocations, UpstreamTarget
 from issuer.store import bindings, repo
 from issuer.store import revocations as store
 from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord
@@ -125,6 +131,12 @@ class Revocation:
     revoked: tuple[RevokedCertificate, ...]
     already_revoked: tuple[RevokedCertificate, ...]
     binding: BindingFate | None  # instance targets only
+    # What backends that keep their own list (AWS Private CA) said, one per certificate of theirs.
+    upstream: tuple[UpstreamResult, ...] = ()
+
+    @property
+    def upstream_failed(self) -> tuple[UpstreamResult, ...]:
+        return tuple(r for r in self.upstream if not r.ok)
 
 
 async def revoke(
@@ -137,13 +149,16 @@ async def revoke(
     actor: str | None = None,
     dry_run: bool = False,
     reset_binding: bool = False,
+    upstream: UpstreamRevocations | None = None,
 ) -> Revocation:
     """Revoke ``target``'s certificates for ``reason`` (a name :func:`parse_reason` accepts) at ``now``.
 
     One transaction: the certificates are marked revoked, an audit row per certificate is written
     (and for ``reset_binding`` the instance's binding is deleted, with its own audit row); with
     ``dry_run`` nothing is written. A certificate revoked before stays as it was. ``actor`` (who
-    ran it) and ``note`` go to the audit trail.
+    ran it) and ``note`` go to the audit trail. With ``upstream``, once committed, the certificates
+    (those revoked now and before) of issuers whose backend revokes upstream are sent there too;
+    its failures are in ``Revocation.upstream``, never raised.
 
     Raises :class:`ClientError` ``reason_invalid``, ``serial_invalid``, ``instance_invalid``,
     ``reset_binding_needs_instance``; :class:`NotFound` ``certificate_not_found``,
@@ -213,6 +228,13 @@ async def revoke(
                     ),
                     now=now,
                 )
+    told: tuple[UpstreamResult, ...] = ()
+    if upstream is not None and not dry_run:
+        targets = [
+            UpstreamTarget(c.serial, c.issuer_id, identities[c.identity_id].principal, c.role)
+            for c in (*live, *already)
+        ]
+        told = await upstream(targets, reason=reason_flag(reason), request_id=request_id, audit_reason=audit_reason)
     return Revocation(
         target=target,
         reason=reason,
@@ -222,6 +244,7 @@ async def revoke(
         revoked=tuple(_touched(c, identities) for c in live),
         already_revoked=tuple(_touched(c, identities) for c in already),
         binding=binding,
+        upstream=told,
     )
 
 

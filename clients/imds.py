@@ -47,7 +47,7 @@ _ENABLE_V2 = (
 _HOP_LIMIT = "aws ec2 modify-instance-metadata-options --instance-id <id> --http-put-response-hop-limit 2"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class InstanceIdentity:
     """The identity document exactly as IMDS served it, and its ``rsa2048`` signature (base64 text).
 
@@ -187,10 +187,10 @@ class ImdsClient:
         except urllib.error.HTTPError as exc:
             exc.close()
             raise
-        except TimeoutError as exc:
+        except (TimeoutError, socket.timeout) as exc:  # distinct classes before Python 3.10
             raise self._timeout_error(what) from exc
         except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError | socket.timeout):
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise self._timeout_error(what) from exc
             raise self._unreachable(exc.reason) from exc
         except OSError as exc:

@@ -67,7 +67,7 @@ class Proof(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TokenProof:
     """A one-time join token; ``on_accepted`` hears that it is spent (the daemon then never sends it again)."""
 
@@ -87,7 +87,7 @@ def _random_nonce() -> str:
     return secrets.token_urlsafe(32)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Ec2Proof:
     """The identity document and its rsa2048 signature, plus this instance's nonce.
 
@@ -119,7 +119,7 @@ class Ec2Proof:
             store_nonce(self.out_dir, nonce)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IamProof:
     """A GetCallerIdentity request signed for this issuer and this CSR."""
 
@@ -147,7 +147,7 @@ class IamProof:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BootstrapResult:
     issued: IssuedCertificate
     files: WrittenFiles

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import random
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
@@ -194,7 +194,7 @@ def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, 
     server = args.server or (state.server if state else None)
     if not server:
         raise UsageError(f"--server is needed: {args.out}/issuer.json names no issuer", code="server_missing")
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     # Seeded by the serial: every run of a timer agrees on one time per certificate, and a fleet spreads out.
     jitter = random.Random(current.serial).random()  # noqa: S311 - scheduling, not secrecy
     due = renewal_due(
@@ -222,7 +222,7 @@ def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, 
             auth=args.auth,
             server=client.server,
             server_id=_server_id(args, env) or (state.server_id if state else None),
-            now=lambda: datetime.now(UTC),
+            now=lambda: datetime.now(timezone.utc),
             key_type=args.key_type,
             common_name=args.common_name or hostname_hint(),
             progress=progress,
@@ -282,7 +282,7 @@ def run_status(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO,
     if current is None:
         print(f"no certificate in {args.out}", file=out)
         return 1
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     state = current.state
     renew_after = renewal_due(
         not_before=current.not_before,

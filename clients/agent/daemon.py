@@ -78,7 +78,7 @@ def when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DaemonSettings:
     out_dir: Path
     server: str
@@ -93,7 +93,7 @@ class DaemonSettings:
     max_nap: float = 600.0  # wake up at least this often to re-read the clock and the files
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Change:
     kind: EventKind
     issued: IssuedCertificate

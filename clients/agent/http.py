@@ -69,7 +69,7 @@ def check_server_url(server: str, *, allow_insecure_http: bool) -> str | None:
     return f"warning: sending credentials over plain http to {parts.hostname} (--insecure-http)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ClientCertificate:
     """Files of one installed generation to present over mTLS: leaf + chain, and its key."""
 
@@ -147,7 +147,7 @@ class IssuerClient:
         except urllib.error.HTTPError as exc:
             with exc:
                 raise self._problem(exc, request_id=request_id) from None
-        except TimeoutError:
+        except (TimeoutError, socket.timeout):  # distinct classes before Python 3.10
             raise self._timed_out(url) from None
         except urllib.error.URLError as exc:
             raise self._no_answer(url, exc.reason) from None
@@ -167,7 +167,7 @@ class IssuerClient:
         return TransportError(f"no answer from the issuer at {url} within {self._timeout:g}s", code="server_timeout")
 
     def _no_answer(self, url: str, reason: object) -> TransportError | ConfigError:
-        if isinstance(reason, TimeoutError | socket.timeout):
+        if isinstance(reason, (TimeoutError, socket.timeout)):
             return self._timed_out(url)
         if isinstance(reason, ssl.SSLCertVerificationError):
             return ConfigError(

@@ -39,7 +39,7 @@ __all__ = ["CurrentCredentials", "install_issued", "read_current", "serial_hex"]
 _READ_ATTEMPTS: Final = 3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CurrentCredentials:
     """The live key and certificate, and ``issuer.json`` when it describes this certificate."""
 
@@ -140,7 +140,7 @@ def _load_key(pem: bytes, path: Path) -> PrivateKey:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path} is not an unencrypted PEM private key: {exc}", code="key_unreadable") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise ConfigError(f"{path} is a {type(key).__name__}; the agent uses EC and RSA keys", code="key_unsupported")
     return key
 

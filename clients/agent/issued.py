@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from cryptography import x509
 
@@ -15,14 +15,14 @@ from clients.wire import ResponseField as R
 __all__ = ["IssuedCertificate", "IssuedIdentity", "parse_issue_response"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IssuedIdentity:
     method: str
     principal: str
     uri_san: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IssuedCertificate:
     """One issuance: PEM text as served and the times that matter to the machine."""
 
@@ -118,5 +118,5 @@ def _time(body: Mapping[str, object], name: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ResponseError(f"the issuer's {name!r} is not an ISO-8601 time: {text!r}") from None
-    # The API speaks UTC; a time without an offset is read as UTC rather than local time.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # The API speaks timezone.utc; a time without an offset is read as timezone.utc rather than local time.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

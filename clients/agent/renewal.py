@@ -28,7 +28,7 @@ from clients.wire import DEFAULT_KEY_TYPE, RENEW_PATH, AuthMode, Field, KeyType,
 __all__ = ["RenewalResult", "renew", "renewal_key_type"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RenewalResult:
     issued: IssuedCertificate
     files: WrittenFiles

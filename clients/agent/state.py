@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Final
 
 from clients.wire import METHODS, Method, method_named
@@ -22,7 +22,7 @@ __all__ = ["STATE_VERSION", "AgentState", "parse_state"]
 STATE_VERSION: Final = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AgentState:
     server: str
     server_id: str | None
@@ -72,7 +72,7 @@ def parse_state(raw: bytes) -> AgentState:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 def _optional(document: dict[str, object], name: str) -> str | None:
@@ -97,4 +97,4 @@ def _time(document: dict[str, object], name: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{name!r} is not an ISO-8601 time") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

@@ -64,7 +64,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Final
 
 __all__ = [
@@ -152,7 +152,7 @@ class SourceError(AuthorizerError):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Source:
     """Where the revocation list comes from: ``url`` as configured, plus the S3 location."""
 
@@ -162,7 +162,7 @@ class Source:
     key: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AwsEnvironment:
     """The Lambda's credentials and endpoint settings, used only for an ``s3://`` source."""
 
@@ -173,7 +173,7 @@ class AwsEnvironment:
     endpoint_url: str = ""  # path-style addressing when set (moto, VPC endpoints)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     source: Source
     ttl: float
@@ -301,7 +301,7 @@ _OID_SAN: Final = "2.5.29.17"
 _PEM_BLOCK: Final = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*?)-----END CERTIFICATE-----")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ClientCertificate:
     """What the authorizer reads from a leaf: ``serial`` is lowercase hex without leading zeros,
     ``roles`` the subject's OU values and ``uri_sans`` the URI SANs, both in certificate order."""
@@ -483,7 +483,7 @@ def _time(item: tuple[int, bytes]) -> datetime:
     elif not (tag == 0x18 and re.fullmatch(r"\d{14}Z", text)):  # GeneralizedTime YYYYMMDDHHMMSSZ
         raise CertificateError(f"validity time {text!r} is not UTCTime or GeneralizedTime in Z")
     try:
-        return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+        return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
         raise CertificateError(f"validity time {text!r} is not a date") from None
 
@@ -510,7 +510,7 @@ def serial_matches(serial_hex: str, printed: str) -> bool:
 _GREEDY_SEGMENT: Final = re.compile(r"\{[^{}/]+\+\}")  # API Gateway's {proxy+}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Route:
     """What a request is matched on: its HTTP method and the route template it was routed by
     (``/orders/{id}``; ``$default`` for an HTTP API's default route)."""
@@ -522,7 +522,7 @@ class Route:
         return f"{self.method} {self.path}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RoutePattern:
     method: str  # "*" for any method
     path: str  # "*" for any route
@@ -548,7 +548,7 @@ class RoutePattern:
         return len(want) == len(have)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Rule:
     name: str
     routes: tuple[RoutePattern, ...]
@@ -561,7 +561,7 @@ class Rule:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Policy:
     rules: tuple[Rule, ...]
     default_allow: bool
@@ -642,7 +642,7 @@ def _route_pattern(text: str, where: str) -> RoutePattern:
 _SERIAL: Final = re.compile(r"0|[1-9a-f][0-9a-f]*")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RevocationList:
     serials: frozenset[str]
     generated_at: str
@@ -709,7 +709,7 @@ def sigv4_headers(
     twice). ``signed`` adds headers to sign; ``If-None-Match`` may be sent unsigned.
     """
     parts = urllib.parse.urlsplit(url)
-    amz_date = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     headers = {"host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date}
     headers.update({name.lower(): value for name, value in (signed or {}).items()})
     if aws.session_token:
@@ -753,7 +753,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Fetched:
     status: int  # 200 or 304
     body: bytes
@@ -800,7 +800,7 @@ def _fetch(settings: Settings, etag: str, now: datetime) -> _Fetched:
         raise SourceError(f"GET {host} failed: {reason}") from None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Snapshot:
     """The list to decide with: ``revoked`` is None when no usable list is available."""
 
@@ -886,7 +886,7 @@ def _redacted(source: Source) -> str:
 _METHOD_ARN: Final = re.compile(r"arn:[a-z-]+:execute-api:[a-z0-9-]+:\d{12}:[^/\s]+/[^/\s]+/[^/\s]+/\S*")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ApiRequest:
     route: Route
     cert_pem: str
@@ -932,7 +932,7 @@ def parse_event(event: object) -> ApiRequest:
     return ApiRequest(Route(method, path), cert["clientCertPem"], cert["serialNumber"], str(request_id or ""))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Decision:
     allow: bool
     reason: str
@@ -1061,4 +1061,4 @@ _CACHE: Final = RevocationCache()
 
 def lambda_handler(event: object, context: object) -> dict[str, Any]:
     """The Lambda entry point: settings from ``os.environ``, the module's cache, the wall clock."""
-    return authorize(event, env=os.environ, cache=_CACHE, now=datetime.now(UTC))
+    return authorize(event, env=os.environ, cache=_CACHE, now=datetime.now(timezone.utc))

@@ -79,7 +79,7 @@ TOKEN_HEADER = "X-aws-ec2-metadata-token"
 _IDENTITY = "/latest/dynamic/instance-identity/"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ImdsConfig:
     document: str = SAMPLE_DOCUMENT
     rsa2048: str | None = SAMPLE_RSA2048
@@ -88,7 +88,7 @@ class ImdsConfig:
     mode: ImdsMode = "v2"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RecordedRequest:
     method: str
     path: str
@@ -164,7 +164,7 @@ async def _identity(request: web.Request) -> web.Response:
     return web.Response(body=body.encode("utf-8"), content_type="text/plain")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FakeImds:
     url: str  # http://127.0.0.1:PORT
     app: web.Application

@@ -126,18 +126,29 @@ class IssuerClient:
         not verify against the trust given (retrying cannot fix that),
         :class:`ResponseError` when a 2xx answer is not a JSON object.
         """
+        return self._exchange(
+            "POST",
+            path,
+            data=json.dumps(body).encode("utf-8"),
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+
+    def get_json(self, path: str) -> dict[str, object]:
+        """GET ``server + path``; return the JSON object of a 2xx answer. Raises as :meth:`post_json`."""
+        return self._exchange("GET", path, data=None, headers={})
+
+    def _exchange(self, method: str, path: str, *, data: bytes | None, headers: Mapping[str, str]) -> dict[str, object]:
         url = self.server + path
         # Our own request id, so that even an error page without one can be matched to the server's logs.
         request_id = secrets.token_hex(8)
         request = urllib.request.Request(  # noqa: S310 - check_server_url allows http(s) only
             url,
-            data=json.dumps(body).encode("utf-8"),
-            method="POST",
+            data=data,
+            method=method,
             headers={
-                "Content-Type": "application/json",
                 "Accept": "application/json, application/problem+json",
                 "User-Agent": USER_AGENT,
-                **(headers or {}),
+                **headers,
                 REQUEST_ID_HEADER: request_id,
             },
         )

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from clients.agent.denial import clear_denial
 from clients.agent.files import (
     CERT_FILE,
     FULLCHAIN_FILE,
@@ -161,9 +162,10 @@ def _read_state(path: Path) -> AgentState | None:
 def install_issued(out_dir: Path, *, key: PrivateKey, issued: IssuedCertificate, state: AgentState) -> WrittenFiles:
     """Install ``key`` with the checked ``issued`` certificate and ``state`` as the next generation.
 
-    Raises :class:`clients.errors.FilesystemError`; the previous set stays live then.
+    Raises :class:`clients.errors.FilesystemError`; the previous set stays live then. A note
+    that the issuer denied this machine (:mod:`clients.agent.denial`) is out of date then: removed.
     """
-    return install_credentials(
+    written = install_credentials(
         out_dir,
         CredentialSet(
             key_pem=private_key_pem(key),
@@ -173,3 +175,5 @@ def install_issued(out_dir: Path, *, key: PrivateKey, issued: IssuedCertificate,
             state=state.to_json(),
         ),
     )
+    clear_denial(out_dir)
+    return written

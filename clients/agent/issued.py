@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from cryptography import x509
 
 from clients.errors import ResponseError
 from clients.keys import PrivateKey, same_public_key
 from clients.wire import ResponseField as R
+from clients.wire import parse_timestamp
 
 __all__ = ["IssuedCertificate", "IssuedIdentity", "parse_issue_response"]
 
@@ -115,8 +116,7 @@ def _text(body: Mapping[str, object], name: str, *, allow_empty: bool = False) -
 def _time(body: Mapping[str, object], name: str) -> datetime:
     text = _text(body, name)
     try:
-        value = datetime.fromisoformat(text)
+        # The API speaks UTC; a time without an offset is read as UTC rather than local time.
+        return parse_timestamp(text)
     except ValueError:
         raise ResponseError(f"the issuer's {name!r} is not an ISO-8601 time: {text!r}") from None
-    # The API speaks timezone.utc; a time without an offset is read as timezone.utc rather than local time.
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

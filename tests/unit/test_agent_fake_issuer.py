@@ -321,7 +321,22 @@ class FakeIssuer:
             headers = {k: v for k, v in extra.items() if v}
             return web.Response(status=status, text=json.dumps(answer), content_type=content_type, headers=headers)
 
+        async def revoked(request: web.Request) -> web.Response:
+            # The shape of the service's GET /v1/revoked (issuer/service/revocation_lists.py).
+            listed = sorted(serial for serial, status in self.status.items() if status == "revoked")
+            document = {
+                "version": 1,
+                "generated_at": self.now().isoformat(),
+                "serials": listed,
+                "entries": [
+                    {"serial": s, "revoked_at": self.now().isoformat(), "reason": "keyCompromise"} for s in listed
+                ],
+            }
+            self.seen.append(Seen(request.path, {}, dict(request.headers), None, self.now()))
+            return web.json_response(document)
+
         app = web.Application()
+        app.router.add_get("/v1/revoked", revoked)
         app.router.add_post("/v1/renew", handle)
         app.router.add_post("/v1/issue/{method}", handle)
         return app

@@ -117,7 +117,12 @@ class TokenSource:
 
 
 def _proof_source(
-    args: argparse.Namespace, env: Mapping[str, str], *, out_dir: Path, progress: Progress
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    *,
+    out_dir: Path,
+    progress: Progress,
+    imds_log: Progress | None = None,
 ) -> Callable[[], Proof]:
     if args.method == "token":
         return TokenSource(file=args.token_file, inline=_inline_token(args, env))
@@ -126,7 +131,7 @@ def _proof_source(
         patience = ImdsPatience(max_wait=args.imds_max_wait)
         v1_fallback = env.get("AWS_EC2_METADATA_V1_DISABLED", "").strip().lower() != "true"
         return lambda: Ec2Proof(
-            imds=ImdsClient(endpoint, patience=patience, allow_v1_fallback=v1_fallback, log=progress),
+            imds=ImdsClient(endpoint, patience=patience, allow_v1_fallback=v1_fallback, log=imds_log or progress),
             out_dir=out_dir,
         )
     server_id = _server_id(args, env)
@@ -331,7 +336,8 @@ def run_daemon(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO,
         waiter=switch,
         rng=random.SystemRandom().random,
         connect=lambda certificate: _client(args, args.server, certificate),
-        proofs=_proof_source(args, env, out_dir=out_dir, progress=_printer(err, quiet=True)),
+        # The daemon's log hears the metadata service's retries (at boot it may take a while), not the steps.
+        proofs=_proof_source(args, env, out_dir=out_dir, progress=_printer(err, quiet=True), imds_log=log),
         hook=hook,
         log=log,
         observer=metrics,

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean agent-pyz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,10 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+## agent-pyz: issuer-agent as one file per CPU (Python 3.9.2+, glibc 2.28+): dist/issuer-agent.pyz (x86_64), dist/issuer-agent-aarch64.pyz
+agent-pyz: $(STAMP)
+	$(BIN)/python -m pyz.build --arch x86_64 --output dist/issuer-agent.pyz
+	$(BIN)/python -m pyz.build --arch aarch64 --output dist/issuer-agent-aarch64.pyz
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache dist

@@ -123,7 +123,8 @@ exit status:
 {_EXIT_USAGE}
   75  with --once only: temporary failure, retry later (without --once the daemon retries itself,
       also through an instance metadata service that is not answering yet)
-{_EXIT_DENIED}; the daemon stops trying
+{_EXIT_DENIED}
+      (the daemon stops rather than re-attest)
 {_EXIT_CONFIG}
 Once it has a certificate the daemon only exits when told to, on a usage error, or when the issuer
 denies its identity: systemd: Restart=on-failure, RestartPreventExitStatus=64 77 78.

@@ -108,6 +108,7 @@ def _marker_environment(python: str, arch: str) -> dict[str, str]:
         "python_version": python, "python_full_version": full, "implementation_name": "cpython",
         "implementation_version": full, "platform_python_implementation": "CPython", "sys_platform": "linux",
         "platform_system": "Linux", "platform_machine": arch, "os_name": "posix", "extra": "",
+        "platform_release": "", "platform_version": "",
     }  # fmt: skip
 
 

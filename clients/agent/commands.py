@@ -65,7 +65,8 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit:
             if explicit and other != method and getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} is for --method {other}, not {method}", code="option_not_for_method")
-    if method == "aws-iam" and not _server_id(args, env):
+    # On the command line as given, the server id may yet come from issuer.json: checked once completed.
+    if method == "aws-iam" and not explicit and not _server_id(args, env):
         raise UsageError("--method aws-iam needs --server-id (or ISSUER_SERVER_ID)", code="server_id_missing")
     if method == "token" and args.command == "bootstrap" and not (args.token_file or _inline_token(args, env)):
         raise UsageError("no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN", code="token_missing")
@@ -186,7 +187,10 @@ def settle(
         if err is not None:
             print(f"warning: ignoring what --out holds: {exc.one_line()}", file=err)
         current = None
-    merged, remembered = resolve(args, current.state if current else None)
+    state = current.state if current else None
+    merged, remembered = resolve(args, state)
+    if getattr(merged, "server_id", "") is None:  # the flag, else ISSUER_SERVER_ID, else what the issuer said
+        merged.server_id = env.get("ISSUER_SERVER_ID") or (state.server_id if state else None)
     check_options(merged, env, explicit=False)
     return merged, remembered, current
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from clients.agent.cli import main, parse
+from clients.agent.commands import settle
 from clients.agent.remembered import Remembered, parse_remembered, resolve
 from clients.agent.state import parse_state
 from clients.errors import EX_USAGE
 from tests.support.fake_imds import serve_in_thread
 from tests.unit import agent_support
-from tests.unit.test_agent_fake_issuer import FakeIssuer, TestCA, tls_files
+from tests.unit.test_agent_fake_issuer import SERVER_ID, FakeIssuer, TestCA, tls_files
 
 ca, clean_env, fake, url = agent_support.ca, agent_support.clean_env, agent_support.fake, agent_support.url
 
@@ -111,6 +112,17 @@ def test_run_takes_method_and_server_from_the_bootstrap(
     assert main(["run", "--once", "--out", str(out)]) == 0, capsys.readouterr().err
     assert [s.path for s in fake.seen] == ["/v1/issue/token", "/v1/renew", "/v1/issue/token"]
     assert "re-attested: serial" in capsys.readouterr().err
+
+
+def test_run_for_aws_iam_takes_the_server_id_from_the_bootstrap(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["bootstrap", "--method", "token", "--token", "t-1", "--server", url, "--out", str(out)]) == 0
+    state = out / "issuer.json"  # as an aws-iam bootstrap would have left it
+    state.write_text(state.read_text().replace('"method": "token"', '"method": "aws-iam"'))
+    args, _, current = settle(parse(["run", "--out", str(out)], {}), {})
+    assert (args.method, args.server_id) == ("aws-iam", SERVER_ID) and current is not None
+    args, _, _ = settle(parse(["run", "--out", str(out)], {}), {"ISSUER_SERVER_ID": "from-env"})
+    assert args.server_id == "from-env"  # the environment over what issuer.json remembers
 
 
 # --- resolve, without I/O ---------------------------------------------------------------------------

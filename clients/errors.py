@@ -8,17 +8,21 @@ status hint, these carry an *exit status* hint (``sysexits.h``); each has a stab
     ├── ConfigError            exit 78  something the command line names cannot be used: --ca-bundle,
     │                                   --token-file, --out, the files in it, an issuer TLS certificate
     │                                   that does not verify against the trust given
-    ├── ImdsError              exit 1   the instance metadata service is unreachable or refuses IMDSv2
+    ├── ImdsError              exit 1   the instance metadata service refuses IMDSv2 or lacks the document
+    │   └── ImdsUnavailable    exit 75  it kept answering 5xx, timing out or refusing connections (retry later)
     ├── CredentialsError       exit 1   botocore found no usable AWS credentials
     ├── FilesystemError        exit 1   writing the new files failed (disk full, ...)
     ├── TransportError         exit 75  the issuer could not be reached (retry later)
-    ├── ServerProblem          exit 1, or 75 for 429/502/503/504: the issuer answered with an error
+    ├── ServerProblem          exit 1, or 75 for 429/502/503/504, or 77 for identity_denied: the issuer
+    │                          answered with an error
     └── ResponseError          exit 1   the issuer's answer is unusable (e.g. a certificate for another key)
 
 Only 75 (``EX_TEMPFAIL``) means "the same command may work later": schedulers
-(systemd ``Restart=on-failure`` with ``RestartPreventExitStatus=64 78``, cron
-wrappers) retry it. 64 and 78 never fix themselves, so they must never be retried
-in a loop; 1 is a refusal or a fault a person should look at.
+(systemd ``Restart=on-failure`` with ``RestartPreventExitStatus=64 77 78``, cron
+wrappers) retry it. 64 and 78 never fix themselves, and 77 (``EX_NOPERM``: the issuer
+denies this machine's identity, code ``identity_denied``) lasts until an operator lifts
+the denial, so they must never be retried in a loop; 1 is a refusal or a fault a person
+should look at.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from __future__ import annotations
 __all__ = [
     "EX_CONFIG",
     "EX_FAILURE",
+    "EX_NOPERM",
     "EX_TEMPFAIL",
     "EX_USAGE",
+    "IDENTITY_DENIED",
     "AgentError",
     "ConfigError",
     "CredentialsError",
     "FilesystemError",
     "ImdsError",
+    "ImdsUnavailable",
     "ResponseError",
     "ServerProblem",
     "TransportError",
@@ -42,6 +49,7 @@ __all__ = [
 EX_FAILURE = 1
 EX_USAGE = 64  # sysexits.h EX_USAGE
 EX_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL
+EX_NOPERM = 77  # sysexits.h EX_NOPERM: the issuer denies this machine's identity
 EX_CONFIG = 78  # sysexits.h EX_CONFIG
 
 
@@ -80,6 +88,13 @@ class ImdsError(AgentError):
     default_code = "imds_error"
 
 
+class ImdsUnavailable(ImdsError):
+    """The metadata service did not answer usefully (5xx, timeouts, refused connections) for long enough."""
+
+    exit_status = EX_TEMPFAIL
+    default_code = "imds_unavailable"
+
+
 class CredentialsError(AgentError):
     default_code = "aws_credentials_missing"
 
@@ -98,6 +113,8 @@ class ResponseError(AgentError):
 
 
 _TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+# The issuer's code for an identity on its deny list (kept here: the agent ships without the service).
+IDENTITY_DENIED = "identity_denied"
 
 
 class ServerProblem(AgentError):
@@ -121,7 +138,15 @@ class ServerProblem(AgentError):
         self.request_id = request_id
         self.title = title
         self.retry_after = retry_after
-        self.exit_status = EX_TEMPFAIL if status in _TRANSIENT_STATUSES else EX_FAILURE
+        if self.code == IDENTITY_DENIED:
+            self.exit_status = EX_NOPERM
+        else:
+            self.exit_status = EX_TEMPFAIL if status in _TRANSIENT_STATUSES else EX_FAILURE
+
+    @property
+    def denied(self) -> bool:
+        """True when the issuer denies this machine's identity: no proof of it will do until an operator acts."""
+        return self.code == IDENTITY_DENIED
 
     @property
     def refused(self) -> bool:

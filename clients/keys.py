@@ -8,6 +8,7 @@ hint for people reading logs, e.g. the hostname).
 from __future__ import annotations
 
 import socket
+from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,7 +30,7 @@ __all__ = [
     "same_public_key",
 ]
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 
 _CURVES: dict[KeyType, ec.EllipticCurve] = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
 _RSA_BITS: dict[KeyType, int] = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}

@@ -64,7 +64,7 @@ class AwsCredentials(Protocol):
     def token(self) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StaticCredentials:
     """A frozen snapshot of credentials (the secret is kept out of ``repr``)."""
 
@@ -73,7 +73,7 @@ class StaticCredentials:
     token: str | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SignedStsRequest:
     """The signed request, in the shape the issuer's ``sts_request`` field takes."""
 

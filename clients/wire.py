@@ -6,6 +6,8 @@ service's own schemas must agree with them, and the end-to-end tests check that.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
 from typing import Final, Literal, get_args
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "RENEWAL_REFUSALS",
     "RENEW_PATH",
     "REQUEST_ID_HEADER",
+    "REVOKED_PATH",
     "SERVER_ID_HEADER",
     "AuthMode",
     "Field",
@@ -27,6 +30,7 @@ __all__ = [
     "Method",
     "ResponseField",
     "method_named",
+    "parse_timestamp",
 ]
 
 Method = Literal["token", "aws-ec2", "aws-iam"]
@@ -43,6 +47,9 @@ ISSUE_PATHS: Final[dict[Method, str]] = {
     "aws-ec2": "/v1/issue/aws-ec2",
     "aws-iam": "/v1/issue/aws-iam",
 }
+
+# Revoked, unexpired serials (JSON; no credential needed): what `issuer-agent status` checks.
+REVOKED_PATH: Final = "/v1/revoked"
 
 # Renewal: the current certificate is the credential, shown either as a proof-of-possession
 # JWS in ``Authorization: Bearer`` or as the TLS client certificate (mTLS).
@@ -81,6 +88,23 @@ CSR_SHA256_HEADER: Final = "X-Issuer-CSR-SHA256"
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 # Fallback only: the problem document's own request_id wins.
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+
+
+_FRACTION = re.compile(r"(\.\d+)")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO-8601 time of the API as an aware UTC datetime (no offset: read as UTC).
+
+    Also takes what ``datetime.fromisoformat`` only reads from Python 3.11 on: a ``Z``
+    suffix and fractions of other than 3 or 6 digits. Raises ``ValueError``.
+    """
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    value = _FRACTION.sub(lambda m: (m.group(1) + "000000")[:7], value, count=1)
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 class Field:

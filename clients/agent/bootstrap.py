@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from clients.agent.files import WrittenFiles, read_nonce, store_nonce
 from clients.agent.installed import install_issued
 from clients.agent.issued import IssuedCertificate, parse_issue_response
+from clients.agent.remembered import Remembered
 from clients.agent.state import AgentState
 from clients.imds import InstanceIdentity
 from clients.keys import build_csr, csr_der, csr_pem, generate_private_key
@@ -67,7 +68,7 @@ class Proof(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TokenProof:
     """A one-time join token; ``on_accepted`` hears that it is spent (the daemon then never sends it again)."""
 
@@ -87,7 +88,7 @@ def _random_nonce() -> str:
     return secrets.token_urlsafe(32)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Ec2Proof:
     """The identity document and its rsa2048 signature, plus this instance's nonce.
 
@@ -119,7 +120,7 @@ class Ec2Proof:
             store_nonce(self.out_dir, nonce)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IamProof:
     """A GetCallerIdentity request signed for this issuer and this CSR."""
 
@@ -147,7 +148,7 @@ class IamProof:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BootstrapResult:
     issued: IssuedCertificate
     files: WrittenFiles
@@ -168,11 +169,12 @@ def bootstrap(
     common_name: str | None = None,
     server: str = "",
     server_id: str | None = None,
+    settings: Remembered | None = None,
     progress: Progress = _ignore,
 ) -> BootstrapResult:
     """Get a certificate for a new local key and install both in ``out_dir``, with
-    ``issuer.json`` naming ``server`` and the issuer's server id (its own answer's,
-    else ``server_id``).
+    ``issuer.json`` naming ``server``, the issuer's server id (its own answer's,
+    else ``server_id``) and the ``settings`` to remember.
 
     ``out_dir`` must exist (see :func:`clients.agent.files.prepare_out_dir`).
     Nothing but the EC2 nonce is written unless the issuer's answer is a
@@ -201,6 +203,7 @@ def bootstrap(
         serial=issued.serial,
         not_after=issued.not_after,
         renew_after=issued.renew_after,
+        settings=settings or Remembered(),
     )
     files = install_issued(out_dir, key=key, issued=issued, state=state)
     return BootstrapResult(issued=issued, files=files, state=state)

@@ -1,10 +1,12 @@
 """The ``issuer-agent`` command line: ``bootstrap``, ``renew``, ``run`` (the daemon) and ``status``.
 
 This module is the parser and :func:`main`; the commands themselves are in
-:mod:`clients.agent.commands`. Progress and the daemon's log go to stderr, results
-to stdout; a failure is one line on stderr (``error: ... (code ...)``) and an exit
-status from ``sysexits.h`` (see :mod:`clients.errors`): 64 and 78 are never worth
-retrying, 75 is.
+:mod:`clients.agent.commands` and :mod:`clients.agent.status`. Progress and the daemon's log go to
+stderr, results to stdout; a failure is one line on stderr (``error: ... (code ...)``) and an exit
+status from ``sysexits.h`` (see :mod:`clients.errors`): 64, 77 and 78 are never worth retrying, 75 is.
+
+Options that are not given default to what ``issuer.json`` in ``--out`` remembers (see
+:mod:`clients.agent.remembered`), which is why most of them default to None here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
-from clients.agent.commands import COMMANDS, check_options
+from clients.agent.commands import Handler, check_options, run_bootstrap, run_daemon, run_renew
+from clients.agent.status import STATUS_EPILOG, run_status
 from clients.errors import EX_USAGE, AgentError
 from clients.imds import DEFAULT_ENDPOINT
 from clients.wire import AUTH_MODES, DEFAULT_KEY_TYPE, KEY_TYPES, METHODS
@@ -24,6 +27,10 @@ from clients.wire import AUTH_MODES, DEFAULT_KEY_TYPE, KEY_TYPES, METHODS
 __all__ = ["build_parser", "main", "parse"]
 
 _EXIT_USAGE = "  64  bad usage: an option is missing, unknown or contradictory (do not retry)"
+_EXIT_DENIED = "  77  the issuer denies this machine's identity (code identity_denied; do not retry)"
+_EXIT_TEMPFAIL = """\
+  75  temporary: the issuer is unreachable or busy (429/502/503/504), or the instance metadata
+      service kept failing (503, timeouts) for --imds-max-wait; retry later"""
 _EXIT_CONFIG = """\
   78  configuration: --ca-bundle, --token-file or --out cannot be used, the files in --out are
       broken, or the issuer's TLS certificate does not verify against the trust given (do not retry)"""
@@ -43,15 +50,18 @@ examples:
       --server https://issuer.example.org --out /run/issuer-agent
 
 writes to --out (created 0700): key.pem (0600), cert.pem, chain.pem, bundle.pem, fullchain.pem
-(leaf + chain), issuer.json (issuer, server id, method, role, serial, not after, renew after: what
-`renew` and `run` need); for aws-ec2 also instance-nonce (0600, keep it: the issuer binds the
-instance to it). The key is made here and never leaves the machine.
+(leaf + chain), issuer.json (issuer, server id, method, role, serial, not after, renew after, and
+the options given here: --ca-bundle, --auth, --on-change, --token-file, --imds-endpoint, ...; never
+a token); for aws-ec2 also instance-nonce (0600, keep it: the issuer binds the instance to it).
+Afterwards `renew --out DIR` and `run --out DIR` need nothing else. The key is made here and never
+leaves the machine.
 
 exit status:
   0   issued
   1   refused or failed (the issuer said no, or its answer was unusable)
 {_EXIT_USAGE}
-  75  temporary: the issuer is unreachable or busy (429/502/503/504); retry later
+{_EXIT_TEMPFAIL}
+{_EXIT_DENIED}
 {_EXIT_CONFIG}
 """
 
@@ -67,13 +77,15 @@ Due at the issuer's renew_after (in issuer.json; else 2/3 of the lifetime), brou
 jitter of up to 10 % of the lifetime that is fixed per certificate, so every run agrees on the time.
 A renewal always uses a NEW key (same type as the current one unless --key-type). The files are
 switched all at once: readers never see a key that does not match the certificate.
---server and --server-id default to what issuer.json records.
+Every option defaults to what issuer.json remembers from the bootstrap (--server, --server-id,
+--ca-bundle, --auth, --on-change, ...); an option given here is remembered after a renewal.
 
 exit status:
   0   renewed, or not due yet (the time it is due is printed)
   1   refused (revoked, superseded, expired, unknown...: bootstrap again, or let `run` do it) or failed
 {_EXIT_USAGE}
   75  temporary: the issuer is unreachable or busy (429/502/503/504); retry later
+{_EXIT_DENIED}
 {_EXIT_CONFIG}
       (also: no certificate in --out yet: bootstrap first)
 """
@@ -88,6 +100,9 @@ examples:
   issuer-agent run --method aws-ec2 --server https://issuer.example.org \\
       --out /etc/issuer-agent --on-change "systemctl reload nginx"
 
+  # after `issuer-agent bootstrap`: everything else comes from /etc/issuer-agent/issuer.json
+  issuer-agent run --out /etc/issuer-agent --metrics-file /var/lib/node_exporter/issuer-agent.prom
+
 Bootstraps when --out has no certificate, then sleeps until renewal is due (jittered) and renews
 with a new key. Transient failures are retried with exponential backoff and full jitter (at most
 5 minutes apart, honouring Retry-After, and always once more before the certificate expires).
@@ -97,22 +112,31 @@ ISSUER_JOIN_TOKEN; a spent token is not sent twice). After every change --on-cha
 like a shell would, but without one; its environment has ISSUER_AGENT_EVENT, ISSUER_AGENT_SERIAL,
 ISSUER_AGENT_NOT_AFTER, ISSUER_AGENT_OUT); its failure is logged, not fatal. One log line per event
 on stderr. SIGTERM/SIGINT: finish the exchange under way (at most --timeout), then exit 0; a second
-signal exits at once. Files are never left half-written.
+signal exits at once. Files are never left half-written. Every option defaults to what issuer.json
+remembers; --method and --server are needed only while --out holds nothing bootstrapped.
+--metrics-file writes node_exporter textfile metrics after every event (atomically): certificate
+not-after and renewal due time, last renewal attempt and success times, consecutive failures.
 
 exit status:
   0   stopped by SIGTERM/SIGINT; with --once: done (bootstrapped, renewed, re-attested, or not due)
   1   no certificate yet and the issuer refused (with --once: refused or failed)
 {_EXIT_USAGE}
-  75  with --once only: temporary failure, retry later (without --once the daemon retries itself)
+  75  with --once only: temporary failure, retry later (without --once the daemon retries itself,
+      also through an instance metadata service that is not answering yet)
+{_EXIT_DENIED}
+      (the daemon stops rather than re-attest)
 {_EXIT_CONFIG}
-Once it has a certificate the daemon only exits when told to (or on a usage error):
-systemd: Restart=on-failure, RestartPreventExitStatus=64 78.
+Once it has a certificate the daemon only exits when told to, on a usage error, or when the issuer
+denies its identity: systemd: Restart=on-failure, RestartPreventExitStatus=64 77 78.
 """
 
-_STATUS_EPILOG = """\
-exit status: 0 a certificate matching key.pem is installed and valid now; 1 none, or expired;
-78 the files cannot be read. Suitable as a container health check.
-"""
+
+COMMANDS: dict[str, Handler] = {
+    "bootstrap": run_bootstrap,
+    "renew": run_renew,
+    "run": run_daemon,
+    "status": run_status,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +147,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _connection(parser: argparse.ArgumentParser, *, server_required: bool) -> None:
+def _connection(parser: argparse.ArgumentParser, *, server_required: bool, timeout: float | None = None) -> None:
     group = parser.add_argument_group("issuer")
     group.add_argument(
         "--server",
@@ -139,13 +163,23 @@ def _connection(parser: argparse.ArgumentParser, *, server_required: bool) -> No
         "renewal tokens (default for those: the one issuer.json records, from the issuer's own answer)",
     )
     group.add_argument(
-        "--ca-bundle", type=Path, metavar="PEM", help="CA certificates to verify the issuer (default: system)"
+        "--ca-bundle",
+        type=Path,
+        metavar="PEM",
+        help="CA certificates to verify the issuer (default: remembered, else the system's)",
     )
     group.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the issuer (default 30)"
+        "--timeout",
+        type=float,
+        default=timeout,
+        metavar="S",
+        help=f"seconds to wait for the issuer (default {timeout or 30:g})",
     )
     group.add_argument(
-        "--insecure-http", action="store_true", help="allow plain http to a non-loopback issuer (labs only)"
+        "--insecure-http",
+        action="store_true",
+        default=None,
+        help="allow plain http to a non-loopback issuer (labs only)",
     )
 
 
@@ -155,9 +189,14 @@ def _key(parser: argparse.ArgumentParser, *, default: str | None, shown: str) ->
     group.add_argument("--common-name", metavar="CN", help="subject hint in the CSR (default: the hostname)")
 
 
-def _attestation(parser: argparse.ArgumentParser) -> None:
+def _attestation(parser: argparse.ArgumentParser, *, required: bool) -> None:
     common = parser.add_argument_group("attestation")
-    common.add_argument("--method", required=True, choices=METHODS, help="how this machine proves who it is")
+    common.add_argument(
+        "--method",
+        required=required,
+        choices=METHODS,
+        help="how this machine proves who it is" + ("" if required else " (default: from issuer.json)"),
+    )
     common.add_argument("--role", help="issuer role to ask for (optional when exactly one role matches)")
     token = parser.add_argument_group("--method token", "the join token: --token, --token-file or ISSUER_JOIN_TOKEN")
     source = token.add_mutually_exclusive_group()
@@ -169,6 +208,13 @@ def _attestation(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=f"instance metadata service (default {DEFAULT_ENDPOINT}, or AWS_EC2_METADATA_SERVICE_ENDPOINT; "
         "IPv6: http://[fd00:ec2::254])",
+    )
+    ec2.add_argument(
+        "--imds-max-wait",
+        type=float,
+        metavar="S",
+        help="retry an instance metadata service that answers 5xx or not at all for up to S seconds, "
+        "then exit 75 (default 120)",
     )
     iam = parser.add_argument_group("--method aws-iam", "needs --server-id (or ISSUER_SERVER_ID)")
     iam.add_argument("--sts-region", metavar="REGION", help="STS region (default: the AWS config's, else us-east-1)")
@@ -183,14 +229,15 @@ def _renewal(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--auth",
         choices=AUTH_MODES,
-        default="token",
         help="how the current certificate vouches for the new key: a proof-of-possession token signed by the "
         "current key (default), or the certificate itself as the TLS client certificate (https only)",
     )
-    group.add_argument("--on-change", metavar="CMD", help="command to run after the files changed (no shell)")
     group.add_argument(
-        "--on-change-timeout", type=float, default=30.0, metavar="S", help="kill CMD after S seconds (default 30)"
+        "--on-change",
+        metavar="CMD",
+        help="command to run after the files changed (no shell); '' forgets a remembered one",
     )
+    group.add_argument("--on-change-timeout", type=float, metavar="S", help="kill CMD after S seconds (default 30)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_BOOTSTRAP_EPILOG,
         formatter_class=raw,
     )
-    _attestation(boot)
+    _attestation(boot, required=True)
     _connection(boot, server_required=True)
-    _key(boot, default=DEFAULT_KEY_TYPE, shown=DEFAULT_KEY_TYPE)
+    _key(boot, default=None, shown=DEFAULT_KEY_TYPE)
+    _renewal(boot)
 
     renew = commands.add_parser(
         "renew",
@@ -237,22 +285,35 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_RUN_EPILOG,
         formatter_class=raw,
     )
-    _attestation(run)
-    _connection(run, server_required=True)
+    _attestation(run, required=False)
+    _connection(run, server_required=False)
     _key(run, default=None, shown=f"{DEFAULT_KEY_TYPE} at bootstrap, then the current key's type")
     _renewal(run)
     run.add_argument_group("when").add_argument(
         "--once", action="store_true", help="one pass (bootstrap/renew/re-attest if needed), then exit (for cron)"
     )
+    run.add_argument_group("monitoring").add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write node_exporter textfile metrics to PATH (a *.prom file in the collector's directory)",
+    )
 
     status = commands.add_parser(
         "status",
-        help="show the installed certificate; exit 1 when there is none or it expired",
-        description="Show the certificate installed in --out and when it is due for renewal.",
-        epilog=_STATUS_EPILOG,
+        help="show the installed certificate, and ask the issuer whether it was revoked",
+        description="Show the certificate installed in --out and when it is due for renewal; ask the issuer\n"
+        "whether it was revoked (GET /v1/revoked). Without an answer from the issuer, say so and\n"
+        "judge from the files alone.",
+        epilog=STATUS_EPILOG,
         formatter_class=raw,
     )
-    status.add_argument("--out", required=True, type=Path, metavar="DIR", help="the directory of the files")
+    _connection(status, server_required=False, timeout=5.0)
+    shown = status.add_argument_group("output")
+    shown.add_argument("--json", action="store_true", help="one JSON object on stdout (for scripts and monitoring)")
+    shown.add_argument(
+        "--offline", action="store_true", help="do not ask the issuer: judge from the files alone (health checks)"
+    )
     return parser
 
 

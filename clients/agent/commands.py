@@ -9,46 +9,49 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
 from clients.agent.bootstrap import Ec2Proof, IamProof, Progress, Proof, TokenProof, bootstrap
 from clients.agent.daemon import Daemon, DaemonSettings, when
+from clients.agent.denial import record_denial
 from clients.agent.files import NONCE_FILE, WrittenFiles, prepare_out_dir
 from clients.agent.hooks import ChangeEvent, CommandHook, EventKind, parse_command
 from clients.agent.http import ClientCertificate, IssuerClient, check_server_url
-from clients.agent.installed import read_current
+from clients.agent.installed import CurrentCredentials, read_current
 from clients.agent.issued import IssuedCertificate
+from clients.agent.metrics import MetricsFile
+from clients.agent.remembered import METHOD_OPTIONS, Remembered, resolve
 from clients.agent.renewal import renew
 from clients.agent.schedule import renewal_due
 from clients.agent.stop import StopSwitch, SystemClock
 from clients.errors import ConfigError, ServerProblem, UsageError
-from clients.imds import ImdsClient, resolve_endpoint
+from clients.imds import ImdsClient, ImdsPatience, resolve_endpoint
 from clients.keys import hostname_hint
-from clients.wire import RENEWAL_REFUSALS
+from clients.wire import DEFAULT_KEY_TYPE, RENEWAL_REFUSALS
 
-__all__ = ["COMMANDS", "Handler", "TokenSource", "check_options"]
+__all__ = ["Handler", "TokenSource", "check_options", "run_bootstrap", "run_daemon", "run_renew", "settle"]
 
 Handler = Callable[..., int]
 
-_METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "token": ("token", "token_file"),
-    "aws-ec2": ("imds_endpoint",),
-    "aws-iam": ("sts_region", "sts_endpoint_host", "profile"),
-}
 
+def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit: bool = True) -> None:
+    """Every check of the parsed options that needs no I/O; raises :class:`UsageError`.
 
-def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> None:
-    """Every check of the parsed options that needs no I/O; raises :class:`UsageError`."""
+    ``explicit``: ``args`` is the command line as given; else it is completed from ``issuer.json``
+    and the defaults (see :func:`settle`), where an option of another method cannot come from the
+    person, so it is not looked for."""
     if not args.command:
         return
-    if getattr(args, "timeout", 1.0) <= 0:
-        raise UsageError("--timeout must be a positive number of seconds", code="timeout_invalid")
-    if getattr(args, "on_change_timeout", 1.0) <= 0:
-        raise UsageError("--on-change-timeout must be a positive number of seconds", code="timeout_invalid")
-    if getattr(args, "on_change", None) is not None:
+    for name in ("timeout", "on_change_timeout", "imds_max_wait"):
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:  # also NaN
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be a positive number of seconds", code="timeout_invalid")
+    if getattr(args, "on_change", None):  # '' forgets a remembered command
         parse_command(args.on_change)
     if getattr(args, "server", None):
         check_server_url(args.server, allow_insecure_http=args.insecure_http)
@@ -57,12 +60,13 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     method = getattr(args, "method", None)
     if method is None:
         return
-    for other, names in _METHOD_OPTIONS.items():
+    for other, names in METHOD_OPTIONS.items():
         for name in names:
-            if other != method and getattr(args, name) is not None:
+            if explicit and other != method and getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} is for --method {other}, not {method}", code="option_not_for_method")
-    if method == "aws-iam" and not _server_id(args, env):
+    # On the command line as given, the server id may yet come from issuer.json: checked once completed.
+    if method == "aws-iam" and not explicit and not _server_id(args, env):
         raise UsageError("--method aws-iam needs --server-id (or ISSUER_SERVER_ID)", code="server_id_missing")
     if method == "token" and args.command == "bootstrap" and not (args.token_file or _inline_token(args, env)):
         raise UsageError("no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN", code="token_missing")
@@ -114,13 +118,23 @@ class TokenSource:
 
 
 def _proof_source(
-    args: argparse.Namespace, env: Mapping[str, str], *, out_dir: Path, progress: Progress
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    *,
+    out_dir: Path,
+    progress: Progress,
+    imds_log: Progress | None = None,
 ) -> Callable[[], Proof]:
     if args.method == "token":
         return TokenSource(file=args.token_file, inline=_inline_token(args, env))
     if args.method == "aws-ec2":
         endpoint = resolve_endpoint(args.imds_endpoint, env)
-        return lambda: Ec2Proof(imds=ImdsClient(endpoint), out_dir=out_dir)
+        patience = ImdsPatience(max_wait=args.imds_max_wait)
+        v1_fallback = env.get("AWS_EC2_METADATA_V1_DISABLED", "").strip().lower() != "true"
+        return lambda: Ec2Proof(
+            imds=ImdsClient(endpoint, patience=patience, allow_v1_fallback=v1_fallback, log=imds_log or progress),
+            out_dir=out_dir,
+        )
     server_id = _server_id(args, env)
     assert server_id is not None  # check_options
     return lambda: _iam_proof(args, server_id=server_id, progress=progress)
@@ -156,8 +170,50 @@ def _printer(stream: TextIO, *, quiet: bool = False) -> Progress:
     return progress
 
 
+def settle(
+    args: argparse.Namespace, env: Mapping[str, str], *, tolerate_broken: bool = False, err: TextIO | None = None
+) -> tuple[argparse.Namespace, Remembered, CurrentCredentials | None]:
+    """The options to run with (the command line over what ``issuer.json`` remembers), the settings
+    to remember after an issuance, and what is installed now; checked like the command line.
+
+    ``tolerate_broken``: for ``bootstrap``, which is how broken files are replaced: files in
+    ``--out`` that cannot be read are reported on ``err`` and ignored rather than fatal (78).
+    """
+    try:
+        current = read_current(args.out)
+    except ConfigError as exc:
+        if not tolerate_broken:
+            raise
+        if err is not None:
+            print(f"warning: ignoring what --out holds: {exc.one_line()}", file=err)
+        current = None
+    state = current.state if current else None
+    merged, remembered = resolve(args, state)
+    if getattr(merged, "server_id", "") is None:  # the flag, else ISSUER_SERVER_ID, else what the issuer said
+        merged.server_id = env.get("ISSUER_SERVER_ID") or (state.server_id if state else None)
+    check_options(merged, env, explicit=False)
+    return merged, remembered, current
+
+
+@contextmanager
+def _noting_denial(out_dir: Path, current: CurrentCredentials | None, *, err: TextIO) -> Iterator[None]:
+    """Note a 403 identity_denied in ``out_dir`` for ``status`` (see :mod:`clients.agent.denial`)."""
+    try:
+        yield
+    except ServerProblem as exc:
+        if exc.denied:
+            record_denial(out_dir, exc, serial=current.serial if current else None, now=datetime.now(timezone.utc))
+            print(
+                "hint: the issuer denies this machine's identity; an operator must lift the denial "
+                "(`issuer deny remove`) before it can get a certificate again",
+                file=err,
+            )
+        raise
+
+
 def run_bootstrap(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     progress = _printer(err)
+    args, remembered, current = settle(args, env, tolerate_broken=True, err=err)
     client = _client(args, args.server)
     if client.warning:
         print(client.warning, file=err)
@@ -167,34 +223,37 @@ def run_bootstrap(args: argparse.Namespace, *, env: Mapping[str, str], out: Text
         if args.method == "token"
         else _proof_source(args, env, out_dir=out_dir, progress=progress)()
     )
-    result = bootstrap(
-        proof,
-        transport=client,
-        out_dir=out_dir,
-        role=args.role,
-        key_type=args.key_type,
-        common_name=args.common_name or hostname_hint(),
-        server=client.server,
-        server_id=_server_id(args, env),
-        progress=progress,
-    )
+    with _noting_denial(out_dir, current, err=err):
+        result = bootstrap(
+            proof,
+            transport=client,
+            out_dir=out_dir,
+            role=args.role,
+            key_type=args.key_type or DEFAULT_KEY_TYPE,
+            common_name=args.common_name or hostname_hint(),
+            server=client.server,
+            server_id=_server_id(args, env),
+            settings=remembered,
+            progress=progress,
+        )
     _report(result.files, result.issued, out=out)
     if args.method == "aws-ec2":
         print(f"instance nonce in {out_dir / NONCE_FILE} (keep it: it binds this instance)", file=out)
+    _hook(args, "bootstrap", result.issued, out_dir, err=err)
     return 0
 
 
 def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
     progress = _printer(err, quiet=args.quiet)
-    current = read_current(args.out)
+    args, remembered, current = settle(args, env)
     if current is None:
         raise ConfigError(f"no certificate in {args.out}; run `issuer-agent bootstrap` first", code="not_bootstrapped")
     prepare_out_dir(args.out)  # the same checks as at bootstrap: a directory others cannot write
     state = current.state
-    server = args.server or (state.server if state else None)
+    server = args.server
     if not server:
         raise UsageError(f"--server is needed: {args.out}/issuer.json names no issuer", code="server_missing")
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     # Seeded by the serial: every run of a timer agrees on one time per certificate, and a fleet spreads out.
     jitter = random.Random(current.serial).random()  # noqa: S311 - scheduling, not secrecy
     due = renewal_due(
@@ -215,18 +274,20 @@ def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, 
     if client.warning:
         print(client.warning, file=err)
     try:
-        result = renew(
-            current,
-            transport=client,
-            out_dir=args.out.resolve(),
-            auth=args.auth,
-            server=client.server,
-            server_id=_server_id(args, env) or (state.server_id if state else None),
-            now=lambda: datetime.now(UTC),
-            key_type=args.key_type,
-            common_name=args.common_name or hostname_hint(),
-            progress=progress,
-        )
+        with _noting_denial(args.out, current, err=err):
+            result = renew(
+                current,
+                transport=client,
+                out_dir=args.out.resolve(),
+                auth=args.auth,
+                server=client.server,
+                server_id=_server_id(args, env) or (state.server_id if state else None),
+                now=lambda: datetime.now(timezone.utc),
+                key_type=args.key_type,
+                common_name=args.common_name or hostname_hint(),
+                settings=remembered,
+                progress=progress,
+            )
     except ServerProblem as exc:
         if exc.refused and exc.code in RENEWAL_REFUSALS:
             print(
@@ -243,6 +304,13 @@ def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, 
 
 
 def run_daemon(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    args, remembered, _ = settle(args, env)
+    missing = [flag for flag, value in (("--method", args.method), ("--server", args.server)) if not value]
+    if missing:
+        raise UsageError(
+            f"{' and '.join(missing)} needed: {args.out} holds no issuer.json from a bootstrap to take them from",
+            code="settings_missing",
+        )
     out_dir = prepare_out_dir(args.out)
     probe = _client(args, args.server)  # fails now (64/78) on a bad URL or --ca-bundle, not at the first renewal
     if probe.warning:
@@ -253,6 +321,8 @@ def run_daemon(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO,
         if args.on_change is not None
         else None
     )
+    log = _printer(err)
+    metrics = MetricsFile(args.metrics_file, out_dir=out_dir, log=log) if args.metrics_file else None
     daemon = Daemon(
         DaemonSettings(
             out_dir=out_dir,
@@ -264,45 +334,20 @@ def run_daemon(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO,
             key_type=args.key_type,
             common_name=args.common_name or hostname_hint(),
             once=args.once,
+            remembered=remembered,
         ),
         clock=SystemClock(),
         waiter=switch,
         rng=random.SystemRandom().random,
         connect=lambda certificate: _client(args, args.server, certificate),
-        proofs=_proof_source(args, env, out_dir=out_dir, progress=_printer(err, quiet=True)),
+        # The daemon's log hears the metadata service's retries (at boot it may take a while), not the steps.
+        proofs=_proof_source(args, env, out_dir=out_dir, progress=_printer(err, quiet=True), imds_log=log),
         hook=hook,
-        log=_printer(err),
+        log=log,
+        observer=metrics,
     )
     with switch.signals_installed():
         return daemon.run()
-
-
-def run_status(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
-    current = read_current(args.out)
-    if current is None:
-        print(f"no certificate in {args.out}", file=out)
-        return 1
-    now = datetime.now(UTC)
-    state = current.state
-    renew_after = renewal_due(
-        not_before=current.not_before,
-        not_after=current.not_after,
-        issuer_renew_after=current.renew_after,
-        jitter=0.0,
-    )
-    print(f"serial {current.serial}", file=out)
-    if state is not None:
-        print(f"issuer {state.server} (server id {state.server_id or 'unknown'}, method {state.method})", file=out)
-    print(f"not before {when(current.not_before)}", file=out)
-    print(f"not after {when(current.not_after)}", file=out)
-    print(f"renew after {when(renew_after)}", file=out)
-    if now >= current.not_after:
-        print(f"EXPIRED at {when(current.not_after)}", file=out)
-        return 1
-    if now < current.not_before:
-        print(f"NOT YET VALID until {when(current.not_before)}", file=out)
-        return 1
-    return 0
 
 
 def _hook(args: argparse.Namespace, kind: EventKind, issued: IssuedCertificate, out_dir: Path, *, err: TextIO) -> None:
@@ -324,11 +369,3 @@ def _report(files: WrittenFiles, issued: IssuedCertificate, *, out: TextIO) -> N
     print(f"identity {identity.method} {identity.principal}{uri}", file=out)
     print(f"not after {when(issued.not_after)}", file=out)
     print(f"renew after {when(issued.renew_after)}", file=out)
-
-
-COMMANDS: dict[str, Handler] = {
-    "bootstrap": run_bootstrap,
-    "renew": run_renew,
-    "run": run_daemon,
-    "status": run_status,
-}

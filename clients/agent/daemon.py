@@ -10,14 +10,19 @@ drive several certificate lifetimes in milliseconds against a fake issuer:
 4. Renewal refused (401/403: revoked, superseded, unknown, ...) or the certificate
    already expired: prove who the machine is again with the original method.
 5. Transient failure: retry after exponential backoff with full jitter, honouring
-   ``Retry-After``, never letting the certificate expire without another try.
+   ``Retry-After``, never letting the certificate expire without another try. An
+   instance metadata service that is not answering yet (at boot) is one of these.
 6. After every change, run the on-change hook (its failure is logged, not fatal).
+7. The issuer denies this machine's identity (403 ``identity_denied``): stop, exit 77.
+   Proving the same identity again cannot help until an operator lifts the denial.
 
-Exit status: 0 when stopped by SIGTERM/SIGINT (or ``--once`` done); with no
-certificate yet, a failure that is not transient ends the daemon with its status
-(1 refused, 64 usage, 78 configuration); with ``--once``, any failure does
-(75 transient). Once the machine has a certificate, failures are logged and
-retried, and only a usage error (which cannot fix itself) ends the loop.
+Exit status: 0 when stopped by SIGTERM/SIGINT (or ``--once`` done); 77 when the
+issuer denies the identity; with no certificate yet, a failure that is not
+transient ends the daemon with its status (1 refused, 64 usage, 78 configuration);
+with ``--once``, any failure does (75 transient). Once the machine has a
+certificate, failures are logged and retried, and only a usage error (which cannot
+fix itself) or a denial ends the loop. An :class:`Observer` (the metrics file)
+hears of every attempt, success, failure and installed certificate.
 """
 
 from __future__ import annotations
@@ -29,18 +34,20 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from clients.agent.bootstrap import IssuerTransport, Proof, bootstrap
+from clients.agent.denial import record_denial
 from clients.agent.hooks import ChangeEvent, ChangeHook, EventKind
 from clients.agent.http import ClientCertificate
 from clients.agent.installed import CurrentCredentials, read_current
 from clients.agent.issued import IssuedCertificate
+from clients.agent.remembered import Remembered
 from clients.agent.renewal import renew, renewal_key_type
 from clients.agent.schedule import Backoff, next_attempt, renewal_due, retry_after_seconds
 from clients.agent.state import AgentState
 from clients.agent.stop import Interrupted
-from clients.errors import EX_USAGE, AgentError, ServerProblem
+from clients.errors import EX_NOPERM, EX_USAGE, AgentError, ServerProblem
 from clients.wire import DEFAULT_KEY_TYPE, AuthMode, KeyType, Method
 
-__all__ = ["Clock", "Connect", "Daemon", "DaemonSettings", "ProofSource", "Waiter", "when"]
+__all__ = ["Clock", "Connect", "Daemon", "DaemonSettings", "Observer", "ProofSource", "Step", "Waiter", "when"]
 
 Step = Literal["bootstrap", "renew", "reattest"]
 _PAST: Final[dict[Step, str]] = {"bootstrap": "bootstrapped", "renew": "renewed", "reattest": "re-attested"}
@@ -74,11 +81,25 @@ class Connect(Protocol):
 ProofSource = Callable[[], Proof]
 
 
+class Observer(Protocol):
+    """Hears what the daemon does (the ``--metrics-file`` writer); must not raise."""
+
+    def attempted(self, step: Step, at: datetime) -> None: ...
+
+    def succeeded(self, step: Step, at: datetime) -> None: ...
+
+    def failed(self, step: Step, at: datetime) -> None: ...
+
+    def installed(self, *, not_after: datetime, due: datetime) -> None:
+        """The certificate in force now, and when its renewal is due."""
+        ...
+
+
 def when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DaemonSettings:
     out_dir: Path
     server: str
@@ -91,9 +112,10 @@ class DaemonSettings:
     once: bool = False
     backoff: Backoff = field(default_factory=Backoff)
     max_nap: float = 600.0  # wake up at least this often to re-read the clock and the files
+    remembered: Remembered = field(default_factory=Remembered)  # written into issuer.json at every issuance
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Change:
     kind: EventKind
     issued: IssuedCertificate
@@ -112,6 +134,7 @@ class Daemon:
         proofs: ProofSource,
         hook: ChangeHook | None = None,
         log: Callable[[str], None],
+        observer: Observer | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -121,6 +144,7 @@ class Daemon:
         self._proofs = proofs
         self._hook = hook
         self._log_line = log
+        self._observer = observer
         self._jitter: tuple[str, float] | None = None  # (serial, fraction) of the current certificate
 
     def run(self) -> int:
@@ -150,6 +174,8 @@ class Daemon:
                 step = "bootstrap"
             else:
                 due = self._due(current.serial, current.not_before, current.not_after, current.renew_after)
+                if self._observer is not None:
+                    self._observer.installed(not_after=current.not_after, due=due)
                 if now < due:
                     valid = f"certificate {current.serial} valid until {when(current.not_after)}"
                     line = f"{valid}; renewal due at {when(due)}"
@@ -163,9 +189,22 @@ class Daemon:
                         break
                     continue
                 step = "reattest" if now >= current.not_after or refused == current.serial else "renew"
+            if self._observer is not None:
+                self._observer.attempted(step, now)
             try:
                 change = self._step(step, current)
             except AgentError as exc:
+                if self._observer is not None:
+                    self._observer.failed(step, self._clock.now())
+                if isinstance(exc, ServerProblem) and exc.denied:
+                    record_denial(
+                        self._settings.out_dir, exc, serial=current.serial if current else None, now=self._clock.now()
+                    )
+                    self._log(
+                        f"error: {step} refused: {exc.one_line()}; the issuer denies this machine's identity, "
+                        f"so proving it again cannot help until an operator lifts the denial: stopping"
+                    )
+                    return EX_NOPERM
                 if step == "renew" and isinstance(exc, ServerProblem) and exc.refused and current is not None:
                     refused = current.serial
                     self._log(
@@ -188,6 +227,9 @@ class Daemon:
             failures, refused, announced = 0, None, None
             issued = change.issued
             due = self._due(issued.serial, issued.not_before, issued.not_after, issued.renew_after)
+            if self._observer is not None:
+                self._observer.succeeded(step, self._clock.now())
+                self._observer.installed(not_after=issued.not_after, due=due)
             self._log(
                 f"{_PAST[step]}: serial {issued.serial}, not after {when(issued.not_after)}; "
                 f"next renewal at {when(due)}"
@@ -212,6 +254,7 @@ class Daemon:
                 now=self._clock.now,
                 key_type=s.key_type,
                 common_name=s.common_name,
+                settings=s.remembered,
             )
             return _Change("renew", renewed.issued, renewed.state)
         key_type = renewal_key_type(current, s.key_type) if current else (s.key_type or DEFAULT_KEY_TYPE)
@@ -225,6 +268,7 @@ class Daemon:
             common_name=s.common_name,
             server=s.server,
             server_id=s.server_id or previous_id,
+            settings=s.remembered,
         )
         return _Change("bootstrap" if current is None else "reattest", result.issued, result.state)
 

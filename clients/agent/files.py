@@ -68,7 +68,7 @@ _PRIVATE: Final = 0o600
 _PUBLIC: Final = 0o644
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CredentialSet:
     """PEM bytes of one issuance, all for the same key, and the agent's note about it.
 
@@ -96,7 +96,7 @@ class CredentialSet:
         return (*files, (STATE_FILE, self.state, _PUBLIC)) if self.state else files
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WrittenFiles:
     """Where each file is now (the stable names in the output directory)."""
 

@@ -29,7 +29,7 @@ EventKind = Literal["bootstrap", "renew", "reattest"]
 _WITHHELD = frozenset({"ISSUER_JOIN_TOKEN"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ChangeEvent:
     kind: EventKind
     serial: str
@@ -62,7 +62,7 @@ def parse_command(command: str) -> tuple[str, ...]:
     return argv
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CommandHook:
     """Runs ``argv`` (no shell) for each change; at most ``timeout`` seconds."""
 

@@ -69,7 +69,7 @@ def check_server_url(server: str, *, allow_insecure_http: bool) -> str | None:
     return f"warning: sending credentials over plain http to {parts.hostname} (--insecure-http)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ClientCertificate:
     """Files of one installed generation to present over mTLS: leaf + chain, and its key."""
 
@@ -126,18 +126,29 @@ class IssuerClient:
         not verify against the trust given (retrying cannot fix that),
         :class:`ResponseError` when a 2xx answer is not a JSON object.
         """
+        return self._exchange(
+            "POST",
+            path,
+            data=json.dumps(body).encode("utf-8"),
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+
+    def get_json(self, path: str) -> dict[str, object]:
+        """GET ``server + path``; return the JSON object of a 2xx answer. Raises as :meth:`post_json`."""
+        return self._exchange("GET", path, data=None, headers={})
+
+    def _exchange(self, method: str, path: str, *, data: bytes | None, headers: Mapping[str, str]) -> dict[str, object]:
         url = self.server + path
         # Our own request id, so that even an error page without one can be matched to the server's logs.
         request_id = secrets.token_hex(8)
         request = urllib.request.Request(  # noqa: S310 - check_server_url allows http(s) only
             url,
-            data=json.dumps(body).encode("utf-8"),
-            method="POST",
+            data=data,
+            method=method,
             headers={
-                "Content-Type": "application/json",
                 "Accept": "application/json, application/problem+json",
                 "User-Agent": USER_AGENT,
-                **(headers or {}),
+                **headers,
                 REQUEST_ID_HEADER: request_id,
             },
         )
@@ -147,7 +158,7 @@ class IssuerClient:
         except urllib.error.HTTPError as exc:
             with exc:
                 raise self._problem(exc, request_id=request_id) from None
-        except TimeoutError:
+        except (TimeoutError, socket.timeout):  # distinct classes before Python 3.10
             raise self._timed_out(url) from None
         except urllib.error.URLError as exc:
             raise self._no_answer(url, exc.reason) from None
@@ -167,7 +178,7 @@ class IssuerClient:
         return TransportError(f"no answer from the issuer at {url} within {self._timeout:g}s", code="server_timeout")
 
     def _no_answer(self, url: str, reason: object) -> TransportError | ConfigError:
-        if isinstance(reason, TimeoutError | socket.timeout):
+        if isinstance(reason, (TimeoutError, socket.timeout)):
             return self._timed_out(url)
         if isinstance(reason, ssl.SSLCertVerificationError):
             return ConfigError(

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from clients.agent.denial import clear_denial
 from clients.agent.files import (
     CERT_FILE,
     FULLCHAIN_FILE,
@@ -39,7 +40,7 @@ __all__ = ["CurrentCredentials", "install_issued", "read_current", "serial_hex"]
 _READ_ATTEMPTS: Final = 3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CurrentCredentials:
     """The live key and certificate, and ``issuer.json`` when it describes this certificate."""
 
@@ -140,7 +141,7 @@ def _load_key(pem: bytes, path: Path) -> PrivateKey:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path} is not an unencrypted PEM private key: {exc}", code="key_unreadable") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise ConfigError(f"{path} is a {type(key).__name__}; the agent uses EC and RSA keys", code="key_unsupported")
     return key
 
@@ -161,9 +162,10 @@ def _read_state(path: Path) -> AgentState | None:
 def install_issued(out_dir: Path, *, key: PrivateKey, issued: IssuedCertificate, state: AgentState) -> WrittenFiles:
     """Install ``key`` with the checked ``issued`` certificate and ``state`` as the next generation.
 
-    Raises :class:`clients.errors.FilesystemError`; the previous set stays live then.
+    Raises :class:`clients.errors.FilesystemError`; the previous set stays live then. A note
+    that the issuer denied this machine (:mod:`clients.agent.denial`) is out of date then: removed.
     """
-    return install_credentials(
+    written = install_credentials(
         out_dir,
         CredentialSet(
             key_pem=private_key_pem(key),
@@ -173,3 +175,5 @@ def install_issued(out_dir: Path, *, key: PrivateKey, issued: IssuedCertificate,
             state=state.to_json(),
         ),
     )
+    clear_denial(out_dir)
+    return written

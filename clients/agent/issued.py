@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 
 from clients.errors import ResponseError
 from clients.keys import PrivateKey, same_public_key
 from clients.wire import ResponseField as R
+from clients.wire import parse_timestamp
 
 __all__ = ["IssuedCertificate", "IssuedIdentity", "parse_issue_response"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IssuedIdentity:
     method: str
     principal: str
     uri_san: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IssuedCertificate:
     """One issuance: PEM text as served and the times that matter to the machine."""
 
@@ -115,8 +116,7 @@ def _text(body: Mapping[str, object], name: str, *, allow_empty: bool = False) -
 def _time(body: Mapping[str, object], name: str) -> datetime:
     text = _text(body, name)
     try:
-        value = datetime.fromisoformat(text)
+        # The API speaks UTC; a time without an offset is read as UTC rather than local time.
+        return parse_timestamp(text)
     except ValueError:
         raise ResponseError(f"the issuer's {name!r} is not an ISO-8601 time: {text!r}") from None
-    # The API speaks UTC; a time without an offset is read as UTC rather than local time.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

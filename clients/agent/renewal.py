@@ -20,6 +20,7 @@ from clients.agent.files import WrittenFiles
 from clients.agent.installed import CurrentCredentials, install_issued
 from clients.agent.issued import IssuedCertificate, parse_issue_response
 from clients.agent.pop import renewal_token
+from clients.agent.remembered import Remembered
 from clients.agent.state import AgentState
 from clients.errors import UsageError
 from clients.keys import build_csr, csr_der, csr_pem, generate_private_key, key_type_of
@@ -28,7 +29,7 @@ from clients.wire import DEFAULT_KEY_TYPE, RENEW_PATH, AuthMode, Field, KeyType,
 __all__ = ["RenewalResult", "renew", "renewal_key_type"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RenewalResult:
     issued: IssuedCertificate
     files: WrittenFiles
@@ -56,13 +57,15 @@ def renew(
     now: Callable[[], datetime],
     key_type: KeyType | None = None,
     common_name: str | None = None,
+    settings: Remembered | None = None,
     progress: Progress = _ignore,
 ) -> RenewalResult:
     """Renew ``current`` for a new key and install the answer in ``out_dir``.
 
     ``server_id`` (the issuer's name, the token's ``aud``) is needed for
     ``auth="token"``; ``now`` is read just before signing the token. Nothing is
-    written unless the answer is a certificate for the new key. Raises
+    written unless the answer is a certificate for the new key. ``settings`` are remembered in
+    ``issuer.json`` (default: what it remembered before). Raises
     :class:`UsageError` (``server_id_missing``), :class:`clients.errors.ConfigError`
     (a key that cannot sign a token), and the transport's, parsing's and installing's
     :class:`clients.errors.AgentError` subclasses.
@@ -96,6 +99,7 @@ def renew(
         serial=issued.serial,
         not_after=issued.not_after,
         renew_after=issued.renew_after,
+        settings=settings if settings is not None else (previous.settings if previous else Remembered()),
     )
     files = install_issued(out_dir, key=key, issued=issued, state=state)
     return RenewalResult(issued=issued, files=files, state=state, renewed_from=issued.renewed_from or current.serial)

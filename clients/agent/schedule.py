@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import email.utils
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Final
 
 __all__ = [
@@ -59,7 +59,7 @@ def renewal_due(
     return base - lifetime * (JITTER_FRACTION * min(max(jitter, 0.0), 1.0))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
 
@@ -103,5 +103,5 @@ def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
     return max(0.0, (when - now).total_seconds())

@@ -5,24 +5,28 @@ the certificate (see :mod:`clients.agent.files`), so it always describes the pai
 it sits next to. It holds what ``renew`` and ``run`` need beyond the certificate
 itself: which issuer (URL and ``server_id``, the audience of renewal tokens), how
 the machine first proved who it is (for re-attestation) and the issuer's own
-``renew_after``. Nothing in it is secret.
+``renew_after``, and the settings the last issuance was made with (see
+:mod:`clients.agent.remembered`), so that ``renew --out DIR`` needs nothing else.
+Nothing in it is secret.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Final
 
-from clients.wire import METHODS, Method, method_named
+from clients.agent.remembered import Remembered, parse_remembered
+from clients.wire import METHODS, Method, method_named, parse_timestamp
 
 __all__ = ["STATE_VERSION", "AgentState", "parse_state"]
 
+# Still 1: ``settings`` was added without a bump, so that an older agent keeps reading the file.
 STATE_VERSION: Final = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AgentState:
     server: str
     server_id: str | None
@@ -31,10 +35,11 @@ class AgentState:
     serial: str
     not_after: datetime
     renew_after: datetime
+    settings: Remembered = field(default_factory=Remembered)
 
     def to_json(self) -> bytes:
         """Stable, human-readable JSON (sorted keys, one field a line)."""
-        document = {
+        document: dict[str, object] = {
             "version": STATE_VERSION,
             "server": self.server,
             "server_id": self.server_id,
@@ -44,6 +49,9 @@ class AgentState:
             "not_after": _iso(self.not_after),
             "renew_after": _iso(self.renew_after),
         }
+        settings = self.settings.to_json()
+        if settings:
+            document["settings"] = settings
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -68,11 +76,12 @@ def parse_state(raw: bytes) -> AgentState:
         serial=_required(document, "serial"),
         not_after=_time(document, "not_after"),
         renew_after=_time(document, "renew_after"),
+        settings=parse_remembered(document.get("settings")),
     )
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 def _optional(document: dict[str, object], name: str) -> str | None:
@@ -94,7 +103,6 @@ def _required(document: dict[str, object], name: str) -> str:
 def _time(document: dict[str, object], name: str) -> datetime:
     text = _required(document, name)
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_timestamp(text)
     except ValueError:
         raise ValueError(f"{name!r} is not an ISO-8601 time") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from types import FrameType
 
 __all__ = ["Interrupted", "StopSwitch", "SystemClock"]
@@ -21,7 +21,7 @@ __all__ = ["Interrupted", "StopSwitch", "SystemClock"]
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return datetime.now(timezone.utc)
 
 
 # A BaseException like KeyboardInterrupt: no `except Exception` on the way up may swallow it.

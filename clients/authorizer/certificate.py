@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Final
 
 from .errors import CertificateError
@@ -209,7 +209,7 @@ def _time(item: tuple[int, bytes]) -> datetime:
     elif not (tag == 0x18 and re.fullmatch(r"\d{14}Z", text)):  # GeneralizedTime YYYYMMDDHHMMSSZ
         raise CertificateError(f"validity time {text!r} is not UTCTime or GeneralizedTime in Z")
     try:
-        return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+        return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
         raise CertificateError(f"validity time {text!r} is not a date") from None
 

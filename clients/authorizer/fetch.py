@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Final
 
 from .errors import SourceError
@@ -40,7 +40,7 @@ def sigv4_headers(
     twice). ``signed`` adds headers to sign; ``If-None-Match`` may be sent unsigned.
     """
     parts = urllib.parse.urlsplit(url)
-    amz_date = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     headers = {"host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date}
     headers.update({name.lower(): value for name, value in (signed or {}).items()})
     if aws.session_token:

@@ -22,7 +22,7 @@ import os
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Final
 
 from .certificate import ClientCertificate, parse_certificate_pem, serial_matches
@@ -160,4 +160,4 @@ _CACHE: Final = RevocationCache()
 
 def lambda_handler(event: object, context: object) -> dict[str, Any]:
     """The Lambda entry point: settings from ``os.environ``, the module's cache, the wall clock."""
-    return authorize(event, env=os.environ, cache=_CACHE, now=datetime.now(UTC))
+    return authorize(event, env=os.environ, cache=_CACHE, now=datetime.now(timezone.utc))

@@ -125,7 +125,7 @@ async def test_init_registers_the_key_arn_and_writes_no_issuing_key(tmp_path: Pa
     arn = ca.issuing_key_ref.removeprefix("kms:")
     assert ca.issuing_key_ref.startswith("kms:" + ARN_START) and is_key_arn(arn)
     assert ca.created_keys == (arn,) and ca.root_key_ref == "file:root.key.pem"
-    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "root.key.pem", "root.pem"]
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "registered.json", "root.key.pem", "root.pem"]
     assert x509.load_pem_x509_certificate((ca_dir / "issuing.pem").read_bytes()) == ca.issuing
     ca.issuing.verify_directly_issued_by(ca.root)
     assert ca.issuing.subject.rfc4514_string() == "CN=test.example Issuing CA"

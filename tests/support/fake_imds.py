@@ -11,6 +11,15 @@ It behaves as the real one does where the agent can tell:
 - ``/latest/dynamic/instance-identity/{document,rsa2048,pkcs7,signature}`` serve the
   configured text byte for byte (absent ones are 404).
 
+And it misbehaves as the real one does, on request:
+
+- ``expire_first_token``: the first token it issues is refused (401) at its first use, as
+  a token that expired (or an IMDS that restarted) is;
+- ``unavailable=N``: the first N requests get 503 (throttled, or not ready at boot); -1: all;
+- ``hops > hop_limit``: the reply to the token PUT never arrives (its IP TTL is the
+  instance's PUT response hop limit, and a container behind a bridge is 2 hops away);
+  GETs, which are not hop-limited, are answered.
+
 Use :func:`fake_imds` from synchronous tests (the agent blocks), or
 :func:`create_imds_app` with aiohttp's test server. :func:`serve_in_thread` runs
 any aiohttp app on a free loopback port in a background thread.
@@ -79,16 +88,20 @@ TOKEN_HEADER = "X-aws-ec2-metadata-token"
 _IDENTITY = "/latest/dynamic/instance-identity/"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ImdsConfig:
     document: str = SAMPLE_DOCUMENT
     rsa2048: str | None = SAMPLE_RSA2048
     pkcs7: str | None = None
     signature: str | None = None
     mode: ImdsMode = "v2"
+    expire_first_token: bool = False
+    unavailable: int = 0
+    hops: int = 1
+    hop_limit: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RecordedRequest:
     method: str
     path: str
@@ -101,6 +114,10 @@ class _State:
     config: ImdsConfig
     tokens: set[str] = field(default_factory=set)
     requests: list[RecordedRequest] = field(default_factory=list)
+    expired: str | None = None  # the token to refuse at its first use
+    issued: int = 0
+    answered: int = 0
+    released: asyncio.Event | None = None  # set at shutdown: dropped replies stop waiting
 
 
 _STATE = web.AppKey("fake_imds_state", _State)
@@ -112,12 +129,24 @@ def create_imds_app(config: ImdsConfig | None = None) -> web.Application:
     app[_STATE] = _State(config=config or ImdsConfig())
     app.router.add_put(TOKEN_PATH, _token)
     app.router.add_get(_IDENTITY + "{name}", _identity)
+    app.on_shutdown.append(_release)
     return app
+
+
+async def _release(app: web.Application) -> None:
+    released = app[_STATE].released
+    if released is not None:
+        released.set()
 
 
 @web.middleware
 async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
-    requests = request.app[_STATE].requests
+    state = request.app[_STATE]
+    requests = state.requests
+    state.answered += 1
+    if state.config.unavailable < 0 or state.answered <= state.config.unavailable:
+        requests.append(RecordedRequest(request.method, request.path, _headers(request), 503))
+        return web.Response(status=503, text="Service Unavailable")
     try:
         response = await handler(request)
     except web.HTTPException as exc:  # the router's 404/405
@@ -140,6 +169,14 @@ async def _token(request: web.Request) -> web.Response:
         return web.Response(status=400, text="Bad Request")
     token = secrets.token_urlsafe(40)
     state.tokens.add(token)
+    state.issued += 1
+    if state.config.expire_first_token and state.issued == 1:
+        state.expired = token
+    if state.config.hops > state.config.hop_limit:
+        # The reply would die on the way: the client hears nothing (it times out).
+        if state.released is None:
+            state.released = asyncio.Event()
+        await asyncio.wait_for(state.released.wait(), timeout=60)
     return web.Response(text=token, headers={TTL_HEADER: ttl})
 
 
@@ -151,6 +188,10 @@ async def _identity(request: web.Request) -> web.Response:
         if token is None and config.mode == "v2":
             return web.Response(status=401, text="Unauthorized")
         if token is not None and token not in state.tokens:
+            return web.Response(status=401, text="Unauthorized")
+        if token is not None and token == state.expired:
+            state.tokens.discard(token)
+            state.expired = None
             return web.Response(status=401, text="Unauthorized")
     blobs = {
         "document": config.document,
@@ -164,7 +205,7 @@ async def _identity(request: web.Request) -> web.Response:
     return web.Response(body=body.encode("utf-8"), content_type="text/plain")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FakeImds:
     url: str  # http://127.0.0.1:PORT
     app: web.Application

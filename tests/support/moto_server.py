@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MotoServer:
     url: str  # http://127.0.0.1:PORT
     port: int

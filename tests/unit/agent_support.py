@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -30,7 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fake(ca: TestCA) -> FakeIssuer:
     """A fake issuer on the wall clock that accepts the join tokens ``t-1`` and ``t-2`` once each."""
-    return FakeIssuer(ca=ca, now=lambda: datetime.now(UTC), tokens={"t-1", "t-2"})
+    return FakeIssuer(ca=ca, now=lambda: datetime.now(timezone.utc), tokens={"t-1", "t-2"})
 
 
 @pytest.fixture

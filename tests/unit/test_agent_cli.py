@@ -15,9 +15,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from aiohttp import web
@@ -50,7 +50,7 @@ class ThrowawayCA:
 
     @classmethod
     def create(cls) -> ThrowawayCA:
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         root_key = ec.generate_private_key(ec.SECP384R1())
         root = (
             x509.CertificateBuilder()
@@ -80,7 +80,7 @@ class ThrowawayCA:
         return cls(root_key, root, issuing_key, issuing)
 
     def issue(self, public_key: Any, *, uri: str) -> x509.Certificate:
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
         return (
             x509.CertificateBuilder()
             .subject_name(_name("machine"))
@@ -101,7 +101,7 @@ def pem(*certs: x509.Certificate) -> str:
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
 
 
-Responder = Callable[[str, Json], web.Response | None]
+Responder = Callable[[str, Json], Optional[web.Response]]
 
 
 @dataclass

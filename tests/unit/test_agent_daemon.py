@@ -3,7 +3,6 @@ lifetimes in milliseconds. Real files, real keys, real JWS verification; only ti
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -158,7 +157,7 @@ def test_transient_failures_back_off_exponentially_to_the_cap_and_reset_after_su
     assert h.daemon(rng=lambda: 0.999).run() == 0
 
     attempts = h.attempts(RENEW)
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(attempts)]
+    gaps = [(b - a).total_seconds() for a, b in zip(attempts, attempts[1:])]
     assert gaps[:9] == pytest.approx([c * 0.999 for c in (5, 10, 20, 40, 80, 160, 300, 300, 300)])
     assert gaps[10] == pytest.approx(5 * 0.999)  # a success resets the backoff
     assert len(h.lines("warning: renew failed (9 in a row): connection refused (code server_unreachable)")) == 1
@@ -194,7 +193,7 @@ def test_an_outage_past_expiry_gets_a_last_try_then_re_attestation(h: Harness) -
     assert renew_tries[0] == due_after_issue(T0, 0.999)
     assert all(t < not_after for t in renew_tries)  # once expired, renewal is pointless
     assert any(not_after - timedelta(seconds=60) <= t < not_after for t in renew_tries)  # the last chance
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(renew_tries)]
+    gaps = [(b - a).total_seconds() for a, b in zip(renew_tries, renew_tries[1:])]
     assert max(gaps) <= 300
     reattest_tries = h.attempts(ISSUE)[1:]
     assert reattest_tries[0] >= not_after and reattest_tries[-1] >= back

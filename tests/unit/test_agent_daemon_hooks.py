@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ import pytest
 from clients.agent.hooks import ChangeEvent, CommandHook, parse_command
 from clients.errors import UsageError
 
-EVENT = ChangeEvent("renew", "5d60ce9d", datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC), Path("/etc/issuer-agent"))
+EVENT = ChangeEvent("renew", "5d60ce9d", datetime(2031, 1, 2, 3, 4, 5, tzinfo=timezone.utc), Path("/etc/issuer-agent"))
 
 
 def test_the_command_gets_the_event_in_its_environment_and_no_shell(

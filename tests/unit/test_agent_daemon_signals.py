@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -140,7 +140,7 @@ def test_a_second_signal_stops_at_once_and_keeps_the_old_set(setup: Setup) -> No
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_running_agent_stops_cleanly_on_a_signal(ca: TestCA, tmp_path: Path, signum: signal.Signals) -> None:
-    fake = FakeIssuer(ca=ca, now=lambda: datetime.now(UTC), tokens={"t-1"})
+    fake = FakeIssuer(ca=ca, now=lambda: datetime.now(timezone.utc), tokens={"t-1"})
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ISSUER_"))}
     env["ISSUER_JOIN_TOKEN"] = "t-1"

@@ -1,18 +1,25 @@
 """The deployment files in clients/deploy/ run command lines the agent accepts, with the exit-status
-policy it documents: they cannot drift from the CLI without this failing."""
+policy it documents: they cannot drift from the CLI without this failing. They find issuer-agent on
+the PATH where the README's install puts it (never a guessed absolute path), and systemd itself
+checks the units (`systemd-analyze verify`) where it is installed."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clients.agent.cli import parse
-from clients.errors import EX_CONFIG, EX_USAGE
+from clients.agent.remembered import resolve
+from clients.errors import EX_CONFIG, EX_NOPERM, EX_USAGE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "clients" / "deploy"
 NO_ENV: dict[str, str] = {}
@@ -43,16 +50,25 @@ def value(sections: dict[str, list[tuple[str, str]]], section: str, key: str) ->
 
 def agent_argv(command: str) -> list[str]:
     argv = shlex.split(command)
-    assert Path(argv[0]).name == "issuer-agent", command
+    # systemd runs /usr/bin/env, which finds issuer-agent on the service's PATH (/usr/local/bin, /usr/bin, ...).
+    if argv[0] == "/usr/bin/env":
+        argv = argv[1:]
+    assert argv[0] == "issuer-agent", command  # a name on the PATH, not a guessed absolute path
     return argv[1:]
+
+
+def effective(argv: list[str]) -> argparse.Namespace:
+    """The options as the agent runs them with nothing remembered yet (the built-in defaults filled in)."""
+    return resolve(parse(argv, NO_ENV), None)[0]
 
 
 def test_the_daemon_service_restarts_only_what_a_restart_can_fix() -> None:
     service = unit("issuer-agent.service")
-    args = parse(agent_argv(value(service, "Service", "ExecStart")), NO_ENV)
+    args = effective(agent_argv(value(service, "Service", "ExecStart")))
     assert args.command == "run" and not args.once
     assert value(service, "Service", "Restart") == "on-failure"
-    assert set(value(service, "Service", "RestartPreventExitStatus").split()) == {str(EX_USAGE), str(EX_CONFIG)}
+    never = {str(EX_USAGE), str(EX_NOPERM), str(EX_CONFIG)}
+    assert set(value(service, "Service", "RestartPreventExitStatus").split()) == never
     # systemd must wait for an exchange under way (--timeout) before it kills.
     assert int(value(service, "Service", "TimeoutStopSec").removesuffix("s")) > args.timeout
     assert value(service, "Service", "KillSignal") == "SIGTERM"
@@ -63,6 +79,7 @@ def test_the_timer_runs_renew_every_15_minutes_with_a_random_delay() -> None:
     service, timer = unit("issuer-agent-renew.service"), unit("issuer-agent-renew.timer")
     args = parse(agent_argv(value(service, "Service", "ExecStart")), NO_ENV)
     assert args.command == "renew" and args.quiet and not args.force
+    assert args.server is None and args.on_change is None  # remembered from the bootstrap
     assert value(service, "Service", "Type") == "oneshot"
     assert str(args.out) in value(service, "Service", "ReadWritePaths").split()
     assert value(timer, "Timer", "OnCalendar") == "*:0/15"
@@ -79,6 +96,40 @@ def test_the_cron_line_runs_renew_quietly() -> None:
     assert fields[:5] == ["*/15", "*", "*", "*", "*"] and fields[5] == "root"
     args = parse(agent_argv(fields[6]), NO_ENV)
     assert args.command == "renew" and args.quiet
+    (path,) = [raw for raw in (DEPLOY / "issuer-agent.cron").read_text().splitlines() if raw.startswith("PATH=")]
+    # The two places the README's install puts issuer-agent (pip as root; the .pyz copied there).
+    assert {"/usr/local/bin", "/usr/bin"} <= set(path.removeprefix("PATH=").split(":"))
+
+
+@pytest.mark.parametrize("name", ["issuer-agent.service", "issuer-agent-renew.service"])
+def test_the_units_give_the_single_file_agent_a_writable_cache(name: str) -> None:
+    service = unit(name)
+    # ProtectHome keeps ~/.cache read-only; the .pyz unpacks into the unit's own cache directory.
+    assert value(service, "Service", "ProtectHome") == "read-only"
+    assert value(service, "Service", "CacheDirectory") == "issuer-agent"
+    assert value(service, "Service", "CacheDirectoryMode") == "0700"
+    assert value(service, "Service", "Environment") == "ISSUER_AGENT_CACHE=%C/issuer-agent"
+
+
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is not installed; CI requires it (apt-get install systemd)")
+        pytest.skip("SKIPPING: systemd-analyze is not installed")
+    names = ["issuer-agent.service", "issuer-agent-renew.service", "issuer-agent-renew.timer"]
+    for name in names:
+        shutil.copy(DEPLOY / name, tmp_path / name)
+    checked = subprocess.run(
+        [analyze, "verify", "--man=no", *(str(tmp_path / n) for n in names)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # verify also checks that ExecStart's program exists: /usr/bin/env does, everywhere.
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "issuer-agent" not in checked.stderr, checked.stderr
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +144,7 @@ def container(task: dict[str, Any], name: str) -> dict[str, Any]:
 
 def test_the_ecs_sidecar_runs_the_daemon_with_the_task_role(task: dict[str, Any]) -> None:
     agent = container(task, "issuer-agent")
-    args = parse(agent["command"], NO_ENV)  # the image's entrypoint is issuer-agent
+    args = effective(agent["command"])  # the image's entrypoint is issuer-agent
     assert (args.command, args.method, args.once) == ("run", "aws-iam", False)
     assert args.server_id and args.server.startswith("https://")
     assert agent["essential"] is True  # without the agent nobody renews: replace the task
@@ -102,6 +153,7 @@ def test_the_ecs_sidecar_runs_the_daemon_with_the_task_role(task: dict[str, Any]
     assert check[:2] == ["CMD", "issuer-agent"]
     health = parse(check[2:], NO_ENV)
     assert health.command == "status" and health.out == args.out
+    assert health.offline  # every 30 s per task: the files decide, the issuer is not asked
     assert task["taskRoleArn"].startswith("arn:aws:iam::")
 
 

@@ -23,9 +23,9 @@ import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import pytest
 from aiohttp import web
@@ -40,7 +40,7 @@ from clients.agent.http import ClientCertificate
 from clients.errors import ServerProblem, TransportError
 
 Json = dict[str, Any]
-T0 = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
+T0 = datetime(2031, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 SERVER_ID = "issuer.test.example"
 
 
@@ -69,7 +69,7 @@ class TestCA:
 
     @classmethod
     def create(cls) -> TestCA:
-        start, end = datetime(2020, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC)
+        start, end = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2040, 1, 1, tzinfo=timezone.utc)
         root_key, issuing_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP256R1())
         ca_usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
         root = (
@@ -193,7 +193,7 @@ class Seen:
 
 # A scripted answer: (status, problem code, Retry-After), an exception for the transport to raise,
 # or None to answer normally.
-Scripted = tuple[int, str, str | None] | Exception | None
+Scripted = Union[tuple[int, str, Optional[str]], Exception, None]
 
 
 @dataclass
@@ -321,7 +321,22 @@ class FakeIssuer:
             headers = {k: v for k, v in extra.items() if v}
             return web.Response(status=status, text=json.dumps(answer), content_type=content_type, headers=headers)
 
+        async def revoked(request: web.Request) -> web.Response:
+            # The shape of the service's GET /v1/revoked (issuer/service/revocation_lists.py).
+            listed = sorted(serial for serial, status in self.status.items() if status == "revoked")
+            document = {
+                "version": 1,
+                "generated_at": self.now().isoformat(),
+                "serials": listed,
+                "entries": [
+                    {"serial": s, "revoked_at": self.now().isoformat(), "reason": "keyCompromise"} for s in listed
+                ],
+            }
+            self.seen.append(Seen(request.path, {}, dict(request.headers), None, self.now()))
+            return web.json_response(document)
+
         app = web.Application()
+        app.router.add_get("/v1/revoked", revoked)
         app.router.add_post("/v1/renew", handle)
         app.router.add_post("/v1/issue/{method}", handle)
         return app
@@ -350,7 +365,7 @@ def tls_files(where: Path, ca: TestCA, *, require_client_cert: bool) -> tuple[Pa
     cert = (
         x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.issuing.subject)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.now(UTC) - timedelta(hours=1)).not_valid_after(datetime.now(UTC) + timedelta(days=1))
+        .not_valid_before(datetime.now(timezone.utc) - timedelta(hours=1)).not_valid_after(datetime.now(timezone.utc) + timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(ca.issuing_key, hashes.SHA256())
     )  # fmt: skip

@@ -1,4 +1,6 @@
-"""The IMDSv2 client against the fake IMDS: tokens, exact bytes, and the messages a person sees."""
+"""The IMDSv2 client against the fake IMDS: tokens, exact bytes, and the messages a person sees.
+
+The rules it follows are in test_agent_imds_retries.py (401, 503, hop limit)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from clients.errors import ImdsError, UsageError
-from clients.imds import DEFAULT_ENDPOINT, IPV6_ENDPOINT, ImdsClient, resolve_endpoint
+from clients.errors import EX_TEMPFAIL, ImdsError, UsageError
+from clients.imds import DEFAULT_ENDPOINT, IPV6_ENDPOINT, ImdsClient, ImdsPatience, resolve_endpoint
 from tests.support.fake_imds import SAMPLE_DOCUMENT, SAMPLE_RSA2048, ImdsConfig, fake_imds
 from tests.support.moto_server import free_port
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
+NO_PATIENCE = ImdsPatience(max_wait=0)  # one try: these tests are about the message
 
 
 def test_happy_path_returns_the_exact_document_and_blob() -> None:
@@ -61,8 +64,8 @@ def test_imdsv1_only_service_gets_a_message_about_imdsv2() -> None:
 def test_closed_port_says_where_and_what_to_check() -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ImdsError) as err:
-        ImdsClient(endpoint).instance_identity()
-    assert err.value.code == "imds_unreachable"
+        ImdsClient(endpoint, patience=NO_PATIENCE).instance_identity()
+    assert err.value.code == "imds_unreachable" and err.value.exit_status == EX_TEMPFAIL
     assert f"cannot reach the instance metadata service at {endpoint}" in err.value.message
     assert "are you on EC2?" in err.value.message
     assert "hop limit" in err.value.message
@@ -79,8 +82,8 @@ def silent_endpoint() -> Iterator[str]:
 
 def test_no_answer_is_a_timeout_with_the_hop_limit_hint(silent_endpoint: str) -> None:
     with pytest.raises(ImdsError) as err:
-        ImdsClient(silent_endpoint, timeout=0.2).instance_identity()
-    assert err.value.code == "imds_timeout"
+        ImdsClient(silent_endpoint, timeout=0.2, patience=NO_PATIENCE).instance_identity()
+    assert err.value.code == "imds_timeout" and err.value.exit_status == EX_TEMPFAIL
     assert "--http-put-response-hop-limit 2" in err.value.message
 
 

@@ -252,7 +252,7 @@ def test_status_says_what_is_installed_and_fails_when_there_is_nothing_valid(
     url: str, fake: FakeIssuer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    assert main(["status", "--out", str(out)]) == 1
+    assert main(["status", "--out", str(out)]) == 3  # missing
     assert capsys.readouterr().out == f"no certificate in {out}\n"
     bootstrap(url, out)
     capsys.readouterr()

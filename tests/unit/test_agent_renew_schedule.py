@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from clients.agent.schedule import RETRY_AFTER_MAX, Backoff, next_attempt, renewal_due, retry_after_seconds
 
-NB = datetime(2031, 1, 1, tzinfo=UTC)
+NB = datetime(2031, 1, 1, tzinfo=timezone.utc)
 NA = NB + timedelta(hours=24)
 
 
@@ -64,7 +64,7 @@ def test_retry_after_is_honoured_up_to_an_hour() -> None:
 
 
 def test_retry_after_header_forms() -> None:
-    now = datetime(2031, 1, 1, 12, 0, 0, tzinfo=UTC)
+    now = datetime(2031, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
     assert retry_after_seconds("30", now=now) == 30
     assert retry_after_seconds(" 7 ", now=now) == 7
     assert retry_after_seconds("Wed, 01 Jan 2031 12:01:30 GMT", now=now) == 90

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,8 @@ STATE = AgentState(
     method="aws-ec2",
     role="web-fleet",
     serial="5d60ce9d",
-    not_after=datetime(2031, 1, 2, tzinfo=UTC),
-    renew_after=datetime(2031, 1, 1, 16, tzinfo=UTC),
+    not_after=datetime(2031, 1, 2, tzinfo=timezone.utc),
+    renew_after=datetime(2031, 1, 1, 16, tzinfo=timezone.utc),
 )
 
 
@@ -67,7 +68,7 @@ def _install(ca: TestCA, out: Path, *, state: AgentState | None, key: ec.Ellipti
     cert = ca.issue(key.public_key(), not_before=T0, not_after=T0 + timedelta(days=1), uri="spiffe://t/m")
     serial = format(cert.serial_number, "x")
     if state is not None:
-        state = AgentState(**{**{f: getattr(state, f) for f in AgentState.__slots__}, "serial": serial})
+        state = dataclasses.replace(state, serial=serial)
     install_credentials(
         out,
         CredentialSet(key_pem(key), pem(cert).encode(), pem(ca.issuing).encode(), pem(ca.root).encode(),

@@ -64,7 +64,7 @@ def parse_admins(raw: Any, *, source: str) -> tuple[AdminGrant, ...]:
         raise ConfigError(f"{source}: admins must be [[admins]] tables")
     grants = []
     for index, table in enumerate(raw):
-        name = table.get("name", f"admins[{index}]")
+        name = table.get("name", f"admins-{index + 1}")
         where = f"{source}: [[admins]] {name!r}"
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigError(f"{source}: [[admins]] #{index + 1}: name must be a short word (letters, digits, _.-)")

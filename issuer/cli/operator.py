@@ -38,6 +38,8 @@ def act(
     from issuer.service.admin.catalogue import ACTIONS
 
     action = ACTIONS[name]
+    # Unset options and false flags are left out, here as on the wire: the same audit row either way.
+    arguments = {k: v for k, v in arguments.items() if v is not None and v is not False}
     if is_remote(args):
         from issuer.cli.remote import RemoteServer, call_action
 

@@ -282,3 +282,36 @@ async def test_no_admins_no_admin_api(tmp_path: Path, pg_url: str, ops: Operator
         for target in ("/v1/admin", "/v1/admin/whoami", "/v1/admin/tokens"):
             resp = await h.client.get(target)
             assert (resp.status, (await resp.json(content_type=None))["code"]) == (404, "not_found")
+
+
+async def test_hostile_bodies_are_bounded_and_recorded(tmp_path: Path, pg_url: str, ops: Operators) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config(ops)) as h:
+        cases = [
+            (b'{"x": "' + b"y" * 70_000 + b'"}', "application/json", (413, "payload_too_large")),
+            (b"name=x", "application/x-www-form-urlencoded", (415, "unsupported_media_type")),
+            (b"[" * 40 + b"]" * 40, "application/json", (400, "body_not_json")),
+            (b"[1]", "application/json", (400, "body_not_object")),
+        ]
+        for body, media_type, expected in cases:
+            signed = encode_proof(admin_proof(ops.alice, method="POST", target="/v1/admin/tokens", body=body))
+            resp = await h.client.post(
+                "/v1/admin/tokens", data=body, headers={"Content-Type": media_type, "X-Issuer-Admin-Proof": signed}
+            )
+            answer = await resp.json(content_type=None)
+            row = await refused(h, resp.status, answer, expected)
+            # Size and media type are refused before sign-in (nothing to sign in for); the rest after.
+            assert row.actor == ("unauthenticated" if expected[0] in (413, 415) else ops.arn("alice"))
+
+
+async def test_how_to_sign_in_is_public(tmp_path: Path, pg_url: str, ops: Operators) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config(ops)) as h:
+        resp = await h.client.get("/v1/admin")
+        described = await resp.json()
+        assert resp.status == 200 and described["server_id"] == SERVER_ID
+        assert described["sign_in"]["proof_header"] == "X-Issuer-Admin-Proof"
+        assert described["actions"]["token.create"] == {
+            "method": "POST",
+            "path": "/v1/admin/tokens",
+            "permission": "tokens",
+        }
+        assert [a for a in await h.attestations()] == []

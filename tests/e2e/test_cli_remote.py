@@ -99,7 +99,7 @@ async def test_the_same_output_here_and_through_the_server(tmp_path: Path, pg_ur
             status, _ = await h.post("/v1/issue/token", {"csr": new_csr()[1], "token": await h.token(name=name)})
             assert status == 201
         local = cli_env(tmp_path, pg_url, config=config(ops))
-        remote = [*("--server", url(h)), *()]
+        remote = ["--server", url(h)]
         sso = remote_env(ops, ops.sso, tmp_path)
         for command in (
             ["certs", "list", "--json"],
@@ -116,6 +116,15 @@ async def test_the_same_output_here_and_through_the_server(tmp_path: Path, pg_ur
                 assert here_json == there_json
             else:
                 assert here.stdout == there.stdout, command
+
+        # A serial as openssl prints it (colons: percent-encoded in the path, bound as sent).
+        (first,) = [c.serial for c in await h.certificates()][:1]
+        padded = first if len(first) % 2 == 0 else "0" + first
+        colons = ":".join(padded[i : i + 2] for i in range(0, len(padded), 2)).upper()
+        here = await issuer("certs", "show", colons, "--json", env=local)
+        there = await issuer(*remote, "certs", "show", colons, "--json", env=sso)
+        assert here.returncode == there.returncode == 0, (here.stderr, there.stderr)
+        assert json.loads(here.stdout) == json.loads(there.stdout) and json.loads(there.stdout)["serial"] == first
 
         whoami = await issuer(*remote, "whoami", env=sso)
         assert whoami.returncode == 0, whoami.stderr

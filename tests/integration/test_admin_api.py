@@ -315,3 +315,37 @@ async def test_how_to_sign_in_is_public(tmp_path: Path, pg_url: str, ops: Operat
             "permission": "tokens",
         }
         assert [a for a in await h.attestations()] == []
+
+
+async def test_every_change_through_the_api_names_its_actor(tmp_path: Path, pg_url: str, ops: Operators) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config(ops)) as h:
+        status, issued = await h.post("/v1/issue/token", {"csr": new_csr()[1], "token": await h.token(name="box-1")})
+        assert status == 201
+        steps = [
+            (ops.alice, "POST", "/v1/admin/tokens", {"role": "onprem", "name": "leaky"}, "token.create"),
+            (ops.sso, "POST", "/v1/admin/tokens/revoke", {"name": "leaky"}, "token.revoke"),
+            (
+                ops.alice,
+                "POST",
+                "/v1/admin/revocations",
+                {"serial": issued["serial"], "reason": "keyCompromise"},
+                "revoke",
+            ),
+            (ops.sso, "POST", "/v1/admin/instances/i-0123456789abcdef0/reset", {}, "instances.reset"),
+            (ops.alice, "POST", "/v1/admin/denials", {"account": ops.account_id, "reason": "drill"}, "deny.add"),
+            (ops.alice, "POST", "/v1/admin/denials/1/remove", {}, "deny.remove"),
+        ]
+        answers = [await call(h, key, method, target, body) for key, method, target, body, _ in steps]
+        assert [status for status, _, _ in answers] == [200, 200, 200, 404, 200, 200], answers
+        rows = [a for a in await h.attestations() if a.method == "admin"]
+        assert [(r.action, r.actor, r.outcome) for r in rows] == [
+            (action, ops.sso_session_arn if key is ops.sso else ops.arn("alice"), "failure" if i == 3 else "success")
+            for i, (key, _, _, _, action) in enumerate(steps)
+        ]
+        assert rows[3].code == "instance_not_found" and rows[3].principal is None
+        assert (rows[2].reason or "").startswith("revoked 1 certificate(s) (keyCompromise)")
+        assert rows[2].arguments == {"serial": issued["serial"], "reason": "keyCompromise"}
+        revoked = [a for a in await h.attestations() if a.method == "revoke"]
+        assert [r.certificate_serial for r in revoked] == [issued["serial"]] and ops.arn("alice") in (
+            revoked[0].reason or ""
+        )

@@ -25,6 +25,7 @@ from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.errors import Unauthorized
 
 __all__ = [
+    "ADMIN_NONCE_HEADER",
     "ADMIN_REQUEST_HEADER",
     "CSR_BINDING_HEADER",
     "PURPOSE_HEADER",
@@ -42,6 +43,9 @@ CSR_BINDING_HEADER = "X-Issuer-CSR-SHA256"
 # Operator proofs (the admin API, :mod:`issuer.attest.admin_proof`) sign these two; a machine's never does.
 PURPOSE_HEADER = "X-Issuer-Purpose"
 ADMIN_REQUEST_HEADER = "X-Issuer-Admin-Request"
+# A random value an operator's client signs too, so the same request sent twice within one second
+# (SigV4 dates have one-second resolution) is two proofs, not a replay of one.
+ADMIN_NONCE_HEADER = "X-Issuer-Admin-Nonce"
 
 _BODY_PAIRS = frozenset({"Action=GetCallerIdentity", "Version=2011-06-15"})
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
@@ -62,6 +66,7 @@ _FORWARDED = frozenset(
         CSR_BINDING_HEADER.lower(),
         PURPOSE_HEADER.lower(),
         ADMIN_REQUEST_HEADER.lower(),
+        ADMIN_NONCE_HEADER.lower(),
     }
 )
 _AUTHORIZATION = re.compile(

@@ -14,6 +14,7 @@ import base64
 import ipaddress
 import json
 import os
+import secrets
 import ssl
 import urllib.error
 import urllib.request
@@ -23,7 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from issuer.attest.admin_proof import ADMIN_PROOF_HEADER, ADMIN_PURPOSE, request_digest
-from issuer.attest.sts import ADMIN_REQUEST_HEADER, PURPOSE_HEADER, SERVER_ID_HEADER
+from issuer.attest.sts import ADMIN_NONCE_HEADER, ADMIN_REQUEST_HEADER, PURPOSE_HEADER, SERVER_ID_HEADER
 from issuer.cli.errors import CliError, fail
 
 __all__ = ["RemoteServer", "call_action", "sign_admin_proof"]
@@ -91,6 +92,7 @@ def sign_admin_proof(credentials: Any, *, server_id: str, method: str, target: s
             SERVER_ID_HEADER: server_id,
             PURPOSE_HEADER: ADMIN_PURPOSE,
             ADMIN_REQUEST_HEADER: request_digest(method, target, body),
+            ADMIN_NONCE_HEADER: secrets.token_hex(16),
         },
     )
     SigV4Auth(credentials, "sts", "us-east-1" if region == "aws-global" else region).add_auth(sts)

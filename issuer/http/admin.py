@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.attest.admin_proof import ADMIN_PROOF_HEADER, ADMIN_PURPOSE, decode_proof_header, request_digest
-from issuer.attest.sts import ADMIN_REQUEST_HEADER, PURPOSE_HEADER, SERVER_ID_HEADER
+from issuer.attest.sts import ADMIN_NONCE_HEADER, ADMIN_REQUEST_HEADER, PURPOSE_HEADER, SERVER_ID_HEADER
 from issuer.errors import ClientError
 from issuer.http.body import parse_json, read_body
 from issuer.http.handlers import remote_address
@@ -69,6 +69,7 @@ async def describe(request: web.Request) -> web.Response:
                     SERVER_ID_HEADER: api.settings.audience,
                     PURPOSE_HEADER: ADMIN_PURPOSE,
                     ADMIN_REQUEST_HEADER: "hex sha256 of METHOD \\n PATH?QUERY \\n hex sha256(body)",
+                    ADMIN_NONCE_HEADER: "random, recommended (a proof is single use; SigV4 times are to the second)",
                 },
             },
             "actions": {

@@ -349,3 +349,20 @@ async def test_every_change_through_the_api_names_its_actor(tmp_path: Path, pg_u
         assert [r.certificate_serial for r in revoked] == [issued["serial"]] and ops.arn("alice") in (
             revoked[0].reason or ""
         )
+
+
+async def test_the_same_request_twice_in_one_second_is_two_proofs(tmp_path: Path, pg_url: str, ops: Operators) -> None:
+    async with running_issuer(tmp_path, pg_url, config=config(ops)) as h:
+        at = datetime.now(UTC).replace(microsecond=0)
+        # SigV4 times have one-second resolution: without a nonce the second proof is the first one again.
+        bare = [admin_proof(ops.alice, method="GET", target="/v1/admin/whoami", now=at, nonce=False) for _ in range(2)]
+        assert bare[0].header("Authorization") == bare[1].header("Authorization")
+        status, _, _ = await call(h, None, "GET", "/v1/admin/whoami", proof=encode_proof(bare[0]))
+        assert status == 200
+        status, body, _ = await call(h, None, "GET", "/v1/admin/whoami", proof=encode_proof(bare[1]))
+        assert (status, body["code"]) == (401, "admin_proof_replayed")
+        # With the nonce the issuer command signs, each is its own proof.
+        for _ in range(2):
+            signed = admin_proof(ops.alice, method="GET", target="/v1/admin/whoami", now=at)
+            status, body, _ = await call(h, None, "GET", "/v1/admin/whoami", proof=encode_proof(signed))
+            assert status == 200, body

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,9 +36,13 @@ def admin_proof(
     now: datetime | None = None,
     purpose: str | None = "admin",
     host: str = "sts.us-east-1.amazonaws.com",
+    nonce: bool = True,
 ) -> SignedStsRequest:
     """A signed proof for ``method target`` with ``body`` (``purpose=None`` leaves the purpose out)."""
+    # A fresh nonce, as the issuer command signs one: the same request twice in a second is two proofs.
     extra = {"X-Issuer-Admin-Request": request_digest(method, target, body)}
+    if nonce:
+        extra["X-Issuer-Admin-Nonce"] = secrets.token_hex(16)
     if purpose is not None:
         extra["X-Issuer-Purpose"] = purpose
     return sign_get_caller_identity(

@@ -4,6 +4,8 @@
 2. initialise the private CA          6. call an mTLS API with the certificate (and without)
 3. start the issuer service           7. bootstrap an EC2 instance (IMDSv2 identity document)
 4. create a one-time join token       8. bootstrap an IAM user and an ECS-style task role (STS)
+... then renewal, a daemon, revocation, an operator signed in with IAM (remote admin commands,
+the deny list), and a CA rotation onto AWS KMS with the truststore published to S3.
 
 AWS is played by local stand-ins: moto's server for STS and IAM (signatures checked),
 a fake instance metadata service, and a demo "AWS" key trusted for one region.
@@ -84,6 +86,11 @@ methods = ["aws-iam"]
 principal_arns = ["arn:aws:iam::{account}:role/ecs-task-*"]
 ttl = "1h"
 uri_san = "spiffe://{{trust_domain}}/aws/{{account_id}}/iam/{{role_name}}/{{session_name}}"
+
+[[admins]]                               # who may use the admin API (issuer --server URL ...), signed in with IAM
+name = "platform-team"
+principals = ["{operator_arn}"]
+permissions = ["read", "deny", "revoke", "audit"]
 """
 
 
@@ -180,8 +187,8 @@ def rotate_ca(
     server_key: Path,
     machines: dict[str, Path],
 ) -> MtlsEndpoint:
-    """Step 12: rotate the issuing CA with overlap, publishing the truststore to S3 (moto) each time."""
-    say("Step 12: rotate the issuing CA onto a key in AWS KMS (moto), with overlap; truststore to S3 (moto) first")
+    """Step 13: rotate the issuing CA with overlap, publishing the truststore to S3 (moto) each time."""
+    say("Step 13: rotate the issuing CA onto a key in AWS KMS (moto), with overlap; truststore to S3 (moto) first")
     bucket, key = "demo-truststores", "api/truststore.pem"
     s3 = aws.s3_client()
     s3.create_bucket(Bucket=bucket)
@@ -259,6 +266,33 @@ def rotate_ca(
     return endpoint
 
 
+def operator_step(
+    aws: DemoAws,
+    env: dict[str, str],
+    *,
+    issuer: str,
+    agent: str,
+    server: str,
+    iam_args: list[str],
+    iam_env: dict[str, str],
+) -> None:
+    """Step 12: an operator signs in with IAM and works through the admin API: no database access needed."""
+    say("Step 12: an operator signs in with IAM (SigV4-signed STS proof per request) and denies the ECS task role")
+    ops = dict(iam_env, **aws.operator.env(), AWS_DEFAULT_REGION="us-east-1")
+    remote = [issuer, "--server", server]
+    run([*remote, "whoami"], env=ops)
+    role = f"arn:aws:iam::{ACCOUNT}:role/ecs-task-payments"
+    run([*remote, "deny", "--principal", role, "--reason", "demo: task role retired", "--revoke"], env=ops)
+    print("    The task's agent attests again:")
+    expect_refusal(
+        [*iam_args, "--role", "ecs-tasks", "--out", str(WORK / "denied-task")],
+        env=dict(iam_env, **aws.task.env()),
+        what="a denied principal's attestation (403 identity_denied)",
+    )
+    run([*remote, "audit", "--method", "admin", "--limit", "3"], env=ops)
+    ok("every operator action is on the record with the operator's IAM ARN")
+
+
 def expect_refusal(args: list[str], *, env: dict[str, str], what: str) -> None:
     try:
         run(args, env=env)
@@ -307,6 +341,7 @@ def walkthrough(aws: DemoAws) -> int:
             aws_cert=aws.aws_cert_path,
             account=ACCOUNT,
             user_arn=aws.user_arn,
+            operator_arn=aws.operator_arn,
         )
         (WORK / "issuer.toml").write_text(roles)
         print("      " + roles.rstrip().replace("\n", "\n      "))
@@ -323,7 +358,7 @@ def walkthrough(aws: DemoAws) -> int:
         print(f"    $ issuer serve --port {port} --log-format text   (log: {WORK / 'issuer.log'})")
         service = subprocess.Popen(
             [issuer, "serve", "--port", str(port), "--log-format", "text"],
-            # The replica reaches "AWS KMS" (moto) once the CA is rotated onto a KMS key in step 12.
+            # The replica reaches "AWS KMS" (moto) once the CA is rotated onto a KMS key in step 13.
             env=dict(env, **aws.s3_env()),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -488,6 +523,8 @@ def walkthrough(aws: DemoAws) -> int:
         run([*check_all, str(certs / "cert.pem")], env=env)
         expect_openssl_refusal([*check_all, str(ec2 / "cert.pem")], env=env, what="certificate revoked")
         ok("GET /v1/crls (the issuing CA's and the root's CRL): openssl verify -crl_check_all agrees")
+
+        operator_step(aws, env, issuer=issuer, agent=agent, server=server, iam_args=iam_args, iam_env=iam_env)
 
         endpoint = rotate_ca(
             aws,

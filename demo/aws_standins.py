@@ -50,6 +50,8 @@ class DemoAws:
     role_arn: str
     task: Credentials  # an assumed-role session, like an ECS task role's
     s3_url: str  # moto's server as S3 (no request authentication), for truststore publishing
+    operator_arn: str  # an IAM user [[admins]] names: the operator who signs in to the admin API
+    operator: Credentials
 
     def s3_env(self) -> dict[str, str]:
         """What an operator's shell would hold to publish to this S3: an endpoint, keys, a region."""
@@ -82,6 +84,7 @@ def demo_aws(workdir: Path) -> Iterator[DemoAws]:
                 role_name="ecs-task-payments",
                 role_path="/",
                 session_name="task-7f3a9c",
+                operators=("ops-alice",),
             )
         )
         signer = FakeAwsSigner.create()
@@ -102,4 +105,8 @@ def demo_aws(workdir: Path) -> Iterator[DemoAws]:
             role_arn=iam.role_arn,
             task=Credentials(iam.role.access_key_id, iam.role.secret_access_key, iam.role.session_token),
             s3_url=s3.url,
+            operator_arn=f"arn:aws:iam::{ACCOUNT}:user/ops-alice",
+            operator=Credentials(
+                iam.operators["ops-alice"].access_key_id, iam.operators["ops-alice"].secret_access_key
+            ),
         )

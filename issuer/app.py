@@ -22,6 +22,7 @@ from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
 from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
+from issuer.http.admin import ADMIN, AdminApi, add_admin_routes
 from issuer.http.keys import (
     BODY_TIMEOUT,
     CRLS,
@@ -42,6 +43,7 @@ from issuer.http.routes import add_routes
 from issuer.observability.expiring import ExpiringCertificates
 from issuer.observability.metrics import Metrics
 from issuer.policy.ratelimit import RateLimiter, TokenBucketLimiter
+from issuer.service.admin.signin import OperatorSignIn
 from issuer.service.ca.register import register_file_ca
 from issuer.service.ca.registry import IssuerRegistry, SignerLoader
 from issuer.service.ca.setup import read_passphrase
@@ -164,12 +166,13 @@ def create_app(
                     timeout=settings.sts.timeout.total_seconds(),
                     observer=metrics,
                 )
-            app[IAM] = IamMethod(
-                hosts=StsHostAllowlist.from_botocore(settings.sts.partitions),
-                caller=caller,
-                server_id=settings.audience,
-                guards=guards,
-            )
+            hosts = StsHostAllowlist.from_botocore(settings.sts.partitions)
+            app[IAM] = IamMethod(hosts=hosts, caller=caller, server_id=settings.audience, guards=guards)
+            if settings.admins:
+                sign_in = OperatorSignIn(
+                    grants=settings.admins, hosts=hosts, caller=caller, server_id=settings.audience, guards=guards
+                )
+                app[ADMIN] = AdminApi(sign_in=sign_in, sessions=sessions, settings=settings, clock=clock)
             app[RENEW] = RenewMethod(
                 registry=registry,
                 roles=pipeline.roles,
@@ -206,4 +209,6 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
+    if settings.admins:  # no [[admins]]: the admin API does not exist (404)
+        add_admin_routes(app)
     return app

@@ -19,6 +19,7 @@ from typing import Any
 
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
+from issuer.policy.admins import AdminGrant, parse_admins
 from issuer.policy.ratelimit import RateLimit, parse_rate_limit
 from issuer.policy.roles import Role, parse_roles
 
@@ -26,7 +27,7 @@ DEFAULT_TRUST_DOMAIN = "issuer.local"
 DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_RATE_LIMIT = "10/min"
 _DEFAULT_RATE = parse_rate_limit(DEFAULT_RATE_LIMIT)
-_SECTIONS = {"issuer", "aws", "roles"}
+_SECTIONS = {"issuer", "aws", "roles", "admins"}
 _ISSUER_KEYS = {
     "registry_refresh",
     "trust_domain",
@@ -101,6 +102,8 @@ class Settings:
     # else <state_dir>/ca-passphrase (what the embedded default generates).
     ca_passphrase: Secret | None = None
     ca_passphrase_file: Path | None = None
+    # [[admins]]: who may use the admin API (/v1/admin/), with which permissions; empty: the API is off.
+    admins: tuple[AdminGrant, ...] = ()
 
     @property
     def ca_dir(self) -> Path:
@@ -144,7 +147,7 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
     unknown = sorted(set(raw) - _SECTIONS)
     if unknown:
-        raise ConfigError(f"{source}: unknown section {unknown[0]!r} (known: issuer, aws, roles)")
+        raise ConfigError(f"{source}: unknown section {unknown[0]!r} (known: issuer, aws, roles, admins)")
     issuer = _table(raw, "issuer", source)
     bad = sorted(set(issuer) - _ISSUER_KEYS)
     if bad:
@@ -187,6 +190,13 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
             "(clients sign it into their STS request as X-Issuer-Server-ID)"
         )
 
+    admins = parse_admins(raw.get("admins"), source=source)
+    if admins and server_id is None:
+        raise ConfigError(
+            f"{source}: [issuer] server_id is required with [[admins]] "
+            "(operators sign it into their STS proof as X-Issuer-Server-ID)"
+        )
+
     try:
         registry_refresh = parse_duration(issuer.get("registry_refresh", "5s"))
     except ValueError as exc:
@@ -216,6 +226,7 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         rate_limit=rate_limit,
         ca_passphrase=Secret(passphrase.encode()) if passphrase else None,
         ca_passphrase_file=Path(passphrase_file) if passphrase_file else None,
+        admins=admins,
     )
 
 

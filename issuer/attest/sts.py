@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
@@ -25,17 +25,27 @@ from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.errors import Unauthorized
 
 __all__ = [
+    "ADMIN_NONCE_HEADER",
+    "ADMIN_REQUEST_HEADER",
     "CSR_BINDING_HEADER",
+    "PURPOSE_HEADER",
     "SERVER_ID_HEADER",
     "VAULT_SERVER_ID_HEADER",
     "StsRequest",
     "ValidatedStsRequest",
+    "check_signed_request",
     "validate_sts_request",
 ]
 
 SERVER_ID_HEADER = "X-Issuer-Server-ID"
 VAULT_SERVER_ID_HEADER = "X-Vault-AWS-IAM-Server-ID"
 CSR_BINDING_HEADER = "X-Issuer-CSR-SHA256"
+# Operator proofs (the admin API, :mod:`issuer.attest.admin_proof`) sign these two; a machine's never does.
+PURPOSE_HEADER = "X-Issuer-Purpose"
+ADMIN_REQUEST_HEADER = "X-Issuer-Admin-Request"
+# A random value an operator's client signs too, so the same request sent twice within one second
+# (SigV4 dates have one-second resolution) is two proofs, not a replay of one.
+ADMIN_NONCE_HEADER = "X-Issuer-Admin-Nonce"
 
 _BODY_PAIRS = frozenset({"Action=GetCallerIdentity", "Version=2011-06-15"})
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
@@ -54,6 +64,9 @@ _FORWARDED = frozenset(
         "amz-sdk-request",
         SERVER_ID_HEADER.lower(),
         CSR_BINDING_HEADER.lower(),
+        PURPOSE_HEADER.lower(),
+        ADMIN_REQUEST_HEADER.lower(),
+        ADMIN_NONCE_HEADER.lower(),
     }
 )
 _AUTHORIZATION = re.compile(
@@ -112,7 +125,35 @@ def validate_sts_request(
     now: datetime,
     max_skew: timedelta = timedelta(minutes=15),
 ) -> ValidatedStsRequest:
-    """Check ``req`` against DESIGN §4 and return what may be forwarded.
+    """Check a machine's ``req`` against DESIGN §4 and return what may be forwarded.
+
+    Raises ``Unauthorized`` with the codes of :func:`check_signed_request`, ``sts_purpose_not_allowed``
+    (the request carries ``X-Issuer-Purpose``: it was made for the admin API, not to attest a machine)
+    and ``sts_csr_binding_missing`` / ``_unsigned`` / ``_mismatch``.
+    """
+    checked = check_signed_request(req, server_id=server_id, hosts=hosts, now=now, max_skew=max_skew)
+    headers = {name.lower(): value for name, value in req.headers}
+    if PURPOSE_HEADER.lower() in headers:
+        _deny(
+            "sts_purpose_not_allowed",
+            "this signed request was made for the admin API, not to attest a machine",
+            f"{PURPOSE_HEADER} {headers[PURPOSE_HEADER.lower()][:40]!r}",
+        )
+    csr_bound = _check_csr_binding(
+        headers, checked.signed_headers, csr_sha256_hex=csr_sha256_hex, required=require_csr_binding
+    )
+    return replace(checked, csr_bound=csr_bound)
+
+
+def check_signed_request(
+    req: StsRequest,
+    *,
+    server_id: str,
+    hosts: StsHostAllowlist,
+    now: datetime,
+    max_skew: timedelta = timedelta(minutes=15),
+) -> ValidatedStsRequest:
+    """The checks every signed STS request passes, whatever it proves (``csr_bound`` is False).
 
     Raises ``Unauthorized`` with one of these codes: ``sts_method_not_allowed``,
     ``sts_url_invalid``, ``sts_header_duplicate``, ``sts_host_not_allowed``, ``sts_host_mismatch``,
@@ -120,8 +161,7 @@ def validate_sts_request(
     ``sts_auth_invalid``, ``sts_scope_invalid``, ``sts_date_skew``,
     ``sts_header_not_allowed``, ``sts_header_unsigned`` (``host``, ``x-amz-date`` or
     ``x-amz-security-token`` not signed), ``sts_signed_header_missing``,
-    ``sts_server_id_missing`` / ``_unsigned`` / ``_mismatch``,
-    ``sts_csr_binding_missing`` / ``_unsigned`` / ``_mismatch``.
+    ``sts_server_id_missing`` / ``_unsigned`` / ``_mismatch``.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -158,7 +198,6 @@ def validate_sts_request(
     forward = _check_headers(req, headers, signed, host=host)
 
     _check_server_id(req, headers, signed, server_id=server_id)
-    csr_bound = _check_csr_binding(headers, signed, csr_sha256_hex=csr_sha256_hex, required=require_csr_binding)
     return ValidatedStsRequest(
         request=req,
         host=host,
@@ -168,7 +207,7 @@ def validate_sts_request(
         signature_hash=hashlib.sha256(auth["signature"].encode("ascii")).hexdigest(),
         signed_at=signed_at,
         expires_at=signed_at + max_skew,
-        csr_bound=csr_bound,
+        csr_bound=False,
         forward_headers=forward,
     )
 

@@ -8,12 +8,13 @@ and on failure prints one line ``issuer: error: <reason>`` and exits non-zero
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from ca.errors import CAError
 from issuer import __version__
-from issuer.cli import ca, certs, instances, migrate, revoke, serve, tokens, truststore
+from issuer.cli import audit, ca, certs, deny, instances, migrate, revoke, serve, tokens, truststore
 from issuer.cli.database import database_problem
 from issuer.cli.errors import CliError
 from issuer.errors import IssuerError
@@ -36,6 +37,12 @@ Try it out:
 
 Production: ISSUER_DATABASE_URL=postgresql+asyncpg://..., `issuer migrate`,
 `issuer ca init`, then run `issuer serve` replicas behind a load balancer.
+
+Remote: with --server URL (or ISSUER_SERVER) the operator commands (token, certs,
+instances, revoke, deny, audit, whoami, ca status/rotate/activate/retire, truststore)
+run through the admin API, signed in with your AWS credentials (AWS_PROFILE, SSO, a role);
+[[admins]] in the server's issuer.toml says what you may do:
+  AWS_PROFILE=ops issuer --server https://issuer.example.org token create --role onprem --name db-7
 """
 
 
@@ -49,8 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"issuer {__version__}")
     parser.add_argument("--config", metavar="FILE", help="issuer.toml (default: $ISSUER_CONFIG, else embedded default)")
+    remote = parser.add_argument_group("remote (the admin API, signed in with your AWS credentials)")
+    remote.add_argument(
+        "--server",
+        metavar="URL",
+        default=os.environ.get("ISSUER_SERVER") or None,
+        help="run the command through this issuer's admin API (default: $ISSUER_SERVER)",
+    )
+    remote.add_argument(
+        "--server-id", metavar="ID", help="the server's server_id (default: $ISSUER_SERVER_ID, or asked)"
+    )
+    remote.add_argument("--profile", metavar="NAME", help="AWS profile to sign in with (default: $AWS_PROFILE)")
+    remote.add_argument("--sts-region", metavar="REGION", help="STS region to sign for (default: your AWS region)")
+    remote.add_argument("--ca-bundle", metavar="PEM", help="CA certificates that verify an https:// server")
+    remote.add_argument("--insecure-http", action="store_true", help="allow plain http:// to a non-loopback server")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (serve, migrate, ca, tokens, certs, instances, revoke, truststore):
+    for group in (serve, migrate, ca, tokens, certs, instances, revoke, deny, audit, truststore):
         group.add_parser(sub)
     return parser
 
@@ -59,6 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings: Settings | None = None
     try:
+        if args.server and not getattr(args, "remote_ok", False):
+            words = " ".join(w for w in (args.command, *_action(args)) if w)
+            raise CliError(
+                f"`issuer {words}` runs only where the database (and CA files) are, not through --server; "
+                "drop --server (and unset ISSUER_SERVER)",
+                code="local_only",
+                exit_status=2,
+            )
         settings = load_settings(args.config)
         status: int = args.handler(args, settings)
         return status
@@ -76,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(message)
         return 1
+
+
+def _action(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(str(v) for k, v in vars(args).items() if k.endswith("_command") and v)
 
 
 def _error(message: str) -> None:

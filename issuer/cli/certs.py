@@ -1,4 +1,4 @@
-"""``issuer certs list | show``: issued certificates."""
+"""``issuer certs list | show | stale | history``: issued certificates."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import argparse
 from datetime import timedelta
 from typing import Any
 
-from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
-from issuer.cli.output import print_json, print_table
+from issuer.cli.operator import act
+from issuer.cli.output import print_json, print_table, seconds
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
-from issuer.store.records import CertificateRecord, IdentityRecord
 
 
 def add_parser(sub: Any) -> None:
@@ -25,7 +24,7 @@ def add_parser(sub: Any) -> None:
     clist.add_argument("--status", choices=("active", "revoked", "superseded"))
     clist.add_argument("--principal", help="only this principal (instance id, ARN, token name)")
     clist.add_argument("--json", action="store_true", help="print JSON")
-    clist.set_defaults(handler=cmd_list)
+    clist.set_defaults(handler=cmd_list, remote_ok=True)
     cshow = certs.add_parser(
         "show",
         help="show one certificate",
@@ -37,7 +36,7 @@ def add_parser(sub: Any) -> None:
     output = cshow.add_mutually_exclusive_group()
     output.add_argument("--pem", action="store_true", help="print the PEM only")
     output.add_argument("--json", action="store_true", help="print JSON")
-    cshow.set_defaults(handler=cmd_show)
+    cshow.set_defaults(handler=cmd_show, remote_ok=True)
     stale = certs.add_parser(
         "stale",
         help="certificates about to expire with no successor (missed rotations)",
@@ -48,7 +47,7 @@ def add_parser(sub: Any) -> None:
     stale.add_argument("--within", default="2h", help="how soon (default 2h)")
     stale.add_argument("--include-expired", action="store_true", help="also list ones that already expired")
     stale.add_argument("--json", action="store_true", help="print JSON")
-    stale.set_defaults(handler=cmd_stale)
+    stale.set_defaults(handler=cmd_stale, remote_ok=True)
     history = certs.add_parser(
         "history",
         help="a principal's certificates and renewal chains",
@@ -58,98 +57,57 @@ def add_parser(sub: Any) -> None:
     )
     history.add_argument("principal")
     history.add_argument("--json", action="store_true", help="print JSON")
-    history.set_defaults(handler=cmd_history)
-
-
-def as_json(cert: CertificateRecord, ident: IdentityRecord) -> dict[str, object]:
-    return {
-        "serial": cert.serial,
-        "status": cert.status,
-        "method": cert.method,
-        "role": cert.role,
-        "principal": ident.principal,
-        "account_id": ident.account_id,
-        "subject": cert.subject,
-        "sans": cert.sans,
-        "key_type": cert.key_type,
-        "not_before": cert.not_before,
-        "not_after": cert.not_after,
-        "revoked_at": cert.revoked_at,
-        "revocation_reason": cert.revocation_reason,
-        "fingerprint_sha256": cert.fingerprint_sha256,
-        "created_at": cert.created_at,
-        "request_id": cert.request_id,
-    }
+    history.set_defaults(handler=cmd_history, remote_ok=True)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
-    ensure_schema(settings)
-    rows = run(
-        with_sessions(
-            settings,
-            lambda s: admin.list_certificates(s, limit=args.limit, status=args.status, principal=args.principal),
-        )
-    )
+    arguments = {"limit": args.limit, "status": args.status, "principal": args.principal}
+    rows = act(args, settings, "certs.list", arguments)["certificates"]
     if args.json:
-        print_json([as_json(c, i) for c, i in rows])
+        print_json(rows)
         return 0
     if not rows:
         print("No certificates issued yet.")
         return 0
     print_table(
         ("SERIAL", "STATUS", "METHOD", "ROLE", "NOT AFTER", "PRINCIPAL"),
-        [
-            (c.serial, c.status, c.method, c.role, c.not_after.isoformat(timespec="seconds"), i.principal)
-            for c, i in rows
-        ],
+        [(c["serial"], c["status"], c["method"], c["role"], seconds(c["not_after"]), c["principal"]) for c in rows],
     )
     return 0
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
-    ensure_schema(settings)
-    cert, ident = run(with_sessions(settings, lambda s: admin.show_certificate(s, args.serial)))
+    cert = act(args, settings, "certs.show", {"serial": args.serial})
     if args.pem:
-        print(cert.certificate_pem, end="")
+        print(cert["certificate_pem"], end="")
         return 0
     if args.json:
-        print_json(as_json(cert, ident))
+        print_json(cert)
         return 0
-    revoked = f" ({cert.revocation_reason} at {cert.revoked_at.isoformat()})" if cert.revoked_at else ""
-    print(f"serial:      {cert.serial}")
-    print(f"status:      {cert.status}{revoked}")
-    print(f"subject:     {cert.subject}")
-    print(f"SANs:        {', '.join(cert.sans)}")
-    print(f"key:         {cert.key_type} (SPKI sha256 {cert.public_key_sha256})")
-    print(f"valid:       {cert.not_before.isoformat()} .. {cert.not_after.isoformat()}")
-    print(f"method/role: {cert.method} / {cert.role}")
-    print(f"principal:   {ident.principal}" + (f" (account {ident.account_id})" if ident.account_id else ""))
-    print(f"sha256:      {cert.fingerprint_sha256}")
-    print(f"issued:      {cert.created_at.isoformat()} (request {cert.request_id})")
+    revoked = f" ({cert['revocation_reason']} at {cert['revoked_at']})" if cert["revoked_at"] else ""
+    account = f" (account {cert['account_id']})" if cert["account_id"] else ""
+    print(f"serial:      {cert['serial']}")
+    print(f"status:      {cert['status']}{revoked}")
+    print(f"subject:     {cert['subject']}")
+    print(f"SANs:        {', '.join(cert['sans'])}")
+    print(f"key:         {cert['key_type']} (SPKI sha256 {cert['public_key_sha256']})")
+    print(f"valid:       {cert['not_before']} .. {cert['not_after']}")
+    print(f"method/role: {cert['method']} / {cert['role']}")
+    print(f"principal:   {cert['principal']}{account}")
+    print(f"sha256:      {cert['fingerprint_sha256']}")
+    print(f"issued:      {cert['created_at']} (request {cert['request_id']})")
     return 0
 
 
 def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
     try:
         within = parse_duration(args.within)
     except ValueError as exc:
         raise fail(f"--within: {exc}", code="config_invalid", exit_status=2) from None
-    ensure_schema(settings)
-    moment = now()
-    rows = run(
-        with_sessions(
-            settings,
-            lambda s: admin.stale_certificates(s, now=moment, within=within, include_expired=args.include_expired),
-        )
-    )
+    arguments = {"within": args.within, "include_expired": args.include_expired}
+    rows = act(args, settings, "certs.stale", arguments)["certificates"]
     if args.json:
-        print_json([{**as_json(c, i), "seconds_left": int((c.not_after - moment).total_seconds())} for c, i in rows])
+        print_json(rows)
         return 1 if rows else 0
     if not rows:
         print(f"No certificate expires within {format_duration(within)} without a successor.")
@@ -158,14 +116,14 @@ def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
         ("SERIAL", "ROLE", "NOT AFTER", "LEFT", "CHAIN SINCE", "PRINCIPAL"),
         [
             (
-                c.serial,
-                c.role,
-                c.not_after.isoformat(timespec="seconds"),
-                _left(c.not_after - moment),
-                c.chain_started_at.isoformat(timespec="seconds"),
-                i.principal,
+                c["serial"],
+                c["role"],
+                seconds(c["not_after"]),
+                _left(timedelta(seconds=c["seconds_left"])),
+                seconds(c["chain_started_at"]),
+                c["principal"],
             )
-            for c, i in rows
+            for c in rows
         ],
     )
     print(f"{len(rows)} certificate(s) expire within {format_duration(within)} with no successor.")
@@ -173,27 +131,9 @@ def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
-    ensure_schema(settings)
-    rows = run(with_sessions(settings, lambda s: admin.certificate_history(s, principal=args.principal)))
+    rows = act(args, settings, "certs.history", {"principal": args.principal})["certificates"]
     if args.json:
-        print_json(
-            [
-                {
-                    "serial": c.serial,
-                    "status": c.status,
-                    "role": c.role,
-                    "renewed_from": renewed,
-                    "not_before": c.not_before,
-                    "not_after": c.not_after,
-                    "chain_started_at": c.chain_started_at,
-                    "revoked_at": c.revoked_at,
-                    "created_at": c.created_at,
-                }
-                for c, renewed in rows
-            ]
-        )
+        print_json(rows)
         return 0
     if not rows:
         raise fail(f"no certificates for principal {args.principal!r}", code="principal_not_found")
@@ -201,21 +141,21 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
         ("ISSUED", "SERIAL", "STATUS", "ROLE", "NOT AFTER", "HOW"),
         [
             (
-                c.created_at.isoformat(timespec="seconds"),
-                c.serial,
-                c.status,
-                c.role,
-                c.not_after.isoformat(timespec="seconds"),
-                f"renewed {renewed}" if renewed else f"attested ({c.method})",
+                seconds(c["created_at"]),
+                c["serial"],
+                c["status"],
+                c["role"],
+                seconds(c["not_after"]),
+                f"renewed {c['renewed_from']}" if c["renewed_from"] else f"attested ({c['method']})",
             )
-            for c, renewed in rows
+            for c in rows
         ],
     )
     return 0
 
 
 def _left(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds <= 0:
+    total = int(delta.total_seconds())
+    if total <= 0:
         return "expired"
-    return format_duration(timedelta(seconds=seconds - seconds % 60 or seconds))
+    return format_duration(timedelta(seconds=total - total % 60 or total))

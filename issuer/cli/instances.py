@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from issuer.cli.database import ensure_schema, run, with_sessions
-from issuer.cli.errors import fail
-from issuer.cli.output import print_json, print_table
+from issuer.cli.operator import act
+from issuer.cli.output import print_json, print_table, seconds
 from issuer.settings import Settings
 
 
@@ -18,7 +17,7 @@ def add_parser(sub: Any) -> None:
     ilist = inst.add_parser("list", help="list bound instances", description="List EC2 instance bindings.")
     ilist.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     ilist.add_argument("--json", action="store_true", help="print JSON")
-    ilist.set_defaults(handler=cmd_list)
+    ilist.set_defaults(handler=cmd_list, remote_ok=True)
     ireset = inst.add_parser(
         "reset",
         help="forget an instance's binding",
@@ -26,29 +25,13 @@ def add_parser(sub: Any) -> None:
         "(e.g. after its instance-nonce file was lost).",
     )
     ireset.add_argument("instance_id")
-    ireset.set_defaults(handler=cmd_reset)
+    ireset.set_defaults(handler=cmd_reset, remote_ok=True)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
-    ensure_schema(settings)
-    rows = run(with_sessions(settings, lambda s: admin.list_instances(s, limit=args.limit)))
+    rows = act(args, settings, "instances.list", {"limit": args.limit})["instances"]
     if args.json:
-        print_json(
-            [
-                {
-                    "instance_id": b.instance_id,
-                    "account_id": b.account_id,
-                    "region": b.region,
-                    "role": b.role,
-                    "pending_time": b.pending_time,
-                    "bound_at": b.created_at,
-                    "updated_at": b.updated_at,
-                }
-                for b in rows
-            ]
-        )
+        print_json(rows)
         return 0
     if not rows:
         print("No EC2 instances bound yet.")
@@ -57,12 +40,12 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         ("INSTANCE", "ACCOUNT", "REGION", "ROLE", "PENDING TIME", "BOUND"),
         [
             (
-                b.instance_id,
-                b.account_id,
-                b.region,
-                b.role,
-                b.pending_time.isoformat(timespec="seconds"),
-                b.created_at.isoformat(timespec="seconds"),
+                b["instance_id"],
+                b["account_id"],
+                b["region"],
+                b["role"],
+                seconds(b["pending_time"]),
+                seconds(b["bound_at"]),
             )
             for b in rows
         ],
@@ -71,11 +54,6 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
-    ensure_schema(settings)
-    removed = run(with_sessions(settings, lambda s: admin.reset_instance(s, instance_id=args.instance_id)))
-    if not removed:
-        raise fail(f"no binding for instance {args.instance_id}", code="instance_not_found")
+    act(args, settings, "instances.reset", {"instance_id": args.instance_id})
     print(f"Forgot the binding of {args.instance_id}; its next attestation is treated as the first.")
     return 0

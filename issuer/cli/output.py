@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-__all__ = ["print_json", "print_table"]
+__all__ = ["print_json", "print_table", "seconds"]
 
 
 def print_json(value: Any) -> None:
@@ -24,3 +25,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     print(line(headers))
     for row in cells:
         print(line(row))
+
+
+def seconds(text: str | None) -> str:
+    """An ISO 8601 time from a result, to the second (``-`` for none)."""
+    if not text:
+        return "-"
+    return datetime.fromisoformat(text).isoformat(timespec="seconds")

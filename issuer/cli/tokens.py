@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
-from issuer.cli.output import print_json, print_table
+from issuer.cli.operator import act
+from issuer.cli.output import print_json, print_table, seconds
 from issuer.durations import parse_duration
 from issuer.settings import Settings
 
@@ -28,66 +28,42 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--name", required=True, help="the machine's name (goes into the certificate)")
     create.add_argument("--ttl", default="1h", help="how long the token is usable (default 1h)")
     create.add_argument("--json", action="store_true", help="print JSON")
-    create.set_defaults(handler=cmd_create)
+    create.set_defaults(handler=cmd_create, remote_ok=True)
     tlist = token.add_parser("list", help="list unused tokens", description="List join tokens (never their text).")
     tlist.add_argument("--all", action="store_true", help="include used and expired tokens")
     tlist.add_argument("--json", action="store_true", help="print JSON")
-    tlist.set_defaults(handler=cmd_list)
+    tlist.set_defaults(handler=cmd_list, remote_ok=True)
     revoke = token.add_parser(
         "revoke",
         help="make an unused token unusable",
         description="Revoke the unused join token(s) with this name, e.g. one that leaked before it was used.",
     )
     revoke.add_argument("name", help="the token's name (as given to `token create --name`)")
-    revoke.set_defaults(handler=cmd_revoke)
+    revoke.set_defaults(handler=cmd_revoke, remote_ok=True)
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
     try:
-        ttl = parse_duration(args.ttl)
+        parse_duration(args.ttl)
     except ValueError as exc:
         raise fail(f"--ttl: {exc}", code="config_invalid", exit_status=2) from None
-    ensure_schema(settings)
-    created = run(
-        with_sessions(
-            settings, lambda s: admin.create_token(s, settings, role=args.role, name=args.name, ttl=ttl, now=now())
-        )
-    )
+    created = act(args, settings, "token.create", {"role": args.role, "name": args.name, "ttl": args.ttl})
     if args.json:
-        print_json(
-            {"token": created.token, "name": created.name, "role": created.role, "expires_at": created.expires_at}
-        )
+        print_json(created)
         return 0
-    print(created.token)
+    print(created["token"])
     print(
-        f"One-time join token for {created.name!r} (role {created.role}), valid until "
-        f"{created.expires_at.isoformat(timespec='seconds')}. It is shown only this once.",
+        f"One-time join token for {created['name']!r} (role {created['role']}), valid until "
+        f"{seconds(created['expires_at'])}. It is shown only this once.",
         file=sys.stderr,
     )
     return 0
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
-    ensure_schema(settings)
-    rows = run(with_sessions(settings, lambda s: admin.list_tokens(s, include_used=args.all)))
+    rows = act(args, settings, "token.list", {"all": args.all})["tokens"]
     if args.json:
-        print_json(
-            [
-                {
-                    "name": t.name,
-                    "role": t.role,
-                    "created_at": t.created_at,
-                    "expires_at": t.expires_at,
-                    "used_at": t.used_at,
-                    "certificate_serial": t.certificate_serial,
-                }
-                for t in rows
-            ]
-        )
+        print_json(rows)
         return 0
     if not rows:
         print("No join tokens." if args.all else "No unused join tokens.")
@@ -95,13 +71,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     print_table(
         ("NAME", "ROLE", "CREATED", "EXPIRES", "USED"),
         [
-            (
-                t.name,
-                t.role,
-                t.created_at.isoformat(timespec="seconds"),
-                t.expires_at.isoformat(timespec="seconds"),
-                t.used_at.isoformat(timespec="seconds") if t.used_at else "-",
-            )
+            (t["name"], t["role"], seconds(t["created_at"]), seconds(t["expires_at"]), seconds(t["used_at"]))
             for t in rows
         ],
     )
@@ -109,9 +79,6 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.admin import operations as admin
-
-    ensure_schema(settings)
-    count = run(with_sessions(settings, lambda s: admin.revoke_token(s, name=args.name, now=now())))
-    print(f"Revoked {count} unused join token(s) named {args.name!r}; they can no longer be used.")
+    done = act(args, settings, "token.revoke", {"name": args.name})
+    print(f"Revoked {done['revoked']} unused join token(s) named {args.name!r}; they can no longer be used.")
     return 0

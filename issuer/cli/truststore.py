@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
+from issuer.cli.operator import act, is_remote, progress_printer
 from issuer.cli.output import print_json
 from issuer.settings import Settings
 
 if TYPE_CHECKING:
     from issuer.aws.s3 import S3Location
-    from issuer.cli.database import Sessions
-    from issuer.service.ca.publish import PublishResult
 
 _DESCRIPTION = """\
 Write the truststore for API Gateway's mutual TLS: every issuing CA that may still have
@@ -39,7 +38,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--out", type=Path, metavar="FILE", help="write here (default: standard output)")
-    export.set_defaults(handler=cmd_export)
+    export.set_defaults(handler=cmd_export, remote_ok=True)
 
     publish = group.add_parser(
         "publish",
@@ -66,7 +65,7 @@ def add_parser(sub: Any) -> None:
     publish.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)")
     publish.add_argument("--dry-run", action="store_true", help="only read; print what would change")
     publish.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
-    publish.set_defaults(handler=cmd_publish)
+    publish.set_defaults(handler=cmd_publish, remote_ok=True)
 
 
 _PUBLISH_DESCRIPTION = """\
@@ -111,10 +110,13 @@ def check_domain_and_api(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.ca.registry import export_truststore
+    if is_remote(args):
+        pem = _remote_truststore(args)
+    else:
+        from issuer.service.ca.registry import export_truststore
 
-    ensure_schema(settings)
-    pem = run(with_sessions(settings, lambda s: export_truststore(s, now=now())))
+        ensure_schema(settings)
+        pem = run(with_sessions(settings, lambda s: export_truststore(s, now=now())))
     count = pem.count(b"-----BEGIN CERTIFICATE-----")
     if args.out is None:
         sys.stdout.write(pem.decode())
@@ -126,65 +128,71 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _remote_truststore(args: argparse.Namespace) -> bytes:
+    """``GET /v1/truststore`` of the server (public: no sign-in)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from issuer.cli.remote import RemoteServer
+
+    server = RemoteServer.from_args(args)
+    context = ssl.create_default_context(cafile=server.ca_bundle) if server.url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(f"{server.url}/v1/truststore", timeout=30, context=context) as resp:  # noqa: S310
+            body: bytes = resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise fail(f"cannot read {server.url}/v1/truststore: {getattr(exc, 'reason', exc)}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in body:
+        raise fail(f"{server.url}/v1/truststore is not a PEM truststore")
+    return body
+
+
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.ca.publish import publish_truststore
-    from issuer.service.ca.setup import read_passphrase
-    from issuer.service.ca.signers import KeySigners
-    from issuer.service.revocation.bundle import export_crls
-    from issuer.service.revocation.lists import export_revoked
-
     check_domain_and_api(args)
-    ensure_schema(settings)
-    out = sys.stderr if args.json else sys.stdout
-    at = now()
-
-    def progress(line: str) -> None:
-        print(line, file=out, flush=True)
-
-    async def work(sessions: Sessions) -> PublishResult:
-        # What GET /v1/revoked serves now: read from the database, no CA key needed.
-        revoked = (await export_revoked(sessions, now=at)).body if args.revoked_key else None
-        crls = None
-        if args.crls_key:
-            # What GET /v1/crls serves: the stored CRLs, each signed anew first when it is due.
-            keys = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
-            bundle = await export_crls(sessions, load_signer=keys, load_root_signer=keys.root, clock=now)
-            crls = bundle.body
-            progress(f"Built the CRL bundle: {', '.join(f'{c.subject} #{c.crl_number}' for c in bundle.crls)}")
-        return await publish_truststore(
-            sessions,
-            args.target,
-            domain=args.domain,
-            api=args.api,
-            revoked=revoked,
-            revoked_key=args.revoked_key,
-            crls=crls,
-            crls_key=args.crls_key,
-            dry_run=args.dry_run,
-            now=at,
-            region=args.region,
-            progress=progress,
-        )
-
-    result = run(with_sessions(settings, work))
+    say = progress_printer(to_stderr=args.json)
+    arguments = {
+        "target": args.target.uri,
+        "domain": args.domain,
+        "api": args.api,
+        "revoked_key": args.revoked_key,
+        "crls_key": args.crls_key,
+        "region": args.region,
+        "dry_run": args.dry_run,
+    }
+    result = act(
+        args, settings, "truststore.publish", {k: v for k, v in arguments.items() if v is not None}, progress=say
+    )
+    if is_remote(args):  # locally the lines were printed as they came
+        for line in result.get("progress", []):
+            say(line)
+    result.pop("progress", None)
     if args.json:
-        print_json(result.to_json())
+        print_json(result)
         return 0
-    store = result.truststore
-    what = "would be uploaded (dry run)" if args.dry_run and store.changed else f"version {store.version_id}"
-    changed = "new" if store.changed else "unchanged"
-    print(f"Truststore {store.uri}: {what} ({changed}; {result.certificates} certificate(s), SHA-256 {store.sha256})")
-    if result.crls is not None:
-        print(f"CRLs {result.crls.uri}: version {result.crls.version_id or '(dry run)'}")
-    if result.revoked is not None:
-        listed = result.revoked
-        print(f"Revocation list {listed.uri}: version {listed.version_id or '(dry run)'}")
-    if result.domain is not None:
-        domain = result.domain
-        state = "would be updated" if args.dry_run and domain.updated else "updated" if domain.updated else "unchanged"
-        print(f"Custom domain {domain.domain} ({domain.api}): truststore version {domain.version or 'new'}, {state}")
-        if domain.warnings:
+    store = result["truststore"]
+    changed = "new" if store["changed"] else "unchanged"
+    what = "would be uploaded (dry run)" if args.dry_run and store["changed"] else f"version {store['version_id']}"
+    print(
+        f"Truststore {store['uri']}: {what} ({changed}; {result['certificates']} certificate(s), "
+        f"SHA-256 {store['sha256']})"
+    )
+    if result.get("crls") is not None:
+        print(f"CRLs {result['crls']['uri']}: version {result['crls']['version_id'] or '(dry run)'}")
+    if result["revoked"] is not None:
+        listed = result["revoked"]
+        print(f"Revocation list {listed['uri']}: version {listed['version_id'] or '(dry run)'}")
+    if result["domain"] is not None:
+        domain = result["domain"]
+        updated = domain["updated"]
+        state = "would be updated" if args.dry_run and updated else "updated" if updated else "unchanged"
+        print(
+            f"Custom domain {domain['domain']} ({domain['api']}): truststore version {domain['version'] or 'new'}, "
+            f"{state}"
+        )
+        if domain["warnings"]:
             print(
-                f"API Gateway reported {len(domain.warnings)} truststore warning(s) (above); fix them and publish again"
+                f"API Gateway reported {len(domain['warnings'])} truststore warning(s) (above); "
+                "fix them and publish again"
             )
     return 0

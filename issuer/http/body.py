@@ -20,7 +20,7 @@ from aiohttp import web
 
 from issuer.errors import ClientError, ClientGone, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
-__all__ = ["MAX_DEPTH", "MAX_NUMBER_CHARS", "parse_json", "read_json_object"]
+__all__ = ["MAX_DEPTH", "MAX_NUMBER_CHARS", "parse_json", "read_body", "read_json_object"]
 
 MAX_DEPTH = 16
 MAX_NUMBER_CHARS = 32
@@ -33,10 +33,27 @@ async def read_json_object(
 ) -> dict[str, Any]:
     """The body as a JSON object with only ``allowed`` keys.
 
+    Raises the errors of :func:`read_body`, and :class:`ClientError` ``body_not_json``,
+    ``body_not_object``, ``field_unknown``.
+    """
+    body = parse_json(await read_body(request, max_bytes=max_bytes, read_timeout=read_timeout))
+    if not isinstance(body, dict):
+        raise ClientError("The request body must be a JSON object.", code="body_not_object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ClientError(
+            f"Unknown field {unknown[0][:64]!r}; this endpoint takes {', '.join(sorted(allowed))}.",
+            code="field_unknown",
+        )
+    return body
+
+
+async def read_body(request: web.Request, *, max_bytes: int, read_timeout: float) -> bytes:
+    """The raw bytes of a JSON request body, read within bounds.
+
     Raises :class:`UnsupportedMediaType` ``unsupported_media_type``, :class:`PayloadTooLarge`
     ``payload_too_large``, :class:`RequestTimeout` ``body_timeout``, :class:`ClientGone`
-    ``client_disconnected``, and :class:`ClientError` ``body_not_json``,
-    ``body_not_object``, ``field_unknown``.
+    ``client_disconnected``.
     """
     if request.content_type != "application/json" or (request.charset or "utf-8").lower() != "utf-8":
         given = request.headers.get("Content-Type", "none")
@@ -48,7 +65,7 @@ async def read_json_object(
         raise PayloadTooLarge(f"The request body is larger than this service accepts ({max_bytes} bytes).")
     try:
         async with asyncio.timeout(read_timeout):
-            raw = await request.read()
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body is larger than this service accepts ({max_bytes} bytes).") from None
     except TimeoutError:
@@ -64,16 +81,6 @@ async def read_json_object(
             raise
         task.uncancel()
         raise ClientGone("The client closed the connection mid-body.", reason="connection lost while reading") from None
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise ClientError("The request body must be a JSON object.", code="body_not_object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ClientError(
-            f"Unknown field {unknown[0][:64]!r}; this endpoint takes {', '.join(sorted(allowed))}.",
-            code="field_unknown",
-        )
-    return body
 
 
 def parse_json(raw: bytes) -> Any:

@@ -244,6 +244,31 @@ class Attestation(Base):
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Operator actions (method 'admin'): who (an IAM ARN, or local:user@host), what, with which arguments.
+    actor: Mapped[str | None] = mapped_column(String(2048))
+    action: Mapped[str | None] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class Denial(Base):
+    """The deny list: identities that may not attest, renew or bootstrap again, until removed or ``until``."""
+
+    __tablename__ = "denials"
+    __table_args__ = (
+        CheckConstraint("kind IN ('principal', 'instance', 'account')", name="kind"),
+        Index("ix_denials_removed_at", "removed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(2048))  # a principal pattern, an instance ID, an account ID
+    reason: Mapped[str] = mapped_column(Text)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    request_id: Mapped[str] = mapped_column(String(64))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    removed_by: Mapped[str | None] = mapped_column(String(2048))
 
 
 class InstanceBinding(Base):

@@ -7,6 +7,7 @@ status all keep working; only ``ca rotate`` fails, saying it needs the root key 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -86,6 +87,14 @@ async def test_rotate_activate_retire_status_round_trip(tmp_path: Path, env: dic
     checked = issuer("ca", "status", "--check", "--warn-within", "400d", env=env)
     assert checked.returncode == 1 and "warning: the active issuing CA" in checked.stdout
     assert issuer("ca", "status", "--check", env=env).returncode == 0
+
+    # Every change, and every refused attempt at one, is on the record as this OS user's.
+    trail = list(reversed(json.loads(ok("audit", "--action", "ca.*", "--json", env=env))))
+    assert [e["action"] for e in trail if e["outcome"] == "success"] == ["ca.rotate", "ca.activate", "ca.retire"]
+    assert len([e for e in trail if e["outcome"] == "failure"]) == 8
+    assert {e["actor"].split("@")[0].split(":")[0] for e in trail} == {"local"}
+    retired = next(e for e in trail if e["action"] == "ca.retire" and e["outcome"] == "success")
+    assert retired["arguments"] == {"fingerprint": old_fp[:12], "force": True}
 
 
 def issuer_name(leaf: bytes) -> str:

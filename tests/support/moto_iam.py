@@ -11,7 +11,7 @@ with a made-up identity, and no test of ours could fail.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +59,7 @@ class MotoIam:
     session_name: str
     role_expiration: datetime
     account_id: str = ACCOUNT_ID
+    operators: Mapping[str, AwsKey] = field(default_factory=dict)  # user name -> key (see moto_iam)
 
     @property
     def url(self) -> str:
@@ -73,11 +74,14 @@ def moto_iam(
     role_name: str = "ecs-task-web",
     role_path: str = "/svc/",
     session_name: str = "task-42",
+    operators: Sequence[str] = (),
 ) -> Iterator[MotoIam]:
     """Start moto with request authentication on; create a user with an access key and a
     role the user may assume; assume it (signed with the user's key) and yield it all.
+    ``operators`` names more IAM users (with keys, at the root path) for admin sign-in.
     """
-    with moto_server(env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_REQUESTS)}) as server:
+    setup = _SETUP_REQUESTS + 2 * len(operators)
+    with moto_server(env={"INITIAL_NO_AUTH_ACTION_COUNT": str(setup)}) as server:
         iam = boto3.client(
             "iam",
             endpoint_url=server.url,
@@ -98,6 +102,11 @@ def moto_iam(
         principals = [user["Arn"], f"arn:aws:iam::{ACCOUNT_ID}:user/{user_name}"]
         trust = {"Version": "2012-10-17", "Statement": [{**allow, "Principal": {"AWS": principals}}]}
         iam.create_role(RoleName=role_name, Path=role_path, AssumeRolePolicyDocument=json.dumps(trust))
+        operator_keys = {}
+        for name in operators:
+            iam.create_user(UserName=name)
+            made = iam.create_access_key(UserName=name)["AccessKey"]
+            operator_keys[name] = AwsKey(made["AccessKeyId"], made["SecretAccessKey"])
         # From here on moto authenticates: the user assumes the role with its own signature.
         sts = boto3.client(
             "sts",
@@ -120,6 +129,7 @@ def moto_iam(
             session_user_id=assumed["AssumedRoleUser"]["AssumedRoleId"],
             session_name=session_name,
             role_expiration=creds["Expiration"],
+            operators=operator_keys,
         )
 
 

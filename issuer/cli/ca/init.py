@@ -133,6 +133,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.cli.operator import audited
     from issuer.service.ca.register import adopt_file_ca
 
     if not args.yes:
@@ -143,7 +144,15 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
             exit_status=2,
         )
     ensure_schema(settings)
-    done = run(with_sessions(settings, lambda s: adopt_file_ca(s, ca_dir=settings.ca_dir, now=now())))
+    done = audited(
+        settings,
+        "ca.adopt",
+        {"ca_dir": str(settings.ca_dir)},
+        lambda s: adopt_file_ca(s, ca_dir=settings.ca_dir, now=now()),
+        summary=lambda done: f"adopted {done.roots} root(s)"
+        + (f" and issuer {done.issuer.fingerprint_sha256[:16]}" if done.issuer else "")
+        + (f"; retired issuer {done.retired_issuer[:16]} left out" if done.retired_issuer else ""),
+    )
     print(f"Adopted the CA in {settings.ca_dir}: {done.roots} root(s) registered.")
     if done.issuer is not None:
         print(f"  active issuer: {done.issuer.subject} ({done.issuer.fingerprint_sha256[:16]}…)")

@@ -13,6 +13,7 @@ from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
 from issuer.cli.ca import pca as ca_pca
+from issuer.cli.ca import remote as ca_remote
 from issuer.cli.ca import status as ca_status
 from issuer.cli.ca.publish import (
     activation_gate,
@@ -21,8 +22,9 @@ from issuer.cli.ca.publish import (
     publish,
     say_published,
 )
-from issuer.cli.database import ensure_schema, now, run, with_sessions
+from issuer.cli.database import ensure_schema, now
 from issuer.cli.errors import fail
+from issuer.cli.operator import audited, is_remote, options_of
 from issuer.cli.output import print_json
 from issuer.durations import format_duration, parse_duration
 from issuer.settings import Settings
@@ -99,7 +101,7 @@ def add_parsers(ca: Any) -> None:
     add_publish_options(rotate)
     ca_kms.add_rotate_options(rotate)
     ca_pca.add_rotate_options(rotate)
-    rotate.set_defaults(handler=cmd_rotate)
+    rotate.set_defaults(handler=cmd_rotate, remote_ok=True)
 
     activate = ca.add_parser(
         "activate",
@@ -116,7 +118,7 @@ def add_parsers(ca: Any) -> None:
         "or --domain does not serve it yet",
     )
     add_publish_options(activate)
-    activate.set_defaults(handler=cmd_activate)
+    activate.set_defaults(handler=cmd_activate, remote_ok=True)
 
     retire = ca.add_parser(
         "retire",
@@ -128,7 +130,7 @@ def add_parsers(ca: Any) -> None:
     retire.add_argument("fingerprint", metavar="FINGERPRINT", help="the issuer (4+ hex digits of its SHA-256)")
     retire.add_argument("--force", action="store_true", help="retire even though leaves are still live")
     add_publish_options(retire)
-    retire.set_defaults(handler=cmd_retire)
+    retire.set_defaults(handler=cmd_retire, remote_ok=True)
 
     status = ca.add_parser(
         "status", help="issuers, roots, leaves and expiry warnings", description=_STATUS, formatter_class=raw
@@ -136,7 +138,7 @@ def add_parsers(ca: Any) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--check", action="store_true", help="exit 1 when something expires within the window")
     status.add_argument("--warn-within", default="30d", metavar="DURATION", help="expiry warning window (30d)")
-    status.set_defaults(handler=ca_status.cmd_status)
+    status.set_defaults(handler=ca_status.cmd_status, remote_ok=True)
 
     add_root = ca.add_parser(
         "add-root",
@@ -177,28 +179,34 @@ def cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.setup import read_passphrase
 
     check_publish_options(args)
+    if is_remote(args):
+        return ca_remote.cmd_rotate(args, settings)
     if ca_pca.wants_pca(args):
         return ca_pca.cmd_rotate_pca(args, settings, publish_after=_publish_after)
     validity = _duration(args.validity, "--validity")
     ensure_schema(settings)
-    done = run(
-        with_sessions(
-            settings,
-            lambda s: rotate_issuer(
-                s,
-                ca_dir=settings.ca_dir,
-                passphrase=lambda: read_passphrase(settings),
-                now=now(),
-                validity=validity,
-                min_validity=_max_ttl(settings),
-                trust_domain=settings.trust_domain,
-                common_name=args.common_name,
-                root=args.root,
-                force=args.force,
-                kms_key=ca_kms.rotate_choice(args),
-                kms=KmsClients(region=args.kms_region),
-            ),
-        )
+    done = audited(
+        settings,
+        "ca.rotate",
+        options_of(args, "validity", "common_name", "root", "force", "kms_key", "create_kms_key", "kms_region"),
+        lambda s: rotate_issuer(
+            s,
+            ca_dir=settings.ca_dir,
+            passphrase=lambda: read_passphrase(settings),
+            now=now(),
+            validity=validity,
+            min_validity=_max_ttl(settings),
+            trust_domain=settings.trust_domain,
+            common_name=args.common_name,
+            root=args.root,
+            force=args.force,
+            kms_key=ca_kms.rotate_choice(args),
+            kms=KmsClients(region=args.kms_region),
+        ),
+        summary=lambda done: (
+            f"prepared issuer {done.issuer.subject} ({short(done.issuer.fingerprint_sha256)}), "
+            f"key {done.issuer.key_ref}"
+        ),
     )
     new = done.issuer
     if args.json:
@@ -253,7 +261,13 @@ def _publish_after(args: argparse.Namespace, settings: Settings, *, quiet: bool 
         return False
     if not quiet:
         print(f"Publishing the truststore to {args.publish}:", flush=True)
-    result = run(with_sessions(settings, lambda s: publish(s, args, now=now(), stderr=quiet)))
+    result = audited(
+        settings,
+        "truststore.publish",
+        options_of(args, "publish", "domain", "api", "region"),
+        lambda s: publish(s, args, now=now(), stderr=quiet),
+        summary=lambda done: f"published {done.truststore.uri} (version {done.truststore.version_id})",
+    )
     if not quiet:
         say_published(result)
     return True
@@ -266,22 +280,25 @@ def cmd_activate(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.signers import KeySigners
 
     check_publish_options(args, domain_alone=True)
+    if is_remote(args):
+        return ca_remote.cmd_activate(args, settings)
     ensure_schema(settings)
     signers = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
     at = now()
-    done = run(
-        with_sessions(
-            settings,
-            lambda s: activate(
-                s,
-                fingerprint=args.fingerprint,
-                now=at,
-                min_validity=_max_ttl(settings),
-                load_signer=signers,
-                before_switch=activation_gate(s, args, now=at),
-                force=args.force,
-            ),
-        )
+    done = audited(
+        settings,
+        "ca.activate",
+        options_of(args, "fingerprint", "force", "publish", "domain"),
+        lambda s: activate(
+            s,
+            fingerprint=args.fingerprint,
+            now=at,
+            min_validity=_max_ttl(settings),
+            load_signer=signers,
+            before_switch=activation_gate(s, args, now=at),
+            force=args.force,
+        ),
+        summary=lambda done: f"activated {done.issuer.subject} ({short(done.issuer.fingerprint_sha256)})",
     )
     new, old = done.issuer, done.previous
     print(
@@ -319,14 +336,20 @@ def cmd_retire(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.rotation import retire
 
     check_publish_options(args)
+    if is_remote(args):
+        return ca_remote.cmd_retire(args, settings)
     ensure_schema(settings)
-    done = run(
-        with_sessions(
-            settings,
-            lambda s: retire(
-                s, fingerprint=args.fingerprint, now=now(), settle=2 * settings.registry_refresh, force=args.force
-            ),
-        )
+    done = audited(
+        settings,
+        "ca.retire",
+        options_of(args, "fingerprint", "force"),
+        lambda s: retire(
+            s, fingerprint=args.fingerprint, now=now(), settle=2 * settings.registry_refresh, force=args.force
+        ),
+        summary=lambda done: (
+            f"retired {done.issuer.subject} ({short(done.issuer.fingerprint_sha256)})"
+            + (f"; forced past: {done.overridden}" if done.overridden else "")
+        ),
     )
     if done.overridden:
         print(f"warning: forced past: {done.overridden}")
@@ -351,18 +374,19 @@ def cmd_add_root(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         raise fail(f"cannot read {args.pem}: {exc.strerror}") from None
     ensure_schema(settings)
-    done = run(
-        with_sessions(
-            settings,
-            lambda s: add_root(
-                s,
-                certificate_pem=pem,
-                now=now(),
-                ca_dir=settings.ca_dir,
-                key_file=args.key,
-                passphrase=lambda: read_passphrase(settings),
-            ),
-        )
+    done = audited(
+        settings,
+        "ca.add_root",
+        {"pem": str(args.pem), "key": str(args.key) if args.key else None},
+        lambda s: add_root(
+            s,
+            certificate_pem=pem,
+            now=now(),
+            ca_dir=settings.ca_dir,
+            key_file=args.key,
+            passphrase=lambda: read_passphrase(settings),
+        ),
+        summary=lambda done: f"registered root {done.root.subject} ({done.root.fingerprint_sha256[:16]})",
     )
     root = done.root
     print(f"Registered the root {root.subject}")
@@ -383,7 +407,13 @@ def cmd_retire_root(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.ca.roots import retire_root
 
     ensure_schema(settings)
-    record = run(with_sessions(settings, lambda s: retire_root(s, fingerprint=args.fingerprint, now=now())))
+    record = audited(
+        settings,
+        "ca.retire_root",
+        {"fingerprint": args.fingerprint},
+        lambda s: retire_root(s, fingerprint=args.fingerprint, now=now()),
+        summary=lambda record: f"retired root {record.subject} ({short(record.fingerprint_sha256)})",
+    )
     print(f"Retired the root {record.subject} ({short(record.fingerprint_sha256)}).")
     print("Next: upload the truststore again and give clients the new bundle (`issuer truststore export`).")
     return 0

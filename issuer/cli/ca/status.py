@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
-from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
+from issuer.cli.operator import act
 from issuer.cli.output import print_json, print_table
 from issuer.durations import parse_duration
 from issuer.settings import Settings
@@ -15,82 +16,42 @@ __all__ = ["cmd_status"]
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from issuer.service.ca.status import ca_status
-
     try:
-        window = parse_duration(args.warn_within)
+        parse_duration(args.warn_within)
     except ValueError as exc:
         raise fail(f"--warn-within: {exc}", code="config_invalid", exit_status=2) from None
-    ensure_schema(settings)
-    status = run(with_sessions(settings, lambda s: ca_status(s, now=now(), ca_dir=settings.ca_dir, warn_within=window)))
+    status = act(args, settings, "ca.status", {"warn_within": args.warn_within})
     if args.json:
-        print_json(_status_json(status))
+        print_json(status)
     else:
         _print_status(status)
-    return 1 if args.check and status.expiring else 0
+    return 1 if args.check and status["expiring"] else 0
 
 
-def _status_json(status: Any) -> dict[str, Any]:
-    def leaves(counts: Any) -> dict[str, Any]:
-        expiry = counts.last_expiry.isoformat() if counts.last_expiry else None
-        return {"issued": counts.issued, "live": counts.live, "last_live_expiry": expiry}
+def _when(text: str | None) -> str:
+    from issuer.service.ca.lifecycle import when
 
-    return {
-        "now": status.now.isoformat(),
-        "issuers": [
-            {
-                "phase": i.phase,
-                "state": i.record.state,
-                "subject": i.record.subject,
-                "fingerprint_sha256": i.record.fingerprint_sha256,
-                "not_before": i.record.not_before.isoformat(),
-                "not_after": i.record.not_after.isoformat(),
-                "key_ref": i.record.key_ref,
-                "root_fingerprint_sha256": i.root_fingerprint,
-                "in_truststore": i.in_truststore,
-                "leaves": leaves(i.leaves),
-                "activated_at": i.record.activated_at.isoformat() if i.record.activated_at else None,
-                "retired_at": i.record.retired_at.isoformat() if i.record.retired_at else None,
-            }
-            for i in status.issuers
-        ],
-        "roots": [
-            {
-                "state": r.record.state,
-                "subject": r.record.subject,
-                "fingerprint_sha256": r.record.fingerprint_sha256,
-                "not_before": r.record.not_before.isoformat(),
-                "not_after": r.record.not_after.isoformat(),
-                "key_ref": r.record.key_ref,
-                "key": r.key,
-                "issuers": r.issuers,
-            }
-            for r in status.roots
-        ],
-        "warnings": list(status.warnings),
-        "notes": list(status.notes),
-        "expiring": status.expiring,
-    }
+    return when(datetime.fromisoformat(text)) if text else "-"
 
 
-def _print_status(status: Any) -> None:
-    from issuer.service.ca.lifecycle import short, when
+def _print_status(status: dict[str, Any]) -> None:
+    from issuer.service.ca.lifecycle import short
 
     print("Issuing CAs (newest first):")
     print_table(
         ("PHASE", "FINGERPRINT", "NOT BEFORE", "NOT AFTER", "LEAVES", "LAST LEAF", "KEY", "SUBJECT"),
         [
             (
-                i.phase + ("" if i.in_truststore or i.phase in ("retired", "expired") else "!"),
-                short(i.record.fingerprint_sha256),
-                when(i.record.not_before),
-                when(i.record.not_after),
-                f"{i.leaves.issued}/{i.leaves.live}",
-                when(i.leaves.last_expiry) if i.leaves.last_expiry else "-",
-                i.record.key_ref,
-                i.record.subject,
+                i["phase"] + ("" if i["in_truststore"] or i["phase"] in ("retired", "expired") else "!"),
+                short(i["fingerprint_sha256"]),
+                _when(i["not_before"]),
+                _when(i["not_after"]),
+                f"{i['leaves']['issued']}/{i['leaves']['live']}",
+                _when(i["leaves"]["last_live_expiry"]),
+                i["key_ref"],
+                i["subject"],
             )
-            for i in status.issuers
+            for i in status["issuers"]
         ],
     )
     print("  (LEAVES: issued/live; LAST LEAF: when the last live leaf expires)")
@@ -99,18 +60,18 @@ def _print_status(status: Any) -> None:
         ("STATE", "FINGERPRINT", "NOT BEFORE", "NOT AFTER", "KEY", "ISSUERS", "SUBJECT"),
         [
             (
-                r.record.state,
-                short(r.record.fingerprint_sha256),
-                when(r.record.not_before),
-                when(r.record.not_after),
-                r.key,
-                r.issuers,
-                r.record.subject,
+                r["state"],
+                short(r["fingerprint_sha256"]),
+                _when(r["not_before"]),
+                _when(r["not_after"]),
+                r["key"],
+                r["issuers"],
+                r["subject"],
             )
-            for r in status.roots
+            for r in status["roots"]
         ],
     )
-    for note in status.notes:
+    for note in status["notes"]:
         print(f"note: {note}")
-    for warning in status.warnings:
+    for warning in status["warnings"]:
         print(f"warning: {warning}")

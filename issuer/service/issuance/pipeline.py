@@ -43,6 +43,7 @@ from issuer.service.ca.registry import IssuerRegistry
 from issuer.service.faults import as_service_error
 from issuer.service.issuance.model import AuditMethod, Clock, Issued, IssueRequest, RequestContext, serial_hex
 from issuer.service.issuance.roles import RoleBook
+from issuer.service.revocation import deny as deny_list
 from issuer.settings import Settings
 from issuer.store import repo
 from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
@@ -198,6 +199,7 @@ class Pipeline:
             template = template or self._decide_when_known(claim, csr, request, now)
             if template is None or claim.identity is None or claim.role is None:
                 raise RuntimeError(f"method {method.name} admitted a claim without identity or role")
+            await deny_list.check(session, claim.identity, now=now)  # the operators' deny list, before signing
             issued = await trust.active.signer.issue(
                 SigningRequest(template=template, public_key=csr.public_key, csr_der=csr.der)
             )

@@ -133,6 +133,7 @@ async def test_a_kms_root_certifies_a_kms_issuer_without_any_passphrase(
     ca_dir = tmp_path / "state" / "ca"
     assert ca.root_key_ref.startswith("kms:arn:aws:kms:") and sorted(p.name for p in ca_dir.iterdir()) == [
         "issuing.pem",
+        "registered.json",
         "root.pem",
     ]
     assert not (tmp_path / "state" / "ca-passphrase").exists()
@@ -160,7 +161,7 @@ async def test_a_kms_root_whose_key_is_not_the_roots_is_refused(tmp_path: Path, 
         await rotate_to_kms(pg_url, ca_dir, KmsKeyChoice(create_alias=alias("never-made")))
     assert refused.value.code == "root_key_mismatch" and other_arn in refused.value.detail
     # Refused before a key was created: no second issuing certificate was written either.
-    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "root.pem"]
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "registered.json", "root.pem"]
 
     # A file issuing key under a KMS root is refused in so many words (the control key ref is back).
     async with sessions_of(pg_url) as sessions, sessions() as session, session.begin():

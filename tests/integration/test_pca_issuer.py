@@ -73,7 +73,7 @@ async def test_init_registers_the_private_ca_with_its_root_and_no_key(
         private_ca.root.certificate.fingerprint(hashes.SHA256()).hex(),
     )
     ca_dir = tmp_path / "state" / "ca"
-    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "root.pem"]  # certificates only, no key
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "registered.json", "root.pem"]  # no key
 
 
 async def test_a_private_ca_below_an_intermediate_brings_its_chain_into_the_truststore(

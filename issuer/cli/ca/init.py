@@ -149,9 +149,11 @@ def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
         "ca.adopt",
         {"ca_dir": str(settings.ca_dir)},
         lambda s: adopt_file_ca(s, ca_dir=settings.ca_dir, now=now()),
-        summary=lambda done: f"adopted {done.roots} root(s)"
-        + (f" and issuer {done.issuer.fingerprint_sha256[:16]}" if done.issuer else "")
-        + (f"; retired issuer {done.retired_issuer[:16]} left out" if done.retired_issuer else ""),
+        summary=lambda done: (
+            f"adopted {done.roots} root(s)"
+            + (f" and issuer {done.issuer.fingerprint_sha256[:16]}" if done.issuer else "")
+            + (f"; retired issuer {done.retired_issuer[:16]} left out" if done.retired_issuer else "")
+        ),
     )
     print(f"Adopted the CA in {settings.ca_dir}: {done.roots} root(s) registered.")
     if done.issuer is not None:

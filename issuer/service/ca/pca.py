@@ -34,6 +34,7 @@ from issuer.durations import format_duration
 from issuer.errors import ClientError, ConfigError
 from issuer.service.ca.kms import clear_ca_dir, write_certificates
 from issuer.service.ca.lifecycle import issued_by, phase_of, short, when
+from issuer.service.ca.marker import Marker, database_of, write_marker
 from issuer.service.ca.register import (
     RegisteredCA,
     add_issuer_certificate,
@@ -153,6 +154,9 @@ async def init_pca_ca(
         write_certificates(files.root_cert_path, [issuer.root]),
         write_certificates(files.issuing_cert_path, [issuer.certificate, *issuer.intermediates]),
     )
+    # The directory now names a registered CA: serving it against an empty database is refused.
+    fingerprint = issuer.certificate.fingerprint(hashes.SHA256()).hex()
+    write_marker(ca_dir, Marker(issuer=fingerprint, registered_at=now.isoformat(), database=database_of(sessions)))
     return PcaCA(registered=registered_ca(issuer_id, issuer.certificate), issuer=issuer, files=written)
 
 

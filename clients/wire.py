@@ -17,6 +17,7 @@ __all__ = [
     "METHODS",
     "POP_TOKEN_LIFETIME",
     "PROBLEM_CONTENT_TYPE",
+    "CLOCK_REFUSALS",
     "RENEWAL_REFUSALS",
     "RENEW_PATH",
     "REQUEST_ID_HEADER",
@@ -68,6 +69,9 @@ RENEWAL_REFUSALS: Final = frozenset(
         "renewal_chain_too_old",
     }
 )
+
+# Refusals that say the machine's clock is off, not that the certificate is beyond renewal.
+CLOCK_REFUSALS: Final = frozenset({"renew_token_expired"})
 
 KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
 KEY_TYPES: Final[tuple[KeyType, ...]] = get_args(KeyType)

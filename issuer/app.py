@@ -163,7 +163,12 @@ def create_app(
                 lookups=lookups,
                 audience=settings.audience,
             )
-            expiring = ExpiringCertificates(sessions, clock=clock, renew_fraction=settings.renew_fraction)
+            expiring = ExpiringCertificates(
+                sessions,
+                clock=clock,
+                renew_fraction=settings.renew_fraction,
+                roles=[role.name for role in settings.roles],
+            )
             metrics.add_source(expiring, expiring.refresh)
             janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]

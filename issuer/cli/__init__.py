@@ -8,6 +8,7 @@ and on failure prints one line ``issuer: error: <reason>`` and exits non-zero
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -70,12 +71,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if getattr(exc, "code", "") == "config_invalid" else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`issuer certs list | head`): not a failure worth a line, and not the
+        # database's. Exit as a command killed by SIGPIPE would, without a second error at exit.
+        _silence_stdout()
+        return _SIGPIPE_EXIT
     except Exception as exc:
         message = database_problem(exc, settings)
         if message is None:
             raise
         _error(message)
         return 1
+
+
+_SIGPIPE_EXIT = 128 + 13
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _error(message: str) -> None:

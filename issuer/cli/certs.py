@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from issuer.cli.database import ensure_schema, now, run, with_sessions
@@ -40,12 +40,19 @@ def add_parser(sub: Any) -> None:
     cshow.set_defaults(handler=cmd_show)
     stale = certs.add_parser(
         "stale",
-        help="certificates about to expire with no successor (missed rotations)",
-        description="List active certificates (not renewed, not revoked) that expire within --within, soonest "
-        "first: machines whose rotation did not happen. Exit status 1 when there are any (for monitoring).",
-        epilog="example: issuer certs stale --within 2h --json",
+        help="certificates past their renewal point with no successor (missed rotations)",
+        description="List active certificates (not renewed, not revoked) still unrenewed more than --late "
+        "after their own renewal point (the renew_after their machine was given: issue time plus "
+        "renew_fraction of the lifetime), soonest expiry first: machines whose rotation did not happen. "
+        "Healthy certificates, however short-lived, are never listed. Exit status 1 when there are any "
+        "(for monitoring).",
+        epilog="example: issuer certs stale --late 10m --json",
     )
-    stale.add_argument("--within", default="2h", help="how soon (default 2h)")
+    stale.add_argument(
+        "--late", help="how long past its renewal point a certificate may still be (default: not at all)"
+    )
+    # The fixed horizon it replaced listed every healthy certificate shorter than the horizon.
+    stale.add_argument("--within", help=argparse.SUPPRESS)
     stale.add_argument("--include-expired", action="store_true", help="also list ones that already expired")
     stale.add_argument("--json", action="store_true", help="print JSON")
     stale.set_defaults(handler=cmd_stale)
@@ -136,30 +143,59 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
     from issuer.service.admin import operations as admin
 
+    if args.within is not None:
+        raise fail(
+            "--within is gone: a fixed horizon flags healthy short-lived certificates; "
+            "`certs stale` now measures each certificate from its own renewal point (see --late)",
+            code="usage",
+            exit_status=2,
+        )
     try:
-        within = parse_duration(args.within)
+        late = parse_duration(args.late) if args.late is not None else timedelta(0)
     except ValueError as exc:
-        raise fail(f"--within: {exc}", code="config_invalid", exit_status=2) from None
+        raise fail(f"--late: {exc}", code="config_invalid", exit_status=2) from None
     ensure_schema(settings)
     moment = now()
     rows = run(
         with_sessions(
             settings,
-            lambda s: admin.stale_certificates(s, now=moment, within=within, include_expired=args.include_expired),
+            lambda s: admin.stale_certificates(
+                s,
+                now=moment,
+                late_by=late,
+                renew_fraction=settings.renew_fraction,
+                include_expired=args.include_expired,
+            ),
         )
     )
+
+    def renew_after(cert: CertificateRecord) -> datetime:
+        return cert.created_at + (cert.not_after - cert.created_at) * settings.renew_fraction
+
     if args.json:
-        print_json([{**as_json(c, i), "seconds_left": int((c.not_after - moment).total_seconds())} for c, i in rows])
+        print_json(
+            [
+                {
+                    **as_json(c, i),
+                    "renew_after": renew_after(c),
+                    "seconds_late": int((moment - renew_after(c)).total_seconds()),
+                    "seconds_left": int((c.not_after - moment).total_seconds()),
+                }
+                for c, i in rows
+            ]
+        )
         return 1 if rows else 0
+    beyond = f" by more than {format_duration(late)}" if late else ""
     if not rows:
-        print(f"No certificate expires within {format_duration(within)} without a successor.")
+        print(f"No certificate is past its renewal point{beyond} without a successor.")
         return 0
     print_table(
-        ("SERIAL", "ROLE", "NOT AFTER", "LEFT", "CHAIN SINCE", "PRINCIPAL"),
+        ("SERIAL", "ROLE", "RENEW AFTER", "NOT AFTER", "LEFT", "CHAIN SINCE", "PRINCIPAL"),
         [
             (
                 c.serial,
                 c.role,
+                renew_after(c).isoformat(timespec="seconds"),
                 c.not_after.isoformat(timespec="seconds"),
                 _left(c.not_after - moment),
                 c.chain_started_at.isoformat(timespec="seconds"),
@@ -168,7 +204,7 @@ def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
             for c, i in rows
         ],
     )
-    print(f"{len(rows)} certificate(s) expire within {format_duration(within)} with no successor.")
+    print(f"{len(rows)} certificate(s) past their renewal point{beyond} with no successor.")
     return 1
 
 

@@ -29,14 +29,21 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--ttl", default="1h", help="how long the token is usable (default 1h)")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(handler=cmd_create)
-    tlist = token.add_parser("list", help="list unused tokens", description="List join tokens (never their text).")
-    tlist.add_argument("--all", action="store_true", help="include used and expired tokens")
+    tlist = token.add_parser(
+        "list",
+        help="list unused tokens",
+        description="List join tokens (never their text).",
+        epilog="example: issuer token list --all --json",
+    )
+    tlist.add_argument("--all", action="store_true", help="include used, revoked and expired tokens")
     tlist.add_argument("--json", action="store_true", help="print JSON")
     tlist.set_defaults(handler=cmd_list)
     revoke = token.add_parser(
         "revoke",
         help="make an unused token unusable",
-        description="Revoke the unused join token(s) with this name, e.g. one that leaked before it was used.",
+        description="Revoke the unused join token(s) with this name, e.g. one that leaked before it was used. "
+        "A machine that presents it is refused with token_revoked.",
+        epilog="example: issuer token revoke build-box-1",
     )
     revoke.add_argument("name", help="the token's name (as given to `token create --name`)")
     revoke.set_defaults(handler=cmd_revoke)
@@ -83,6 +90,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                     "created_at": t.created_at,
                     "expires_at": t.expires_at,
                     "used_at": t.used_at,
+                    "revoked_at": t.revoked_at,
                     "certificate_serial": t.certificate_serial,
                 }
                 for t in rows
@@ -100,7 +108,9 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                 t.role,
                 t.created_at.isoformat(timespec="seconds"),
                 t.expires_at.isoformat(timespec="seconds"),
-                t.used_at.isoformat(timespec="seconds") if t.used_at else "-",
+                t.used_at.isoformat(timespec="seconds")
+                if t.used_at
+                else (f"revoked {t.revoked_at.isoformat(timespec='seconds')}" if t.revoked_at else "-"),
             )
             for t in rows
         ],

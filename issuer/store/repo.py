@@ -26,6 +26,7 @@ from issuer.store.records import (
     NewIdentity,
     record_of,
 )
+from issuer.store.renewal_due import past_renewal_point
 
 __all__ = [
     "add_attestation",
@@ -255,17 +256,29 @@ async def list_certificates(
 
 
 async def stale_certificates(
-    session: AsyncSession, *, now: datetime, within: timedelta, include_expired: bool, limit: int = 500
+    session: AsyncSession,
+    *,
+    now: datetime,
+    late_by: timedelta,
+    renew_fraction: float,
+    include_expired: bool,
+    limit: int = 500,
 ) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
-    """Active certificates (no successor, not revoked) expiring before ``now + within``, soonest first.
+    """Active certificates (no successor, not revoked) whose renewal point passed more than ``late_by``
+    before ``now``, soonest expiry first.
 
-    An active certificate is the head of its renewal chain; one that nears expiry unrenewed
-    is a missed rotation. Expired ones are included only with ``include_expired``.
+    An active certificate is the head of its renewal chain; one still active well past the point
+    its machine was told to renew at is a missed rotation — each measured by its own lifetime, so
+    healthy short-lived certificates are never listed. Expired ones only with ``include_expired``.
     """
+    dialect = (await session.connection()).dialect.name
     query = (
         select(Certificate, Identity)
         .join(Identity, Certificate.identity_id == Identity.id)
-        .where(Certificate.status == "active", Certificate.not_after <= now + within)
+        .where(
+            Certificate.status == "active",
+            past_renewal_point(dialect, renew_fraction=renew_fraction, cutoff=now - late_by),
+        )
     )
     if not include_expired:
         query = query.where(Certificate.not_after > now)

@@ -1,4 +1,5 @@
-"""``issuer ca init | show``: create the root and issuing CA (file keys here, KMS in :mod:`issuer.cli.ca.kms`)."""
+"""``issuer ca init``: create the root and issuing CA (file keys here, KMS in :mod:`issuer.cli.ca.kms`);
+the ``ca show`` parser (its command is in :mod:`issuer.cli.ca.status`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
+from issuer.cli.ca import status as status_cli
 from issuer.cli.ca.guards import refuse_second_init
 from issuer.cli.database import ensure_schema, now, run, with_sessions
 from issuer.cli.errors import fail
@@ -34,8 +36,14 @@ def add_parsers(ca: Any) -> None:
     )
     ca_kms.add_init_options(init)
     init.set_defaults(handler=cmd_init)
-    show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
-    show.set_defaults(handler=cmd_show)
+    show = ca.add_parser(
+        "show",
+        help="show the CA certificates",
+        description="Show the registry's active issuing CA and roots (the registry decides what signs), the "
+        "other issuing CAs with their phase, and which registry entry each file in <state_dir>/ca is.",
+        epilog="example: issuer ca show",
+    )
+    show.set_defaults(handler=status_cli.cmd_show)
 
 
 def init_ca_files(
@@ -80,22 +88,4 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
         force=args.force,
     )
     print("Next: `issuer serve`, then `issuer truststore export --out truststore.pem` for API Gateway.")
-    return 0
-
-
-def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from ca.files import describe_ca
-
-    info = describe_ca(settings.ca_dir)
-    entries = [("root", r) for r in info.roots] + [("issuing", info.issuing)]
-    for label, cert in entries:
-        print(f"{label}:")
-        print(f"  subject:  {cert.subject}")
-        print(f"  serial:   {cert.serial_hex}")
-        print(f"  key:      {cert.key_type}")
-        print(f"  valid:    {cert.not_before.isoformat()} .. {cert.not_after.isoformat()}")
-        print(f"  sha256:   {cert.sha256_fingerprint}")
-    print(f"files:      {info.directory} (root key {'present' if info.root_key_present else 'absent'})")
-    # After a rotation the files above are the CA of `ca init`; the registry says which issuer signs.
-    print("registry:   `issuer ca status` shows which issuing CA signs and what the truststore holds")
     return 0

@@ -10,6 +10,7 @@ from typing import Final, Literal, get_args
 
 __all__ = [
     "AUTH_MODES",
+    "CLOCK_REFUSALS",
     "CSR_SHA256_HEADER",
     "DEFAULT_KEY_TYPE",
     "ISSUE_PATHS",
@@ -17,7 +18,6 @@ __all__ = [
     "METHODS",
     "POP_TOKEN_LIFETIME",
     "PROBLEM_CONTENT_TYPE",
-    "CLOCK_REFUSALS",
     "RENEWAL_REFUSALS",
     "RENEW_PATH",
     "REQUEST_ID_HEADER",

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +32,7 @@ __all__ = ["ExpiringCertificates", "count_unrenewed"]
 log = logging.getLogger("issuer.metrics")
 
 NAME = "issuer_certificates_expiring_unrenewed"
+
 
 async def count_unrenewed(session: AsyncSession, *, now: datetime, renew_fraction: float) -> int:
     """How many active certificates are past their renewal point at ``now`` but not expired."""

@@ -19,7 +19,10 @@ def add_parser(sub: Any) -> None:
         dest="certs_command", metavar="ACTION", required=True
     )
     clist = certs.add_parser(
-        "list", help="list issued certificates", description="List issued certificates, newest first."
+        "list",
+        help="list issued certificates",
+        description="List issued certificates, newest first.",
+        epilog="example: issuer certs list --status active --principal build-box-1 --json",
     )
     clist.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     clist.add_argument("--status", choices=("active", "revoked", "superseded"))

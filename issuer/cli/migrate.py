@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
         description="Upgrade the database schema to the newest revision (run once per release, "
         "before new replicas start; safe to run again). It only upgrades: a database already past "
         "--revision is left as it is and the command fails saying so.",
-        epilog="example: ISSUER_DATABASE_URL=postgresql+asyncpg://issuer@db/issuer issuer migrate",
+        epilog="example: issuer migrate   (with ISSUER_DATABASE_URL set, once per release)",
     )
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
     migrate.set_defaults(handler=cmd_migrate)

@@ -33,11 +33,14 @@ from issuer.http.keys import (
     REVOCATION_LISTS,
     SETTINGS,
     TOKEN,
+    WIRE_AUDIT,
 )
 from issuer.http.metrics import METRICS, request_metrics
 from issuer.http.overload import InFlightLimit
 from issuer.http.problems import problem_middleware
 from issuer.http.routes import add_routes
+from issuer.http.server_protocol import PROTOCOL_REFUSALS
+from issuer.http.wire_audit import WireAudit
 from issuer.observability.expiring import ExpiringCertificates
 from issuer.observability.metrics import Metrics
 from issuer.policy.ratelimit import RateLimiter, TokenBucketLimiter
@@ -110,8 +113,12 @@ def create_app(
         app[ENGINE] = engine
         http: aiohttp.ClientSession | None = None
         tasks: list[asyncio.Task[None]] = []
+        wire_audit: WireAudit | None = None
         try:
             sessions = make_session_factory(engine)
+            wire_audit = WireAudit(sessions, clock=clock)
+            app[WIRE_AUDIT] = wire_audit
+            app[PROTOCOL_REFUSALS] = wire_audit
             if (settings.ca_dir / "issuing.pem").exists():
                 registered = await register_file_ca(sessions, ca_dir=settings.ca_dir, now=clock())
                 if registered is not None:
@@ -190,6 +197,8 @@ def create_app(
                     await task
             if http is not None:
                 await http.close()
+            if wire_audit is not None:
+                await wire_audit.close()
             await engine.dispose()
 
     app.cleanup_ctx.append(resources)

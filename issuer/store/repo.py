@@ -35,9 +35,11 @@ __all__ = [
     "delete_expired_replay_guards",
     "get_certificate",
     "get_identity",
+    "identity_had_key",
     "list_certificates",
     "lock_certificate",
     "record_issuance",
+    "replay_guard_exists",
     "stale_certificates",
     "supersede_certificate",
     "upsert_identity",
@@ -243,6 +245,19 @@ async def get_identity(session: AsyncSession, identity_id: int) -> IdentityRecor
     return None if row is None else IdentityRecord(**row)
 
 
+async def identity_had_key(session: AsyncSession, *, identity_id: int, public_key_sha256: str) -> bool:
+    """Whether any certificate of the identity was issued for the key with this hash (any status).
+
+    Looked up through ``ix_certificates_public_key_sha256``: a key hash names at most a few rows.
+    """
+    found = await session.scalar(
+        select(Certificate.id)
+        .where(Certificate.public_key_sha256 == public_key_sha256, Certificate.identity_id == identity_id)
+        .limit(1)
+    )
+    return found is not None
+
+
 async def list_certificates(
     session: AsyncSession, *, limit: int = 50, status: str | None = None, principal: str | None = None
 ) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
@@ -316,6 +331,11 @@ async def add_replay_guard(
     values = {"kind": kind, "digest": digest, "expires_at": expires_at, "created_at": now}
     result = await connection.execute(_ADD_REPLAY_GUARD[connection.dialect.name], values)
     return result.scalar_one_or_none() is not None
+
+
+async def replay_guard_exists(session: AsyncSession, *, digest: str) -> bool:
+    """Whether a single-use proof with this digest was burnt already (a read; :func:`add_replay_guard` decides)."""
+    return await session.scalar(select(ReplayGuard.id).where(ReplayGuard.digest == digest)) is not None
 
 
 async def delete_expired_replay_guards(session: AsyncSession, *, now: datetime, batch: int = 5000) -> int:

@@ -1,6 +1,7 @@
 """The one issuance pipeline: every way to get a certificate runs this skeleton.
 
     read the request (wire schema) → parse the CSR → pick the role → verify the proof (pure)
+    → identify (reads only, for a method whose proof names the machine through a record: renewal)
     → outbound checks (STS, DescribeInstances, replay guards) → one transaction:
       the method's step (consume the token, bind the instance, supersede the renewed
       certificate) → sign → record → commit → answer
@@ -22,7 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,7 +45,7 @@ from issuer.settings import Settings
 from issuer.store import repo
 from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
 
-__all__ = ["Attempt", "Claim", "IssuanceMethod", "Pipeline"]
+__all__ = ["Attempt", "Claim", "Identifies", "IssuanceMethod", "Pipeline"]
 
 log = logging.getLogger("issuer.service")
 
@@ -90,6 +91,16 @@ class IssuanceMethod(Protocol[P_contra, S]):
         self, session: AsyncSession, claim: Claim[S], *, serial: str, request_id: str, now: datetime
     ) -> Claim[S]:
         """The method's step inside the issuance transaction; the claim now names identity and role."""
+        ...
+
+
+@runtime_checkable
+class Identifies(Protocol[S]):
+    """A method whose proof names the machine only through a read (renewal: the certificate's record)."""
+
+    async def identify(self, claim: Claim[S], *, csr: CheckedCSR, now: datetime) -> Claim[S]:
+        """Reads only, before ``outbound``: nothing single-use is spent and nothing leaves the process,
+        so the rate limit and the decision run before a proof is burnt."""
         ...
 
 
@@ -175,6 +186,9 @@ class Pipeline:
         attempt.role = role.name if role is not None else None
         claim = method.verify(request.proof, csr=csr, role=role, now=now)
         self._learn(attempt, claim)
+        if isinstance(method, Identifies):
+            claim = await method.identify(claim, csr=csr, now=now)
+            self._learn(attempt, claim)
         template = self._decide_when_known(claim, csr, request, now)
         claim = await method.outbound(claim, now=now)
         self._learn(attempt, claim)

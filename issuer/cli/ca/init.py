@@ -4,6 +4,8 @@ the ``ca show`` parser (its command is in :mod:`issuer.cli.ca.status`)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
@@ -25,7 +27,10 @@ def add_parsers(ca: Any) -> None:
         "With --issuing-kms-key or --create-kms-key the issuing key is an AWS KMS key instead (registered "
         "as kms:<key ARN>; no issuing key file, and replicas need no passphrase); the root is then a local "
         "key file, or a KMS key too with --root-kms-key / --create-root-kms-key. "
-        "Run `issuer migrate` first (the embedded SQLite default migrates itself).",
+        "The CA passphrase never goes into the state directory: it comes from ISSUER_CA_PASSPHRASE, or the "
+        "file named by --passphrase-file or ISSUER_CA_PASSPHRASE_FILE, else "
+        "$XDG_CONFIG_HOME/issuer/ca-passphrase (~/.config/issuer/ca-passphrase); a missing file is generated "
+        "(0600). Run `issuer migrate` first (the embedded SQLite default migrates itself).",
         epilog="example: issuer ca init --create-kms-key alias/issuer-ca --kms-key-spec ECC_NIST_P256",
     )
     init.add_argument("--root-validity", default="3650d", help="root CA lifetime (default 3650d)")
@@ -33,6 +38,13 @@ def add_parsers(ca: Any) -> None:
     init.add_argument("--organization", help="O= in the CA subjects and leaves")
     init.add_argument(
         "--force", action="store_true", help="replace CA files on disk (only while the registry is still empty)"
+    )
+    init.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="PATH",
+        help="read the CA passphrase from PATH, generating it there (0600) when missing; must be outside the "
+        "state directory (default: ISSUER_CA_PASSPHRASE_FILE, else ~/.config/issuer/ca-passphrase)",
     )
     ca_kms.add_init_options(init)
     init.set_defaults(handler=cmd_init)
@@ -51,7 +63,7 @@ def init_ca_files(
 ) -> None:
     """Create the CA files and register them; prints what it did."""
     from issuer.service.ca.register import register_file_ca
-    from issuer.service.ca.setup import initialise_ca
+    from issuer.service.ca.setup import describe_passphrase, initialise_ca
 
     try:
         root_td, issuing_td = parse_duration(root_validity), parse_duration(issuing_validity)
@@ -73,19 +85,31 @@ def init_ca_files(
     print(f"  issuing: {files.issuing_cert_path} (valid {format_duration(issuing_td)})")
     if registered is not None:
         print(f"  registered as the active issuer (fingerprint {registered.fingerprint_sha256[:16]}…)")
-    if generated:
-        print(f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE")
+    print(f"  passphrase: {describe_passphrase(settings, generated=generated)}")
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    flag = args.passphrase_file
+    if flag is not None:
+        if settings.ca_passphrase is not None:
+            raise fail("--passphrase-file and ISSUER_CA_PASSPHRASE both name the passphrase; give one", code="usage")
+        settings = dataclasses.replace(settings, ca_passphrase_file=flag.absolute())
     if ca_kms.wants_kms(args):
-        return ca_kms.cmd_init_kms(args, settings)
-    init_ca_files(
-        settings,
-        root_validity=args.root_validity,
-        issuing_validity=args.issuing_validity,
-        organization=args.organization,
-        force=args.force,
-    )
-    print("Next: `issuer serve`, then `issuer truststore export --out truststore.pem` for API Gateway.")
-    return 0
+        status = ca_kms.cmd_init_kms(args, settings)
+    else:
+        init_ca_files(
+            settings,
+            root_validity=args.root_validity,
+            issuing_validity=args.issuing_validity,
+            organization=args.organization,
+            force=args.force,
+        )
+        print("Next: `issuer serve`, then `issuer truststore export --out truststore.pem` for API Gateway.")
+        status = 0
+    root_in_kms = bool(getattr(args, "root_kms_key", None) or getattr(args, "create_root_kms_key", None))
+    if flag is not None and not root_in_kms and settings.ca_passphrase_file != settings.default_passphrase_file:
+        print(
+            f"Commands that need the CA key (`issuer serve` with file keys, `issuer ca rotate`) read the passphrase "
+            f"with ISSUER_CA_PASSPHRASE_FILE={settings.ca_passphrase_file}"
+        )
+    return status

@@ -152,6 +152,7 @@ class _Protocol(RequestHandler):
                 status,
                 code,
                 request_id,
+                extra={"event": "refused", "code": code, "status": status, "remote": request.remote},
             )
         if self._server.refusals is not None and status < 500:
             reason = f"{type(exc).__name__ if exc is not None else 'unknown'}: {detail}"

@@ -296,6 +296,15 @@ class Pipeline:
             claim.role.name,
             certificate.not_valid_after_utc.isoformat(),
             f" renewed_from={prior.serial}" if prior is not None else "",
+            extra={
+                "event": "issued",
+                "serial": serial,
+                "method": attempt.method,
+                "principal": identity.principal,
+                "role": claim.role.name,
+                "not_after": certificate.not_valid_after_utc.isoformat(),
+                "renewed_from": prior.serial if prior is not None else None,
+            },
         )
 
     def _answer(
@@ -342,6 +351,14 @@ class Pipeline:
             principal,
             role,
             reason,
+            extra={
+                "event": "refused",
+                "method": attempt.method,
+                "code": code,
+                "principal": principal,
+                "role": role,
+                "reason": str(reason)[:1000],
+            },
         )
         try:
             async with self.sessions() as session, session.begin():

@@ -14,6 +14,7 @@ nonce it holds) or forgotten (that nonce stops working; the next attestation bin
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ __all__ = [
     "reason_flag",
     "revoke",
 ]
+
+log = logging.getLogger("issuer.revocation")
 
 Sessions = async_sessionmaker[AsyncSession]
 TargetKind = Literal["serial", "principal", "instance"]
@@ -213,6 +216,24 @@ async def revoke(
                     ),
                     now=now,
                 )
+    for cert in live if not dry_run else ():
+        principal = identities[cert.identity_id].principal
+        log.info(
+            "revoked serial=%s principal=%s role=%s reason=%s",
+            cert.serial,
+            principal,
+            cert.role,
+            reason,
+            extra={
+                "event": "revoked",
+                "serial": cert.serial,
+                "principal": principal,
+                "role": cert.role,
+                "code": "certificate_revoked",
+                "reason": reason,
+                "revocation_request_id": request_id,
+            },
+        )
     return Revocation(
         target=target,
         reason=reason,

@@ -249,6 +249,7 @@ class Metrics:
         for operation in _SIGNER_OPERATIONS:
             for outcome in ("ok", "error"):
                 self.signer_seconds.labels(backend, operation, outcome)
+            self.signer_errors.labels(backend, operation, "ca_signer_unavailable")
 
     def signed(self, backend: str, operation: str, outcome: SignerOutcome, seconds: float, code: str | None) -> None:
         self.signer_seconds.labels(backend, operation, outcome).observe(seconds)

@@ -7,6 +7,7 @@ own parser. The KMS backend's label is checked in ``test_kms_issuer.py`` (moto's
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +36,7 @@ methods = ["aws-ec2"]
 allow_unbounded_documents = true
 """
 METHODS = ("token", "aws-ec2", "aws-iam", "renew")
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 
 
 async def scrape(h: Harness) -> Scrape:
@@ -127,3 +129,21 @@ async def test_signer_latency_and_errors_by_backend(tmp_path: Path, pg_url: str)
     assert s.total("issuer_signer_duration_seconds_count", backend="file", operation="issue", outcome="error") == 1
     assert s.total("issuer_signer_errors_total", backend="file", operation="issue", code="ca_signer_unavailable") == 1
     assert s.total("issuer_issuances_total", method="token", code="ca_signer_unavailable") == 1
+
+
+async def test_every_metric_the_alert_rules_read_is_one_the_service_exports(tmp_path: Path, pg_url: str) -> None:
+    expressions, inside = [], False
+    for line in RULES.read_text().splitlines():  # the expr: blocks only (annotations name metrics too)
+        key = line.strip().split(":", 1)[0]
+        if key == "expr":
+            inside, indent = True, len(line) - len(line.lstrip())
+            expressions.append(line.split(":", 1)[1])
+        elif inside and line.strip() and len(line) - len(line.lstrip()) > indent:
+            expressions.append(line)
+        else:
+            inside = False
+    read = set(re.findall(r"\b(issuer_[a-z_]+)\b", "\n".join(expressions)))
+    async with running_issuer(tmp_path, pg_url, config=CONFIG) as h:
+        s = await scrape(h)
+    exported = {name for name, _ in s.samples}
+    assert read and read <= exported, sorted(read - exported)

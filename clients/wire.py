@@ -12,6 +12,7 @@ from typing import Final, Literal, get_args
 
 __all__ = [
     "AUTH_MODES",
+    "CLOCK_REFUSALS",
     "CSR_SHA256_HEADER",
     "DEFAULT_KEY_TYPE",
     "ISSUE_PATHS",
@@ -75,6 +76,9 @@ RENEWAL_REFUSALS: Final = frozenset(
         "renewal_chain_too_old",
     }
 )
+
+# Refusals that say the machine's clock is off, not that the certificate is beyond renewal.
+CLOCK_REFUSALS: Final = frozenset({"renew_token_expired"})
 
 KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"]
 KEY_TYPES: Final[tuple[KeyType, ...]] = get_args(KeyType)

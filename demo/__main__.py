@@ -327,7 +327,16 @@ def main() -> int:
 def walkthrough(aws: DemoAws) -> int:
     state = WORK / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ISSUER_", "AWS_"))}
-    env.update({"ISSUER_STATE_DIR": str(state), "ISSUER_CONFIG": str(WORK / "issuer.toml")})
+    # The CA passphrase lives apart from the state directory (a secret mounted elsewhere, in production);
+    # `issuer ca init` generates it there.
+    passphrase = WORK / "secrets" / "ca-passphrase"
+    env.update(
+        {
+            "ISSUER_STATE_DIR": str(state),
+            "ISSUER_CONFIG": str(WORK / "issuer.toml"),
+            "ISSUER_CA_PASSPHRASE_FILE": str(passphrase),
+        }
+    )
     issuer, agent = str(BIN / "issuer"), str(BIN / "issuer-agent")
     port = free_port()
     server = f"http://127.0.0.1:{port}"
@@ -352,6 +361,10 @@ def walkthrough(aws: DemoAws) -> int:
         if any(m != "0o600" for m in modes.values()):
             raise DemoFailed(f"CA files must be 0600: {modes}")
         ok(f"CA files are mode 0600: {', '.join(sorted(modes))}")
+        if not passphrase.exists() or any(p.name == "ca-passphrase" for p in state.rglob("*")):
+            raise DemoFailed(f"the CA passphrase must be in {passphrase}, not in the state directory")
+        mode = oct(passphrase.stat().st_mode & 0o777)
+        ok(f"the passphrase that unlocks them is kept apart, in {passphrase} (mode {mode})")
 
         say(f"Step 3: start the issuer on {server} (SQLite in {state})")
         log = (WORK / "issuer.log").open("wb")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes
 
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
 from issuer.attest.sts_hosts import StsHostAllowlist
@@ -35,15 +36,20 @@ from issuer.http.keys import (
     REVOCATION_LISTS,
     SETTINGS,
     TOKEN,
+    WIRE_AUDIT,
 )
 from issuer.http.metrics import METRICS, request_metrics
 from issuer.http.overload import InFlightLimit
 from issuer.http.problems import problem_middleware
 from issuer.http.routes import add_routes
+from issuer.http.server_protocol import PROTOCOL_REFUSALS
+from issuer.http.wire_audit import WireAudit, issuance_method
+from issuer.observability.ca_expiry import CaExpiry, CaExpiryCollector
 from issuer.observability.expiring import ExpiringCertificates
 from issuer.observability.metrics import Metrics
 from issuer.policy.ratelimit import RateLimiter, TokenBucketLimiter
 from issuer.service.admin.signin import OperatorSignIn
+from issuer.service.ca.observed import observed_loader
 from issuer.service.ca.register import register_file_ca
 from issuer.service.ca.registry import IssuerRegistry, SignerLoader
 from issuer.service.ca.setup import read_passphrase
@@ -70,6 +76,29 @@ log = logging.getLogger("issuer.app")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ca_expiries(registry: IssuerRegistry) -> list[CaExpiry]:
+    """Every issuing CA of the registry and every active root, for the expiry gauge."""
+    try:
+        snapshot = registry.snapshot
+    except RuntimeError:
+        return []
+    issuers = [
+        CaExpiry(v.record.fingerprint_sha256, "issuing", v.record.state, v.record.subject, v.record.not_after)
+        for v in snapshot.issuers
+    ]
+    roots = [
+        CaExpiry(
+            root.fingerprint(hashes.SHA256()).hex(),
+            "root",
+            "active",
+            root.subject.rfc4514_string(),
+            root.not_valid_after_utc,
+        )
+        for root in snapshot.roots
+    ]
+    return issuers + roots
 
 
 def create_app(
@@ -123,14 +152,18 @@ def create_app(
         app[ENGINE] = engine
         http: aiohttp.ClientSession | None = None
         tasks: list[asyncio.Task[None]] = []
+        wire_audit: WireAudit | None = None
         try:
             sessions = make_session_factory(engine)
+            wire_audit = WireAudit(sessions, clock=clock)
+            app[WIRE_AUDIT] = wire_audit
+            app[PROTOCOL_REFUSALS] = wire_audit
             if (settings.ca_dir / "issuing.pem").exists():
                 registered = await register_file_ca(sessions, ca_dir=settings.ca_dir, now=clock())
                 if registered is not None:
                     log.info("registered the CA in %s as the active issuer (%s)", settings.ca_dir, registered.subject)
             key_signers = KeySigners(ca_dir=settings.ca_dir, passphrase=lambda: read_passphrase(settings))
-            load_signer = signer_loader or key_signers
+            load_signer = observed_loader(signer_loader or key_signers, metrics)
             registry = IssuerRegistry(
                 sessions,
                 load_signer=load_signer,
@@ -181,8 +214,25 @@ def create_app(
                 lookups=lookups,
                 audience=settings.audience,
             )
-            expiring = ExpiringCertificates(sessions, clock=clock, renew_fraction=settings.renew_fraction)
+            expiring = ExpiringCertificates(
+                sessions,
+                clock=clock,
+                renew_fraction=settings.renew_fraction,
+                roles=[role.name for role in settings.roles],
+            )
             metrics.add_source(expiring, expiring.refresh)
+            ca_expiry = CaExpiryCollector(lambda: _ca_expiries(registry))
+            metrics.add_source(ca_expiry, ca_expiry.refresh)
+            methods = [app[TOKEN].name, app[EC2].name, app[IAM].name, app[RENEW].name]
+            metrics.prepare(
+                methods=methods,
+                roles=[(m, r.name) for r in settings.roles for m in methods if m in r.methods or m == "renew"],
+                routes=[
+                    route.resource.canonical
+                    for route in app.router.routes()
+                    if route.method == "POST" and route.resource and issuance_method(route.resource.canonical)
+                ],
+            )
             janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
             if crls_every is not None:
@@ -205,6 +255,8 @@ def create_app(
                     await task
             if http is not None:
                 await http.close()
+            if wire_audit is not None:
+                await wire_audit.close()
             await engine.dispose()
 
     app.cleanup_ctx.append(resources)

@@ -1,4 +1,11 @@
-"""Structured logs: one JSON object a line, carrying the request id of the request being served."""
+"""Structured logs: one JSON object a line, carrying the request id of the request being served.
+
+Every fact a log call passes as ``extra={...}`` (``serial``, ``principal``, ``role``, ``code``,
+``method``, …) is a field of its own in the JSON line, beside the human-readable ``msg``, so a log
+pipeline can filter and count by them without parsing messages. The fields ``ts``, ``level``,
+``logger``, ``msg``, ``request_id``, ``client_request_id`` and ``exc`` are the formatter's own and
+are never overwritten by an ``extra``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,11 @@ from datetime import UTC, datetime
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 # The caller's own X-Request-ID, kept beside ours so logs can be joined up; never trusted as ours.
 client_request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_request_id", default=None)
+
+
+# What every LogRecord has; anything else on a record came from a call's ``extra``.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+_OWN = frozenset({"ts", "level", "logger", "msg", "request_id", "client_request_id", "exc"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,9 +39,9 @@ class JsonFormatter(logging.Formatter):
         client_id = client_request_id_var.get()
         if client_id:
             entry["client_request_id"] = client_id
-        for key in ("method", "path", "status", "code", "duration_ms", "remote"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in _OWN and not key.startswith("_"):
+                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -99,11 +99,13 @@ class Settings:
     # Requests per verified identity (instance, principal, token name), per process; None: no limit.
     rate_limit: RateLimit | None = _DEFAULT_RATE
     # The CA passphrase: ISSUER_CA_PASSPHRASE, else the file ISSUER_CA_PASSPHRASE_FILE names,
-    # else <state_dir>/ca-passphrase (what the embedded default generates).
+    # else default_passphrase_file — outside the state directory, so the passphrase never sits
+    # beside the keys it unlocks (``ca init`` generates it there when none is given).
     ca_passphrase: Secret | None = None
     ca_passphrase_file: Path | None = None
     # [[admins]]: who may use the admin API (/v1/admin/), with which permissions; empty: the API is off.
     admins: tuple[AdminGrant, ...] = ()
+    default_passphrase_file: Path | None = None  # None: <config home>/issuer/ca-passphrase of this user
 
     @property
     def ca_dir(self) -> Path:
@@ -122,6 +124,12 @@ class Settings:
 def default_state_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "issuer"
+
+
+def default_passphrase_file(env: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/issuer/ca-passphrase``, else ``~/.config/issuer/ca-passphrase``: apart from the state."""
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "issuer" / "ca-passphrase"
 
 
 def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
@@ -227,6 +235,7 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         ca_passphrase=Secret(passphrase.encode()) if passphrase else None,
         ca_passphrase_file=Path(passphrase_file) if passphrase_file else None,
         admins=admins,
+        default_passphrase_file=default_passphrase_file(env),
     )
 
 

@@ -31,7 +31,7 @@ from clients.agent.stop import StopSwitch, SystemClock
 from clients.errors import ConfigError, ServerProblem, UsageError
 from clients.imds import ImdsClient, ImdsPatience, resolve_endpoint
 from clients.keys import hostname_hint
-from clients.wire import DEFAULT_KEY_TYPE, RENEWAL_REFUSALS
+from clients.wire import CLOCK_REFUSALS, DEFAULT_KEY_TYPE, RENEWAL_REFUSALS
 
 __all__ = ["Handler", "TokenSource", "check_options", "run_bootstrap", "run_daemon", "run_renew", "settle"]
 
@@ -289,7 +289,14 @@ def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, 
                 progress=progress,
             )
     except ServerProblem as exc:
-        if exc.refused and exc.code in RENEWAL_REFUSALS:
+        if exc.refused and exc.code in CLOCK_REFUSALS:
+            print(
+                "hint: the issuer found the renewal token outside its time window, so this machine's clock "
+                "and the issuer's differ by more than a minute; fix the clock (NTP, `timedatectl`) and renew "
+                "again — the certificate itself does not need a new bootstrap",
+                file=err,
+            )
+        elif exc.refused and exc.code in RENEWAL_REFUSALS:
             print(
                 "hint: the issuer will not renew this certificate; run `issuer-agent bootstrap` again "
                 "(`issuer-agent run` does that by itself)",

@@ -157,7 +157,7 @@ def _check_claims(
     if now > expires + CLOCK_SKEW or issued > now + CLOCK_SKEW:
         _refuse(
             "renew_token_expired",
-            "The renewal token has expired or is not yet valid; make a new one.",
+            "The renewal token has expired or is not yet valid: make a new one, and check the machine's clock.",
             f"iat {issued.isoformat()} exp {expires.isoformat()} now {now.isoformat()}",
         )
     aud = claims.get("aud")

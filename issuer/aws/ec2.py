@@ -23,9 +23,6 @@ __all__ = ["Boto3InstanceLookup", "Boto3Lookups"]
 
 # Error codes that say "this instance does not exist" rather than "AWS failed".
 _NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
-# The shared codes, plus ones the EC2 and IAM lookups also meet.
-_THROTTLED = THROTTLED | {"RequestThrottled"}
-_DENIED = DENIED | {"AuthFailure", "UnrecognizedClientException", "OptInRequired"}
 _UNAVAILABLE = "AWS could not be asked about the instance; try again later."
 _ACCOUNT = re.compile(r"[0-9]{12}")
 
@@ -134,7 +131,7 @@ def _unavailable(exc: Exception, call: str, account_id: str, region: str) -> Ups
     if isinstance(exc, ClientError):
         code = error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _DENIED:
+        if code in DENIED:
             # The operator's IAM setup is wrong, not the client's proof: 503, and say so.
             return UpstreamUnavailable(
                 _UNAVAILABLE,
@@ -143,7 +140,7 @@ def _unavailable(exc: Exception, call: str, account_id: str, region: str) -> Ups
                 "(operator misconfiguration)",
                 retry_after=30,
             )
-        kind = "throttled" if code in _THROTTLED else f"HTTP {status}"
+        kind = "throttled" if code in THROTTLED else f"HTTP {status}"
         return UpstreamUnavailable(_UNAVAILABLE, code="ec2_lookup_unavailable", reason=f"{where}: {kind} {code}: {exc}")
     return UpstreamUnavailable(
         _UNAVAILABLE, code="ec2_lookup_unavailable", reason=f"{where}: {type(exc).__name__}: {exc}"

@@ -4,9 +4,9 @@ A failed call becomes an :class:`~issuer.errors.IssuerError` whose ``detail`` is
 line: the call, the resource, AWS's error code and what the operator should check::
 
     NotFound             404  aws_not_found          NoSuchBucket, NoSuchKey, NotFoundException, ...
-    Forbidden            403  aws_access_denied      AccessDenied, UnauthorizedException, ... (IAM policy)
+    Forbidden            403  aws_access_denied      AccessDenied, AuthFailure, OptInRequired, ... (IAM policy)
     ConfigError          (2)  aws_credentials_missing / aws_region_missing   nothing to sign with / no region
-    UpstreamUnavailable  503  aws_unavailable        throttled, 5xx, unreachable, timed out
+    UpstreamUnavailable  503  aws_unavailable        throttled (RequestThrottled, ...), 5xx, unreachable, timed out
     Conflict             409  aws_conflict           PreconditionFailed, ConflictException
     ClientError          400  aws_request_failed     anything else AWS refused (its message is kept)
 
@@ -49,12 +49,23 @@ DENIED = frozenset(
         "ExpiredToken",
         "ExpiredTokenException",
         "InvalidToken",
+        "AuthFailure",  # EC2's name for bad or expired credentials
+        "UnrecognizedClientException",  # KMS, STS, DynamoDB: the access key is unknown
+        "OptInRequired",  # the account has not enabled this region or service
         "403",
     }
 )
 # AWS error codes that mean "slow down" (any service).
 THROTTLED = frozenset(
-    {"Throttling", "ThrottlingException", "TooManyRequestsException", "SlowDown", "RequestLimitExceeded"}
+    {
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "SlowDown",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+    }
 )
 _CONFLICT = frozenset(
     {"PreconditionFailed", "ConditionalRequestConflict", "ConflictException", "OperationAborted", "412"}

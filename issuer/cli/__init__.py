@@ -99,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if getattr(exc, "code", "") == "config_invalid" else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`issuer certs list | head`): not a failure worth a line, and not the
+        # database's. Exit as a command killed by SIGPIPE would, without a second error at exit.
+        _silence_stdout()
+        return _SIGPIPE_EXIT
     except Exception as exc:
         message = database_problem(exc, settings)
         if message is None:
@@ -109,6 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _action(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(str(v) for k, v in vars(args).items() if k.endswith("_command") and v)
+
+
+_SIGPIPE_EXIT = 128 + 13
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _error(message: str) -> None:

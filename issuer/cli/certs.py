@@ -18,7 +18,10 @@ def add_parser(sub: Any) -> None:
         dest="certs_command", metavar="ACTION", required=True
     )
     clist = certs.add_parser(
-        "list", help="list issued certificates", description="List issued certificates, newest first."
+        "list",
+        help="list issued certificates",
+        description="List issued certificates, newest first.",
+        epilog="example: issuer certs list --status active --principal build-box-1 --json",
     )
     clist.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     clist.add_argument("--status", choices=("active", "revoked", "superseded"))
@@ -39,12 +42,19 @@ def add_parser(sub: Any) -> None:
     cshow.set_defaults(handler=cmd_show, remote_ok=True)
     stale = certs.add_parser(
         "stale",
-        help="certificates about to expire with no successor (missed rotations)",
-        description="List active certificates (not renewed, not revoked) that expire within --within, soonest "
-        "first: machines whose rotation did not happen. Exit status 1 when there are any (for monitoring).",
-        epilog="example: issuer certs stale --within 2h --json",
+        help="certificates past their renewal point with no successor (missed rotations)",
+        description="List active certificates (not renewed, not revoked) still unrenewed more than --late "
+        "after their own renewal point (the renew_after their machine was given: issue time plus "
+        "renew_fraction of the lifetime), soonest expiry first: machines whose rotation did not happen. "
+        "Healthy certificates, however short-lived, are never listed. Exit status 1 when there are any "
+        "(for monitoring).",
+        epilog="example: issuer certs stale --late 10m --json",
     )
-    stale.add_argument("--within", default="2h", help="how soon (default 2h)")
+    stale.add_argument(
+        "--late", help="how long past its renewal point a certificate may still be (default: not at all)"
+    )
+    # The fixed horizon it replaced listed every healthy certificate shorter than the horizon.
+    stale.add_argument("--within", help=argparse.SUPPRESS)
     stale.add_argument("--include-expired", action="store_true", help="also list ones that already expired")
     stale.add_argument("--json", action="store_true", help="print JSON")
     stale.set_defaults(handler=cmd_stale, remote_ok=True)
@@ -100,24 +110,33 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
+    if args.within is not None:
+        raise fail(
+            "--within is gone: a fixed horizon flags healthy short-lived certificates; "
+            "`certs stale` now measures each certificate from its own renewal point (see --late)",
+            code="usage",
+            exit_status=2,
+        )
     try:
-        within = parse_duration(args.within)
+        late = parse_duration(args.late) if args.late is not None else timedelta(0)
     except ValueError as exc:
-        raise fail(f"--within: {exc}", code="config_invalid", exit_status=2) from None
-    arguments = {"within": args.within, "include_expired": args.include_expired}
-    rows = act(args, settings, "certs.stale", arguments)["certificates"]
+        raise fail(f"--late: {exc}", code="config_invalid", exit_status=2) from None
+    arguments = {"late": args.late, "include_expired": args.include_expired}
+    rows = act(args, settings, "certs.stale", {k: v for k, v in arguments.items() if v is not None})["certificates"]
     if args.json:
         print_json(rows)
         return 1 if rows else 0
+    beyond = f" by more than {format_duration(late)}" if late else ""
     if not rows:
-        print(f"No certificate expires within {format_duration(within)} without a successor.")
+        print(f"No certificate is past its renewal point{beyond} without a successor.")
         return 0
     print_table(
-        ("SERIAL", "ROLE", "NOT AFTER", "LEFT", "CHAIN SINCE", "PRINCIPAL"),
+        ("SERIAL", "ROLE", "RENEW AFTER", "NOT AFTER", "LEFT", "CHAIN SINCE", "PRINCIPAL"),
         [
             (
                 c["serial"],
                 c["role"],
+                seconds(c["renew_after"]),
                 seconds(c["not_after"]),
                 _left(timedelta(seconds=c["seconds_left"])),
                 seconds(c["chain_started_at"]),
@@ -126,7 +145,7 @@ def cmd_stale(args: argparse.Namespace, settings: Settings) -> int:
             for c in rows
         ],
     )
-    print(f"{len(rows)} certificate(s) expire within {format_duration(within)} with no successor.")
+    print(f"{len(rows)} certificate(s) past their renewal point{beyond} with no successor.")
     return 1
 
 

@@ -77,22 +77,59 @@ def ensure_schema(settings: Settings) -> None:
 
 
 def database_problem(exc: BaseException, settings: Settings | None) -> str | None:
-    """One line for a database failure (unreachable, refused, wrong credentials), or None if it is not one."""
+    """One line for a database failure (unreachable, refused, no such database, wrong user or
+    password), naming host, port, database and user, or None if ``exc`` is not one."""
     from issuer.service.faults import is_database_outage
 
-    if not is_database_outage(exc) and not _is_auth_or_catalog(exc):
+    refusal = _refusal(exc)
+    if refusal is None and not is_database_outage(exc):
         return None
-    target = where(settings.database_url) if settings else "the database"
-    reason = _first_line(getattr(exc, "orig", None) or exc)
+    target = _target(settings.database_url) if settings else "the database"
+    reason = _first_line(refusal or _innermost(exc))
+    if refusal is not None and str(getattr(refusal, "sqlstate", "")) == _NO_DATABASE:
+        check = "check the database name in ISSUER_DATABASE_URL (or [issuer] database_url), or create it"
+    elif refusal is not None:
+        check = "check the user and password in ISSUER_DATABASE_URL (or [issuer] database_url)"
+    else:
+        check = "check ISSUER_DATABASE_URL (or [issuer] database_url) and that the server is running"
+    return f"cannot use {target}: {reason}; {check}"
+
+
+def _target(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        return f"the SQLite database {parsed.database}"
     return (
-        f"cannot use the database at {target}: {reason}; "
-        "check ISSUER_DATABASE_URL (or [issuer] database_url) and that the server is running"
+        f"database {parsed.database or ''!r} on {parsed.host or 'localhost'}:{parsed.port or 5432} "
+        f"as user {parsed.username or '(none)'!r}"
     )
 
 
-def _is_auth_or_catalog(exc: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(getattr(exc, "orig", None) or exc).__mro__}
-    return bool(names & {"InvalidPasswordError", "InvalidCatalogNameError", "InvalidAuthorizationSpecificationError"})
+# SQLSTATEs of a server that answered but refused: no such database, no such role or not allowed
+# (pg_hba), wrong password.
+_NO_DATABASE = "3D000"
+_REFUSED_STATES = frozenset({_NO_DATABASE, "28000", "28P01"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: SQLAlchemy's ``orig`` (an adapter error) and the driver's own error below it."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 8:
+        seen.append(current)
+        current = getattr(current, "orig", None) or current.__cause__
+    return seen
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    for candidate in reversed(_chain(exc)):  # the driver's own error names itself best
+        if str(getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)) in _REFUSED_STATES:
+            return candidate
+    return None
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    return _chain(exc)[-1]
 
 
 def _first_line(exc: BaseException) -> str:

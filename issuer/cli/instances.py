@@ -14,7 +14,12 @@ def add_parser(sub: Any) -> None:
     inst = sub.add_parser("instances", help="EC2 instance bindings (trust on first use)").add_subparsers(
         dest="instances_command", metavar="ACTION", required=True
     )
-    ilist = inst.add_parser("list", help="list bound instances", description="List EC2 instance bindings.")
+    ilist = inst.add_parser(
+        "list",
+        help="list bound instances",
+        description="List EC2 instance bindings.",
+        epilog="example: issuer instances list --limit 20 --json",
+    )
     ilist.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     ilist.add_argument("--json", action="store_true", help="print JSON")
     ilist.set_defaults(handler=cmd_list, remote_ok=True)
@@ -23,6 +28,7 @@ def add_parser(sub: Any) -> None:
         help="forget an instance's binding",
         description="Forget an instance's binding so its next attestation is treated as the first "
         "(e.g. after its instance-nonce file was lost).",
+        epilog="example: issuer instances reset i-0123456789abcdef0",
     )
     ireset.add_argument("instance_id")
     ireset.set_defaults(handler=cmd_reset, remote_ok=True)

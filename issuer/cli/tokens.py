@@ -29,14 +29,21 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--ttl", default="1h", help="how long the token is usable (default 1h)")
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(handler=cmd_create, remote_ok=True)
-    tlist = token.add_parser("list", help="list unused tokens", description="List join tokens (never their text).")
-    tlist.add_argument("--all", action="store_true", help="include used and expired tokens")
+    tlist = token.add_parser(
+        "list",
+        help="list unused tokens",
+        description="List join tokens (never their text).",
+        epilog="example: issuer token list --all --json",
+    )
+    tlist.add_argument("--all", action="store_true", help="include used, revoked and expired tokens")
     tlist.add_argument("--json", action="store_true", help="print JSON")
     tlist.set_defaults(handler=cmd_list, remote_ok=True)
     revoke = token.add_parser(
         "revoke",
         help="make an unused token unusable",
-        description="Revoke the unused join token(s) with this name, e.g. one that leaked before it was used.",
+        description="Revoke the unused join token(s) with this name, e.g. one that leaked before it was used. "
+        "A machine that presents it is refused with token_revoked.",
+        epilog="example: issuer token revoke build-box-1",
     )
     revoke.add_argument("name", help="the token's name (as given to `token create --name`)")
     revoke.set_defaults(handler=cmd_revoke, remote_ok=True)
@@ -71,7 +78,15 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     print_table(
         ("NAME", "ROLE", "CREATED", "EXPIRES", "USED"),
         [
-            (t["name"], t["role"], seconds(t["created_at"]), seconds(t["expires_at"]), seconds(t["used_at"]))
+            (
+                t["name"],
+                t["role"],
+                seconds(t["created_at"]),
+                seconds(t["expires_at"]),
+                seconds(t["used_at"])
+                if t["used_at"]
+                else (f"revoked {seconds(t['revoked_at'])}" if t.get("revoked_at") else "-"),
+            )
             for t in rows
         ],
     )

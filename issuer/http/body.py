@@ -53,7 +53,8 @@ async def read_body(request: web.Request, *, max_bytes: int, read_timeout: float
 
     Raises :class:`UnsupportedMediaType` ``unsupported_media_type``, :class:`PayloadTooLarge`
     ``payload_too_large``, :class:`RequestTimeout` ``body_timeout``, :class:`ClientGone`
-    ``client_disconnected``.
+    ``client_disconnected``, and :class:`ClientError` ``bad_request`` (body framing), ``body_not_json``,
+    ``body_not_object``, ``field_unknown``.
     """
     if request.content_type != "application/json" or (request.charset or "utf-8").lower() != "utf-8":
         given = request.headers.get("Content-Type", "none")
@@ -68,6 +69,9 @@ async def read_body(request: web.Request, *, max_bytes: int, read_timeout: float
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body is larger than this service accepts ({max_bytes} bytes).") from None
+    except web.HTTPBadRequest as exc:
+        # The parser gave up mid-body (a bad chunk after good ones): a client error with its own audit code.
+        raise ClientError("The request body framing is invalid.", code="bad_request", reason=exc.text) from None
     except TimeoutError:
         raise RequestTimeout(f"The request body did not arrive within {read_timeout:g} s.") from None
     except ConnectionResetError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from issuer.http.wire_audit import WireAudit
 from issuer.service.ca.registry import IssuerRegistry
 from issuer.service.issuance.ec2 import Ec2Method
 from issuer.service.issuance.iam import IamMethod
@@ -26,6 +27,7 @@ RENEW = web.AppKey("renew_method", RenewMethod)
 REVOCATION_LISTS = web.AppKey("revocation_lists", RevocationLists)
 CRLS = web.AppKey("crls", CrlBundles)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
+WIRE_AUDIT = web.AppKey("wire_audit", WireAudit)
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)
 # The problem code of an error response, for its access log line.

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ca.errors import CAError
 from issuer.errors import IssuerError
-from issuer.http.keys import CLIENT_REQUEST_ID, PROBLEM_CODE, REQUEST_ID
+from issuer.http.keys import CLIENT_REQUEST_ID, PROBLEM_CODE, REQUEST_ID, WIRE_AUDIT
 from issuer.logs import client_request_id_var, request_id_var
 from issuer.service.faults import as_service_error
 
@@ -103,7 +103,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         detail = exc.text or exc.reason
         if exc.status == 413:
             detail = "The request body is larger than this service accepts."
+        audit = request.app.get(WIRE_AUDIT)
+        if exc.status == 405 and audit is not None:
+            # The router refused it before any handler: an issuance path still gets its audit row.
+            from issuer.http.handlers import remote_address  # handlers import this module
+
+            await audit.method_not_allowed(request, request_id=request_id, remote=remote_address(request))
         response = problem(exc.status, code=code, title=exc.reason, detail=detail, request_id=request_id)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
     except Exception as exc:
         error = as_service_error(exc)
         if isinstance(error, IssuerError):

@@ -28,7 +28,7 @@ import ssl
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, BadStatusLine, InvalidHeader, LineTooLong
@@ -40,7 +40,7 @@ from issuer.http.server_balance import Seat
 from issuer.http.server_config import ServerLimits
 from issuer.http.server_site import SocketSite
 
-__all__ = ["IssuerRunner", "start_app"]
+__all__ = ["PROTOCOL_REFUSALS", "IssuerRunner", "ProtocolRefusals", "start_app"]
 
 log = logging.getLogger("issuer.http.server")
 
@@ -53,10 +53,27 @@ _DETAILS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+class ProtocolRefusals(Protocol):
+    """Told about every request the HTTP parser refused (an application's audit trail); must not block or raise."""
+
+    def refused(self, *, request_id: str, remote: str | None, status: int, code: str, reason: str) -> None: ...
+
+
+# An application that wants its parser refusals audited puts its sink here during start-up.
+PROTOCOL_REFUSALS = web.AppKey("protocol_refusals", ProtocolRefusals)
+
+
 class _Server(web.Server):
     """``web.Server`` that builds :class:`_Protocol` connections and counts them against the cap."""
 
-    def __init__(self, template: web.Server, *, limits: ServerLimits, handler_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        template: web.Server,
+        *,
+        limits: ServerLimits,
+        handler_kwargs: dict[str, Any],
+        refusals: ProtocolRefusals | None = None,
+    ) -> None:
         super().__init__(
             template.request_handler,
             request_factory=template.request_factory,
@@ -64,6 +81,7 @@ class _Server(web.Server):
             **handler_kwargs,
         )
         self.limits = limits
+        self.refusals = refusals
         self._loop_ref = asyncio.get_running_loop()
         self._handler_kwargs = handler_kwargs
         self._last_cap_warning = -_CAP_WARNING_INTERVAL
@@ -151,7 +169,16 @@ class _Protocol(RequestHandler):
                 status,
                 code,
                 request_id,
+                extra={"event": "refused", "code": code, "status": status, "remote": request.remote},
             )
+        if self._server.refusals is not None and status < 500:
+            reason = f"{type(exc).__name__ if exc is not None else 'unknown'}: {detail}"
+            try:
+                self._server.refusals.refused(
+                    request_id=request_id, remote=request.remote, status=status, code=code, reason=reason
+                )
+            except Exception:  # the answer never depends on its audit row
+                log.exception("could not hand a protocol refusal to the audit trail [%s]", request_id)
         response = problem(status, code=code, title=HTTPStatus(status).phrase, detail=detail, request_id=request_id)
         response.force_close()
         return response
@@ -238,7 +265,12 @@ class IssuerRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         template = await super()._make_server()  # runs the application's start-up (cleanup_ctx)
-        return _Server(template, limits=self._limits, handler_kwargs=self._handler_kwargs)
+        return _Server(
+            template,
+            limits=self._limits,
+            handler_kwargs=self._handler_kwargs,
+            refusals=self.app.get(PROTOCOL_REFUSALS),
+        )
 
     def open_connections(self) -> int:
         """Connections open now (0 before ``setup()`` and after ``cleanup()``)."""

@@ -1,12 +1,12 @@
-"""``issuer_certificates_expiring_unrenewed``: missed rotations as a gauge, computed from the database.
+"""``issuer_certificates_expiring_unrenewed{role}``: missed rotations as a gauge, computed from the database.
 
 A certificate is *due* once the renewal point the service gave its machine has passed
 (``renew_after``: issue time plus ``renew_fraction`` of its lifetime). An active
 certificate (not superseded by a renewal, not revoked) that is due and not yet expired
 is a rotation that has not happened yet: a few for a moment are normal (agents renew
 with jitter), a steady or growing number means machines that stopped renewing. The
-same set, with a fixed horizon instead of each certificate's own window, is what
-``issuer certs stale`` lists.
+same set is what ``issuer certs stale`` lists. Every configured role has its series from
+the first count on (0 when none is late), so an alert can tell "none" from "not known".
 
 The count is one query (every process answers it alike, so it needs no multi-process
 aggregation), run at most once per ``ttl`` seconds, under a timeout, and only when
@@ -20,11 +20,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from issuer.store.renewal_due import unrenewed_by_role
 
 __all__ = ["ExpiringCertificates", "count_unrenewed"]
 
@@ -32,27 +33,10 @@ log = logging.getLogger("issuer.metrics")
 
 NAME = "issuer_certificates_expiring_unrenewed"
 
-# created_at is the moment of issue, from which the service computed renew_after.
-_POSTGRES = text(
-    "SELECT count(*) FROM certificates WHERE status = 'active' AND not_after > :now "
-    "AND created_at + (not_after - created_at) * CAST(:fraction AS double precision) <= :now"
-)
-# SQLite keeps naive UTC text; julianday() makes it arithmetic.
-_SQLITE = text(
-    "SELECT count(*) FROM certificates WHERE status = 'active' AND julianday(not_after) > julianday(:now) "
-    "AND julianday(created_at) + (julianday(not_after) - julianday(created_at)) * :fraction <= julianday(:now)"
-)
-
 
 async def count_unrenewed(session: AsyncSession, *, now: datetime, renew_fraction: float) -> int:
     """How many active certificates are past their renewal point at ``now`` but not expired."""
-    connection = await session.connection()
-    if connection.dialect.name == "sqlite":
-        naive = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        result = await session.execute(_SQLITE, {"now": naive, "fraction": renew_fraction})
-    else:
-        result = await session.execute(_POSTGRES, {"now": now, "fraction": renew_fraction})
-    return int(result.scalar_one())
+    return sum((await unrenewed_by_role(session, now=now, renew_fraction=renew_fraction)).values())
 
 
 class ExpiringCertificates:
@@ -67,6 +51,7 @@ class ExpiringCertificates:
         *,
         clock: Callable[[], datetime],
         renew_fraction: float,
+        roles: Iterable[str] = (),
         ttl: float = 30.0,
         timeout: float = 2.0,
         monotonic: Callable[[], float] = time.monotonic,
@@ -77,7 +62,8 @@ class ExpiringCertificates:
         self._ttl = ttl
         self._timeout = timeout
         self._monotonic = monotonic
-        self._value: int | None = None
+        self._roles = tuple(roles)
+        self._value: dict[str, int] | None = None
         self._asked_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -91,7 +77,8 @@ class ExpiringCertificates:
             self._asked_at = self._monotonic()
             try:
                 async with asyncio.timeout(self._timeout), self._sessions() as session:
-                    self._value = await count_unrenewed(session, now=self._clock(), renew_fraction=self._fraction)
+                    counted = await unrenewed_by_role(session, now=self._clock(), renew_fraction=self._fraction)
+                self._value = dict.fromkeys(self._roles, 0) | counted
             except Exception as exc:
                 first = str(exc).splitlines()[0][:200] if str(exc) else ""
                 log.warning("metrics: could not count unrenewed certificates: %s: %s", type(exc).__name__, first)
@@ -99,13 +86,14 @@ class ExpiringCertificates:
     def collect(self) -> Iterable[Metric]:
         if self._value is None:
             return []
-        return [
-            GaugeMetricFamily(
-                NAME,
-                "Active certificates past their renewal point and not yet expired: rotations not (yet) done.",
-                value=self._value,
-            )
-        ]
+        family = GaugeMetricFamily(
+            NAME,
+            "Active certificates past their renewal point and not yet expired: rotations not (yet) done.",
+            labels=["role"],
+        )
+        for role, count in sorted(self._value.items()):
+            family.add_metric([role], count)
+        return [family]
 
     def _fresh(self) -> bool:
         return self._asked_at is not None and self._monotonic() - self._asked_at < self._ttl

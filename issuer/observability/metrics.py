@@ -13,8 +13,14 @@ Names and labels (``route`` is the route's path template, ``unmatched`` for 404s
     issuer_upstream_request_duration_seconds{service,call,outcome}
                                                             histogram  STS / EC2 calls; outcome ok|refused|error
     issuer_upstream_errors_total{service,call,code}         counter    STS / EC2 calls that could not be made
-    issuer_certificates_expiring_unrenewed                  gauge      active certificates past their renewal point,
+    issuer_signer_duration_seconds{backend,operation,outcome}
+                                                            histogram  signatures by key backend (file, kms, …);
+                                                                       operation issue|crl, outcome ok|error
+    issuer_signer_errors_total{backend,operation,code}      counter    signatures the backend could not make
+    issuer_certificates_expiring_unrenewed{role}            gauge      active certificates past their renewal point,
                                                                        not yet expired (from the database, cached 30 s)
+    issuer_ca_expiry_timestamp_seconds{issuer,kind,state,subject}
+                                                            gauge      NotAfter of each CA of the registry
     issuer_worker_start_time_seconds                        gauge      one series per live process (``pid`` label
                                                                        with ``--workers``)
     process_*                                                          one process only (no ``--workers``)
@@ -25,6 +31,11 @@ every worker writes its values to files there, and whichever worker answers
 ``GET /metrics`` aggregates all of them with ``MultiProcessCollector``: counters and
 histograms are summed (a dead worker's counts stay), the in-flight gauge is summed over
 live workers, and the database gauge is computed by the answering worker alone.
+
+Every counter and histogram has its series from start-up on, at 0, for each method (with the
+roles that allow it), outcome and the codes alerts watch (:meth:`Metrics.prepare`), and the
+signer's for its backend once loaded: ``rate()`` over a fresh process is 0, not absent, and an
+absence alert means the process is gone, not that nothing happened yet.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -41,7 +52,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from issuer.observability.multiprocess import forget_dead_processes, forget_process
-from issuer.observability.seams import UpstreamOutcome
+from issuer.observability.seams import SignerOutcome, UpstreamOutcome
 
 __all__ = ["Metrics"]
 
@@ -49,6 +60,18 @@ log = logging.getLogger("issuer.metrics")
 
 # Seconds: from a cached-key signature (milliseconds) to an STS call at its timeout.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Signatures: a key in memory signs in well under a millisecond, KMS in tens of milliseconds.
+_SIGNER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Refusal codes alerts watch, present at 0 from the start for every method (503s and the rate limit).
+ALERTED_CODES = ("rate_limited", "database_unavailable", "ca_signer_unavailable")
+# ... and per method, the upstream it depends on.
+_UPSTREAM_CODES = {"aws-iam": ("sts_unavailable",), "aws-ec2": ("ec2_lookup_unavailable",)}
+# The calls on a client's behalf and the outcomes each can have.
+_UPSTREAM_CALLS = (
+    ("sts", "GetCallerIdentity", ("ok", "refused", "error")),
+    ("ec2", "DescribeInstances", ("ok", "error")),
+)
+_SIGNER_OPERATIONS = ("issue", "crl")
 
 
 class Metrics:
@@ -114,6 +137,19 @@ class Metrics:
             ["service", "call", "code"],
             registry=r,
         )
+        self.signer_seconds = Histogram(
+            "issuer_signer_duration_seconds",
+            "Signatures by the CA (leaves and CRLs), by key backend, operation and outcome.",
+            ["backend", "operation", "outcome"],
+            buckets=_SIGNER_BUCKETS,
+            registry=r,
+        )
+        self.signer_errors = Counter(
+            "issuer_signer_errors",
+            "Signatures the key backend could not make (unreachable, throttled, denied), by error code.",
+            ["backend", "operation", "code"],
+            registry=r,
+        )
         self.worker_start = Gauge(
             "issuer_worker_start_time_seconds",
             "When each serving process started (Unix time); one series per live process.",
@@ -151,6 +187,28 @@ class Metrics:
         encoder, content_type = choose_encoder(accept or "")
         return encoder(registry), content_type
 
+    # -- series present from the start -----------------------------------------------------------
+
+    def prepare(self, *, methods: Iterable[str], roles: Iterable[tuple[str, str]], routes: Iterable[str]) -> None:
+        """Create, at 0, every series an alert or a ``rate()`` needs before the first request.
+
+        ``methods``: the issuance methods served; ``roles``: (method, role) pairs a certificate can
+        be issued for; ``routes``: the issuance routes (path templates) that can be shed.
+        """
+        for method in methods:
+            self.rate_limited.labels(method)
+            for outcome in ("issued", "refused"):
+                self.issuance_seconds.labels(method, outcome)
+            for code in (*ALERTED_CODES, *_UPSTREAM_CODES.get(method, ())):
+                self.issuances.labels(method, "", "refused", code)
+        for method, role in roles:
+            self.issuances.labels(method, role, "issued", "issued")
+        for route in routes:
+            self.shed_requests.labels(route)
+        for service, call, outcomes in _UPSTREAM_CALLS:
+            for outcome in outcomes:
+                self.upstream_seconds.labels(service, call, outcome)
+
     # -- process lifecycle -------------------------------------------------------------------
 
     def started(self) -> None:
@@ -184,6 +242,19 @@ class Metrics:
         self.upstream_seconds.labels(service, call, outcome).observe(seconds)
         if outcome == "error":
             self.upstream_errors.labels(service, call, code or "unknown").inc()
+
+    # -- SignerObserver --------------------------------------------------------------------------
+
+    def signer_loaded(self, backend: str) -> None:
+        for operation in _SIGNER_OPERATIONS:
+            for outcome in ("ok", "error"):
+                self.signer_seconds.labels(backend, operation, outcome)
+            self.signer_errors.labels(backend, operation, "ca_signer_unavailable")
+
+    def signed(self, backend: str, operation: str, outcome: SignerOutcome, seconds: float, code: str | None) -> None:
+        self.signer_seconds.labels(backend, operation, outcome).observe(seconds)
+        if outcome == "error":
+            self.signer_errors.labels(backend, operation, code or "unknown").inc()
 
     # -- LoadObserver and the HTTP layer --------------------------------------------------------
 

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-__all__ = ["IssuanceObserver", "LoadObserver", "NullObserver", "UpstreamObserver", "UpstreamOutcome"]
+__all__ = [
+    "IssuanceObserver",
+    "LoadObserver",
+    "NullObserver",
+    "SignerObserver",
+    "SignerOutcome",
+    "UpstreamObserver",
+    "UpstreamOutcome",
+]
 
 # ok: the peer answered; refused: it answered "no" (bad credentials: the client's fault);
 # error: it could not be asked (timeout, 5xx, throttled, unreachable, denied to us).
 UpstreamOutcome = Literal["ok", "refused", "error"]
+# ok: signed; error: the backend could not sign (unreachable, throttled, denied, a key that will not load).
+SignerOutcome = Literal["ok", "error"]
 
 
 class IssuanceObserver(Protocol):
@@ -35,6 +45,18 @@ class UpstreamObserver(Protocol):
 
     def upstream(self, service: str, call: str, outcome: UpstreamOutcome, seconds: float, code: str | None) -> None:
         """``service`` (``sts``, ``ec2``) answered ``call`` with ``outcome``; ``code`` names an error."""
+        ...
+
+
+class SignerObserver(Protocol):
+    """Told about every signature the CA makes (leaves and CRLs), by key backend."""
+
+    def signer_loaded(self, backend: str) -> None:
+        """A signer of ``backend`` (``file``, ``kms``, ``pca``, …: the key reference's scheme) is in use."""
+        ...
+
+    def signed(self, backend: str, operation: str, outcome: SignerOutcome, seconds: float, code: str | None) -> None:
+        """``backend`` did ``operation`` (``issue``, ``crl``) with ``outcome``; ``code`` names an error."""
         ...
 
 
@@ -60,6 +82,12 @@ class NullObserver:
         pass
 
     def upstream(self, service: str, call: str, outcome: UpstreamOutcome, seconds: float, code: str | None) -> None:
+        pass
+
+    def signer_loaded(self, backend: str) -> None:
+        pass
+
+    def signed(self, backend: str, operation: str, outcome: SignerOutcome, seconds: float, code: str | None) -> None:
         pass
 
     def in_flight(self, count: int) -> None:

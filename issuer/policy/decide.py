@@ -41,8 +41,8 @@ def decide(
     ``prior`` is the certificate being renewed (None on a first issuance). Raises
     :class:`Forbidden` (``method_not_allowed``, ``key_type_not_allowed``,
     ``binding_mismatch``, ``instance_too_old``, ``template_variable_missing``,
-    ``renewal_chain_too_old``), :class:`ClientError` (``ttl_too_long``, ``renew_same_key``)
-    or the renewal refusals of :func:`issuer.policy.renewal.check_renewal`.
+    ``renewal_chain_too_old``), :class:`ClientError` (``ttl_too_long``, ``renew_same_key``,
+    ``renew_key_reused``) or the renewal refusals of :func:`issuer.policy.renewal.check_renewal`.
     """
     if identity.method not in role.methods:
         raise Forbidden(

@@ -313,3 +313,5 @@ class JoinToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     used_by_request_id: Mapped[str | None] = mapped_column(String(64))
     certificate_serial: Mapped[str | None] = mapped_column(String(64))
+    # Set by `issuer token revoke` (which also moves expires_at to that moment).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -42,6 +42,7 @@ class TokenRecord:
     used_at: datetime | None
     used_by_request_id: str | None
     certificate_serial: str | None
+    revoked_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

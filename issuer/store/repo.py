@@ -26,6 +26,7 @@ from issuer.store.records import (
     NewIdentity,
     record_of,
 )
+from issuer.store.renewal_due import past_renewal_point
 
 __all__ = [
     "add_attestation",
@@ -34,9 +35,11 @@ __all__ = [
     "delete_expired_replay_guards",
     "get_certificate",
     "get_identity",
+    "identity_had_key",
     "list_certificates",
     "lock_certificate",
     "record_issuance",
+    "replay_guard_exists",
     "stale_certificates",
     "supersede_certificate",
     "upsert_identity",
@@ -242,6 +245,19 @@ async def get_identity(session: AsyncSession, identity_id: int) -> IdentityRecor
     return None if row is None else IdentityRecord(**row)
 
 
+async def identity_had_key(session: AsyncSession, *, identity_id: int, public_key_sha256: str) -> bool:
+    """Whether any certificate of the identity was issued for the key with this hash (any status).
+
+    Looked up through ``ix_certificates_public_key_sha256``: a key hash names at most a few rows.
+    """
+    found = await session.scalar(
+        select(Certificate.id)
+        .where(Certificate.public_key_sha256 == public_key_sha256, Certificate.identity_id == identity_id)
+        .limit(1)
+    )
+    return found is not None
+
+
 async def list_certificates(
     session: AsyncSession, *, limit: int = 50, status: str | None = None, principal: str | None = None
 ) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
@@ -255,17 +271,29 @@ async def list_certificates(
 
 
 async def stale_certificates(
-    session: AsyncSession, *, now: datetime, within: timedelta, include_expired: bool, limit: int = 500
+    session: AsyncSession,
+    *,
+    now: datetime,
+    late_by: timedelta,
+    renew_fraction: float,
+    include_expired: bool,
+    limit: int = 500,
 ) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
-    """Active certificates (no successor, not revoked) expiring before ``now + within``, soonest first.
+    """Active certificates (no successor, not revoked) whose renewal point passed more than ``late_by``
+    before ``now``, soonest expiry first.
 
-    An active certificate is the head of its renewal chain; one that nears expiry unrenewed
-    is a missed rotation. Expired ones are included only with ``include_expired``.
+    An active certificate is the head of its renewal chain; one still active well past the point
+    its machine was told to renew at is a missed rotation — each measured by its own lifetime, so
+    healthy short-lived certificates are never listed. Expired ones only with ``include_expired``.
     """
+    dialect = (await session.connection()).dialect.name
     query = (
         select(Certificate, Identity)
         .join(Identity, Certificate.identity_id == Identity.id)
-        .where(Certificate.status == "active", Certificate.not_after <= now + within)
+        .where(
+            Certificate.status == "active",
+            past_renewal_point(dialect, renew_fraction=renew_fraction, cutoff=now - late_by),
+        )
     )
     if not include_expired:
         query = query.where(Certificate.not_after > now)
@@ -303,6 +331,11 @@ async def add_replay_guard(
     values = {"kind": kind, "digest": digest, "expires_at": expires_at, "created_at": now}
     result = await connection.execute(_ADD_REPLAY_GUARD[connection.dialect.name], values)
     return result.scalar_one_or_none() is not None
+
+
+async def replay_guard_exists(session: AsyncSession, *, digest: str) -> bool:
+    """Whether a single-use proof with this digest was burnt already (a read; :func:`add_replay_guard` decides)."""
+    return await session.scalar(select(ReplayGuard.id).where(ReplayGuard.digest == digest)) is not None
 
 
 async def delete_expired_replay_guards(session: AsyncSession, *, now: datetime, batch: int = 5000) -> int:

@@ -37,6 +37,7 @@ _CONSUME = (
     .where(
         _TOKENS.c.token_hash == bindparam("p_hash"),
         _TOKENS.c.used_at.is_(None),
+        _TOKENS.c.revoked_at.is_(None),
         _TOKENS.c.expires_at > bindparam("p_now"),
     )
     .values(used_at=bindparam("p_now"), used_by_request_id=bindparam("p_request"))
@@ -78,17 +79,25 @@ async def find_join_token(session: AsyncSession, *, token_hash: str) -> TokenRec
 async def list_join_tokens(session: AsyncSession, *, include_used: bool = False) -> Sequence[TokenRecord]:
     query = select(JoinToken)
     if not include_used:
-        query = query.where(JoinToken.used_at.is_(None))
+        query = query.where(JoinToken.used_at.is_(None), JoinToken.revoked_at.is_(None))
     rows = (await session.scalars(query.order_by(JoinToken.id.desc()))).all()
     return [record_of(TokenRecord, r) for r in rows]
 
 
 async def revoke_join_token(session: AsyncSession, *, name: str, now: datetime) -> int:
-    """Expire every unused token named ``name`` at ``now``; how many were revoked."""
+    """Revoke every unused, unexpired token named ``name`` at ``now``; how many were revoked.
+
+    ``expires_at`` moves to ``now`` as well, so a replica that predates ``revoked_at`` refuses it too.
+    """
     result = await session.execute(
         update(JoinToken)
-        .where(JoinToken.name == name, JoinToken.used_at.is_(None), JoinToken.expires_at > now)
-        .values(expires_at=now)
+        .where(
+            JoinToken.name == name,
+            JoinToken.used_at.is_(None),
+            JoinToken.revoked_at.is_(None),
+            JoinToken.expires_at > now,
+        )
+        .values(expires_at=now, revoked_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

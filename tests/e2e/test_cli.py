@@ -89,7 +89,7 @@ def test_an_unreachable_database_is_named(env: dict[str, str]) -> None:
     port = free_port()  # nothing listens there
     env["ISSUER_DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/issuer"
     line = one_line_error(issuer("certs", "list", env=env))
-    assert f"127.0.0.1:{port}/issuer" in line and "ISSUER_DATABASE_URL" in line
+    assert f"database 'issuer' on 127.0.0.1:{port} as user 'postgres'" in line and "ISSUER_DATABASE_URL" in line
 
 
 def test_an_unmigrated_database_says_run_migrate(env: dict[str, str], empty_db: str) -> None:
@@ -160,6 +160,8 @@ def test_listening_is_said_once_the_port_serves(env: dict[str, str]) -> None:
 
 
 async def test_stale_certificates_and_a_principals_history(tmp_path: Path, env: dict[str, str]) -> None:
+    from datetime import UTC, datetime, timedelta
+
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from tests.support.renewal_token import renewal_token
@@ -168,9 +170,13 @@ async def test_stale_certificates_and_a_principals_history(tmp_path: Path, env: 
     config = CONFIG.replace('methods = ["token"]', 'methods = ["token"]\nttl = "1h"')
     (tmp_path / "issuer.toml").write_text(config)
     assert issuer("ca", "init", env=env).returncode == 0
-    async with running_issuer(tmp_path, env["ISSUER_DATABASE_URL"], config=config) as h:
+    # edge-9 attested 50 minutes ago and renewed 45 minutes ago: its 1 h certificate was due
+    # (2/3 of its lifetime) 5 minutes ago. edge-1 got a healthy 1 h certificate just now.
+    clock = [datetime.now(UTC) - timedelta(minutes=50)]
+    async with running_issuer(tmp_path, env["ISSUER_DATABASE_URL"], config=config, clock=lambda: clock[0]) as h:
         key, csr = new_csr()
         _, first = await h.post("/v1/issue/token", {"csr": csr, "token": await h.token(name="edge-9")})
+        clock[0] += timedelta(minutes=5)
         new_key = ec.generate_private_key(ec.SECP256R1())
         new_csr_pem = make_csr(new_key).decode()
         token = renewal_token(
@@ -178,17 +184,26 @@ async def test_stale_certificates_and_a_principals_history(tmp_path: Path, env: 
             x509.load_pem_x509_certificate(first["certificate"].encode()),
             csr_pem=new_csr_pem,
             audience=h.settings.audience,
+            now=clock[0].timestamp(),
         )
         resp = await h.client.post("/v1/renew", json={"csr": new_csr_pem}, headers={"Authorization": f"Bearer {token}"})
         second = await resp.json()
         assert resp.status == 201, second
+        clock[0] = datetime.now(UTC)
+        status, healthy = await h.post("/v1/issue/token", {"csr": new_csr()[1], "token": await h.token(name="edge-1")})
+        assert status == 201, healthy
 
-    quiet = issuer("certs", "stale", "--within", "30m", env=env)
-    assert quiet.returncode == 0 and "No certificate expires" in quiet.stdout
-    stale = issuer("certs", "stale", "--within", "2h", "--json", env=env)
+    stale = issuer("certs", "stale", "--json", env=env)
     assert stale.returncode == 1  # something to act on: monitoring can alert
-    (row,) = json.loads(stale.stdout)
+    (row,) = json.loads(stale.stdout)  # the healthy short-lived certificate is not listed
     assert (row["serial"], row["principal"]) == (second["serial"], "edge-9")  # the head of the chain only
+    assert 4 * 60 < row["seconds_late"] < 7 * 60 and 9 * 60 < row["seconds_left"] <= 15 * 60
+    table = issuer("certs", "stale", env=env)
+    assert table.returncode == 1 and second["serial"] in table.stdout and healthy["serial"] not in table.stdout
+    quiet = issuer("certs", "stale", "--late", "10m", env=env)
+    assert quiet.returncode == 0 and "No certificate is past its renewal point by more than 10m" in quiet.stdout
+    gone = issuer("certs", "stale", "--within", "2h", env=env)
+    assert gone.returncode == 2 and "--within is gone" in one_line_error(gone)
     history = issuer("certs", "history", "edge-9", env=env)
     assert history.returncode == 0, history.stderr
     lines = history.stdout.splitlines()

@@ -71,7 +71,7 @@ def test_init_with_a_new_kms_key_then_serve_with_no_passphrase_and_no_key_file(
     vault = tmp_path / "vault"
     vault.mkdir()
     (ca_dir / "root.key.pem").rename(vault / "root.key.pem")
-    (tmp_path / "state" / "ca-passphrase").rename(vault / "ca-passphrase")
+    (tmp_path / "config" / "issuer" / "ca-passphrase").rename(vault / "ca-passphrase")
     assert "ISSUER_CA_PASSPHRASE" not in env and "ISSUER_CA_PASSPHRASE_FILE" not in env
     port = free_port()
     server = serve(env, port)
@@ -95,7 +95,7 @@ def test_kms_root_and_rotation_through_the_cli(tmp_path: Path, env: dict[str, st
     ((root,), (first,)) = report["roots"], report["issuers"]
     root_arn, first_arn = root["key_ref"].removeprefix("kms:"), first["key_ref"].removeprefix("kms:")
     assert {root_arn, first_arn} <= set(kms_arns(shown)) and root["key"] == root["key_ref"]
-    assert "passphrase: generated" not in shown and not (tmp_path / "state" / "ca-passphrase").exists()
+    assert "passphrase: generated" not in shown and not (tmp_path / "config" / "issuer" / "ca-passphrase").exists()
     assert sorted(p.name for p in ca_dir.iterdir()) == ["issuing.pem", "registered.json", "root.pem"]
     root_cert = x509.load_pem_x509_certificate((ca_dir / "root.pem").read_bytes())
     assert root_cert.public_key().key_size == 384  # type: ignore[union-attr]

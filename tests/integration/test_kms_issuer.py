@@ -26,6 +26,7 @@ from issuer.attest.ec2_certs import AwsCertStore
 from issuer.aws.kms import KmsClients, is_key_arn, parse_kms_arn
 from issuer.errors import ConfigError, UpstreamUnavailable
 from issuer.service.ca.kms import KmsCA, KmsKeyChoice, init_kms_ca
+from issuer.service.ca.observed import ObservedSigner
 from issuer.service.revocation.revoke import RevocationTarget, revoke
 from issuer.store.engine import make_engine, make_session_factory
 from issuer.store.models import CaIssuer
@@ -147,7 +148,8 @@ async def test_token_leaf_and_crl_from_a_kms_issuer_verify_with_openssl(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     async with running_issuer(tmp_path, db_url, env=NO_PASSPHRASE) as h:
         signer = h.service.registry.snapshot.active.signer
-        assert isinstance(signer, KmsSigner) and signer.issuer_certificate == ca.issuing
+        assert isinstance(signer, ObservedSigner) and signer.backend == "kms"  # timed and counted as "kms"
+        assert isinstance(signer.inner, KmsSigner) and signer.issuer_certificate == ca.issuing
         key, csr = new_csr()
         status, body = await h.post("/v1/issue/token", {"csr": csr, "token": await h.token(name="kms-1")})
         assert status == 201, body

@@ -116,7 +116,7 @@ async def test_file_key_to_kms_key_with_both_leaves_valid_in_the_overlap(
 
         await activate_new(pg_url, ca_dir)
         await switch_to(h, new.certificate_pem)
-        assert isinstance(h.service.registry.snapshot.active.signer, KmsSigner)
+        assert isinstance(h.service.registry.snapshot.active.signer.inner, KmsSigner)  # type: ignore[attr-defined]
         fresh = await issue_token(h, "after")
         leaf = check_issued(fresh)
         assert leaf.issuer.rfc4514_string() == new.subject

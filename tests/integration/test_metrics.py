@@ -258,7 +258,10 @@ async def test_unrenewed_certificates_past_their_renewal_point_are_counted(tmp_p
 
         # What a scrape says, at the service's own clock (the first scrape counts at once).
         clock.now = start + timedelta(minutes=45)
-        assert (await metrics(h)).total("issuer_certificates_expiring_unrenewed") == 1
+        scrape = await metrics(h)
+        assert scrape.total("issuer_certificates_expiring_unrenewed") == 1
+        assert scrape.total("issuer_certificates_expiring_unrenewed", role="onprem") == 1
+        assert {"role": "live"} in scrape.series("issuer_certificates_expiring_unrenewed")  # present, at 0
 
 
 async def test_the_gauge_is_cached_and_keeps_its_value_through_an_outage(
@@ -270,28 +273,29 @@ async def test_the_gauge_is_cached_and_keeps_its_value_through_an_outage(
             h.service.sessions,
             clock=lambda: datetime.now(UTC) + timedelta(minutes=45),  # hour-long certificates are due by then
             renew_fraction=h.settings.renew_fraction,
+            roles=["onprem", "live"],
             ttl=30.0,
             monotonic=lambda: ticks[0],
         )
 
-        def value() -> list[float]:
-            return [sample.value for family in gauge.collect() for sample in family.samples]
+        def value() -> list[tuple[str, float]]:
+            return [(sample.labels["role"], sample.value) for family in gauge.collect() for sample in family.samples]
 
         assert value() == []  # nothing known yet: no sample rather than a made-up 0
         await gauge.refresh()
-        assert value() == [0]
+        assert value() == [("live", 0), ("onprem", 0)]  # every role from the first count on
         status, body = await h.post(TOKEN, {"csr": new_csr()[1], "token": await h.token()})
         assert status == 201, body
         ticks[0] += 29
         await gauge.refresh()
-        assert value() == [0]  # cached
+        assert value() == [("live", 0), ("onprem", 0)]  # cached
         ticks[0] += 1
         await gauge.refresh()
-        assert value() == [1]
+        assert value() == [("live", 0), ("onprem", 1)]
 
         await proxy.cut()
         ticks[0] += 30
         await gauge.refresh()  # asked, failed, logged: the last value stays
-        assert value() == [1]
+        assert value() == [("live", 0), ("onprem", 1)]
         assert any("could not count unrenewed certificates" in r.getMessage() for r in caplog.records)
         assert (await h.client.get("/metrics")).status == 200  # a scrape never fails for the database

@@ -215,6 +215,22 @@ async def test_expired_and_reused_tokens(tmp_path: Path, pg_url: str) -> None:
         ]
 
 
+async def test_a_revoked_token_is_refused_as_revoked_not_as_expired(tmp_path: Path, db_url: str) -> None:
+    from issuer.service.admin import operations as admin
+
+    async with running_issuer(tmp_path, db_url) as h:
+        leaked = await h.token(name="leaked", ttl=timedelta(hours=2))
+        assert await admin.revoke_token(h.service.sessions, name="leaked", now=datetime.now(UTC)) == 1
+        status, body = await h.post("/v1/issue/token", {"csr": new_csr()[1], "token": leaked})
+        assert (status, body["code"], body["detail"]) == (401, "token_revoked", "The join token has been revoked.")
+        (row,) = await h.attestations()
+        assert (row.code, row.principal, row.role) == ("token_revoked", "leaked", "onprem")
+        assert "revoked at" in (row.reason or "")
+        listed = await admin.list_tokens(h.service.sessions, include_used=True)
+        assert [(t.name, t.revoked_at is not None, t.used_at) for t in listed] == [("leaked", True, None)]
+        assert await admin.list_tokens(h.service.sessions, include_used=False) == []  # no longer "unused"
+
+
 async def test_concurrent_use_of_one_token_exactly_one_wins(tmp_path: Path, pg_url: str) -> None:
     async with running_issuer(tmp_path, pg_url) as h:
         for round_ in range(3):

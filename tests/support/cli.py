@@ -45,8 +45,9 @@ def cli_env(
     aws: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """This process's environment without its ``ISSUER_*`` (and, with ``aws``, ``AWS_*``) variables,
-    plus ``config`` written to ``tmp_path/issuer.toml``, state in ``tmp_path/state``, the database,
-    the CA passphrase (unless None) and the ``aws`` variables."""
+    plus ``config`` written to ``tmp_path/issuer.toml``, state in ``tmp_path/state``, the user's config
+    home in ``tmp_path/config`` (where a generated CA passphrase goes), the database, the CA passphrase
+    (unless None) and the ``aws`` variables."""
     (tmp_path / "issuer.toml").write_text(config)
     drop = ("ISSUER_",) if aws is None else ("ISSUER_", "AWS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
@@ -54,6 +55,7 @@ def cli_env(
         "ISSUER_CONFIG": str(tmp_path / "issuer.toml"),
         "ISSUER_STATE_DIR": str(tmp_path / "state"),
         "ISSUER_DATABASE_URL": database_url,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
     }
     if passphrase is not None:
         env["ISSUER_CA_PASSPHRASE"] = passphrase

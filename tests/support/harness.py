@@ -102,6 +102,7 @@ async def running_issuer(
         "ISSUER_STATE_DIR": str(state),
         "ISSUER_DATABASE_URL": database_url,
         "ISSUER_CA_PASSPHRASE": PASSPHRASE,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # never this user's own passphrase file
         **(env or {}),
     }
     settings = load_settings(config_path, env=environ)

@@ -150,6 +150,20 @@ def test_a_refusal_exits_1_with_a_hint_and_keeps_the_files(
     assert ((out / "key.pem").read_bytes(), (out / "cert.pem").read_bytes()) == before
 
 
+def test_a_token_outside_the_issuers_time_window_points_at_the_clock_not_at_bootstrap(
+    url: str, fake: FakeIssuer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    bootstrap(url, out)
+    fake.refuse_renewals = "renew_token_expired"
+    capsys.readouterr()
+    assert main(["renew", "--out", str(out), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "(code renew_token_expired" in error_line(err)
+    assert "clock" in err and "NTP" in err
+    assert "bootstrap` again" not in err
+
+
 def test_busy_issuer_exits_75_and_shows_retry_after(
     url: str, fake: FakeIssuer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -85,6 +85,19 @@ def test_the_same_key_is_refused() -> None:
     assert err.value.code == "renew_same_key"
 
 
+def test_a_key_this_identity_had_before_is_refused_and_others_are_not() -> None:
+    prior = PriorCertificate(**{**_fields(PRIOR), "earlier_keys": frozenset({"c" * 64})})  # type: ignore[arg-type]
+    role = Role(name="edge", methods=("token",))
+    with pytest.raises(ClientError) as err:
+        check_renewal(prior, role, public_key_sha256="c" * 64, now=NOW)
+    assert (err.value.code, err.value.status_hint) == ("renew_key_reused", 400)
+    check_renewal(prior, role, public_key_sha256="d" * 64, now=NOW)
+
+
+def _fields(prior: PriorCertificate) -> dict[str, object]:
+    return {f: getattr(prior, f) for f in PriorCertificate.__dataclass_fields__}
+
+
 def _prior(**changes: object) -> PriorCertificate:
     values = {f: getattr(PRIOR, f) for f in PriorCertificate.__dataclass_fields__}
     values.update(changes)

@@ -1,13 +1,17 @@
-"""``issuer ca init | show``: create the root and issuing CA (file keys here, KMS in :mod:`issuer.cli.ca.kms`)."""
+"""``issuer ca init``: create the root and issuing CA (file keys here, KMS in :mod:`issuer.cli.ca.kms`);
+the ``ca show`` parser (its command is in :mod:`issuer.cli.ca.status`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from issuer.cli.ca import kms as ca_kms
 from issuer.cli.ca import pca as ca_pca
+from issuer.cli.ca import status as status_cli
 from issuer.cli.ca.guards import refuse_second_init
 from issuer.cli.ca.root_crl import sign_first_root_crls
 from issuer.cli.database import ensure_schema, now, run, with_sessions
@@ -28,7 +32,10 @@ def add_parsers(ca: Any) -> None:
             "as kms:<key ARN>; no issuing key file, and replicas need no passphrase); the root is then a local "
             "key file, or a KMS key too with --root-kms-key / --create-root-kms-key. With --aws-pca-arn an existing "
             "AWS Private CA is the issuing CA (registered as pca:<CA ARN>; its chain's root becomes the root). "
-            "Run `issuer migrate` first (the embedded SQLite default migrates itself)."
+            "The CA passphrase never goes into the state directory: it comes from ISSUER_CA_PASSPHRASE, or the "
+            "file named by --passphrase-file or ISSUER_CA_PASSPHRASE_FILE, else "
+            "$XDG_CONFIG_HOME/issuer/ca-passphrase (~/.config/issuer/ca-passphrase); a missing file is generated "
+            "(0600). Run `issuer migrate` first (the embedded SQLite default migrates itself)."
         ),
         epilog="examples:\n  issuer ca init --create-kms-key alias/issuer-ca --kms-key-spec ECC_NIST_P256\n"
         "  issuer ca init --aws-pca-arn arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/"
@@ -41,11 +48,24 @@ def add_parsers(ca: Any) -> None:
     init.add_argument(
         "--force", action="store_true", help="replace CA files on disk (only while the registry is still empty)"
     )
+    init.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="PATH",
+        help="read the CA passphrase from PATH, generating it there (0600) when missing; must be outside the "
+        "state directory (default: ISSUER_CA_PASSPHRASE_FILE, else ~/.config/issuer/ca-passphrase)",
+    )
     ca_kms.add_init_options(init)
     ca_pca.add_init_options(init)
     init.set_defaults(handler=cmd_init)
-    show = ca.add_parser("show", help="show the CA certificates", description="Show the CA files and the registry.")
-    show.set_defaults(handler=cmd_show)
+    show = ca.add_parser(
+        "show",
+        help="show the CA certificates",
+        description="Show the registry's active issuing CA and roots (the registry decides what signs), the "
+        "other issuing CAs with their phase, and which registry entry each file in <state_dir>/ca is.",
+        epilog="example: issuer ca show",
+    )
+    show.set_defaults(handler=status_cli.cmd_show)
     adopt = ca.add_parser(
         "adopt",
         help="register the CA files in an empty database on purpose (a lost database)",
@@ -71,7 +91,7 @@ def init_ca_files(
 ) -> None:
     """Create the CA files and register them; prints what it did."""
     from issuer.service.ca.register import register_file_ca
-    from issuer.service.ca.setup import initialise_ca
+    from issuer.service.ca.setup import describe_passphrase, initialise_ca
 
     try:
         root_td, issuing_td = parse_duration(root_validity), parse_duration(issuing_validity)
@@ -94,42 +114,36 @@ def init_ca_files(
     if registered is not None:
         print(f"  registered as the active issuer (fingerprint {registered.fingerprint_sha256[:16]}…)")
     sign_first_root_crls(settings)
-    if generated:
-        print(f"  passphrase: generated into {generated} (mode 0600); in production use ISSUER_CA_PASSPHRASE_FILE")
+    print(f"  passphrase: {describe_passphrase(settings, generated=generated)}")
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    flag = args.passphrase_file
+    if flag is not None:
+        if settings.ca_passphrase is not None:
+            raise fail("--passphrase-file and ISSUER_CA_PASSPHRASE both name the passphrase; give one", code="usage")
+        settings = dataclasses.replace(settings, ca_passphrase_file=flag.absolute())
     if ca_pca.wants_pca(args):
-        return ca_pca.cmd_init_pca(args, settings)
-    if ca_kms.wants_kms(args):
-        return ca_kms.cmd_init_kms(args, settings)
-    init_ca_files(
-        settings,
-        root_validity=args.root_validity,
-        issuing_validity=args.issuing_validity,
-        organization=args.organization,
-        force=args.force,
-    )
-    print("Next: `issuer serve`, then `issuer truststore export --out truststore.pem` for API Gateway.")
-    return 0
-
-
-def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    from ca.files import describe_ca
-
-    info = describe_ca(settings.ca_dir)
-    entries = [("root", r) for r in info.roots] + [("issuing", info.issuing)]
-    for label, cert in entries:
-        print(f"{label}:")
-        print(f"  subject:  {cert.subject}")
-        print(f"  serial:   {cert.serial_hex}")
-        print(f"  key:      {cert.key_type}")
-        print(f"  valid:    {cert.not_before.isoformat()} .. {cert.not_after.isoformat()}")
-        print(f"  sha256:   {cert.sha256_fingerprint}")
-    print(f"files:      {info.directory} (root key {'present' if info.root_key_present else 'absent'})")
-    # After a rotation the files above are the CA of `ca init`; the registry says which issuer signs.
-    print("registry:   `issuer ca status` shows which issuing CA signs and what the truststore holds")
-    return 0
+        status = ca_pca.cmd_init_pca(args, settings)
+    elif ca_kms.wants_kms(args):
+        status = ca_kms.cmd_init_kms(args, settings)
+    else:
+        init_ca_files(
+            settings,
+            root_validity=args.root_validity,
+            issuing_validity=args.issuing_validity,
+            organization=args.organization,
+            force=args.force,
+        )
+        print("Next: `issuer serve`, then `issuer truststore export --out truststore.pem` for API Gateway.")
+        status = 0
+    root_in_kms = bool(getattr(args, "root_kms_key", None) or getattr(args, "create_root_kms_key", None))
+    if flag is not None and not root_in_kms and settings.ca_passphrase_file != settings.default_passphrase_file:
+        print(
+            f"Commands that need the CA key (`issuer serve` with file keys, `issuer ca rotate`) read the passphrase "
+            f"with ISSUER_CA_PASSPHRASE_FILE={settings.ca_passphrase_file}"
+        )
+    return status
 
 
 def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:

@@ -130,7 +130,10 @@ def cmd_init_kms(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  registered as the active issuer (fingerprint {done.registered.fingerprint_sha256[:16]}…)")
     sign_first_root_crls(settings)
     if generated:
-        print(f"  passphrase: generated into {generated} (mode 0600); only the root key file uses it")
+        print(
+            f"  passphrase: generated into {generated} (mode 0600), apart from the keys in {settings.ca_dir}; "
+            "only the root key file uses it"
+        )
     print("Next:")
     print("  replicas need no CA key file and no passphrase; give their role " + _POLICY_HINT.format(arn=arn))
     if root is None:

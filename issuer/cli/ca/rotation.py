@@ -133,7 +133,11 @@ def add_parsers(ca: Any) -> None:
     retire.set_defaults(handler=cmd_retire, remote_ok=True)
 
     status = ca.add_parser(
-        "status", help="issuers, roots, leaves and expiry warnings", description=_STATUS, formatter_class=raw
+        "status",
+        help="issuers, roots, leaves and expiry warnings",
+        description=_STATUS,
+        formatter_class=raw,
+        epilog="example: issuer ca status --check --warn-within 45d",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--check", action="store_true", help="exit 1 when something expires within the window")
@@ -156,6 +160,7 @@ def add_parsers(ca: Any) -> None:
         help="remove a root once no issuer under it is in use",
         description="Remove a root from the bundle and the truststore: the last step of a root rotation. "
         "Refused while it is the only root or an issuer under it is still in use.",
+        epilog="example: issuer ca retire-root 9c67288e6feb69cf",
     )
     retire_root.add_argument("fingerprint", metavar="FINGERPRINT", help="the root (4+ hex digits of its SHA-256)")
     retire_root.set_defaults(handler=cmd_retire_root)

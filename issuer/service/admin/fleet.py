@@ -23,6 +23,7 @@ from issuer.service.ca.signers import KeySigners
 from issuer.service.issuance.model import normalise_serial
 from issuer.service.revocation import revoke as revocation
 from issuer.service.revocation.upstream import UpstreamRevocations
+from issuer.store.records import CertificateRecord
 
 __all__ = ["FLEET_ACTIONS"]
 
@@ -117,24 +118,38 @@ async def _certs_show(ctx: OperatorContext, serial: str) -> Done:
 
 @dataclass(frozen=True, slots=True)
 class _Stale:
-    within: timedelta
+    late: timedelta
     include_expired: bool
 
 
 def _parse_stale(args: Args, now: datetime) -> _Stale:
-    within = args.duration("within", default="2h")
-    assert within is not None
-    return _Stale(within=within, include_expired=args.flag("include_expired"))
+    late = args.duration("late", default="0s")
+    assert late is not None
+    return _Stale(late=late, include_expired=args.flag("include_expired"))
 
 
 async def _certs_stale(ctx: OperatorContext, a: _Stale) -> Done:
-    rows = await ops.stale_certificates(ctx.sessions, now=ctx.now, within=a.within, include_expired=a.include_expired)
+    """Certificates past their own renewal point (``late`` beyond it) with no successor: rotations that stalled."""
+    fraction = ctx.settings.renew_fraction
+    rows = await ops.stale_certificates(
+        ctx.sessions, now=ctx.now, late_by=a.late, renew_fraction=fraction, include_expired=a.include_expired
+    )
+
+    def renew_after(c: CertificateRecord) -> datetime:
+        return c.created_at + (c.not_after - c.created_at) * fraction
+
     listed = [
-        {**shapes.certificate(c, i), "seconds_left": int((c.not_after - ctx.now).total_seconds())} for c, i in rows
+        {
+            **shapes.certificate(c, i),
+            "renew_after": shapes.iso(renew_after(c)),
+            "seconds_late": int((ctx.now - renew_after(c)).total_seconds()),
+            "seconds_left": int((c.not_after - ctx.now).total_seconds()),
+        }
+        for c, i in rows
     ]
     return Done(
-        result={"now": shapes.iso(ctx.now), "within": format_duration(a.within), "certificates": listed},
-        summary=f"{len(rows)} certificate(s) expire within {format_duration(a.within)} with no successor",
+        result={"now": shapes.iso(ctx.now), "late": format_duration(a.late), "certificates": listed},
+        summary=f"{len(rows)} certificate(s) past their renewal point by more than {format_duration(a.late)}",
     )
 
 

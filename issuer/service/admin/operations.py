@@ -102,11 +102,13 @@ async def show_certificate(sessions: Sessions, serial: str) -> tuple[Certificate
 
 
 async def stale_certificates(
-    sessions: Sessions, *, now: datetime, within: timedelta, include_expired: bool
+    sessions: Sessions, *, now: datetime, late_by: timedelta, renew_fraction: float, include_expired: bool
 ) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
-    """Certificates that will expire within ``within`` with no successor: rotations that did not happen."""
+    """Certificates still unrenewed ``late_by`` past their own renewal point: rotations that did not happen."""
     async with sessions() as session:
-        return await repo.stale_certificates(session, now=now, within=within, include_expired=include_expired)
+        return await repo.stale_certificates(
+            session, now=now, late_by=late_by, renew_fraction=renew_fraction, include_expired=include_expired
+        )
 
 
 async def certificate_history(sessions: Sessions, *, principal: str) -> Sequence[tuple[CertificateRecord, str | None]]:

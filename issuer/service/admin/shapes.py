@@ -39,6 +39,7 @@ def token(t: TokenRecord) -> dict[str, Any]:
         "created_at": iso(t.created_at),
         "expires_at": iso(t.expires_at),
         "used_at": iso(t.used_at),
+        "revoked_at": iso(t.revoked_at),
         "certificate_serial": t.certificate_serial,
     }
 

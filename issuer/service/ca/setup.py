@@ -1,33 +1,67 @@
-"""Where the CA's passphrase comes from, and the embedded default's development CA.
+"""Where the CA's passphrase comes from — never the state directory that holds the keys — and the
+embedded default's development CA.
 
-Passphrase, in order (read into the settings by ``load_settings``):
-``ISSUER_CA_PASSPHRASE``, the file named by ``ISSUER_CA_PASSPHRASE_FILE``, else
-``<state_dir>/ca-passphrase`` — generated (mode 0600) when the CA is initialised
-without either variable, which is what the embedded default does.
+Passphrase, in order (read into the settings by ``load_settings``): ``ISSUER_CA_PASSPHRASE``;
+the file named by ``ISSUER_CA_PASSPHRASE_FILE`` (or ``issuer ca init --passphrase-file``);
+else the user's ``$XDG_CONFIG_HOME/issuer/ca-passphrase`` (``~/.config/issuer/ca-passphrase``).
+``ca init`` generates it (mode 0600, never overwriting one) where none exists yet, and refuses to
+put it inside the state directory: whoever copies the state directory (a backup, a volume
+snapshot, a replica's secret volume) must not get the key files and what unlocks them together.
+A ``<state_dir>/ca-passphrase`` left by an earlier release is still read, with a warning to move it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from ca.files import CAFiles, generate_passphrase, init_ca
 from issuer.errors import ConfigError
-from issuer.settings import Settings
+from issuer.settings import Settings, default_passphrase_file
 
-PASSPHRASE_FILE = "ca-passphrase"
+__all__ = [
+    "LEGACY_PASSPHRASE_FILE",
+    "describe_passphrase",
+    "ensure_state_dir",
+    "generate_passphrase_file",
+    "initialise_ca",
+    "passphrase_path",
+    "read_passphrase",
+]
+
+log = logging.getLogger("issuer.ca")
+
+# Where releases before 2026-12 generated it: beside the keys. Read (with a warning), never written.
+LEGACY_PASSPHRASE_FILE = "ca-passphrase"
 
 
 def passphrase_path(settings: Settings) -> Path:
-    return settings.state_dir / PASSPHRASE_FILE
+    """The passphrase file this configuration reads (and ``ca init`` generates when it is missing)."""
+    return settings.ca_passphrase_file or settings.default_passphrase_file or default_passphrase_file(os.environ)
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
 
 
 def read_passphrase(settings: Settings) -> bytes:
-    """The CA passphrase (see :class:`Settings`); raises ConfigError saying where it looked."""
+    """The CA passphrase (see the module docstring); raises ConfigError saying where it looked."""
     if settings.ca_passphrase is not None:
         return settings.ca_passphrase.reveal()
-    path = settings.ca_passphrase_file or passphrase_path(settings)
+    path = passphrase_path(settings)
+    legacy = settings.state_dir / LEGACY_PASSPHRASE_FILE
+    if settings.ca_passphrase_file is None and not path.exists() and legacy.exists():
+        log.warning(
+            "the CA passphrase is read from %s, beside the keys it unlocks; move it to %s "
+            "(or point ISSUER_CA_PASSPHRASE_FILE at a secret)",
+            legacy,
+            path,
+        )
+        path = legacy
+    elif _inside(path, settings.state_dir):
+        log.warning("the CA passphrase file %s is inside the state directory, beside the keys it unlocks", path)
     try:
         value = path.read_bytes().strip()
     except FileNotFoundError:
@@ -41,25 +75,48 @@ def read_passphrase(settings: Settings) -> bytes:
     return value
 
 
+def describe_passphrase(settings: Settings, *, generated: Path | None) -> str:
+    """Where the CA passphrase is, for what ``ca init`` prints."""
+    if generated is not None:
+        return (
+            f"generated into {generated} (mode 0600), apart from the keys in {settings.ca_dir}; "
+            "keep them apart in backups too"
+        )
+    if settings.ca_passphrase is not None:
+        return "from ISSUER_CA_PASSPHRASE"
+    return f"from {passphrase_path(settings)}"
+
+
 def ensure_state_dir(settings: Settings) -> None:
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def generate_passphrase_file(settings: Settings, *, replace: bool = False) -> Path | None:
-    """Write a new random passphrase to ``<state_dir>/ca-passphrase`` (mode 0600) when none is configured.
+def generate_passphrase_file(settings: Settings) -> Path | None:
+    """Write a new random passphrase (mode 0600) to :func:`passphrase_path` when none is configured.
 
-    Only when neither ``ISSUER_CA_PASSPHRASE`` nor ``ISSUER_CA_PASSPHRASE_FILE`` is set, and the file
-    is missing (or ``replace``). Returns the path when it wrote one, else None.
+    Only when ``ISSUER_CA_PASSPHRASE`` is not set and the file does not exist; an existing file is
+    never overwritten (several state directories may share the user's default one). Returns the
+    path when it wrote one, else None. Raises :class:`ConfigError` ``passphrase_beside_keys`` when
+    the file would be inside the state directory.
     """
-    if settings.ca_passphrase is not None or settings.ca_passphrase_file is not None:
+    if settings.ca_passphrase is not None:
         return None
     path = passphrase_path(settings)
-    if path.exists() and not replace:
+    if path.exists():
         return None
-    ensure_state_dir(settings)
-    # Without ``replace``, never overwrite a file another process created meanwhile.
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
-    with os.fdopen(os.open(path, flags, 0o600), "wb") as stream:
+    if _inside(path, settings.state_dir):
+        raise ConfigError(
+            f"will not write the CA passphrase to {path}: it is inside the state directory "
+            f"{settings.state_dir}, beside the keys it unlocks; choose a path outside it",
+            code="passphrase_beside_keys",
+        )
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Never overwrite a file another process created meanwhile.
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return None
+    with os.fdopen(descriptor, "wb") as stream:
         stream.write(generate_passphrase() + b"\n")
         stream.flush()
         os.fsync(stream.fileno())
@@ -80,7 +137,7 @@ def initialise_ca(
     Returns the files and, when this call generated the passphrase file, its path.
     """
     ensure_state_dir(settings)
-    generated = generate_passphrase_file(settings, replace=force)
+    generated = generate_passphrase_file(settings)
     files = init_ca(
         settings.ca_dir,
         passphrase=read_passphrase(settings),

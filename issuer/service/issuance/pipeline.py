@@ -1,6 +1,7 @@
 """The one issuance pipeline: every way to get a certificate runs this skeleton.
 
     read the request (wire schema) → parse the CSR → pick the role → verify the proof (pure)
+    → identify (reads only, for a method whose proof names the machine through a record: renewal)
     → outbound checks (STS, DescribeInstances, replay guards) → one transaction:
       the method's step (consume the token, bind the instance, supersede the renewed
       certificate) → sign → the method's writes that name the new certificate → record → commit → answer
@@ -24,7 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,7 +49,7 @@ from issuer.settings import Settings
 from issuer.store import repo
 from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
 
-__all__ = ["Attempt", "Claim", "IssuanceMethod", "Pipeline"]
+__all__ = ["Attempt", "Claim", "Identifies", "IssuanceMethod", "Pipeline"]
 
 log = logging.getLogger("issuer.service")
 
@@ -97,6 +98,16 @@ class IssuanceMethod(Protocol[P_contra, S]):
     async def signed(self, session: AsyncSession, claim: Claim[S], *, serial: str, now: datetime) -> None:
         """The method's writes that name the new certificate (``serial``: the signer's), after signing,
         in the same transaction (the join token records which certificate it became)."""
+        ...
+
+
+@runtime_checkable
+class Identifies(Protocol[S]):
+    """A method whose proof names the machine only through a read (renewal: the certificate's record)."""
+
+    async def identify(self, claim: Claim[S], *, csr: CheckedCSR, now: datetime) -> Claim[S]:
+        """Reads only, before ``outbound``: nothing single-use is spent and nothing leaves the process,
+        so the rate limit and the decision run before a proof is burnt."""
         ...
 
 
@@ -182,6 +193,9 @@ class Pipeline:
         attempt.role = role.name if role is not None else None
         claim = method.verify(request.proof, csr=csr, role=role, now=now)
         self._learn(attempt, claim)
+        if isinstance(method, Identifies):
+            claim = await method.identify(claim, csr=csr, now=now)
+            self._learn(attempt, claim)
         template = self._decide_when_known(claim, csr, request, now)
         claim = await method.outbound(claim, now=now)
         self._learn(attempt, claim)
@@ -290,6 +304,15 @@ class Pipeline:
             claim.role.name,
             certificate.not_valid_after_utc.isoformat(),
             f" renewed_from={prior.serial}" if prior is not None else "",
+            extra={
+                "event": "issued",
+                "serial": serial,
+                "method": attempt.method,
+                "principal": identity.principal,
+                "role": claim.role.name,
+                "not_after": certificate.not_valid_after_utc.isoformat(),
+                "renewed_from": prior.serial if prior is not None else None,
+            },
         )
 
     def _answer(
@@ -336,6 +359,14 @@ class Pipeline:
             principal,
             role,
             reason,
+            extra={
+                "event": "refused",
+                "method": attempt.method,
+                "code": code,
+                "principal": principal,
+                "role": role,
+                "reason": str(reason)[:1000],
+            },
         )
         try:
             async with self.sessions() as session, session.begin():

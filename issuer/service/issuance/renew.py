@@ -6,9 +6,15 @@ bytes); renewal keeps the identity facts it was issued for and the role, applies
 TTL, records ``renewed_from``, marks the old certificate ``superseded`` in the same
 transaction (a conditional UPDATE: two renewals of one certificate cannot both win), and
 refuses revoked, expired (beyond ``renew_grace``), superseded certificates and chains older
-than ``max_renewal_age`` (:mod:`issuer.policy.renewal`). For EC2 roles with
-``check_instance`` the instance is asked about again: a terminated instance cannot renew.
-A token's ``jti`` is burnt before anything else is done with it.
+than ``max_renewal_age`` (:mod:`issuer.policy.renewal`), and a new key this identity had a
+certificate for before. For EC2 roles with ``check_instance`` the instance is asked about
+again: a terminated instance cannot renew.
+
+Order, for a token: the certificate's record is read first (``identify``: reads only), so the
+pipeline's rate limit and decision run before the token's ``jti`` is burnt — a request refused
+with 429 leaves the token usable, as a join token is — and the burn still precedes the one
+outbound call (DescribeInstances). A ``jti`` seen before is refused already at the read, so a
+replayed token costs the machine's rate-limit bucket nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +64,18 @@ class _State:
         return serial_hex(self.certificate.serial_number)
 
 
+def _jti_digest(jti: str) -> str:
+    return hashlib.sha256(f"renew:{jti}".encode()).hexdigest()
+
+
+def _replayed(jti: str) -> Unauthorized:
+    return Unauthorized(
+        "This renewal token has been used already; make a new one.",
+        code="renew_token_replayed",
+        reason=f"jti {jti} seen before",
+    )
+
+
 def _unknown(reason: str) -> Unauthorized:
     return Unauthorized(
         "The certificate was not issued by this service.", code="renew_certificate_unknown", reason=reason
@@ -69,7 +87,8 @@ class RenewMethod:
 
     Refusals: ``renew_auth_missing``, the token codes of :mod:`issuer.attest.renewal`,
     ``renew_token_replayed``, ``renew_certificate_unknown`` (401), the codes of
-    :func:`issuer.policy.check_renewal`, the EC2 liveness codes and ``role_unknown``.
+    :func:`issuer.policy.check_renewal` (``renew_key_reused`` among them), the EC2 liveness
+    codes and ``role_unknown``.
     """
 
     name: AuditMethod = "renew"
@@ -108,19 +127,21 @@ class RenewMethod:
             raise _unknown(f"serial {state.serial}: no registered issuer signed it")
         return Claim(state=state)
 
-    async def outbound(self, claim: Claim[_State], *, now: datetime) -> Claim[_State]:
+    async def identify(self, claim: Claim[_State], *, csr: CheckedCSR, now: datetime) -> Claim[_State]:
+        """The recorded certificate names the identity, role and prior certificate (reads only)."""
         state = claim.state
-        if state.jti is not None and state.jti_expires is not None:
-            digest = hashlib.sha256(f"renew:{state.jti}".encode()).hexdigest()
-            if not await self._guards.burn(kind="renew", digest=digest, expires_at=state.jti_expires, now=now):
-                raise Unauthorized(
-                    "This renewal token has been used already; make a new one.",
-                    code="renew_token_replayed",
-                    reason=f"jti {state.jti} seen before",
-                )
         async with self._sessions() as session:
+            if state.jti is not None and await repo.replay_guard_exists(session, digest=_jti_digest(state.jti)):
+                raise _replayed(state.jti)
             record = await repo.get_certificate(session, state.serial)
             identity_record = None if record is None else await repo.get_identity(session, record.identity_id)
+            reused = (
+                record is not None
+                and csr.public_key_sha256_hex != record.public_key_sha256
+                and await repo.identity_had_key(
+                    session, identity_id=record.identity_id, public_key_sha256=csr.public_key_sha256_hex
+                )
+            )
         fingerprint = state.certificate.fingerprint(hashes.SHA256()).hex()
         if record is None or identity_record is None or record.fingerprint_sha256 != fingerprint:
             raise _unknown(f"serial {state.serial} is not recorded (or not with these bytes)")
@@ -140,11 +161,25 @@ class RenewMethod:
             not_after=record.not_after,
             chain_started_at=record.chain_started_at,
             public_key_sha256=record.public_key_sha256,
+            earlier_keys=frozenset({csr.public_key_sha256_hex}) if reused else frozenset(),
         )
-        # Ask AWS only about a certificate that could renew (the decision refuses the rest).
-        if role.check_instance and identity.method == "aws-ec2" and record.status == "active":
-            await check_live(self._lookups, role, identity)
         return replace(claim, identity=identity, role=role, prior=prior)
+
+    async def outbound(self, claim: Claim[_State], *, now: datetime) -> Claim[_State]:
+        state, identity, role, prior = claim.state, claim.identity, claim.role, claim.prior
+        assert identity is not None
+        assert role is not None
+        assert prior is not None
+        if state.jti is not None and state.jti_expires is not None:
+            burnt = await self._guards.burn(
+                kind="renew", digest=_jti_digest(state.jti), expires_at=state.jti_expires, now=now
+            )
+            if not burnt:
+                raise _replayed(state.jti)
+        # Ask AWS only about a certificate that could renew (the decision refused the rest already).
+        if role.check_instance and identity.method == "aws-ec2" and prior.status == "active":
+            await check_live(self._lookups, role, identity)
+        return claim
 
     async def admit(
         self, session: AsyncSession, claim: Claim[_State], *, request_id: str, now: datetime

@@ -24,7 +24,7 @@ __all__ = ["TokenMethod"]
 class TokenMethod:
     """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/issue/token``.
 
-    Refusals: ``token_invalid``, ``token_used``, ``token_expired`` (401). A refused
+    Refusals: ``token_invalid``, ``token_used``, ``token_revoked``, ``token_expired`` (401). A refused
     request does not consume the token (its transaction rolls back).
     """
 
@@ -67,6 +67,14 @@ async def _refusal(session: AsyncSession, token_hash: str) -> Unauthorized:
             "The join token has been used already.",
             code="token_used",
             reason=f"token {row.name!r} used at {row.used_at.isoformat()} by request {row.used_by_request_id}",
+            principal=row.name,
+            role=row.role,
+        )
+    if row.revoked_at is not None:
+        return Unauthorized(
+            "The join token has been revoked.",
+            code="token_revoked",
+            reason=f"token {row.name!r} revoked at {row.revoked_at.isoformat()}",
             principal=row.name,
             role=row.role,
         )

@@ -19,6 +19,7 @@ a backend that cannot be reached leaves the local revocation in force and is rep
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -46,6 +47,8 @@ __all__ = [
     "reason_flag",
     "revoke",
 ]
+
+log = logging.getLogger("issuer.revocation")
 
 Sessions = async_sessionmaker[AsyncSession]
 TargetKind = Literal["serial", "principal", "instance"]
@@ -228,6 +231,24 @@ async def revoke(
                     ),
                     now=now,
                 )
+    for cert in live if not dry_run else ():
+        principal = identities[cert.identity_id].principal
+        log.info(
+            "revoked serial=%s principal=%s role=%s reason=%s",
+            cert.serial,
+            principal,
+            cert.role,
+            reason,
+            extra={
+                "event": "revoked",
+                "serial": cert.serial,
+                "principal": principal,
+                "role": cert.role,
+                "code": "certificate_revoked",
+                "reason": reason,
+                "revocation_request_id": request_id,
+            },
+        )
     told: tuple[UpstreamResult, ...] = ()
     if upstream is not None and not dry_run:
         targets = [

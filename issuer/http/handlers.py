@@ -9,7 +9,6 @@ from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import text
 
 from issuer.http import schemas
 from issuer.http.body import read_json_object
@@ -28,7 +27,7 @@ from issuer.http.keys import (
 )
 from issuer.http.problems import problem
 from issuer.http.server_tls import peer_certificate
-from issuer.observability.health import signer_status
+from issuer.observability.health import database_status, signer_status
 from issuer.service.issuance.model import Issued, IssueRequest, RequestContext
 
 log = logging.getLogger("issuer.http")
@@ -157,14 +156,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks: dict[str, str] = {}
-    try:
-        async with request.app[ENGINE].connect() as conn:
-            await conn.execute(text("SELECT 1 FROM ca_issuers LIMIT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        log.warning("readiness: database check failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
-        checks["database"] = "unavailable"
+    checks = {"database": await database_status(request.app[ENGINE])}
     try:
         signer = request.app[REGISTRY].snapshot.active.signer
     except RuntimeError:

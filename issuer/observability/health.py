@@ -1,8 +1,9 @@
-"""Readiness of the signer: whether the active issuing key can sign now.
+"""Readiness: whether the database answers, and whether the active issuing key can sign now.
 
-A signer with an async ``check()`` (the KMS signer: one bounded ``GetPublicKey``,
-cached while healthy) is asked under a short timeout; one without (a key held in
-memory, ``LocalFileSigner``) is ready whenever it is loaded.
+The database is asked through the store (:func:`issuer.store.engine.ping`). A signer with
+an async ``check()`` (the KMS signer: one bounded ``GetPublicKey``, cached while healthy)
+is asked under a short timeout; one without (a key held in memory, ``LocalFileSigner``)
+is ready whenever it is loaded.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import asyncio
 import inspect
 import logging
 
-__all__ = ["SIGNER_CHECK_TIMEOUT", "signer_status"]
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from issuer.store.engine import ping
+
+__all__ = ["SIGNER_CHECK_TIMEOUT", "database_status", "signer_status"]
 
 log = logging.getLogger("issuer.http")
 
@@ -37,5 +42,20 @@ async def signer_status(signer: object, *, limit: float = SIGNER_CHECK_TIMEOUT) 
         code = getattr(exc, "code", type(exc).__name__)
         reason = getattr(exc, "reason", None) or str(exc)
         log.warning("readiness: signer check failed: %s: %s", code, str(reason).splitlines()[0][:300] if reason else "")
+        return "unavailable"
+    return "ok"
+
+
+async def database_status(engine: AsyncEngine) -> str:
+    """``"ok"``, or ``"unavailable"`` when the database did not answer (the pool's own timeout bounds it).
+
+    Never raises; a failure is logged in one line.
+    """
+    try:
+        await ping(engine)
+    except Exception as exc:
+        log.warning(
+            "readiness: database check failed: %s: %s", type(exc).__name__, (str(exc).splitlines() or [""])[0][:200]
+        )
         return "unavailable"
     return "ok"

@@ -41,7 +41,7 @@ from issuer.service.faults import as_service_error
 from issuer.service.issuance.model import AuditMethod, Clock, Issued, IssueRequest, RequestContext, serial_hex
 from issuer.service.issuance.roles import RoleBook
 from issuer.settings import Settings
-from issuer.store import repo
+from issuer.store import audit, certificates
 from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
 
 __all__ = ["Attempt", "Claim", "IssuanceMethod", "Pipeline"]
@@ -236,7 +236,7 @@ class Pipeline:
         identity, prior = claim.identity, claim.prior
         serial = serial_hex(certificate.serial_number)
         sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        await repo.record_issuance(
+        await certificates.record_issuance(
             session,
             identity=NewIdentity(
                 method=identity.method,
@@ -262,7 +262,7 @@ class Pipeline:
                 chain_started_at=prior.chain_started_at if prior is not None else now,
                 renewed_from=prior.id if prior is not None else None,
             ),
-            audit=AuditEntry(
+            audit_entry=AuditEntry(
                 method=attempt.method,
                 outcome="success",
                 request_id=attempt.ctx.request_id,
@@ -331,7 +331,7 @@ class Pipeline:
         )
         try:
             async with self.sessions() as session, session.begin():
-                await repo.add_attestation(
+                await audit.record(
                     session,
                     AuditEntry(
                         method=attempt.method,

@@ -34,7 +34,7 @@ from issuer.service.issuance.guards import ReplayGuards
 from issuer.service.issuance.model import AuditMethod, serial_hex
 from issuer.service.issuance.pipeline import Claim
 from issuer.service.issuance.roles import RoleBook
-from issuer.store import repo
+from issuer.store import certificates, identities
 
 __all__ = ["RenewMethod", "RenewProof"]
 
@@ -119,8 +119,8 @@ class RenewMethod:
                     reason=f"jti {state.jti} seen before",
                 )
         async with self._sessions() as session:
-            record = await repo.get_certificate(session, state.serial)
-            identity_record = None if record is None else await repo.get_identity(session, record.identity_id)
+            record = await certificates.get_certificate(session, state.serial)
+            identity_record = None if record is None else await identities.get_identity(session, record.identity_id)
         fingerprint = state.certificate.fingerprint(hashes.SHA256()).hex()
         if record is None or identity_record is None or record.fingerprint_sha256 != fingerprint:
             raise _unknown(f"serial {state.serial} is not recorded (or not with these bytes)")
@@ -151,8 +151,8 @@ class RenewMethod:
     ) -> Claim[_State]:
         prior = claim.prior
         assert prior is not None
-        if await repo.supersede_certificate(session, certificate_id=prior.id):
+        if await certificates.supersede_certificate(session, certificate_id=prior.id):
             return claim
         # Revoked or renewed between the read and now: say which, from the locked row.
-        current = await repo.lock_certificate(session, prior.serial)
+        current = await certificates.lock_certificate(session, prior.serial)
         raise status_refusal(prior.serial, current.status if current is not None else "unknown")

@@ -18,40 +18,30 @@ import aiohttp
 from aiohttp import web
 
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
+from issuer.attest.ec2_instance import LookupFactory
 from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
 from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
-from issuer.http.keys import (
-    BODY_TIMEOUT,
-    EC2,
-    ENGINE,
-    IAM,
-    PIPELINE,
-    REGISTRY,
-    RENEW,
-    REVOCATION_LISTS,
-    SETTINGS,
-    TOKEN,
-)
+from issuer.http.keys import BODY_TIMEOUT, ENGINE, METHODS, PIPELINE, REGISTRY, REVOCATION_LISTS, SETTINGS
 from issuer.http.metrics import METRICS, request_metrics
 from issuer.http.overload import InFlightLimit
 from issuer.http.problems import problem_middleware
 from issuer.http.routes import add_routes
 from issuer.observability.expiring import ExpiringCertificates
 from issuer.observability.metrics import Metrics
+from issuer.observability.refusals import RefusalTally
+from issuer.observability.seams import IssuanceObservers
 from issuer.policy.ratelimit import RateLimiter, TokenBucketLimiter
 from issuer.service.ca.register import register_file_ca
 from issuer.service.ca.registry import IssuerRegistry, SignerLoader
 from issuer.service.ca.setup import read_passphrase
 from issuer.service.ca.signers import KeySigners
-from issuer.service.issuance.ec2 import Ec2Method, LookupFactory
+from issuer.service.issuance.catalogue import MethodTable
+from issuer.service.issuance.entry import Resources
 from issuer.service.issuance.guards import ReplayGuards
-from issuer.service.issuance.iam import IamMethod
 from issuer.service.issuance.model import Clock
 from issuer.service.issuance.pipeline import Pipeline
-from issuer.service.issuance.renew import RenewMethod
-from issuer.service.issuance.token import TokenMethod
 from issuer.service.janitor import Janitor
 from issuer.service.revocation.lists import RevocationLists
 from issuer.settings import Settings
@@ -131,15 +121,16 @@ def create_app(
             limiter = rate_limiter
             if limiter is None and settings.rate_limit is not None:
                 limiter = TokenBucketLimiter(settings.rate_limit)
+            refusals = RefusalTally()
             pipeline = Pipeline(
-                settings=settings, sessions=sessions, registry=registry, clock=clock, observer=metrics, limiter=limiter
+                settings=settings,
+                sessions=sessions,
+                registry=registry,
+                clock=clock,
+                observer=IssuanceObservers(metrics, refusals),
+                limiter=limiter,
             )
             app[PIPELINE] = pipeline
-            guards = ReplayGuards(sessions)
-            app[TOKEN] = TokenMethod(pipeline.roles)
-            certs = aws_certs or AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs))
-            lookups = instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides), observer=metrics)
-            app[EC2] = Ec2Method(certs=certs, lookups=lookups)
             caller = sts_caller
             if caller is None:
                 http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trust_env=False)
@@ -149,23 +140,23 @@ def create_app(
                     timeout=settings.sts.timeout.total_seconds(),
                     observer=metrics,
                 )
-            app[IAM] = IamMethod(
-                hosts=StsHostAllowlist.from_botocore(settings.sts.partitions),
-                caller=caller,
-                server_id=settings.audience,
-                guards=guards,
-            )
-            app[RENEW] = RenewMethod(
-                registry=registry,
-                roles=pipeline.roles,
-                sessions=sessions,
-                guards=guards,
-                lookups=lookups,
-                audience=settings.audience,
+            app[METHODS] = MethodTable(
+                Resources(
+                    settings=settings,
+                    sessions=sessions,
+                    registry=registry,
+                    roles=pipeline.roles,
+                    guards=ReplayGuards(sessions),
+                    aws_certs=aws_certs or AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs)),
+                    instance_lookups=instance_lookups
+                    or Boto3Lookups(dict(settings.ec2.endpoint_overrides), observer=metrics),
+                    sts_caller=caller,
+                    sts_hosts=StsHostAllowlist.from_botocore(settings.sts.partitions),
+                )
             )
             expiring = ExpiringCertificates(sessions, clock=clock, renew_fraction=settings.renew_fraction)
             metrics.add_source(expiring, expiring.refresh)
-            janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
+            janitor = Janitor(sessions, clock=clock, refusals=refusals.counts, every=janitor_every)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
             log.info(
                 "ready: issuing CA %s (valid until %s), %d role(s), database %s",

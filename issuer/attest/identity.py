@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
-
-Method = Literal["token", "aws-ec2", "aws-iam"]
-METHODS: tuple[Method, ...] = ("token", "aws-ec2", "aws-iam")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +17,7 @@ class VerifiedIdentity:
     ``role_name``, ``session_name``, ...); every value is a string.
     """
 
-    method: Method
+    method: str  # the method's name in the catalogue (issuer.service.issuance.catalogue)
     principal: str
     account_id: str | None = None
     region: str | None = None

@@ -9,6 +9,7 @@ Gateway verifies them.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,7 +134,7 @@ async def test_expired_replay_guards_are_tidied_and_live_ones_kept(tmp_path: Pat
             await replay_guards.add_replay_guard(
                 session, kind="sts", digest="f" * 64, expires_at=now + timedelta(minutes=10), now=now
             )
-        janitor = Janitor(h.service.sessions, clock=lambda: now, refusals=h.service.refusals)
+        janitor = Janitor(h.service.sessions, clock=lambda: now, refusals=Counter())
         assert await janitor.tidy() == 7
         async with h.service.sessions() as session:
             assert await replay_guards.count_replay_guards(session) == 1

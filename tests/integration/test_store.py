@@ -52,9 +52,7 @@ async def test_join_token_is_consumed_once(db_url: str, engine_for) -> None:
 
     async def use() -> bool:
         async with sessions() as session, session.begin():
-            used = await tokens.consume_join_token(
-                session, token_hash="h" * 64, now=now, request_id="x", certificate_serial="1"
-            )
+            used = await tokens.consume_join_token(session, token_hash="h" * 64, now=now, request_id="x")
             return used is not None
 
     results = await asyncio.gather(*(use() for _ in range(6)))
@@ -62,12 +60,7 @@ async def test_join_token_is_consumed_once(db_url: str, engine_for) -> None:
     # Expired tokens are never consumed.
     async with sessions() as session, session.begin():
         await tokens.add_join_token(session, token_hash="e" * 64, name="n", role="r", now=now, expires_at=now)
-        assert (
-            await tokens.consume_join_token(
-                session, token_hash="e" * 64, now=now, request_id="x", certificate_serial="1"
-            )
-            is None
-        )
+        assert await tokens.consume_join_token(session, token_hash="e" * 64, now=now, request_id="x") is None
 
 
 async def test_a_replay_guard_is_recorded_once(db_url: str, engine_for) -> None:

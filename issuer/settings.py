@@ -19,8 +19,8 @@ from typing import Any
 
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
-from issuer.policy.ratelimit import RateLimit, parse_rate_limit
 from issuer.policy.methods import rules_for
+from issuer.policy.ratelimit import RateLimit, parse_rate_limit
 from issuer.policy.roles import Role, parse_roles
 
 DEFAULT_TRUST_DOMAIN = "issuer.local"

@@ -121,7 +121,8 @@ def _parse(fields: FieldValues) -> Ec2Options:
     for name in _LIVENESS_ONLY:
         if name in fields.values and not options.check_instance:
             raise ConfigError(
-                f"{fields.where}, field {name!r}: needs check_instance = true (it is checked with ec2:DescribeInstances)"
+                f"{fields.where}, field {name!r}: needs check_instance = true "
+                "(it is checked with ec2:DescribeInstances)"
             )
     # An identity document never expires: without an age limit or a liveness check, any leaked,
     # years-old AWS-signed document attests, and whoever attests first locks the real instance out.

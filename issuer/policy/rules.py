@@ -53,7 +53,7 @@ class HasOptions(Protocol):
     def options_of(self, method: str) -> MethodOptions: ...
 
 
-O = TypeVar("O", bound=MethodOptions)
+OptionsT = TypeVar("OptionsT", bound=MethodOptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class FieldValues:
 
 
 @dataclass(frozen=True, slots=True)
-class RoleRules(Generic[O]):
+class RoleRules(Generic[OptionsT]):
     """One method's part of the role model.
 
     ``parse`` builds the options from the fields the role gives (converted by ``fields``' kinds)
@@ -73,9 +73,9 @@ class RoleRules(Generic[O]):
     """
 
     method: str
-    kind: type[O]
+    kind: type[OptionsT]
     fields: Mapping[str, FieldKind]
-    parse: Callable[[FieldValues], O]
+    parse: Callable[[FieldValues], OptionsT]
     template_vars: frozenset[str]
     default_uri_san: str
     default_common_name: str
@@ -87,7 +87,7 @@ class RoleRules(Generic[O]):
         """Every template variable a role of this method may use."""
         return COMMON_TEMPLATE_VARS | self.template_vars
 
-    def of(self, role: HasOptions) -> O:
+    def of(self, role: HasOptions) -> OptionsT:
         """``role``'s options for this method, typed."""
         options = role.options_of(self.method)
         if not isinstance(options, self.kind):

@@ -26,7 +26,7 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError, Conflict
 from issuer.policy import BoundInstance, Role, decide_binding
 from issuer.policy.ec2 import AWS_EC2
-from issuer.service.issuance.entry import MethodEntry, Resources, Transport
+from issuer.service.issuance.entry import MethodEntry, Transport
 from issuer.service.issuance.phases import Claimed, Identified, Verified, requested_role
 from issuer.service.issuance.wire import required_text, text_field
 from issuer.store import bindings

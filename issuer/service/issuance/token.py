@@ -20,7 +20,7 @@ from issuer.attest.token import TokenProof
 from issuer.errors import Unauthorized
 from issuer.policy import Role
 from issuer.policy.token import TOKEN
-from issuer.service.issuance.entry import MethodEntry, Resources, Transport
+from issuer.service.issuance.entry import MethodEntry, Transport
 from issuer.service.issuance.phases import Claimed, Identified, Verified
 from issuer.service.issuance.roles import RoleBook
 from issuer.service.issuance.wire import required_text

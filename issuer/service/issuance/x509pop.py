@@ -21,7 +21,7 @@ from issuer.attest.x509pop import ProvenCertificate, X509PopProof, certificate_f
 from issuer.errors import Unauthorized
 from issuer.policy import Role
 from issuer.policy.x509pop import X509POP
-from issuer.service.issuance.entry import MethodEntry, Resources, Transport
+from issuer.service.issuance.entry import MethodEntry, Transport
 from issuer.service.issuance.guards import ReplayGuards
 from issuer.service.issuance.phases import Claimed, Identified, Verified, requested_role
 from issuer.service.issuance.wire import required_text

@@ -133,7 +133,7 @@ class Pipeline:
         # outbound call; a join token is consumed (and the transaction begun) while identifying.
         async with self.sessions() as transaction:
             identified = await method.identify(verified, transaction=transaction, request_id=request_id, now=now)
-            self._admit(identified, request, attempt)
+            self._check_identified(identified, request, attempt)
             template = self._decide(identified, csr, request, now)
             await method.check_upstream(identified, now=now)
             claimed = await method.claim_in_transaction(transaction, identified, request_id=request_id, now=now)
@@ -143,7 +143,7 @@ class Pipeline:
             await transaction.commit()
         return self._answer(identified, claimed, certificate, trust, template, now)
 
-    def _admit(self, identified: Identified[Any], request: IssueRequest[Any], attempt: Attempt) -> None:
+    def _check_identified(self, identified: Identified[Any], request: IssueRequest[Any], attempt: Attempt) -> None:
         """Who is asking is known: name them in the audit row, charge their rate limit, check the role."""
         attempt.principal = identified.identity.principal
         attempt.role = identified.role.name

@@ -12,7 +12,8 @@ class VerifiedIdentity:
     """Who a machine proved to be.
 
     ``principal`` is the stable name the audit trail keys on: the token's name, the
-    EC2 instance ID, or the canonical IAM ARN. ``attributes`` holds the verified facts
+    EC2 instance ID, the canonical IAM ARN, or what an x509pop role's template makes of
+    the external certificate. ``attributes`` holds the verified facts
     that role bindings and URI SAN templates may use (``instance_id``, ``image_id``,
     ``role_name``, ``session_name``, ...); every value is a string.
     """

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
@@ -144,11 +145,23 @@ def _refused(code: str, detail: str, reason: str) -> Unauthorized:
 def _chain(pem: str) -> tuple[x509.Certificate, list[x509.Certificate]]:
     try:
         certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
+        for certificate in certificates:
+            # Parsed lazily by cryptography: a malformed name or extension must be a 400 here, not a 500 later.
+            certificate.subject.rfc4514_string()
+            certificate.issuer.rfc4514_string()
+            list(certificate.extensions)
+            certificate.public_key()
+    except (
+        ValueError,
+        UnicodeEncodeError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
         raise ClientError(
             "The chain must be PEM certificates, the machine's own first.",
             code="x509pop_chain_malformed",
-            reason="not PEM certificates",
+            reason=f"not usable PEM certificates: {type(exc).__name__}: {str(exc)[:200]}",
         ) from None
     if not 1 <= len(certificates) <= MAX_CHAIN:
         raise ClientError(

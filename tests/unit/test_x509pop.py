@@ -281,3 +281,24 @@ def test_rsa_keys_smaller_than_2048_bits_are_refused_by_the_proof_check() -> Non
     token = proof(key, csr_pem=new_csr(), audience=AUDIENCE, alg="RS256")
     with pytest.raises(jws.JwsRefused, match="1024 bits"):
         jws.verify(jws.parse(token, header_keys={"alg", "typ"}), key.public_key(), algorithms=jws.ALGORITHMS)
+
+
+def test_a_certificate_with_a_malformed_extension_is_a_malformed_chain_not_a_fault() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtensionOID
+
+    machine = PKI.machine()
+    broken = (
+        x509.CertificateBuilder()
+        .subject_name(machine.certificate.subject)
+        .issuer_name(machine.certificate.issuer)
+        .public_key(machine.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(machine.certificate.not_valid_before_utc)
+        .not_valid_after(machine.certificate.not_valid_after_utc)
+        .add_extension(x509.UnrecognizedExtension(ExtensionOID.BASIC_CONSTRAINTS, b"\x04\x01garbage"), critical=True)
+        .sign(PKI.intermediate_key, hashes.SHA256())
+    )
+    chain = broken.public_bytes(serialization.Encoding.PEM).decode()
+    error = refused(machine, chain=chain)
+    assert isinstance(error, ClientError) and error.code == "x509pop_chain_malformed", error.reason

@@ -142,7 +142,7 @@ def test_cfssl_missing_is_one_clear_line_and_text_report_with_cprofile(tmp_path:
     # The server's CPU profile of the timed window: the issuance pipeline ran under it.
     assert "cProfile (CPU time) of the server during token" in out
     assert (profiles / "issuer-token.pstats").is_file()
-    assert "issue (service/issuance/pipeline.py" in out
+    assert "issue (issuance/pipeline.py" in out  # the last two parts of the path
 
 
 def test_cprofile_needs_one_worker() -> None:

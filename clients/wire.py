@@ -34,7 +34,7 @@ __all__ = [
     "parse_timestamp",
 ]
 
-Method = Literal["token", "aws-ec2", "aws-iam"]
+Method = Literal["token", "aws-ec2", "aws-iam", "x509pop"]
 METHODS: Final[tuple[Method, ...]] = get_args(Method)
 
 
@@ -47,6 +47,7 @@ ISSUE_PATHS: Final[dict[Method, str]] = {
     "token": "/v1/issue/token",
     "aws-ec2": "/v1/issue/aws-ec2",
     "aws-iam": "/v1/issue/aws-iam",
+    "x509pop": "/v1/issue/x509pop",
 }
 
 # Revoked, unexpired serials (JSON; no credential needed): what `issuer-agent status` checks.
@@ -121,6 +122,8 @@ class Field:
     RSA2048: Final = "rsa2048"
     NONCE: Final = "nonce"
     STS_REQUEST: Final = "sts_request"
+    CHAIN: Final = "chain"
+    PROOF: Final = "proof"
     TTL: Final = "ttl"
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
+from issuer.attest.ec2_instance import LookupFactory
 from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
 from issuer.aws.ec2 import Boto3Lookups
@@ -27,15 +28,12 @@ from issuer.http.admin import ADMIN, AdminApi, add_admin_routes
 from issuer.http.keys import (
     BODY_TIMEOUT,
     CRLS,
-    EC2,
     ENGINE,
-    IAM,
+    METHODS,
     PIPELINE,
     REGISTRY,
-    RENEW,
     REVOCATION_LISTS,
     SETTINGS,
-    TOKEN,
     WIRE_AUDIT,
 )
 from issuer.http.metrics import METRICS, request_metrics
@@ -47,6 +45,8 @@ from issuer.http.wire_audit import WireAudit, issuance_method
 from issuer.observability.ca_expiry import CaExpiry, CaExpiryCollector
 from issuer.observability.expiring import ExpiringCertificates
 from issuer.observability.metrics import Metrics
+from issuer.observability.refusals import RefusalTally
+from issuer.observability.seams import IssuanceObservers
 from issuer.policy.ratelimit import RateLimiter, TokenBucketLimiter
 from issuer.service.admin.signin import OperatorSignIn
 from issuer.service.ca.observed import observed_loader
@@ -54,13 +54,11 @@ from issuer.service.ca.register import register_file_ca
 from issuer.service.ca.registry import IssuerRegistry, SignerLoader
 from issuer.service.ca.setup import read_passphrase
 from issuer.service.ca.signers import KeySigners
-from issuer.service.issuance.ec2 import Ec2Method, LookupFactory
+from issuer.service.issuance.catalogue import MethodTable
+from issuer.service.issuance.entry import Resources
 from issuer.service.issuance.guards import ReplayGuards
-from issuer.service.issuance.iam import IamMethod
 from issuer.service.issuance.model import Clock
 from issuer.service.issuance.pipeline import Pipeline
-from issuer.service.issuance.renew import RenewMethod
-from issuer.service.issuance.token import TokenMethod
 from issuer.service.janitor import Janitor
 from issuer.service.revocation.bundle import CrlBundles
 from issuer.service.revocation.lists import RevocationLists
@@ -181,15 +179,16 @@ def create_app(
             limiter = rate_limiter
             if limiter is None and settings.rate_limit is not None:
                 limiter = TokenBucketLimiter(settings.rate_limit)
+            refusals = RefusalTally()
             pipeline = Pipeline(
-                settings=settings, sessions=sessions, registry=registry, clock=clock, observer=metrics, limiter=limiter
+                settings=settings,
+                sessions=sessions,
+                registry=registry,
+                clock=clock,
+                observer=IssuanceObservers(metrics, refusals),
+                limiter=limiter,
             )
             app[PIPELINE] = pipeline
-            guards = ReplayGuards(sessions)
-            app[TOKEN] = TokenMethod(pipeline.roles)
-            certs = aws_certs or AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs))
-            lookups = instance_lookups or Boto3Lookups(dict(settings.ec2.endpoint_overrides), observer=metrics)
-            app[EC2] = Ec2Method(certs=certs, lookups=lookups)
             caller = sts_caller
             if caller is None:
                 http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trust_env=False)
@@ -200,20 +199,26 @@ def create_app(
                     observer=metrics,
                 )
             hosts = StsHostAllowlist.from_botocore(settings.sts.partitions)
-            app[IAM] = IamMethod(hosts=hosts, caller=caller, server_id=settings.audience, guards=guards)
+            guards = ReplayGuards(sessions)
+            app[METHODS] = MethodTable(
+                Resources(
+                    settings=settings,
+                    sessions=sessions,
+                    registry=registry,
+                    roles=pipeline.roles,
+                    guards=guards,
+                    aws_certs=aws_certs or AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs)),
+                    instance_lookups=instance_lookups
+                    or Boto3Lookups(dict(settings.ec2.endpoint_overrides), observer=metrics),
+                    sts_caller=caller,
+                    sts_hosts=hosts,
+                )
+            )
             if settings.admins:
                 sign_in = OperatorSignIn(
                     grants=settings.admins, hosts=hosts, caller=caller, server_id=settings.audience, guards=guards
                 )
                 app[ADMIN] = AdminApi(sign_in=sign_in, sessions=sessions, settings=settings, clock=clock)
-            app[RENEW] = RenewMethod(
-                registry=registry,
-                roles=pipeline.roles,
-                sessions=sessions,
-                guards=guards,
-                lookups=lookups,
-                audience=settings.audience,
-            )
             expiring = ExpiringCertificates(
                 sessions,
                 clock=clock,
@@ -223,7 +228,8 @@ def create_app(
             metrics.add_source(expiring, expiring.refresh)
             ca_expiry = CaExpiryCollector(lambda: _ca_expiries(registry))
             metrics.add_source(ca_expiry, ca_expiry.refresh)
-            methods = [app[TOKEN].name, app[EC2].name, app[IAM].name, app[RENEW].name]
+            table: MethodTable = app[METHODS]
+            methods: list[str] = [str(name) for name in table]
             metrics.prepare(
                 methods=methods,
                 roles=[(m, r.name) for r in settings.roles for m in methods if m in r.methods or m == "renew"],
@@ -233,7 +239,7 @@ def create_app(
                     if route.method == "POST" and route.resource and issuance_method(route.resource.canonical)
                 ],
             )
-            janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
+            janitor = Janitor(sessions, clock=clock, refusals=refusals.counts, every=janitor_every)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
             if crls_every is not None:
                 tasks.append(asyncio.create_task(app[CRLS].keep_current(every=crls_every)))

@@ -20,6 +20,7 @@ from typing import Any
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
 from issuer.policy.admins import AdminGrant, parse_admins
+from issuer.policy.methods import rules_for
 from issuer.policy.ratelimit import RateLimit, parse_rate_limit
 from issuer.policy.roles import Role, parse_roles
 
@@ -191,11 +192,13 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
     if embedded and roles_raw is None:
         # Trying it out: one role for operator-issued join tokens.
         roles_raw = [{"name": "default", "methods": ["token"]}]
-    roles = parse_roles(roles_raw, source=source, trust_domain=trust_domain)
-    if server_id is None and any("aws-iam" in r.methods for r in roles):
+    base = path.parent if path else Path.cwd()
+    roles = parse_roles(roles_raw, source=source, trust_domain=trust_domain, base=base)
+    needing = sorted({m for r in roles for m in r.methods if rules_for(m).needs_server_id})
+    if server_id is None and needing:
         raise ConfigError(
-            f"{source}: [issuer] server_id is required when a role allows aws-iam "
-            "(clients sign it into their STS request as X-Issuer-Server-ID)"
+            f"{source}: [issuer] server_id is required when a role allows {' or '.join(needing)} "
+            "(clients sign it into their proofs, e.g. the STS request's X-Issuer-Server-ID)"
         )
 
     admins = parse_admins(raw.get("admins"), source=source)
@@ -227,7 +230,7 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         renew_fraction=float(renew_fraction),
         trusted_proxies=tuple(proxies),
         sts=_sts(_table(aws, "sts", source, prefix="aws."), source),
-        ec2=_ec2(_table(aws, "ec2", source, prefix="aws."), source, base=path.parent if path else Path.cwd()),
+        ec2=_ec2(_table(aws, "ec2", source, prefix="aws."), source, base=base),
         config_path=path,
         embedded=embedded,
         registry_refresh=registry_refresh,

@@ -32,8 +32,9 @@ _EXIT_TEMPFAIL = """\
   75  temporary: the issuer is unreachable or busy (429/502/503/504), or the instance metadata
       service kept failing (503, timeouts) for --imds-max-wait; retry later"""
 _EXIT_CONFIG = """\
-  78  configuration: --ca-bundle, --token-file or --out cannot be used, the files in --out are
-      broken, or the issuer's TLS certificate does not verify against the trust given (do not retry)"""
+  78  configuration: --ca-bundle, --token-file, --external-cert/--external-key or --out cannot be
+      used, the files in --out are broken, or the issuer's TLS certificate does not verify against
+      the trust given (do not retry)"""
 
 _BOOTSTRAP_EPILOG = f"""\
 examples:
@@ -48,6 +49,11 @@ examples:
   # ECS task, Lambda, IAM Roles Anywhere, EC2 instance profile: a signed STS request is the proof
   issuer-agent bootstrap --method aws-iam --role ecs-tasks --server-id issuer.example.org \\
       --server https://issuer.example.org --out /run/issuer-agent
+
+  # on-prem machine with a certificate from the enterprise PKI (or a device certificate)
+  issuer-agent bootstrap --method x509pop --role corp-servers --server-id issuer.example.org \\
+      --external-cert /etc/pki/host.pem --external-key /etc/pki/host.key \\
+      --server https://issuer.example.org --out /etc/issuer-agent
 
 writes to --out (created 0700): key.pem (0600), cert.pem, chain.pem, bundle.pem, fullchain.pem
 (leaf + chain), issuer.json (issuer, server id, method, role, serial, not after, renew after, and
@@ -95,6 +101,10 @@ examples:
   # ECS sidecar: keep /certs/live fresh for the app container that shares the volume
   issuer-agent run --method aws-iam --role ecs-tasks --server-id issuer.example.org \\
       --server https://issuer.example.org --out /certs/live
+
+  # on-prem daemon: re-proves itself with the enterprise certificate whenever renewal is refused
+  issuer-agent run --method x509pop --server-id issuer.example.org --external-cert /etc/pki/host.pem \\
+      --external-key /etc/pki/host.key --server https://issuer.example.org --out /etc/issuer-agent
 
   # systemd service on an EC2 instance, reloading nginx after every change
   issuer-agent run --method aws-ec2 --server https://issuer.example.org \\
@@ -159,8 +169,8 @@ def _connection(parser: argparse.ArgumentParser, *, server_required: bool, timeo
     group.add_argument(
         "--server-id",
         metavar="ID",
-        help="the issuer's server id (or ISSUER_SERVER_ID): signed into aws-iam proofs, and the audience of "
-        "renewal tokens (default for those: the one issuer.json records, from the issuer's own answer)",
+        help="the issuer's server id (or ISSUER_SERVER_ID): signed into aws-iam and x509pop proofs, and the "
+        "audience of renewal tokens (default for those: the one issuer.json records, from the issuer's own answer)",
     )
     group.add_argument(
         "--ca-bundle",
@@ -222,6 +232,13 @@ def _attestation(parser: argparse.ArgumentParser, *, required: bool) -> None:
         "--sts-endpoint-host", metavar="HOST", help="another STS host the issuer allows, e.g. sts.amazonaws.com"
     )
     iam.add_argument("--profile", help="AWS profile for credentials (default: botocore's chain)")
+    pop = parser.add_argument_group(
+        "--method x509pop", "a certificate another CA issued to this machine; needs --server-id (or ISSUER_SERVER_ID)"
+    )
+    pop.add_argument("--external-cert", type=Path, metavar="FILE", help="its certificate (PEM), then any intermediates")
+    pop.add_argument(
+        "--external-key", type=Path, metavar="FILE", help="its private key (PEM, unencrypted); it only signs the proof"
+    )
 
 
 def _renewal(parser: argparse.ArgumentParser) -> None:
@@ -252,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot = commands.add_parser(
         "bootstrap",
         help="prove who this machine is and get its first certificate",
-        description="Generate a key, prove this machine's identity (join token, EC2 identity document\n"
-        "or IAM-signed STS request) and install the certificate the issuer returns.",
+        description="Generate a key, prove this machine's identity (join token, EC2 identity document,\n"
+        "IAM-signed STS request or a certificate from another CA) and install the certificate the issuer returns.",
         epilog=_BOOTSTRAP_EPILOG,
         formatter_class=raw,
     )

@@ -28,6 +28,7 @@ from clients.agent.remembered import METHOD_OPTIONS, Remembered, resolve
 from clients.agent.renewal import renew
 from clients.agent.schedule import renewal_due
 from clients.agent.stop import StopSwitch, SystemClock
+from clients.agent.x509pop import load_external
 from clients.errors import ConfigError, ServerProblem, UsageError
 from clients.imds import ImdsClient, ImdsPatience, resolve_endpoint
 from clients.keys import hostname_hint
@@ -36,6 +37,9 @@ from clients.wire import CLOCK_REFUSALS, DEFAULT_KEY_TYPE, RENEWAL_REFUSALS
 __all__ = ["Handler", "TokenSource", "check_options", "run_bootstrap", "run_daemon", "run_renew", "settle"]
 
 Handler = Callable[..., int]
+
+# Methods whose proof is made for the issuer's server id (--server-id or ISSUER_SERVER_ID).
+_NEED_SERVER_ID = ("aws-iam", "x509pop")
 
 
 def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit: bool = True) -> None:
@@ -65,9 +69,13 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit:
             if explicit and other != method and getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} is for --method {other}, not {method}", code="option_not_for_method")
-    # On the command line as given, the server id may yet come from issuer.json: checked once completed.
-    if method == "aws-iam" and not explicit and not _server_id(args, env):
-        raise UsageError("--method aws-iam needs --server-id (or ISSUER_SERVER_ID)", code="server_id_missing")
+    # On the command line as given, these may yet come from issuer.json: checked once completed.
+    if method in _NEED_SERVER_ID and not explicit and not _server_id(args, env):
+        raise UsageError(f"--method {method} needs --server-id (or ISSUER_SERVER_ID)", code="server_id_missing")
+    if method == "x509pop" and not explicit and not (args.external_cert and args.external_key):
+        raise UsageError(
+            "--method x509pop needs --external-cert and --external-key", code="external_credentials_missing"
+        )
     if method == "token" and args.command == "bootstrap" and not (args.token_file or _inline_token(args, env)):
         raise UsageError("no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN", code="token_missing")
     if method == "aws-iam" and args.sts_endpoint_host and args.sts_region:
@@ -137,6 +145,8 @@ def _proof_source(
         )
     server_id = _server_id(args, env)
     assert server_id is not None  # check_options
+    if args.method == "x509pop":
+        return lambda: load_external(args.external_cert, args.external_key, server_id=server_id)
     return lambda: _iam_proof(args, server_id=server_id, progress=progress)
 
 

@@ -47,6 +47,8 @@ class Remembered:
     sts_region: str | None = None
     sts_endpoint_host: str | None = None
     profile: str | None = None
+    external_cert: str | None = None  # absolute path (x509pop)
+    external_key: str | None = None  # absolute path (x509pop); never the key itself
 
     def to_json(self) -> dict[str, object]:
         """The fields that are set, for ``issuer.json``."""
@@ -54,7 +56,7 @@ class Remembered:
 
 
 _FIELDS: Final = tuple(f.name for f in dataclasses.fields(Remembered))
-_PATHS: Final = frozenset({"ca_bundle", "token_file"})
+_PATHS: Final = frozenset({"ca_bundle", "token_file", "external_cert", "external_key"})
 _NUMBERS: Final = frozenset({"timeout", "on_change_timeout", "imds_max_wait"})
 _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {"auth": AUTH_MODES, "key_type": KEY_TYPES}
 # The state's own fields that a command line may also give.
@@ -65,6 +67,7 @@ METHOD_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "token": ("token", "token_file"),
     "aws-ec2": ("imds_endpoint", "imds_max_wait"),
     "aws-iam": ("sts_region", "sts_endpoint_host", "profile"),
+    "x509pop": ("external_cert", "external_key"),
 }
 
 DEFAULTS: Final[Mapping[str, object]] = {

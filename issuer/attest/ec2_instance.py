@@ -3,16 +3,18 @@
 A verified identity document proves an instance *was* launched; a role may also ask
 AWS (``ec2:DescribeInstances``) whether it is still running, from the same image,
 in a bound VPC/subnet with a bound instance profile. :class:`InstanceLookup` is the
-seam the service depends on; :mod:`issuer.aws.ec2` is the real one, and
-:func:`issuer.policy.check_instance` the pure decision over what it returns.
+seam the service depends on (:data:`LookupFactory` picks one per role and region);
+:mod:`issuer.aws.ec2` is the real one, and :meth:`issuer.policy.ec2.Ec2Options.check_described`
+the pure decision over what it returns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["InstanceInfo", "InstanceLookup"]
+__all__ = ["InstanceInfo", "InstanceLookup", "LookupFactory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +37,7 @@ class InstanceLookup(Protocol):
         Raises :class:`~issuer.errors.UpstreamUnavailable` (``ec2_lookup_unavailable``) when AWS cannot be asked.
         """
         ...
+
+
+# (assume_role template or None, region) -> the lookup to use
+LookupFactory = Callable[[str | None, str], InstanceLookup]

@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
-
-Method = Literal["token", "aws-ec2", "aws-iam"]
-METHODS: tuple[Method, ...] = ("token", "aws-ec2", "aws-iam")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,12 +12,13 @@ class VerifiedIdentity:
     """Who a machine proved to be.
 
     ``principal`` is the stable name the audit trail keys on: the token's name, the
-    EC2 instance ID, or the canonical IAM ARN. ``attributes`` holds the verified facts
+    EC2 instance ID, the canonical IAM ARN, or what an x509pop role's template makes of
+    the external certificate. ``attributes`` holds the verified facts
     that role bindings and URI SAN templates may use (``instance_id``, ``image_id``,
     ``role_name``, ``session_name``, ...); every value is a string.
     """
 
-    method: Method
+    method: str  # the method's name in the catalogue (issuer.service.issuance.catalogue)
     principal: str
     account_id: str | None = None
     region: str | None = None

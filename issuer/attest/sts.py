@@ -7,7 +7,7 @@ here first, with no I/O, so the service can never be used as a proxy to anything
 STS's ``GetCallerIdentity`` (the holes Vault's ``iam`` auth and aws-iam-authenticator
 had: header smuggling, host confusion, other actions, unsigned headers).
 
-The wire forms (native and Vault) are read by :mod:`issuer.http.sts_wire`; a request
+The wire forms (native and Vault) are read by :mod:`issuer.attest.sts_wire`; a request
 that parses but cannot be accepted is ``Unauthorized`` (401) here, each refusal with
 its own stable ``code`` (see ``validate_sts_request``).
 """

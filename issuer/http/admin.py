@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.attest.admin_proof import ADMIN_PROOF_HEADER, ADMIN_PURPOSE, decode_proof_header, request_digest
 from issuer.attest.sts import ADMIN_NONCE_HEADER, ADMIN_REQUEST_HEADER, PURPOSE_HEADER, SERVER_ID_HEADER
+from issuer.attest.sts_wire import parse_sts_request
 from issuer.errors import ClientError
 from issuer.http.body import parse_json, read_body
 from issuer.http.handlers import remote_address
 from issuer.http.keys import BODY_TIMEOUT, REQUEST_ID
-from issuer.http.sts_wire import parse_sts_request
 from issuer.service.admin.actions import Action, OperatorContext, perform
 from issuer.service.admin.audit import record_operator_action
 from issuer.service.admin.catalogue import ACTIONS

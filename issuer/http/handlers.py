@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import text
 
-from issuer.http import schemas
 from issuer.http.body import read_json_object
-from issuer.http.keys import (
-    BODY_TIMEOUT,
-    CLIENT_REQUEST_ID,
-    EC2,
-    ENGINE,
-    IAM,
-    PIPELINE,
-    REGISTRY,
-    RENEW,
-    REQUEST_ID,
-    SETTINGS,
-    TOKEN,
-)
+from issuer.http.keys import BODY_TIMEOUT, CLIENT_REQUEST_ID, ENGINE, METHODS, PIPELINE, REGISTRY, REQUEST_ID, SETTINGS
 from issuer.http.problems import problem
 from issuer.http.server_tls import peer_certificate
-from issuer.observability.health import signer_status
+from issuer.observability.health import database_status, signer_status
+from issuer.service.issuance.entry import MethodEntry, Transport
 from issuer.service.issuance.model import Issued, IssueRequest, RequestContext
+from issuer.service.issuance.wire import COMMON_FIELDS, read_issue_request
 
 log = logging.getLogger("issuer.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def context(request: web.Request) -> RequestContext:
@@ -87,50 +77,28 @@ def issued_response(issued: Issued) -> web.Response:
     return web.json_response(body, status=201)
 
 
-def _reader(
-    request: web.Request, fields: frozenset[str], schema: Callable[[Mapping[str, Any]], IssueRequest[Any]]
-) -> Callable[[], Any]:
-    async def read() -> IssueRequest[Any]:
-        body = await read_json_object(
-            request,
-            allowed=fields,
-            max_bytes=request.app[SETTINGS].max_body_bytes,
-            read_timeout=request.app[BODY_TIMEOUT],
+def issue_handler(entry: MethodEntry[Any]) -> Handler:
+    """The handler of ``entry``'s route: its wire schema, then the pipeline with the app's build of its steps."""
+    fields = COMMON_FIELDS | entry.fields
+
+    async def issue(request: web.Request) -> web.Response:
+        transport = Transport(
+            authorization=request.headers.get("Authorization"), peer_certificate=peer_certificate(request)
         )
-        return schema(body)
 
-    return read
+        async def read() -> IssueRequest[Any]:
+            body = await read_json_object(
+                request,
+                allowed=fields,
+                max_bytes=request.app[SETTINGS].max_body_bytes,
+                read_timeout=request.app[BODY_TIMEOUT],
+            )
+            return read_issue_request(body, entry, transport)
 
+        method = request.app[METHODS][entry.name]
+        return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
 
-async def issue_token(request: web.Request) -> web.Response:
-    read = _reader(request, schemas.TOKEN_FIELDS, schemas.token_request)
-    method = request.app[TOKEN]
-    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
-
-
-async def issue_ec2(request: web.Request) -> web.Response:
-    read = _reader(request, schemas.EC2_FIELDS, schemas.ec2_request)
-    method = request.app[EC2]
-    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
-
-
-async def issue_iam(request: web.Request) -> web.Response:
-    read = _reader(request, schemas.IAM_FIELDS, schemas.iam_request)
-    method = request.app[IAM]
-    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
-
-
-async def renew(request: web.Request) -> web.Response:
-    """``POST /v1/renew``: the current certificate (mTLS or a Bearer token) vouches for a new key."""
-    authorization = request.headers.get("Authorization")
-    peer = peer_certificate(request)
-    read = _reader(
-        request,
-        schemas.RENEW_FIELDS,
-        lambda body: schemas.renew_request(body, authorization=authorization, peer_certificate=peer),
-    )
-    method = request.app[RENEW]
-    return issued_response(await request.app[PIPELINE].issue(method, context(request), read))
+    return issue
 
 
 async def bundle(request: web.Request) -> web.Response:
@@ -157,14 +125,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    checks: dict[str, str] = {}
-    try:
-        async with request.app[ENGINE].connect() as conn:
-            await conn.execute(text("SELECT 1 FROM ca_issuers LIMIT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        log.warning("readiness: database check failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
-        checks["database"] = "unavailable"
+    checks = {"database": await database_status(request.app[ENGINE])}
     try:
         signer = request.app[REGISTRY].snapshot.active.signer
     except RuntimeError:

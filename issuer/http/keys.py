@@ -7,11 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from issuer.http.wire_audit import WireAudit
 from issuer.service.ca.registry import IssuerRegistry
-from issuer.service.issuance.ec2 import Ec2Method
-from issuer.service.issuance.iam import IamMethod
+from issuer.service.issuance.catalogue import MethodTable
 from issuer.service.issuance.pipeline import Pipeline
-from issuer.service.issuance.renew import RenewMethod
-from issuer.service.issuance.token import TokenMethod
 from issuer.service.revocation.bundle import CrlBundles
 from issuer.service.revocation.lists import RevocationLists
 from issuer.settings import Settings
@@ -19,11 +16,9 @@ from issuer.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 PIPELINE = web.AppKey("pipeline", Pipeline)
+# The catalogue's methods, built at start-up: the issue handlers find their steps here by name.
+METHODS = web.AppKey("methods", MethodTable)
 REGISTRY = web.AppKey("registry", IssuerRegistry)
-TOKEN = web.AppKey("token_method", TokenMethod)
-EC2 = web.AppKey("ec2_method", Ec2Method)
-IAM = web.AppKey("iam_method", IamMethod)
-RENEW = web.AppKey("renew_method", RenewMethod)
 REVOCATION_LISTS = web.AppKey("revocation_lists", RevocationLists)
 CRLS = web.AppKey("crls", CrlBundles)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)

@@ -1,17 +1,16 @@
-"""The URL map of API v1."""
+"""The URL map of API v1: a POST route per method of the catalogue, and the reads."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from issuer.http import handlers, metrics, revocation_handlers
+from issuer.service.issuance.catalogue import CATALOGUE
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/issue/token", handlers.issue_token)
-    app.router.add_post("/v1/issue/aws-ec2", handlers.issue_ec2)
-    app.router.add_post("/v1/issue/aws-iam", handlers.issue_iam)
-    app.router.add_post("/v1/renew", handlers.renew)
+    for entry in CATALOGUE:
+        app.router.add_post(entry.route, handlers.issue_handler(entry))
     app.router.add_get("/v1/bundle", handlers.bundle)
     app.router.add_get("/v1/truststore", handlers.truststore)
     app.router.add_get("/v1/crl", revocation_handlers.crl)

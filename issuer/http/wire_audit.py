@@ -28,7 +28,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.service.issuance.model import Clock
-from issuer.store import repo
+from issuer.store import audit
 from issuer.store.records import AuditEntry
 
 __all__ = ["MAX_PENDING", "PROTOCOL_METHOD", "WireAudit", "issuance_method"]
@@ -100,7 +100,7 @@ class WireAudit:
     async def _write(self, entry: AuditEntry, *, now: datetime) -> None:
         try:
             async with self._sessions() as session, session.begin():
-                await repo.add_attestation(session, entry, now=now)
+                await audit.record(session, entry, now=now)
         except Exception as exc:
             # The refusal stands even if its row cannot be written; say so in one line.
             first = str(exc).splitlines()[0][:200] if str(exc) else ""

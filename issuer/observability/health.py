@@ -1,9 +1,10 @@
-"""Readiness of the signer: whether the active issuing CA can sign now.
+"""Readiness: whether the database answers, and whether the active issuing CA can sign now.
 
-Every :class:`~ca.signer.Signer` declares a ``health()`` check: a key held in memory is
-healthy once loaded; the KMS signer asks KMS (one bounded ``GetPublicKey``, cached while
-healthy); the AWS Private CA signer asks Private CA (``DescribeCertificateAuthority``: the CA
-must be ACTIVE, cached likewise). It is awaited here under a short timeout of our own too.
+The database is asked through the store (:func:`issuer.store.engine.ping`). Every
+:class:`~ca.signer.Signer` declares a ``health()`` check: a key held in memory is healthy once
+loaded; the KMS signer asks KMS (one bounded ``GetPublicKey``, cached while healthy); the AWS
+Private CA signer asks Private CA (``DescribeCertificateAuthority``: the CA must be ACTIVE, cached
+likewise). It is awaited here under a short timeout of our own too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ca.signer import Signer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["SIGNER_CHECK_TIMEOUT", "signer_status"]
+from ca.signer import Signer
+from issuer.store.engine import ping
+
+__all__ = ["SIGNER_CHECK_TIMEOUT", "database_status", "signer_status"]
 
 log = logging.getLogger("issuer.http")
 
@@ -40,3 +44,18 @@ async def signer_status(signer: Signer, *, limit: float = SIGNER_CHECK_TIMEOUT) 
     detail = (health.detail or "").splitlines()[0][:300] if health.detail else ""
     log.warning("readiness: signer check failed: %s: %s", health.code, detail)
     return "unavailable"
+
+
+async def database_status(engine: AsyncEngine) -> str:
+    """``"ok"``, or ``"unavailable"`` when the database did not answer (the pool's own timeout bounds it).
+
+    Never raises; a failure is logged in one line.
+    """
+    try:
+        await ping(engine)
+    except Exception as exc:
+        log.warning(
+            "readiness: database check failed: %s: %s", type(exc).__name__, (str(exc).splitlines() or [""])[0][:200]
+        )
+        return "unavailable"
+    return "ok"

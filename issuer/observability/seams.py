@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 __all__ = [
     "IssuanceObserver",
+    "IssuanceObservers",
     "LoadObserver",
     "NullObserver",
     "SignerObserver",
@@ -38,6 +39,21 @@ class IssuanceObserver(Protocol):
     def refused(self, method: str, role: str | None, code: str, seconds: float) -> None:
         """The request failed with error ``code`` (and was audited); ``role`` when it was known."""
         ...
+
+
+class IssuanceObservers:
+    """Several :class:`IssuanceObserver` s as one (the metrics, the janitor's tally, ...), told in order."""
+
+    def __init__(self, *observers: IssuanceObserver) -> None:
+        self._observers = observers
+
+    def issued(self, method: str, role: str, seconds: float) -> None:
+        for observer in self._observers:
+            observer.issued(method, role, seconds)
+
+    def refused(self, method: str, role: str | None, code: str, seconds: float) -> None:
+        for observer in self._observers:
+            observer.refused(method, role, code, seconds)
 
 
 class UpstreamObserver(Protocol):

@@ -1,13 +1,13 @@
-"""Policy in one room: roles, bindings, the EC2 checks, trust on first use, renewal, the decision.
+"""Policy in one room: roles and what each method adds to them, trust on first use, renewal, the decision.
 
 Everything here is pure: values and ``now`` in, a value out or an
-:class:`issuer.errors.IssuerError` raised.
+:class:`issuer.errors.IssuerError` raised (role parsing, at start-up, also reads the
+files a role names).
 """
 
 from __future__ import annotations
 
 from issuer.policy.arn import arn_matches
-from issuer.policy.bindings import check_bindings, check_instance
 from issuer.policy.decide import decide
 from issuer.policy.renewal import PriorCertificate, check_renewal
 from issuer.policy.roles import Role, parse_roles, select_role
@@ -19,8 +19,6 @@ __all__ = [
     "PriorCertificate",
     "Role",
     "arn_matches",
-    "check_bindings",
-    "check_instance",
     "check_renewal",
     "decide",
     "decide_binding",

@@ -1,9 +1,10 @@
-"""The one ARN matcher role bindings use.
+"""The one pattern matcher role bindings use: ARNs, and x509pop's certificate names.
 
-A pattern is an ARN, matched exactly, or an ARN with ``*`` wildcards: each ``*``
-matches any run of characters, ``/`` and ``:`` included (``…:role/ecs-*`` matches
-``…:role/ecs-web`` and ``…:role/ecs/web``). IAM names cannot contain ``*``, so a
-``*`` in a pattern is always a wildcard. Matching is case-sensitive, as ARNs are.
+A pattern is a value, matched exactly, or a value with ``*`` wildcards: each ``*``
+matches any run of characters, ``/``, ``:`` and ``.`` included (``…:role/ecs-*`` matches
+``…:role/ecs-web`` and ``…:role/ecs/web``; ``*.corp.example`` matches ``a.b.corp.example``).
+IAM names cannot contain ``*``, so a ``*`` in a pattern is always a wildcard. Matching is
+case-sensitive, as ARNs are (x509pop lower-cases DNS names first).
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-__all__ = ["arn_matches"]
+__all__ = ["arn_matches", "wildcard_matches"]
+
+
+def wildcard_matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches ``pattern`` (exact, or ``*`` matching any run of characters)."""
+    if "*" not in pattern:
+        return pattern == value
+    return _glob(pattern).fullmatch(value) is not None
 
 
 def arn_matches(pattern: str, arn: str) -> bool:
     """Whether ``arn`` matches ``pattern`` (exact, or ``*`` matching any run of characters)."""
-    if "*" not in pattern:
-        return pattern == arn
-    return _glob(pattern).fullmatch(arn) is not None
+    return wildcard_matches(pattern, arn)
 
 
 @lru_cache(maxsize=512)

@@ -6,18 +6,15 @@ from the CSR (step-ca's rule): the CSR contributes its public key and nothing el
 
 from __future__ import annotations
 
-import string
-from collections.abc import Mapping
 from datetime import datetime, timedelta
-from urllib.parse import quote
 
 from ca.csr import CheckedCSR
 from ca.profile import LeafTemplate
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError, Forbidden
-from issuer.policy.bindings import check_bindings
 from issuer.policy.renewal import PriorCertificate, check_renewal
 from issuer.policy.roles import Role
+from issuer.policy.templates import render
 
 __all__ = ["BACKDATE", "decide"]
 
@@ -57,7 +54,7 @@ def decide(
         )
     if prior is not None:
         check_renewal(prior, role, public_key_sha256=csr.public_key_sha256_hex, now=now)
-    check_bindings(identity, role, now=now, renewing=prior is not None)
+    role.options_of(identity.method).check(identity, role=role.name, now=now, renewing=prior is not None)
     ttl = role.ttl
     if requested_ttl is not None:
         if requested_ttl > role.max_ttl:
@@ -68,9 +65,9 @@ def decide(
     variables = identity.template_vars()
     variables["trust_domain"] = trust_domain
     variables["role"] = role.name
-    uri = _render(role.uri_san_template(identity.method), variables, escape=True, role=role)
-    common_name = _render(role.common_name_template(identity.method), variables, escape=False, role=role)
-    dns = tuple(_render(t, variables, escape=True, role=role) for t in role.dns_sans)
+    uri = render(role.uri_san_template(identity.method), variables, escape=True, role=role.name)
+    common_name = render(role.common_name_template(identity.method), variables, escape=False, role=role.name)
+    dns = tuple(render(t, variables, escape=True, role=role.name) for t in role.dns_sans)
     return LeafTemplate(
         common_name=common_name[:_CN_MAX],
         organizational_unit=role.name,
@@ -79,21 +76,3 @@ def decide(
         not_before=now - BACKDATE,
         not_after=now + ttl,
     )
-
-
-def _render(template: str, variables: Mapping[str, str], *, escape: bool, role: Role) -> str:
-    out: list[str] = []
-    for literal, field, _spec, _conv in string.Formatter().parse(template):
-        out.append(literal)
-        if field is None:
-            continue
-        value = variables.get(field)
-        if not value:
-            raise Forbidden(
-                "The role's name template needs a fact this identity does not have.",
-                code="template_variable_missing",
-                reason=f"role {role.name}: no {{{field}}} for {variables.get('principal')}",
-            )
-        # Values come from AWS or an operator, but still never let one add path segments or schemes.
-        out.append(quote(value, safe="-._~@=,:") if escape and field != "trust_domain" else value)
-    return "".join(out)

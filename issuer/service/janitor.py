@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.service.faults import is_database_outage
 from issuer.service.issuance.model import Clock
-from issuer.store import repo
+from issuer.store import replay_guards
 
 __all__ = ["Janitor"]
 
@@ -43,7 +43,7 @@ class Janitor:
         total = 0
         while True:
             async with self._sessions() as session, session.begin():
-                deleted = await repo.delete_expired_replay_guards(session, now=self._clock())
+                deleted = await replay_guards.delete_expired_replay_guards(session, now=self._clock())
             total += deleted
             if deleted == 0:
                 return total

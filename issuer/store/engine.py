@@ -1,10 +1,10 @@
-"""Engines and session factories; the one place that knows database URLs."""
+"""Engines and session factories, the one place that knows database URLs; and whether the database answers."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -37,3 +37,13 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 0, pool_ti
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: rows stay readable after the commit that precedes the response.
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# Reads a table of the schema, so a database that answers but was never migrated is not "ready".
+_PING = text("SELECT 1 FROM ca_issuers LIMIT 1")
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database through ``engine``'s pool; raises whatever the driver raises."""
+    async with engine.connect() as connection:
+        await connection.execute(_PING)

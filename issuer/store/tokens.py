@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from issuer.store.models import JoinToken
+from issuer.store.models import Certificate, JoinToken
 from issuer.store.records import TokenRecord, record_of
 
 __all__ = [
     "add_join_token",
     "consume_join_token",
     "find_join_token",
-    "link_certificate",
     "list_join_tokens",
     "revoke_join_token",
 ]
@@ -48,7 +47,9 @@ _CONSUME = (
 async def consume_join_token(
     session: AsyncSession, *, token_hash: str, now: datetime, request_id: str
 ) -> TokenRecord | None:
-    """Mark the token used (by request ``request_id``) if it is unused and unexpired; the record, or None.
+    """Mark the token used by ``request_id`` if it is unused and unexpired; the record, or None.
+
+    The certificate it got is the one recorded with the same ``request_id`` (see :func:`list_join_tokens`).
 
     One conditional UPDATE: under concurrent use the database lets exactly one
     transaction see the row unused; the others find ``used_at`` set (Postgres
@@ -60,28 +61,23 @@ async def consume_join_token(
     return None if row is None else TokenRecord(**row)
 
 
-_LINK = (
-    update(_TOKENS).where(_TOKENS.c.token_hash == bindparam("p_hash")).values(certificate_serial=bindparam("p_serial"))
-)
-
-
-async def link_certificate(session: AsyncSession, *, token_hash: str, certificate_serial: str) -> None:
-    """Record which certificate a consumed token became (once the signer has chosen its serial)."""
-    connection = await session.connection()
-    await connection.execute(_LINK, {"p_hash": token_hash, "p_serial": certificate_serial})
-
-
 async def find_join_token(session: AsyncSession, *, token_hash: str) -> TokenRecord | None:
     row = await session.scalar(select(JoinToken).where(JoinToken.token_hash == token_hash))
     return None if row is None else record_of(TokenRecord, row)
 
 
 async def list_join_tokens(session: AsyncSession, *, include_used: bool = False) -> Sequence[TokenRecord]:
-    query = select(JoinToken)
+    """Unused tokens (every token with ``include_used``), newest first, each with the serial it got if used."""
+    # Rows consumed before the serial was left to the certificate's own row still carry it.
+    serial = func.coalesce(JoinToken.certificate_serial, Certificate.serial)
+    query = select(JoinToken, serial).outerjoin(
+        Certificate,
+        (JoinToken.used_by_request_id.is_not(None)) & (Certificate.request_id == JoinToken.used_by_request_id),
+    )
     if not include_used:
         query = query.where(JoinToken.used_at.is_(None), JoinToken.revoked_at.is_(None))
-    rows = (await session.scalars(query.order_by(JoinToken.id.desc()))).all()
-    return [record_of(TokenRecord, r) for r in rows]
+    rows = (await session.execute(query.order_by(JoinToken.id.desc()))).all()
+    return [replace(record_of(TokenRecord, token), certificate_serial=used_by) for token, used_by in rows]
 
 
 async def revoke_join_token(session: AsyncSession, *, name: str, now: datetime) -> int:

@@ -83,6 +83,8 @@ async def test_operator_round_trip(tmp_path: Path, env: dict[str, str]) -> None:
     assert "no unused" in one_line_error(issuer("token", "revoke", "leaked", env=env))
     tokens = json.loads(issuer("token", "list", "--all", "--json", env=env).stdout)
     assert sorted(t["name"] for t in tokens) == ["box-1", "leaked"]
+    # The token names the certificate it got (found by the request that used it).
+    assert {t["name"]: t["certificate_serial"] for t in tokens} == {"box-1": body["serial"], "leaked": None}
 
 
 def test_an_unreachable_database_is_named(env: dict[str, str]) -> None:

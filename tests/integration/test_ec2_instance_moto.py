@@ -17,8 +17,7 @@ from issuer.attest.ec2_instance import InstanceInfo
 from issuer.aws.ec2 import Boto3InstanceLookup
 from issuer.aws.sessions import AccountSessions, client_config
 from issuer.errors import Forbidden, Unauthorized, UpstreamUnavailable
-from issuer.policy import Role
-from issuer.policy import check_instance as check_against_role
+from issuer.policy.ec2 import Ec2Options
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -86,8 +85,8 @@ def make_lookup(
 
 
 def check_instance(info: InstanceInfo | None, *, doc: InstanceIdentityDocument, **bindings: list[str]) -> None:
-    role = Role(name="r", methods=("aws-ec2",), check_instance=True, **{k: tuple(v) for k, v in bindings.items()})
-    check_against_role(info, identity=identity_from_document(doc), role=role)
+    options = Ec2Options(check_instance=True, **{k: tuple(v) for k, v in bindings.items()})  # type: ignore[arg-type]
+    options.check_described(info, identity=identity_from_document(doc), role="r")
 
 
 def _client(moto: MotoServer, service: str) -> Any:

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from issuer.attest.sts_wire import parse_sts_request
 from issuer.errors import PayloadTooLarge
-from issuer.http.sts_wire import parse_sts_request
 from tests.support.harness import Harness, new_csr, running_issuer
 from tests.support.tcp_proxy import proxied_database
 

@@ -9,6 +9,7 @@ Gateway verifies them.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from issuer.service.ca.register import activate_issuer
 from issuer.service.janitor import Janitor
-from issuer.store import repo
+from issuer.store import replay_guards
 from tests.support.ca_registry import prepare_file_issuer
 from tests.support.harness import PASSPHRASE, Harness, new_csr, running_issuer
 from tests.support.x509_check import openssl_verify
@@ -127,18 +128,18 @@ async def test_expired_replay_guards_are_tidied_and_live_ones_kept(tmp_path: Pat
         now = datetime.now(UTC)
         async with h.service.sessions() as session, session.begin():
             for i in range(7):
-                await repo.add_replay_guard(
+                await replay_guards.add_replay_guard(
                     session, kind="sts", digest=f"{i:064x}", expires_at=now - timedelta(minutes=1), now=now
                 )
-            await repo.add_replay_guard(
+            await replay_guards.add_replay_guard(
                 session, kind="sts", digest="f" * 64, expires_at=now + timedelta(minutes=10), now=now
             )
-        janitor = Janitor(h.service.sessions, clock=lambda: now, refusals=h.service.refusals)
+        janitor = Janitor(h.service.sessions, clock=lambda: now, refusals=Counter())
         assert await janitor.tidy() == 7
         async with h.service.sessions() as session:
-            assert await repo.count_replay_guards(session) == 1
+            assert await replay_guards.count_replay_guards(session) == 1
             # The live guard still refuses its replay.
-            assert not await repo.add_replay_guard(
+            assert not await replay_guards.add_replay_guard(
                 session, kind="sts", digest="f" * 64, expires_at=now + timedelta(minutes=10), now=now
             )
 

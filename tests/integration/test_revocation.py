@@ -20,7 +20,7 @@ from clients.authorizer import SourceError, parse_revocation_document
 from issuer.errors import ClientError, NotFound
 from issuer.service.revocation.lists import export_revoked
 from issuer.service.revocation.revoke import RevocationTarget, revoke
-from issuer.store import repo
+from issuer.store import certificates
 from issuer.store.models import Attestation
 from tests.support.harness import Harness, check_issued, new_csr, running_issuer
 from tests.support.x509_check import openssl_verify_crl
@@ -210,9 +210,9 @@ async def test_revoke_refuses_unknown_serials_and_reasons(tmp_path: Path, db_url
 async def supersede(h: Harness, serial: str) -> None:
     """Mark ``serial`` superseded, as a renewal does (the repository function renewal uses)."""
     async with h.service.sessions() as session, session.begin():
-        record = await repo.get_certificate(session, serial)
+        record = await certificates.get_certificate(session, serial)
         assert record is not None
-        assert await repo.supersede_certificate(session, certificate_id=record.id)
+        assert await certificates.supersede_certificate(session, certificate_id=record.id)
 
 
 async def test_revoke_by_principal_takes_active_and_superseded_unexpired_certificates(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from issuer.store import issuers, repo, tokens
+from issuer.store import certificates, identities, issuers, replay_guards, tokens
 from issuer.store.engine import make_session_factory
 from issuer.store.models import Attestation, Identity
 from issuer.store.records import AuditEntry, IdentityRecord, NewCertificate, NewIdentity, record_of
@@ -20,7 +20,7 @@ async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db
 
     async def sighting(i: int) -> int:
         async with sessions() as session, session.begin():
-            return await repo.upsert_identity(
+            return await identities.upsert_identity(
                 session,
                 NewIdentity(
                     method="aws-iam",
@@ -69,14 +69,14 @@ async def test_a_replay_guard_is_recorded_once(db_url: str, engine_for) -> None:
 
     async def burn() -> bool:
         async with sessions() as session, session.begin():
-            return await repo.add_replay_guard(
+            return await replay_guards.add_replay_guard(
                 session, kind="sts", digest="d" * 64, expires_at=now + timedelta(minutes=5), now=now
             )
 
     results = await asyncio.gather(*(burn() for _ in range(6)))
     assert sorted(results) == [False] * 5 + [True]
     async with sessions() as session, session.begin():
-        assert await repo.add_replay_guard(
+        assert await replay_guards.add_replay_guard(
             session, kind="renew", digest="e" * 64, expires_at=now + timedelta(minutes=5), now=now
         )
 
@@ -127,7 +127,7 @@ async def test_an_issuance_is_recorded_alike_on_postgres_and_sqlite(db_url: str,
         )
         async with sessions() as session, session.begin():
             ids.append(
-                await repo.record_issuance(
+                await certificates.record_issuance(
                     session,
                     identity=NewIdentity(
                         method="aws-iam",
@@ -137,7 +137,7 @@ async def test_an_issuance_is_recorded_alike_on_postgres_and_sqlite(db_url: str,
                         attributes={"session_name": f"task-{serial}"},
                     ),
                     certificate=certificate,
-                    audit=AuditEntry(
+                    audit_entry=AuditEntry(
                         method="aws-iam",
                         outcome="success",
                         request_id=f"audit-{serial}",
@@ -151,22 +151,22 @@ async def test_an_issuance_is_recorded_alike_on_postgres_and_sqlite(db_url: str,
             )
 
     async with sessions() as session:
-        identities = (await session.scalars(select(Identity))).all()
-        records = [await repo.get_certificate(session, serial) for serial in ("1a", "2b")]
+        rows = (await session.scalars(select(Identity))).all()
+        records = [await certificates.get_certificate(session, serial) for serial in ("1a", "2b")]
         audits = (await session.scalars(select(Attestation).order_by(Attestation.id))).all()
-        identity = await repo.get_identity(session, identities[0].id)
-        assert await repo.get_identity(session, identities[0].id + 1) is None
-        assert await repo.get_certificate(session, "3c") is None
+        identity = await identities.get_identity(session, rows[0].id)
+        assert await identities.get_identity(session, rows[0].id + 1) is None
+        assert await certificates.get_certificate(session, "3c") is None
     # One identity, refreshed by the second sighting, first seen at the first.
-    assert [(i.region, i.attributes, i.first_seen, i.last_seen) for i in identities] == [
+    assert [(i.region, i.attributes, i.first_seen, i.last_seen) for i in rows] == [
         ("eu-west-1", {"session_name": "task-2b"}, first, later)
     ]
-    assert identity == record_of(IdentityRecord, identities[0])
+    assert identity == record_of(IdentityRecord, rows[0])
     assert [r.id for r in records if r is not None] == ids
     for record, serial, when in zip(records, ("1a", "2b"), (first, later), strict=True):
         assert record is not None
         assert (record.identity_id, record.issuer_id, record.status, record.request_id) == (
-            identities[0].id,
+            rows[0].id,
             issuer_id,
             "active",
             f"cert-{serial}",

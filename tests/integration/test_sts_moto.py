@@ -34,9 +34,9 @@ from issuer.attest.arn import identity_from_caller
 from issuer.attest.identity import VerifiedIdentity
 from issuer.attest.sts import validate_sts_request
 from issuer.attest.sts_hosts import StsHostAllowlist
+from issuer.attest.sts_wire import parse_sts_request
 from issuer.aws.sts import AiohttpStsCaller
 from issuer.errors import Unauthorized, UpstreamUnavailable
-from issuer.http.sts_wire import parse_sts_request
 from tests.support.moto_server import free_port, moto_server
 from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
 

@@ -10,8 +10,8 @@ import pytest
 from issuer.attest.ec2 import InstanceIdentityDocument, identity_from_document
 from issuer.attest.ec2_instance import InstanceInfo
 from issuer.errors import Forbidden, Unauthorized
-from issuer.policy import Role, arn_matches
-from issuer.policy import check_instance as check_against_role
+from issuer.policy import arn_matches
+from issuer.policy.ec2 import Ec2Options
 
 DOC = InstanceIdentityDocument(
     account_id="123456789012",
@@ -39,8 +39,8 @@ LIVE = InstanceInfo(
 
 def check_instance(info: InstanceInfo | None, *, doc: InstanceIdentityDocument, **bindings: list[str]) -> None:
     """The policy check for a role with these DescribeInstances bindings."""
-    role = Role(name="r", methods=("aws-ec2",), check_instance=True, **{k: tuple(v) for k, v in bindings.items()})
-    check_against_role(info, identity=identity_from_document(doc), role=role)
+    options = Ec2Options(check_instance=True, **{k: tuple(v) for k, v in bindings.items()})  # type: ignore[arg-type]
+    options.check_described(info, identity=identity_from_document(doc), role="r")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from ca.keys import KEY_TYPES
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError, Forbidden
 from issuer.policy import Role, arn_matches, decide, select_role
+from issuer.policy.ec2 import Ec2Options
+from issuer.policy.iam import IamOptions
 from tests.support.x509_check import make_csr, rsa_key
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -24,6 +26,11 @@ def csr(key_type: str) -> CheckedCSR:
     """A checked CSR for a fresh key of ``key_type``."""
     key = ec.generate_private_key(ec.SECP256R1()) if key_type == "ec-p256" else rsa_key(2048)
     return parse_csr(make_csr(key), allowed_key_types=KEY_TYPES)
+
+
+def ec2_role(name: str = "r", **options: object) -> Role:
+    """A role for aws-ec2 with these options (Ec2Options fields)."""
+    return Role(name=name, methods=("aws-ec2",), options={"aws-ec2": Ec2Options(**options)})  # type: ignore[arg-type]
 
 
 def ec2_identity(**attrs: str) -> VerifiedIdentity:
@@ -67,11 +74,11 @@ def test_ec2_template_and_lifetime() -> None:
 @pytest.mark.parametrize(
     "role",
     [
-        Role(name="r", methods=("aws-ec2",), account_ids=("999999999999",)),
-        Role(name="r", methods=("aws-ec2",), regions=("us-east-1",)),
-        Role(name="r", methods=("aws-ec2",), ami_ids=("ami-2",)),
-        Role(name="r", methods=("aws-ec2",), instance_ids=("i-other",)),
-        Role(name="r", methods=("aws-ec2",), instance_types=("m5.large",)),
+        ec2_role(account_ids=("999999999999",)),
+        ec2_role(regions=("us-east-1",)),
+        ec2_role(ami_ids=("ami-2",)),
+        ec2_role(instance_ids=("i-other",)),
+        ec2_role(instance_types=("m5.large",)),
     ],
 )
 def test_each_ec2_binding_refuses_without_saying_which(role: Role) -> None:
@@ -83,9 +90,7 @@ def test_each_ec2_binding_refuses_without_saying_which(role: Role) -> None:
 
 
 def test_matching_bindings_pass() -> None:
-    role = Role(
-        name="r",
-        methods=("aws-ec2",),
+    role = ec2_role(
         account_ids=("123456789012",),
         regions=("eu-west-1",),
         ami_ids=("ami-1",),
@@ -95,7 +100,7 @@ def test_matching_bindings_pass() -> None:
 
 
 def test_max_instance_age() -> None:
-    role = Role(name="r", methods=("aws-ec2",), max_instance_age=timedelta(minutes=10))
+    role = ec2_role(max_instance_age=timedelta(minutes=10))
     decide(ec2_identity(), role, csr("ec-p256"), None, NOW, trust_domain="t")
     with pytest.raises(Forbidden) as info:
         decide(ec2_identity(), role, csr("ec-p256"), None, NOW + timedelta(minutes=6), trust_domain="t")
@@ -106,7 +111,7 @@ def test_iam_principal_globs_and_session_template() -> None:
     role = Role(
         name="ecs",
         methods=("aws-iam",),
-        principal_arns=("arn:aws:iam::123456789012:role/ecs-task-*",),
+        options={"aws-iam": IamOptions(principal_arns=("arn:aws:iam::123456789012:role/ecs-task-*",))},
         uri_san="spiffe://{trust_domain}/aws/{account_id}/iam/{role_name}/{session_name}",
     )
     leaf = decide(

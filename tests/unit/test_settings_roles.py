@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from issuer.errors import ConfigError
+from issuer.policy.ec2 import AWS_EC2
+from issuer.policy.iam import AWS_IAM
 from issuer.settings import load_settings
 
 
@@ -68,8 +70,9 @@ uri_san = "spiffe://{trust_domain}/aws/{account_id}/iam/{role_name}/{session_nam
     )
     settings = load_settings(path, env={"ISSUER_STATE_DIR": str(tmp_path)})
     web, ecs = settings.roles
-    assert web.max_instance_age == timedelta(minutes=10) and web.check_instance and web.vpc_ids == ("vpc-0abc",)
-    assert ecs.require_csr_binding is True
+    ec2 = AWS_EC2.of(web)
+    assert ec2.max_instance_age == timedelta(minutes=10) and ec2.check_instance and ec2.vpc_ids == ("vpc-0abc",)
+    assert AWS_IAM.of(ecs).require_csr_binding is True
     assert settings.sts.partitions == ("aws", "aws-cn")
     assert settings.sts.timeout == timedelta(seconds=3)
 

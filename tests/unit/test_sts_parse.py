@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from issuer.attest.sts_wire import parse_sts_request
 from issuer.errors import ClientError, PayloadTooLarge
-from issuer.http.sts_wire import parse_sts_request
 from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ from issuer.hashing import hash_secret
 from issuer.service.issuance.model import normalise_serial
 from issuer.service.issuance.roles import RoleBook
 from issuer.settings import Settings
-from issuer.store import bindings, repo, tokens
+from issuer.store import bindings, certificates, identities, tokens
 from issuer.store.records import BindingRecord, CertificateRecord, IdentityRecord, TokenRecord
 
 __all__ = [
@@ -87,16 +87,16 @@ async def list_certificates(
     sessions: Sessions, *, limit: int, status: str | None, principal: str | None
 ) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
     async with sessions() as session:
-        return await repo.list_certificates(session, limit=limit, status=status, principal=principal)
+        return await certificates.list_certificates(session, limit=limit, status=status, principal=principal)
 
 
 async def show_certificate(sessions: Sessions, serial: str) -> tuple[CertificateRecord, IdentityRecord]:
     """The certificate (serial as openssl or we print it) and its identity; NotFound ``certificate_not_found``."""
     async with sessions() as session:
-        row = await repo.get_certificate(session, normalise_serial(serial))
+        row = await certificates.get_certificate(session, normalise_serial(serial))
         if row is None:
             raise NotFound(f"no certificate with serial {serial}", code="certificate_not_found")
-        identity = await repo.get_identity(session, row.identity_id)
+        identity = await identities.get_identity(session, row.identity_id)
         assert identity is not None
         return row, identity
 
@@ -106,7 +106,7 @@ async def stale_certificates(
 ) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
     """Certificates still unrenewed ``late_by`` past their own renewal point: rotations that did not happen."""
     async with sessions() as session:
-        return await repo.stale_certificates(
+        return await certificates.stale_certificates(
             session, now=now, late_by=late_by, renew_fraction=renew_fraction, include_expired=include_expired
         )
 
@@ -114,7 +114,7 @@ async def stale_certificates(
 async def certificate_history(sessions: Sessions, *, principal: str) -> Sequence[tuple[CertificateRecord, str | None]]:
     """The certificates of ``principal``, oldest first, each with the serial it renewed (None: attested)."""
     async with sessions() as session:
-        return await repo.certificates_of(session, principal=principal)
+        return await certificates.certificates_of(session, principal=principal)
 
 
 async def list_instances(sessions: Sessions, *, limit: int) -> Sequence[BindingRecord]:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from issuer.store import repo
+from issuer.store import replay_guards
 
 __all__ = ["ReplayGuards"]
 
@@ -24,4 +24,6 @@ class ReplayGuards:
     async def burn(self, *, kind: str, digest: str, expires_at: datetime, now: datetime) -> bool:
         """Record ``digest``; False when it was recorded before (a replay). Commits on its own."""
         async with self._sessions() as session, session.begin():
-            return await repo.add_replay_guard(session, kind=kind, digest=digest, expires_at=expires_at, now=now)
+            return await replay_guards.add_replay_guard(
+                session, kind=kind, digest=digest, expires_at=expires_at, now=now
+            )

@@ -8,8 +8,9 @@ single-use whether or not the issuance then succeeds, and a replay never reaches
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,23 +19,25 @@ from issuer.attest.arn import identity_from_caller
 from issuer.attest.sts import StsRequest, ValidatedStsRequest, validate_sts_request
 from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
+from issuer.attest.sts_wire import VAULT_FIELDS, parse_sts_request
 from issuer.errors import Unauthorized
 from issuer.policy import Role
+from issuer.policy.iam import AWS_IAM
+from issuer.service.issuance.entry import MethodEntry, Resources, Transport
 from issuer.service.issuance.guards import ReplayGuards
-from issuer.service.issuance.model import AuditMethod
-from issuer.service.issuance.pipeline import Claim
+from issuer.service.issuance.phases import Claimed, Identified, Verified, requested_role
 
-__all__ = ["IamMethod"]
+__all__ = ["METHOD", "IamMethod"]
 
 
 class IamMethod:
-    """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/issue/aws-iam``.
+    """:class:`~issuer.service.issuance.phases.IssuanceMethod` for ``POST /v1/issue/aws-iam``.
 
     Refusals: the codes of :func:`~issuer.attest.sts.validate_sts_request`,
     ``sts_replayed``, ``sts_rejected`` (401), ``sts_arn_unrecognised`` and ``sts_unavailable`` (503).
     """
 
-    name: AuditMethod = "aws-iam"
+    name = AWS_IAM.method
     role_from_request = True
 
     def __init__(self, *, hosts: StsHostAllowlist, caller: StsCaller, server_id: str, guards: ReplayGuards) -> None:
@@ -45,20 +48,27 @@ class IamMethod:
 
     def verify(
         self, proof: StsRequest, *, csr: CheckedCSR, role: Role | None, now: datetime
-    ) -> Claim[ValidatedStsRequest]:
-        assert role is not None
+    ) -> Verified[ValidatedStsRequest]:
+        named = requested_role(role)
         validated = validate_sts_request(
             proof,
             server_id=self._server_id,
             csr_sha256_hex=csr.sha256_hex,
-            require_csr_binding=role.require_csr_binding,
+            require_csr_binding=AWS_IAM.of(named).require_csr_binding,
             hosts=self._hosts,
             now=now,
         )
-        return Claim(state=validated, role=role)
+        return Verified(state=validated, role=named)
 
-    async def outbound(self, claim: Claim[ValidatedStsRequest], *, now: datetime) -> Claim[ValidatedStsRequest]:
-        validated = claim.state
+    async def identify(
+        self,
+        verified: Verified[ValidatedStsRequest],
+        *,
+        transaction: AsyncSession,
+        request_id: str,
+        now: datetime,
+    ) -> Identified[ValidatedStsRequest]:
+        validated = verified.state
         fresh = await self._guards.burn(
             kind="sts", digest=validated.signature_hash, expires_at=validated.expires_at, now=now
         )
@@ -69,19 +79,41 @@ class IamMethod:
                 reason=f"signature sha256 {validated.signature_hash} seen before",
             )
         caller = await self._caller.get_caller_identity(validated)
-        return replace(claim, identity=identity_from_caller(caller))
+        return Identified(state=validated, identity=identity_from_caller(caller), role=requested_role(verified.role))
 
-    async def admit(
+    async def check_upstream(self, identified: Identified[ValidatedStsRequest], *, now: datetime) -> None:
+        return None
+
+    async def claim_in_transaction(
         self,
-        session: AsyncSession,
-        claim: Claim[ValidatedStsRequest],
+        transaction: AsyncSession,
+        identified: Identified[ValidatedStsRequest],
         *,
         request_id: str,
         now: datetime,
-    ) -> Claim[ValidatedStsRequest]:
-        return claim
+    ) -> Claimed:
+        return Claimed()
 
-    async def signed(
-        self, session: AsyncSession, claim: Claim[ValidatedStsRequest], *, serial: str, now: datetime
-    ) -> None:
-        return None
+
+def read_proof(body: Mapping[str, Any], transport: Transport) -> StsRequest:
+    """``{"sts_request"}`` or Vault's ``iam_*`` fields (:func:`issuer.attest.sts_wire.parse_sts_request`)."""
+    return parse_sts_request(body)
+
+
+def _build(resources: Resources) -> IamMethod:
+    return IamMethod(
+        hosts=resources.sts_hosts,
+        caller=resources.sts_caller,
+        server_id=resources.settings.audience,
+        guards=resources.guards,
+    )
+
+
+METHOD = MethodEntry(
+    name=AWS_IAM.method,
+    route="/v1/issue/aws-iam",
+    fields=frozenset({"sts_request", *VAULT_FIELDS}),
+    read_proof=read_proof,
+    build=_build,
+    rules=AWS_IAM,
+)

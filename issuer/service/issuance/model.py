@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 from cryptography import x509
 
@@ -14,7 +14,6 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError
 
 __all__ = [
-    "AuditMethod",
     "Clock",
     "IssueRequest",
     "Issued",
@@ -24,8 +23,6 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
-# What the audit trail records as the method: the attestation methods, and renewal.
-AuditMethod = Literal["token", "aws-ec2", "aws-iam", "renew"]
 P = TypeVar("P")
 _HEX = re.compile(r"[0-9a-f]{1,64}")
 
@@ -37,7 +34,6 @@ class RequestContext:
     request_id: str  # ours, always generated
     remote_addr: str | None
     client_request_id: str | None = None  # the caller's X-Request-ID, for logs only
-    peer_certificate: bytes | None = None  # DER of a verified TLS client certificate (mTLS renewal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,31 +1,34 @@
 """The one issuance pipeline: every way to get a certificate runs this skeleton.
 
-    read the request (wire schema) → parse the CSR → pick the role → verify the proof (pure)
-    → identify (reads only, for a method whose proof names the machine through a record: renewal)
-    → outbound checks (STS, DescribeInstances, replay guards) → one transaction:
-      the method's step (consume the token, bind the instance, supersede the renewed
-      certificate) → sign → the method's writes that name the new certificate → record → commit → answer
+    read the request (wire schema) → parse the CSR → pick the role
+    → verify the proof (pure)                                     Verified
+    → identify: burn a single-use proof, ask STS, read the store  Identified
+    → rate limit → decide (the one decision)                      template
+    → check upstream (DescribeInstances), then in one transaction:
+      claim (consume, bind, supersede) → deny list → sign → record → commit   Issued
 
-A method contributes only its own steps (:class:`IssuanceMethod`); :func:`decide`
-runs exactly once, as soon as the identity, the role and the certificate being
-renewed are known — for EC2 before any AWS call, so cheap refusals come first.
-The signer chooses the serial; nothing names a serial before the signature exists, and what is
-recorded (serial, names, validity) is read from the certificate the signer returned. A
-certificate leaves only after the transaction that recorded it has committed.
-Every attempt, success or failure, leaves an ``attestations`` row; a failure's row
-is written in a transaction of its own after the use case's transaction rolled
-back, so a failed request changes nothing but the audit trail.
+A method contributes only its own steps (:class:`~issuer.service.issuance.phases.IssuanceMethod`);
+the phases are types (:mod:`issuer.service.issuance.phases`). :func:`issuer.policy.decide`
+runs in exactly one place (:meth:`Pipeline._decide`), as soon as the identity, the role
+and the certificate being renewed are known, and before any call a decision could spare
+(for EC2, before AWS is asked). The signer chooses the serial; nothing names a serial before
+the signature exists, and what is recorded (serial, names, validity) is read from the
+certificate the signer returned. A certificate leaves only after the transaction that
+recorded it has committed. Every attempt, success or failure, leaves an ``attestations``
+row; a failure's row is written in a transaction of its own after the use case's
+transaction rolled back, so a failed request changes nothing but the audit trail (and
+the single-use proofs it burnt). Outcomes are reported to the observer (metrics, the
+janitor's tally); the pipeline counts nothing itself.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,95 +41,34 @@ from ca.signer import IssuedCertificate, SigningRequest
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError
 from issuer.observability.seams import IssuanceObserver, NullObserver
-from issuer.policy import PriorCertificate, Role, decide
+from issuer.policy import decide
 from issuer.policy.ratelimit import RateLimiter
-from issuer.service.ca.registry import IssuerRegistry
+from issuer.service.ca.registry import IssuerRegistry, TrustSnapshot
 from issuer.service.faults import as_service_error
-from issuer.service.issuance.model import AuditMethod, Clock, Issued, IssueRequest, RequestContext, serial_hex
+from issuer.service.issuance.model import Clock, Issued, IssueRequest, RequestContext, serial_hex
+from issuer.service.issuance.phases import Claimed, Identified, IssuanceMethod
 from issuer.service.issuance.roles import RoleBook
 from issuer.service.revocation import deny as deny_list
 from issuer.settings import Settings
-from issuer.store import repo
+from issuer.store import audit, certificates
 from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
 
-__all__ = ["Attempt", "Claim", "Identifies", "IssuanceMethod", "Pipeline"]
+__all__ = ["Attempt", "Pipeline"]
 
 log = logging.getLogger("issuer.service")
 
 P = TypeVar("P")
-S = TypeVar("S")
-P_contra = TypeVar("P_contra", contravariant=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim(Generic[S]):
-    """What a request has established so far; each step returns a new one.
-
-    ``state`` is the method's own (the verified document, the validated STS request, …).
-    """
-
-    state: S
-    identity: VerifiedIdentity | None = None
-    role: Role | None = None
-    prior: PriorCertificate | None = None
-    nonce: str | None = None  # EC2: a nonce generated here, returned to the client once
-
-
-class IssuanceMethod(Protocol[P_contra, S]):
-    """One way to prove who a machine is: its steps, and nothing else of the pipeline."""
-
-    @property
-    def name(self) -> AuditMethod: ...
-
-    @property
-    def role_from_request(self) -> bool:
-        """True when the request names the role (EC2, IAM); False when the proof's record does (token, renewal)."""
-        ...
-
-    def verify(self, proof: P_contra, *, csr: CheckedCSR, role: Role | None, now: datetime) -> Claim[S]:
-        """Check the proof without I/O (the ``attest`` package). Raises the method's refusals."""
-        ...
-
-    async def outbound(self, claim: Claim[S], *, now: datetime) -> Claim[S]:
-        """Checks that leave the process, before the transaction (STS, DescribeInstances, replay guards)."""
-        ...
-
-    async def admit(self, session: AsyncSession, claim: Claim[S], *, request_id: str, now: datetime) -> Claim[S]:
-        """The method's step inside the issuance transaction; the claim now names identity and role."""
-        ...
-
-    async def signed(self, session: AsyncSession, claim: Claim[S], *, serial: str, now: datetime) -> None:
-        """The method's writes that name the new certificate (``serial``: the signer's), after signing,
-        in the same transaction (the join token records which certificate it became)."""
-        ...
-
-
-@runtime_checkable
-class Identifies(Protocol[S]):
-    """A method whose proof names the machine only through a read (renewal: the certificate's record)."""
-
-    async def identify(self, claim: Claim[S], *, csr: CheckedCSR, now: datetime) -> Claim[S]:
-        """Reads only, before ``outbound``: nothing single-use is spent and nothing leaves the process,
-        so the rate limit and the decision run before a proof is burnt."""
-        ...
 
 
 @dataclass(slots=True)
 class Attempt:
     """What is known so far about one request, for its audit row."""
 
-    method: AuditMethod
+    method: str
     ctx: RequestContext
     principal: str | None = None
     role: str | None = None
     started: float = field(default_factory=time.perf_counter)
-    limited: bool = False  # the rate limiter has been consulted
-
-    def learn(self, claim: Claim[Any]) -> None:
-        if claim.identity is not None:
-            self.principal = claim.identity.principal
-        if claim.role is not None:
-            self.role = claim.role.name
 
 
 def rate_key(identity: VerifiedIdentity) -> str:
@@ -159,8 +101,6 @@ class Pipeline:
         self.observer = observer or NullObserver()
         self.limiter = limiter
         self.roles = RoleBook(settings.roles)
-        # Refusals by (method, code) since start; the metrics and the janitor's report read it.
-        self.refusals: Counter[tuple[str, str]] = Counter()
 
     async def issue(
         self,
@@ -168,7 +108,7 @@ class Pipeline:
         ctx: RequestContext,
         read: Callable[[], Awaitable[IssueRequest[P]]],
     ) -> Issued:
-        """Read, verify, decide, sign and record one issuance; the committed result.
+        """Read, verify, identify, decide, sign and record one issuance; the committed result.
 
         Raises :class:`IssuerError` (a refusal, or 503 when the database or a peer is
         unavailable); every failure has been audited before it propagates.
@@ -191,74 +131,70 @@ class Pipeline:
         now = self.clock()
         role = self.roles.select(request.role, method=method.name) if method.role_from_request else None
         attempt.role = role.name if role is not None else None
-        claim = method.verify(request.proof, csr=csr, role=role, now=now)
-        self._learn(attempt, claim)
-        if isinstance(method, Identifies):
-            claim = await method.identify(claim, csr=csr, now=now)
-            self._learn(attempt, claim)
-        template = self._decide_when_known(claim, csr, request, now)
-        claim = await method.outbound(claim, now=now)
-        self._learn(attempt, claim)
-        template = template or self._decide_when_known(claim, csr, request, now)
-        trust = self.registry.snapshot
-        async with self.sessions() as session, session.begin():
-            claim = await method.admit(session, claim, request_id=attempt.ctx.request_id, now=now)
-            self._learn(attempt, claim)
-            if request.role is not None and claim.role is not None and claim.role.name != request.role:
-                raise ClientError(
-                    "The proof was made for another role.",
-                    code="role_mismatch",
-                    reason=f"proof for role {claim.role.name}, request named {request.role}",
-                )
-            template = template or self._decide_when_known(claim, csr, request, now)
-            if template is None or claim.identity is None or claim.role is None:
-                raise RuntimeError(f"method {method.name} admitted a claim without identity or role")
-            await deny_list.check(session, claim.identity, now=now)  # the operators' deny list, before signing
-            issued = await trust.active.signer.issue(
-                SigningRequest(template=template, public_key=csr.public_key, csr_der=csr.der)
+        verified = method.verify(request.proof, csr=csr, role=role, now=now)
+        request_id = attempt.ctx.request_id
+        # The connection is taken at the first statement: for most methods at the claim, after every
+        # outbound call; a join token is consumed (and the transaction begun) while identifying.
+        async with self.sessions() as transaction:
+            identified = await method.identify(verified, transaction=transaction, request_id=request_id, now=now)
+            self._check_identified(identified, request, attempt)
+            template = self._decide(identified, csr, request, now)
+            await method.check_upstream(identified, now=now)
+            claimed = await method.claim_in_transaction(transaction, identified, request_id=request_id, now=now)
+            await deny_list.check(transaction, identified.identity, now=now)  # the operators' deny list
+            trust = self.registry.snapshot
+            issued = await self._sign(trust, template, csr)
+            await self._record(transaction, identified, csr, issued.certificate, trust.active.id, attempt, now)
+            await transaction.commit()
+        return self._answer(identified, claimed, issued, trust, template, now)
+
+    def _check_identified(self, identified: Identified[Any], request: IssueRequest[Any], attempt: Attempt) -> None:
+        """Who is asking is known: name them in the audit row, charge their rate limit, check the role."""
+        attempt.principal = identified.identity.principal
+        attempt.role = identified.role.name
+        if self.limiter is not None:
+            self.limiter.take(identified.identity.method, rate_key(identified.identity))
+        if request.role is not None and identified.role.name != request.role:
+            raise ClientError(
+                "The proof was made for another role.",
+                code="role_mismatch",
+                reason=f"proof for role {identified.role.name}, request named {request.role}",
             )
-            await method.signed(session, claim, serial=serial_hex(issued.certificate.serial_number), now=now)
-            await self._record(session, claim, csr, issued.certificate, trust.active.id, attempt, now)
-        return self._answer(claim, issued, trust.roots, template, now)
 
-    def _learn(self, attempt: Attempt, claim: Claim[Any]) -> None:
-        attempt.learn(claim)
-        # Once per request, as soon as the proof names who is asking (inside the transaction for tokens).
-        if self.limiter is not None and claim.identity is not None and not attempt.limited:
-            attempt.limited = True
-            self.limiter.take(claim.identity.method, rate_key(claim.identity))
-
-    def _decide_when_known(
-        self, claim: Claim[Any], csr: CheckedCSR, request: IssueRequest[Any], now: datetime
-    ) -> LeafTemplate | None:
-        if claim.identity is None or claim.role is None:
-            return None
+    def _decide(
+        self, identified: Identified[Any], csr: CheckedCSR, request: IssueRequest[Any], now: datetime
+    ) -> LeafTemplate:
+        """The one call of :func:`issuer.policy.decide`: what to sign, or a refusal."""
         return decide(
-            claim.identity,
-            claim.role,
+            identified.identity,
+            identified.role,
             csr,
-            claim.prior,
+            identified.prior,
             now,
             trust_domain=self.settings.trust_domain,
             requested_ttl=request.ttl,
         )
 
+    async def _sign(self, trust: TrustSnapshot, template: LeafTemplate, csr: CheckedCSR) -> IssuedCertificate:
+        """The sign step: the active issuing CA signs ``template`` for the CSR's key, choosing the serial."""
+        return await trust.active.signer.issue(
+            SigningRequest(template=template, public_key=csr.public_key, csr_der=csr.der)
+        )
+
     async def _record(
         self,
         session: AsyncSession,
-        claim: Claim[Any],
+        identified: Identified[Any],
         csr: CheckedCSR,
         certificate: x509.Certificate,
         issuer_id: int,
         attempt: Attempt,
         now: datetime,
     ) -> None:
-        assert claim.identity is not None
-        assert claim.role is not None
-        identity, prior = claim.identity, claim.prior
+        identity, role, prior = identified.identity, identified.role, identified.prior
         serial = serial_hex(certificate.serial_number)
         sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        await repo.record_issuance(
+        await certificates.record_issuance(
             session,
             identity=NewIdentity(
                 method=identity.method,
@@ -270,7 +206,7 @@ class Pipeline:
             certificate=NewCertificate(
                 serial=serial,
                 issuer_id=issuer_id,
-                role=claim.role.name,
+                role=role.name,
                 method=identity.method,
                 fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
                 public_key_sha256=csr.public_key_sha256_hex,
@@ -284,12 +220,12 @@ class Pipeline:
                 chain_started_at=prior.chain_started_at if prior is not None else now,
                 renewed_from=prior.id if prior is not None else None,
             ),
-            audit=AuditEntry(
+            audit_entry=AuditEntry(
                 method=attempt.method,
                 outcome="success",
                 request_id=attempt.ctx.request_id,
                 principal=identity.principal,
-                role=claim.role.name,
+                role=role.name,
                 certificate_serial=serial,
                 remote_addr=attempt.ctx.remote_addr,
                 reason=f"renewed {prior.serial}" if prior is not None else None,
@@ -301,7 +237,7 @@ class Pipeline:
             serial,
             attempt.method,
             identity.principal,
-            claim.role.name,
+            role.name,
             certificate.not_valid_after_utc.isoformat(),
             f" renewed_from={prior.serial}" if prior is not None else "",
             extra={
@@ -309,7 +245,7 @@ class Pipeline:
                 "serial": serial,
                 "method": attempt.method,
                 "principal": identity.principal,
-                "role": claim.role.name,
+                "role": role.name,
                 "not_after": certificate.not_valid_after_utc.isoformat(),
                 "renewed_from": prior.serial if prior is not None else None,
             },
@@ -317,29 +253,28 @@ class Pipeline:
 
     def _answer(
         self,
-        claim: Claim[Any],
+        identified: Identified[Any],
+        claimed: Claimed,
         issued: IssuedCertificate,
-        roots: tuple[x509.Certificate, ...],
+        trust: TrustSnapshot,
         template: LeafTemplate,
         now: datetime,
     ) -> Issued:
-        assert claim.identity is not None
-        assert claim.role is not None
-        certificate = issued.certificate
         # From the moment of issue, not the backdated NotBefore: a short certificate is not born due.
+        certificate = issued.certificate
         not_after = certificate.not_valid_after_utc
         return Issued(
             serial=serial_hex(certificate.serial_number),
             certificate=certificate,
             chain=issued.chain,
-            roots=roots,
+            roots=trust.roots,
             renew_after=now + (not_after - now) * self.settings.renew_fraction,
-            identity=claim.identity,
+            identity=identified.identity,
             uri_san=template.uri_sans[0],
-            role=claim.role.name,
+            role=identified.role.name,
             server_id=self.settings.audience,
-            nonce=claim.nonce,
-            renewed_from=claim.prior.serial if claim.prior is not None else None,
+            nonce=claimed.nonce,
+            renewed_from=identified.prior.serial if identified.prior is not None else None,
         )
 
     async def record_failure(self, attempt: Attempt, exc: BaseException) -> None:
@@ -348,7 +283,6 @@ class Pipeline:
         reason = getattr(exc, "reason", None) or getattr(exc, "detail", None) or repr(exc)
         principal = attempt.principal or getattr(exc, "principal", None)
         role = attempt.role or getattr(exc, "role", None)
-        self.refusals[(attempt.method, code)] += 1
         self.observer.refused(attempt.method, role, code, time.perf_counter() - attempt.started)
         level = logging.INFO if code == "client_disconnected" else logging.WARNING
         log.log(
@@ -370,7 +304,7 @@ class Pipeline:
         )
         try:
             async with self.sessions() as session, session.begin():
-                await repo.add_attestation(
+                await audit.record(
                     session,
                     AuditEntry(
                         method=attempt.method,

@@ -11,38 +11,43 @@ certificate for before. For EC2 roles with ``check_instance`` the instance is as
 again: a terminated instance cannot renew.
 
 Order, for a token: the certificate's record is read first (``identify``: reads only), so the
-pipeline's rate limit and decision run before the token's ``jti`` is burnt — a request refused
-with 429 leaves the token usable, as a join token is — and the burn still precedes the one
-outbound call (DescribeInstances). A ``jti`` seen before is refused already at the read, so a
-replayed token costs the machine's rate-limit bucket nothing.
+pipeline's rate limit and decision run before the token's ``jti`` is burnt (``check_upstream``)
+— a request refused with 429 leaves the token usable, as a join token is — and the burn still
+precedes the one outbound call (DescribeInstances). A ``jti`` seen before is refused already at
+the read, so a replayed token costs the machine's rate-limit bucket nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.csr import CheckedCSR
+from issuer.attest.ec2_instance import LookupFactory
 from issuer.attest.identity import VerifiedIdentity
 from issuer.attest.renewal import verify_renewal_token
 from issuer.errors import Unauthorized
 from issuer.policy import PriorCertificate, Role
+from issuer.policy.ec2 import AWS_EC2
 from issuer.policy.renewal import status_refusal
 from issuer.service.ca.registry import IssuerRegistry
-from issuer.service.issuance.ec2 import LookupFactory, check_live
+from issuer.service.issuance.ec2 import check_live
+from issuer.service.issuance.entry import MethodEntry, Resources, Transport
 from issuer.service.issuance.guards import ReplayGuards
-from issuer.service.issuance.model import AuditMethod, serial_hex
-from issuer.service.issuance.pipeline import Claim
+from issuer.service.issuance.model import serial_hex
+from issuer.service.issuance.phases import Claimed, Identified, Verified
 from issuer.service.issuance.roles import RoleBook
-from issuer.store import repo
+from issuer.store import certificates, identities, replay_guards
 
-__all__ = ["RenewMethod", "RenewProof"]
+__all__ = ["METHOD", "RenewMethod", "RenewProof"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,7 @@ class RenewProof:
 @dataclass(frozen=True, slots=True)
 class _State:
     certificate: x509.Certificate
+    key_sha256: str  # of the CSR's new key: it must be one this identity never had
     jti: str | None = None
     jti_expires: datetime | None = None
 
@@ -83,7 +89,7 @@ def _unknown(reason: str) -> Unauthorized:
 
 
 class RenewMethod:
-    """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/renew``.
+    """:class:`~issuer.service.issuance.phases.IssuanceMethod` for ``POST /v1/renew``.
 
     Refusals: ``renew_auth_missing``, the token codes of :mod:`issuer.attest.renewal`,
     ``renew_token_replayed``, ``renew_certificate_unknown`` (401), the codes of
@@ -91,7 +97,7 @@ class RenewMethod:
     codes and ``role_unknown``.
     """
 
-    name: AuditMethod = "renew"
+    name = "renew"
     role_from_request = False
 
     def __init__(
@@ -111,12 +117,20 @@ class RenewMethod:
         self._lookups = lookups
         self._audience = audience
 
-    def verify(self, proof: RenewProof, *, csr: CheckedCSR, role: Role | None, now: datetime) -> Claim[_State]:
+    def verify(self, proof: RenewProof, *, csr: CheckedCSR, role: Role | None, now: datetime) -> Verified[_State]:
         if proof.token is not None:
             token = verify_renewal_token(proof.token, audience=self._audience, csr_sha256_hex=csr.sha256_hex, now=now)
-            state = _State(certificate=token.certificate, jti=token.jti, jti_expires=token.expires_at)
+            state = _State(
+                certificate=token.certificate,
+                key_sha256=csr.public_key_sha256_hex,
+                jti=token.jti,
+                jti_expires=token.expires_at,
+            )
         elif proof.peer_certificate is not None:
-            state = _State(certificate=x509.load_der_x509_certificate(proof.peer_certificate))
+            state = _State(
+                certificate=x509.load_der_x509_certificate(proof.peer_certificate),
+                key_sha256=csr.public_key_sha256_hex,
+            )
         else:
             raise Unauthorized(
                 "Renewal needs the current certificate: present it over mutual TLS, "
@@ -125,34 +139,39 @@ class RenewMethod:
             )
         if self._registry.snapshot.issuer_of(state.certificate) is None:
             raise _unknown(f"serial {state.serial}: no registered issuer signed it")
-        return Claim(state=state)
+        return Verified(state=state)
 
-    async def identify(self, claim: Claim[_State], *, csr: CheckedCSR, now: datetime) -> Claim[_State]:
-        """The recorded certificate names the identity, role and prior certificate (reads only)."""
-        state = claim.state
+    async def identify(
+        self, verified: Verified[_State], *, transaction: AsyncSession, request_id: str, now: datetime
+    ) -> Identified[_State]:
+        state = verified.state
+        # A short read of its own, not the issuance transaction: EC2 renewals ask AWS after this.
+        # Reads only: the token is burnt after the rate limit and the decision (check_upstream).
         async with self._sessions() as session:
-            if state.jti is not None and await repo.replay_guard_exists(session, digest=_jti_digest(state.jti)):
+            spent = state.jti is not None and await replay_guards.replay_guard_exists(
+                session, digest=_jti_digest(state.jti)
+            )
+            if spent and state.jti is not None:
                 raise _replayed(state.jti)
-            record = await repo.get_certificate(session, state.serial)
-            identity_record = None if record is None else await repo.get_identity(session, record.identity_id)
+            record = await certificates.get_certificate(session, state.serial)
+            identity_record = None if record is None else await identities.get_identity(session, record.identity_id)
             reused = (
                 record is not None
-                and csr.public_key_sha256_hex != record.public_key_sha256
-                and await repo.identity_had_key(
-                    session, identity_id=record.identity_id, public_key_sha256=csr.public_key_sha256_hex
+                and state.key_sha256 != record.public_key_sha256
+                and await certificates.identity_had_key(
+                    session, identity_id=record.identity_id, public_key_sha256=state.key_sha256
                 )
             )
         fingerprint = state.certificate.fingerprint(hashes.SHA256()).hex()
         if record is None or identity_record is None or record.fingerprint_sha256 != fingerprint:
             raise _unknown(f"serial {state.serial} is not recorded (or not with these bytes)")
         identity = VerifiedIdentity(
-            method=identity_record.method,  # type: ignore[arg-type]
+            method=identity_record.method,
             principal=identity_record.principal,
             account_id=identity_record.account_id,
             region=identity_record.region,
             attributes=MappingProxyType(dict(record.identity_attributes)),
         )
-        role = self._roles.get(record.role, method=identity.method)
         prior = PriorCertificate(
             id=record.id,
             serial=record.serial,
@@ -161,36 +180,65 @@ class RenewMethod:
             not_after=record.not_after,
             chain_started_at=record.chain_started_at,
             public_key_sha256=record.public_key_sha256,
-            earlier_keys=frozenset({csr.public_key_sha256_hex}) if reused else frozenset(),
+            earlier_keys=frozenset({state.key_sha256}) if reused else frozenset(),
         )
-        return replace(claim, identity=identity, role=role, prior=prior)
+        role = self._roles.get(record.role, method=identity.method)
+        return Identified(state=state, identity=identity, role=role, prior=prior)
 
-    async def outbound(self, claim: Claim[_State], *, now: datetime) -> Claim[_State]:
-        state, identity, role, prior = claim.state, claim.identity, claim.role, claim.prior
-        assert identity is not None
-        assert role is not None
-        assert prior is not None
+    async def check_upstream(self, identified: Identified[_State], *, now: datetime) -> None:
+        state = identified.state
         if state.jti is not None and state.jti_expires is not None:
             burnt = await self._guards.burn(
                 kind="renew", digest=_jti_digest(state.jti), expires_at=state.jti_expires, now=now
             )
             if not burnt:
                 raise _replayed(state.jti)
-        # Ask AWS only about a certificate that could renew (the decision refused the rest already).
-        if role.check_instance and identity.method == "aws-ec2" and prior.status == "active":
-            await check_live(self._lookups, role, identity)
-        return claim
+        # Only a certificate the decision let renew gets here: AWS is asked about nothing else.
+        if identified.identity.method == AWS_EC2.method and AWS_EC2.of(identified.role).check_instance:
+            await check_live(self._lookups, identified.role, identified.identity)
 
-    async def admit(
-        self, session: AsyncSession, claim: Claim[_State], *, request_id: str, now: datetime
-    ) -> Claim[_State]:
-        prior = claim.prior
-        assert prior is not None
-        if await repo.supersede_certificate(session, certificate_id=prior.id):
-            return claim
+    async def claim_in_transaction(
+        self, transaction: AsyncSession, identified: Identified[_State], *, request_id: str, now: datetime
+    ) -> Claimed:
+        prior = identified.prior  # always set: identify() found it
+        if prior is None or await certificates.supersede_certificate(transaction, certificate_id=prior.id):
+            return Claimed()
         # Revoked or renewed between the read and now: say which, from the locked row.
-        current = await repo.lock_certificate(session, prior.serial)
+        current = await certificates.lock_certificate(transaction, prior.serial)
         raise status_refusal(prior.serial, current.status if current is not None else "unknown")
 
-    async def signed(self, session: AsyncSession, claim: Claim[_State], *, serial: str, now: datetime) -> None:
-        return None  # the new certificate's row names its predecessor (renewed_from)
+
+def read_proof(body: Mapping[str, Any], transport: Transport) -> RenewProof:
+    """The current certificate: ``Authorization: Bearer <token>`` or the TLS client certificate."""
+    token = None
+    if transport.authorization is not None:
+        scheme, _, value = transport.authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized(
+                "Send the renewal token as Authorization: Bearer <token>.",
+                code="renew_token_invalid",
+                reason=f"Authorization scheme {scheme[:20]!r}",
+            )
+        token = value.strip()
+    return RenewProof(token=token, peer_certificate=transport.peer_certificate)
+
+
+def _build(resources: Resources) -> RenewMethod:
+    return RenewMethod(
+        registry=resources.registry,
+        roles=resources.roles,
+        sessions=resources.sessions,
+        guards=resources.guards,
+        lookups=resources.instance_lookups,
+        audience=resources.settings.audience,
+    )
+
+
+METHOD = MethodEntry(
+    name="renew",
+    route="/v1/renew",
+    fields=frozenset(),
+    read_proof=read_proof,
+    build=_build,
+    rules=None,
+)

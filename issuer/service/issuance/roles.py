@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from issuer.attest.identity import Method
 from issuer.errors import ClientError
 from issuer.policy import Role, select_role
 
@@ -32,7 +31,7 @@ class RoleBook:
         """
         if requested is not None:
             return self.get(requested, method=method)
-        role = select_role(self.roles, method=_method(method), requested=None)
+        role = select_role(self.roles, method=method, requested=None)
         if role is not None:
             return role
         names = [r.name for r in self.roles if method in r.methods]
@@ -41,9 +40,3 @@ class RoleBook:
         raise ClientError(
             f"Several roles allow {method}; name one with 'role' ({', '.join(names)}).", code="role_required"
         )
-
-
-def _method(name: str) -> Method:
-    if name in ("token", "aws-ec2", "aws-iam"):
-        return name  # type: ignore[return-value]
-    raise ValueError(f"{name} is not an attestation method")

@@ -1,10 +1,16 @@
-"""The join-token method: the token's record names the machine and the role; using it consumes it."""
+"""The join-token method: the token's record names the machine and the role; using it consumes it.
+
+The token is consumed while identifying (one conditional UPDATE that also returns the
+record, in the issuance's transaction), so a refused request rolls the consumption
+back and does not spend the token.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,49 +19,53 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.attest.token import TokenProof
 from issuer.errors import Unauthorized
 from issuer.policy import Role
-from issuer.service.issuance.model import AuditMethod
-from issuer.service.issuance.pipeline import Claim
+from issuer.policy.token import TOKEN
+from issuer.service.issuance.entry import MethodEntry, Transport
+from issuer.service.issuance.phases import Claimed, Identified, Verified
 from issuer.service.issuance.roles import RoleBook
+from issuer.service.issuance.wire import required_text
 from issuer.store import tokens
 
-__all__ = ["TokenMethod"]
+__all__ = ["METHOD", "TokenMethod"]
 
 
 class TokenMethod:
-    """:class:`~issuer.service.issuance.pipeline.IssuanceMethod` for ``POST /v1/issue/token``.
+    """:class:`~issuer.service.issuance.phases.IssuanceMethod` for ``POST /v1/issue/token``.
 
-    Refusals: ``token_invalid``, ``token_used``, ``token_revoked``, ``token_expired`` (401). A refused
-    request does not consume the token (its transaction rolls back).
+    Refusals: ``token_invalid``, ``token_used``, ``token_revoked``, ``token_expired`` (401).
     """
 
-    name: AuditMethod = "token"
+    name = TOKEN.method
     role_from_request = False
 
     def __init__(self, roles: RoleBook) -> None:
         self._roles = roles
 
-    def verify(self, proof: TokenProof, *, csr: CheckedCSR, role: Role | None, now: datetime) -> Claim[TokenProof]:
+    def verify(self, proof: TokenProof, *, csr: CheckedCSR, role: Role | None, now: datetime) -> Verified[TokenProof]:
         if not proof.well_formed:
             raise Unauthorized("The join token is not valid.", code="token_invalid", reason="malformed token")
-        return Claim(state=proof)
+        return Verified(state=proof)
 
-    async def outbound(self, claim: Claim[TokenProof], *, now: datetime) -> Claim[TokenProof]:
-        return claim
-
-    async def admit(
-        self, session: AsyncSession, claim: Claim[TokenProof], *, request_id: str, now: datetime
-    ) -> Claim[TokenProof]:
-        token_hash = claim.state.token_hash
-        row = await tokens.consume_join_token(session, token_hash=token_hash, now=now, request_id=request_id)
+    async def identify(
+        self, verified: Verified[TokenProof], *, transaction: AsyncSession, request_id: str, now: datetime
+    ) -> Identified[TokenProof]:
+        token_hash = verified.state.token_hash
+        row = await tokens.consume_join_token(transaction, token_hash=token_hash, now=now, request_id=request_id)
         if row is None:
-            raise await _refusal(session, token_hash)
-        role = self._roles.get(row.role, method="token")
-        identity = VerifiedIdentity(method="token", principal=row.name, attributes=MappingProxyType({"name": row.name}))
-        return replace(claim, identity=identity, role=role)
+            raise await _refusal(transaction, token_hash)
+        role = self._roles.get(row.role, method=self.name)
+        identity = VerifiedIdentity(
+            method=self.name, principal=row.name, attributes=MappingProxyType({"name": row.name})
+        )
+        return Identified(state=verified.state, identity=identity, role=role)
 
-    async def signed(self, session: AsyncSession, claim: Claim[TokenProof], *, serial: str, now: datetime) -> None:
-        # The token was consumed before signing (it names the machine); which certificate it became is known now.
-        await tokens.link_certificate(session, token_hash=claim.state.token_hash, certificate_serial=serial)
+    async def check_upstream(self, identified: Identified[TokenProof], *, now: datetime) -> None:
+        return None
+
+    async def claim_in_transaction(
+        self, transaction: AsyncSession, identified: Identified[TokenProof], *, request_id: str, now: datetime
+    ) -> Claimed:
+        return Claimed()  # consumed while identifying
 
 
 async def _refusal(session: AsyncSession, token_hash: str) -> Unauthorized:
@@ -85,3 +95,18 @@ async def _refusal(session: AsyncSession, token_hash: str) -> Unauthorized:
         principal=row.name,
         role=row.role,
     )
+
+
+def read_proof(body: Mapping[str, Any], transport: Transport) -> TokenProof:
+    """``{"token"}``."""
+    return TokenProof(token=required_text(body, "token", max_len=256))
+
+
+METHOD = MethodEntry(
+    name=TOKEN.method,
+    route="/v1/issue/token",
+    fields=frozenset({"token"}),
+    read_proof=read_proof,
+    build=lambda resources: TokenMethod(resources.roles),
+    rules=TOKEN,
+)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from issuer.errors import ClientError, Conflict, NotFound
 from issuer.service.issuance.model import normalise_serial
 from issuer.service.revocation.upstream import UpstreamResult, UpstreamRevocations, UpstreamTarget
-from issuer.store import bindings, repo
+from issuer.store import audit, bindings, identities
 from issuer.store import revocations as store
 from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord
 
@@ -203,7 +203,7 @@ async def revoke(
             )
             live = [c for c in live if c.id in changed]  # (with the row locks held, that is all of them)
             for cert in live:
-                await repo.add_attestation(
+                await audit.record(
                     session,
                     AuditEntry(
                         method="revoke",
@@ -219,7 +219,7 @@ async def revoke(
                 )
             if binding == "forgotten":
                 await bindings.delete_binding(session, instance_id=target.value)
-                await repo.add_attestation(
+                await audit.record(
                     session,
                     AuditEntry(
                         method="revoke",
@@ -277,7 +277,7 @@ async def _by_serial(
     if not rows:
         raise NotFound(f"no certificate with serial {text}", code="certificate_not_found")
     (cert,) = rows
-    identity = await repo.get_identity(session, cert.identity_id)
+    identity = await identities.get_identity(session, cert.identity_id)
     assert identity is not None  # a foreign key
     # An expired certificate is revoked all the same (the record says so); the lists only carry live ones.
     if cert.status == "revoked":

@@ -26,8 +26,8 @@ from ca.signer import Signer
 from issuer.errors import IssuerError
 from issuer.service.ca.registry import SignerLoader, certificates_of
 from issuer.service.ca.signers import capabilities_of
+from issuer.store import audit
 from issuer.store import issuers as issuer_store
-from issuer.store import repo
 from issuer.store.records import AuditEntry, IssuerRecord, RootRecord
 
 __all__ = ["UpstreamResult", "UpstreamRevocations", "UpstreamTarget"]
@@ -130,7 +130,7 @@ class UpstreamRevocations:
             async with self._sessions() as session, session.begin():
                 for target, result in zip(targets, results, strict=True):
                     said = "" if result.ok else f"; {result.code}: {result.detail}"
-                    await repo.add_attestation(
+                    await audit.record(
                         session,
                         AuditEntry(
                             method="revoke",

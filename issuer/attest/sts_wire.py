@@ -17,14 +17,21 @@ from typing import NoReturn
 from issuer.attest.sts import StsRequest
 from issuer.errors import ClientError, PayloadTooLarge
 
-__all__ = ["MAX_BODY_BYTES", "MAX_HEADERS", "MAX_HEADER_BYTES", "MAX_URL_BYTES", "parse_sts_request"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MAX_URL_BYTES",
+    "VAULT_FIELDS",
+    "parse_sts_request",
+]
 
 MAX_HEADERS = 50
 MAX_HEADER_BYTES = 8 * 1024  # name + value
 MAX_BODY_BYTES = 1024
 MAX_URL_BYTES = 2 * 1024
 _NATIVE_FIELDS = frozenset({"method", "url", "headers", "body"})
-_VAULT_FIELDS = ("iam_http_request_method", "iam_request_url", "iam_request_headers", "iam_request_body")
+VAULT_FIELDS = ("iam_http_request_method", "iam_request_url", "iam_request_headers", "iam_request_body")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
@@ -39,7 +46,7 @@ def parse_sts_request(payload: Mapping[str, object]) -> StsRequest:
     ``sts_request_malformed`` or ``sts_header_duplicate``, and ``PayloadTooLarge``
     (a ``ClientError``, 413) with code ``sts_request_too_large``.
     """
-    vault = [k for k in _VAULT_FIELDS if k in payload]
+    vault = [k for k in VAULT_FIELDS if k in payload]
     if "sts_request" in payload and vault:
         _malformed("send either sts_request or the Vault iam_request_* fields, not both")
     if "sts_request" in payload:
@@ -55,7 +62,7 @@ def parse_sts_request(payload: Mapping[str, object]) -> StsRequest:
         )
     if not vault:
         _malformed("no signed STS request: send sts_request (or Vault's iam_request_* fields)")
-    missing = [k for k in _VAULT_FIELDS if k not in payload]
+    missing = [k for k in VAULT_FIELDS if k not in payload]
     if missing:
         _malformed(f"missing {', '.join(missing)}")
     raw_headers = payload["iam_request_headers"]

@@ -1,0 +1,214 @@
+"""Issued certificates: recorded once with their identity and audit row, then read, superseded and listed.
+
+:func:`record_issuance` is the hot path. On Postgres its three writes are one statement
+(one round trip) built once: data-modifying CTEs run exactly once, in order, whether or
+not the outer query reads them; each step is spelled by the module that owns its table
+(:mod:`issuer.store.identities`, :mod:`issuer.store.audit`). On SQLite the same writes are
+three statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from issuer.store import audit, identities
+from issuer.store.models import Certificate, Identity
+from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord, NewCertificate, NewIdentity, record_of
+from issuer.store.renewal_due import past_renewal_point
+
+__all__ = [
+    "certificates_of",
+    "get_certificate",
+    "identity_had_key",
+    "list_certificates",
+    "lock_certificate",
+    "record_issuance",
+    "stale_certificates",
+    "supersede_certificate",
+]
+
+_CERTIFICATES = Certificate.metadata.tables[Certificate.__tablename__]
+_INSERT = insert(_CERTIFICATES).returning(_CERTIFICATES.c.id)
+_CERTIFICATE_COLUMNS = (
+    "serial, identity_id, issuer_id, role, method, fingerprint_sha256, public_key_sha256, key_type, subject, sans, "
+    "identity_attributes, not_before, not_after, renewed_from, chain_started_at, status, certificate_pem, "
+    "request_id, created_at"
+)
+_RECORD_PG = text(
+    f"""
+WITH ident AS ({identities.upsert_step(prefix="i_")}
+), cert AS (
+    INSERT INTO certificates ({_CERTIFICATE_COLUMNS})
+    SELECT :serial, ident.id, :issuer_id, :role, :method, :fingerprint_sha256, :public_key_sha256, :key_type,
+        :subject, :sans, :identity_attributes, :not_before, :not_after, :renewed_from, :chain_started_at, 'active',
+        :certificate_pem, :request_id, :created_at
+    FROM ident
+    RETURNING id
+), audit AS ({audit.insert_after("cert", prefix="a_")}
+)
+SELECT id FROM cert
+"""  # noqa: S608 - the interpolated parts are this package's own constant SQL, never input
+).bindparams(
+    bindparam("i_attributes", type_=identities.IDENTITIES.c.attributes.type),
+    bindparam("sans", type_=_CERTIFICATES.c.sans.type),
+    bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
+    *(
+        bindparam(name, type_=_CERTIFICATES.c.created_at.type)
+        for name in ("created_at", "not_before", "not_after", "chain_started_at")
+    ),
+)
+
+
+async def record_issuance(
+    session: AsyncSession, *, identity: NewIdentity, certificate: NewCertificate, audit_entry: AuditEntry, now: datetime
+) -> int:
+    """Record an issued certificate, its identity and its success audit row; the certificate's id."""
+    connection = await session.connection()
+    values = _values(certificate, identity, now)
+    if connection.dialect.name == "postgresql":
+        combined = {
+            **values,
+            **identities.parameters(identity, prefix="i_"),
+            **audit.parameters(audit_entry, prefix="a_"),
+        }
+        return int((await connection.execute(_RECORD_PG, combined)).scalar_one())
+    values["identity_id"] = await identities.upsert_identity(session, identity, now=now)
+    cert_id = (await connection.execute(_INSERT, values)).scalar_one()
+    await audit.record(session, audit_entry, now=now)
+    return int(cert_id)
+
+
+def _values(certificate: NewCertificate, identity: NewIdentity, now: datetime) -> dict[str, Any]:
+    return {
+        "serial": certificate.serial,
+        "issuer_id": certificate.issuer_id,
+        "role": certificate.role,
+        "method": certificate.method,
+        "fingerprint_sha256": certificate.fingerprint_sha256,
+        "public_key_sha256": certificate.public_key_sha256,
+        "key_type": certificate.key_type,
+        "subject": certificate.subject,
+        "sans": list(certificate.sans),
+        "identity_attributes": dict(identity.attributes),
+        "not_before": certificate.not_before,
+        "not_after": certificate.not_after,
+        "renewed_from": certificate.renewed_from,
+        "chain_started_at": certificate.chain_started_at,
+        "status": "active",
+        "revoked_at": None,
+        "revocation_reason": None,
+        "certificate_pem": certificate.certificate_pem,
+        "request_id": certificate.request_id,
+        "created_at": now,
+    }
+
+
+# A renewal reads its certificate on every request: columns, not ORM rows.
+_GET = select(*(_CERTIFICATES.c[f.name] for f in fields(CertificateRecord))).where(
+    _CERTIFICATES.c.serial == bindparam("p_serial")
+)
+_LOCK = _GET.with_for_update()
+
+
+async def get_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
+    """The certificate with ``serial`` (normalised lower-case hex, no leading zeros)."""
+    connection = await session.connection()
+    row = (await connection.execute(_GET, {"p_serial": serial})).mappings().first()
+    return None if row is None else CertificateRecord(**row)
+
+
+async def lock_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
+    """Like :func:`get_certificate`, holding a row lock until the transaction ends (Postgres)."""
+    connection = await session.connection()
+    row = (await connection.execute(_LOCK, {"p_serial": serial})).mappings().first()
+    return None if row is None else CertificateRecord(**row)
+
+
+async def supersede_certificate(session: AsyncSession, *, certificate_id: int) -> bool:
+    """Mark an active certificate superseded; False if it was not active (revoked or renewed meanwhile)."""
+    result = await session.execute(
+        update(Certificate)
+        .where(Certificate.id == certificate_id, Certificate.status == "active")
+        .values(status="superseded")
+        .returning(Certificate.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def list_certificates(
+    session: AsyncSession, *, limit: int = 50, status: str | None = None, principal: str | None = None
+) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
+    query = select(Certificate, Identity).join(Identity, Certificate.identity_id == Identity.id)
+    if status:
+        query = query.where(Certificate.status == status)
+    if principal:
+        query = query.where(Identity.principal == principal)
+    rows = await session.execute(query.order_by(Certificate.id.desc()).limit(limit))
+    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows]
+
+
+async def stale_certificates(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    late_by: timedelta,
+    renew_fraction: float,
+    include_expired: bool,
+    limit: int = 500,
+) -> Sequence[tuple[CertificateRecord, IdentityRecord]]:
+    """Active certificates (no successor, not revoked) whose renewal point passed more than ``late_by``
+    before ``now``, soonest expiry first.
+
+    An active certificate is the head of its renewal chain; one still active well past the point
+    its machine was told to renew at is a missed rotation — each measured by its own lifetime, so
+    healthy short-lived certificates are never listed. Expired ones only with ``include_expired``.
+    """
+    dialect = (await session.connection()).dialect.name
+    query = (
+        select(Certificate, Identity)
+        .join(Identity, Certificate.identity_id == Identity.id)
+        .where(
+            Certificate.status == "active",
+            past_renewal_point(dialect, renew_fraction=renew_fraction, cutoff=now - late_by),
+        )
+    )
+    if not include_expired:
+        query = query.where(Certificate.not_after > now)
+    rows = await session.execute(query.order_by(Certificate.not_after).limit(limit))
+    return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows]
+
+
+async def identity_had_key(session: AsyncSession, *, identity_id: int, public_key_sha256: str) -> bool:
+    """Whether any certificate of the identity was issued for the key with this hash (any status).
+
+    Looked up through ``ix_certificates_public_key_sha256``: a key hash names at most a few rows.
+    """
+    found = await session.scalar(
+        select(Certificate.id)
+        .where(Certificate.public_key_sha256 == public_key_sha256, Certificate.identity_id == identity_id)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def certificates_of(
+    session: AsyncSession, *, principal: str, limit: int = 500
+) -> Sequence[tuple[CertificateRecord, str | None]]:
+    """Every certificate of ``principal`` (any method), oldest first, with the serial it renewed."""
+    previous = aliased(Certificate)
+    rows = await session.execute(
+        select(Certificate, previous.serial)
+        .join(Identity, Certificate.identity_id == Identity.id)
+        .outerjoin(previous, Certificate.renewed_from == previous.id)
+        .where(Identity.principal == principal)
+        .order_by(Certificate.id)
+        .limit(limit)
+    )
+    return [(record_of(CertificateRecord, c), renewed) for c, renewed in rows]

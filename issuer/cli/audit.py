@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
         help="who the admin API takes you for, and your permissions",
         description="With --server: sign in with your AWS credentials and print the ARN the service sees "
         "and the permissions [[admins]] gives it. Locally: the local operator (every permission).",
-        epilog="example: AWS_PROFILE=ops issuer --server https://issuer.example.org whoami",
+        epilog="example: issuer whoami   (remotely: AWS_PROFILE=ops issuer --server https://issuer.example.org whoami)",
     )
     whoami.add_argument("--json", action="store_true", help="print JSON")
     whoami.set_defaults(handler=cmd_whoami, remote_ok=True)

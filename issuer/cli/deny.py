@@ -52,12 +52,20 @@ def add_parser(sub: Any) -> None:
     deny.add_argument("--json", action="store_true", help="print JSON")
     deny.set_defaults(handler=cmd_deny, remote_ok=True)
     actions = deny.add_subparsers(dest="deny_command", metavar="ACTION")
-    dlist = actions.add_parser("list", help="list denials in force", description="List the deny list.")
+    dlist = actions.add_parser(
+        "list",
+        help="list denials in force",
+        description="List the deny list.",
+        epilog="example: issuer deny list --all --json",
+    )
     dlist.add_argument("--all", action="store_true", help="also expired and removed denials")
     dlist.add_argument("--json", action="store_true", help="print JSON")
     dlist.set_defaults(handler=cmd_list, remote_ok=True)
     remove = actions.add_parser(
-        "remove", help="lift a denial", description="Lift a denial (it stays on the record, marked removed)."
+        "remove",
+        help="lift a denial",
+        description="Lift a denial (it stays on the record, marked removed).",
+        epilog="example: issuer deny remove 3",
     )
     remove.add_argument("id", help="the denial's number (`issuer deny list`)")
     remove.add_argument("--json", action="store_true", help="print JSON")

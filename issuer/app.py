@@ -20,9 +20,12 @@ from aiohttp import web
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
 from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
+from issuer.audit.service import AuditTrail
 from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
+from issuer.events.publisher import EventsClient
 from issuer.http.keys import (
+    AUDIT,
     BODY_TIMEOUT,
     EC2,
     ENGINE,
@@ -80,6 +83,8 @@ def create_app(
     max_in_flight: int = 64,
     rate_limiter: RateLimiter | None = None,
     metrics: Metrics | None = None,
+    events_client: EventsClient | None = None,
+    seal_every: float = 1.0,
 ) -> web.Application:
     """The issuer's web application for ``settings``.
 
@@ -94,6 +99,10 @@ def create_app(
     ``max_in_flight`` bounds the issuance requests this process works on at once (more get
     503 ``overloaded``); ``rate_limiter`` defaults to a token bucket per identity from
     ``[issuer] rate_limit``; ``metrics`` to :meth:`Metrics.for_process`.
+
+    Every process seals the audit trail every ``seal_every`` seconds and signs its checkpoints
+    (:mod:`issuer.audit`); with ``[events] bus_arn`` it also relays events to EventBridge
+    (``events_client`` overrides the boto3 client).
     """
     metrics = metrics or Metrics.for_process()
     shedder = InFlightLimit(max_in_flight, observer=metrics)
@@ -110,6 +119,7 @@ def create_app(
         app[ENGINE] = engine
         http: aiohttp.ClientSession | None = None
         tasks: list[asyncio.Task[None]] = []
+        audit: AuditTrail | None = None
         try:
             sessions = make_session_factory(engine)
             if (settings.ca_dir / "issuing.pem").exists():
@@ -166,7 +176,18 @@ def create_app(
             expiring = ExpiringCertificates(sessions, clock=clock, renew_fraction=settings.renew_fraction)
             metrics.add_source(expiring, expiring.refresh)
             janitor = Janitor(sessions, clock=clock, refusals=pipeline.refusals, every=janitor_every)
+            audit = AuditTrail(
+                settings,
+                sessions,
+                clock=clock,
+                passphrase=lambda: read_passphrase(settings),
+                events=events_client,
+                seal_every=seal_every,
+            )
+            app[AUDIT] = audit
+            metrics.add_source(audit.gauges, audit.gauges.refresh)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
+            tasks += [asyncio.create_task(loop) for loop in audit.tasks()]
             log.info(
                 "ready: issuing CA %s (valid until %s), %d role(s), database %s",
                 trust.active.certificate.subject.rfc4514_string(),
@@ -183,6 +204,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if audit is not None:
+                await audit.close()
             if http is not None:
                 await http.close()
             await engine.dispose()

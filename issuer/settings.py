@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from issuer.audit.config import AuditSettings, EventSettings, parse_audit, parse_events
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
 from issuer.policy.ratelimit import RateLimit, parse_rate_limit
@@ -26,7 +27,7 @@ DEFAULT_TRUST_DOMAIN = "issuer.local"
 DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_RATE_LIMIT = "10/min"
 _DEFAULT_RATE = parse_rate_limit(DEFAULT_RATE_LIMIT)
-_SECTIONS = {"issuer", "aws", "roles"}
+_SECTIONS = {"issuer", "aws", "roles", "audit", "events"}
 _ISSUER_KEYS = {
     "registry_refresh",
     "trust_domain",
@@ -101,6 +102,9 @@ class Settings:
     # else <state_dir>/ca-passphrase (what the embedded default generates).
     ca_passphrase: Secret | None = None
     ca_passphrase_file: Path | None = None
+    # The audit chain's checkpoints ([audit]) and EventBridge events ([events]).
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
     @property
     def ca_dir(self) -> Path:
@@ -144,7 +148,7 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
     unknown = sorted(set(raw) - _SECTIONS)
     if unknown:
-        raise ConfigError(f"{source}: unknown section {unknown[0]!r} (known: issuer, aws, roles)")
+        raise ConfigError(f"{source}: unknown section {unknown[0]!r} (known: {', '.join(sorted(_SECTIONS))})")
     issuer = _table(raw, "issuer", source)
     bad = sorted(set(issuer) - _ISSUER_KEYS)
     if bad:
@@ -216,6 +220,8 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         rate_limit=rate_limit,
         ca_passphrase=Secret(passphrase.encode()) if passphrase else None,
         ca_passphrase_file=Path(passphrase_file) if passphrase_file else None,
+        audit=parse_audit(_table(raw, "audit", source), source),
+        events=parse_events(_table(raw, "events", source), source),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from issuer.audit.service import AuditTrail
 from issuer.service.ca.registry import IssuerRegistry
 from issuer.service.issuance.ec2 import Ec2Method
 from issuer.service.issuance.iam import IamMethod
@@ -23,6 +24,7 @@ EC2 = web.AppKey("ec2_method", Ec2Method)
 IAM = web.AppKey("iam_method", IamMethod)
 RENEW = web.AppKey("renew_method", RenewMethod)
 REVOCATION_LISTS = web.AppKey("revocation_lists", RevocationLists)
+AUDIT = web.AppKey("audit_trail", AuditTrail)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ca.errors import CAError
 from issuer import __version__
-from issuer.cli import ca, certs, instances, migrate, revoke, serve, tokens, truststore
+from issuer.cli import audit_chain, ca, certs, instances, migrate, revoke, serve, tokens, truststore
 from issuer.cli.database import database_problem
 from issuer.cli.errors import CliError
 from issuer.errors import IssuerError
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"issuer {__version__}")
     parser.add_argument("--config", metavar="FILE", help="issuer.toml (default: $ISSUER_CONFIG, else embedded default)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (serve, migrate, ca, tokens, certs, instances, revoke, truststore):
+    for group in (serve, migrate, ca, tokens, certs, instances, revoke, truststore, audit_chain):
         group.add_parser(sub)
     return parser
 

@@ -218,8 +218,19 @@ class Anchors:
         retention: tuple[LockMode, datetime] | None,
         progress: Callable[[str], None] | None = None,
     ) -> AnchorResult:
-        """Anchor every checkpoint of ``records`` not anchored yet (and check those that are, by seq)."""
+        """Anchor every checkpoint of ``records`` not anchored yet, after checking that the newest one
+        anchored already is still the database's (Conflict ``audit_anchor_differs`` if not; the full
+        comparison is ``issuer audit verify --anchors``)."""
         present = set(self.anchored_seqs())
+        both = present & set(records)
+        if both and self.read(max(both)) != records[max(both)]:
+            newest = max(both)
+            raise Conflict(
+                f"s3://{self._where.bucket}/{self._where.key(newest)} holds a different checkpoint {newest} than the "
+                "database: the database's checkpoints were changed since it was anchored "
+                "(run `issuer audit verify --anchors`)",
+                code="audit_anchor_differs",
+            )
         written: list[int] = []
         for seq in sorted(records):
             if seq in present:

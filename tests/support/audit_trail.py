@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from issuer.audit.sealer import Sealer
 from issuer.audit.verifier import KeyTrust, VerifyOptions, VerifyReport, verify_chain
 from issuer.http.keys import AUDIT
+from issuer.store.audit_chain import CheckpointRecord
 from issuer.store.engine import make_engine, make_session_factory
 from tests.support.harness import Harness, new_csr, running_issuer
 
@@ -81,7 +82,12 @@ async def sessions_of(url: str) -> AsyncIterator[async_sessionmaker[AsyncSession
 
 
 async def verify(
-    trail: Trail, *, now: datetime | None = None, trusted_roots: bool = True, **options: Any
+    trail: Trail,
+    *,
+    now: datetime | None = None,
+    trusted_roots: bool = True,
+    anchors: Mapping[int, CheckpointRecord] | None = None,
+    **options: Any,
 ) -> VerifyReport:
     async with sessions_of(trail.url) as sessions:
         return await verify_chain(
@@ -89,6 +95,7 @@ async def verify(
             now=now or datetime.now(UTC),
             trust=KeyTrust(roots=trail.roots if trusted_roots else None),
             options=VerifyOptions(**options),
+            anchors=anchors,
         )
 
 

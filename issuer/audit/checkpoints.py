@@ -231,11 +231,10 @@ class CheckpointKeys:
 
     async def _load(self, issuer: IssuerRecord) -> CheckpointSigner:
         if self._kms_key:
+            # Named by the configured key ARN (what verifiers are told to trust), not by what GetPublicKey echoes.
             client = self._clients().for_key(self._kms_key)
             described = await asyncio.to_thread(kms_public_key, client, self._kms_key)
-            return KmsKeySigner(
-                client, described.key_id, algorithm=described.algorithm, key_ref=f"kms:{described.key_id}"
-            )
+            return KmsKeySigner(client, self._kms_key, algorithm=described.algorithm, key_ref=f"kms:{self._kms_key}")
         key_ref = f"x509:{issuer.fingerprint_sha256}"
         if issuer.key_ref.startswith("file:"):
             from issuer.service.ca.signers import resolve_file_ref

@@ -11,7 +11,6 @@ between replicas (both far below ``late_window``), a higher id never carries a m
 time, and a row never commits long after rows with higher ids were sealed. A row is admitted
 when
 
-- the chain is empty (adopting the rows written before the chain existed, in id order), or
 - its id is above every sealed id and its ``created_at`` is not more than ``late_window``
   before the ``created_at`` of the highest sealed id (an append, as every normal write is), or
 - its id is below a sealed id (its transaction committed late) and its ``created_at`` is
@@ -20,6 +19,11 @@ when
 and never when it claims a time more than ``late_window`` in the future. A row written "into
 the past" — an old ``created_at``, or an id below sealed ones long after the fact — is left
 out of the chain, where ``issuer audit verify`` names it.
+
+**Adoption.** The first seal of a database (an empty chain: the release that brought the chain
+was just migrated in) takes every row already there, in id order, without the rule — history is
+what it is — in one transaction, all with the same ``sealed_at``; that prefix of the chain is how
+the verifier recognises it. It is vouched for from then on, not before.
 """
 
 from __future__ import annotations
@@ -118,13 +122,19 @@ class SealBatch:
 
 
 def seal(
-    rows: Sequence[Mapping[str, Any]], tail: ChainTail, *, now: datetime, late_window: timedelta = DEFAULT_LATE_WINDOW
+    rows: Sequence[Mapping[str, Any]],
+    tail: ChainTail,
+    *,
+    now: datetime,
+    late_window: timedelta = DEFAULT_LATE_WINDOW,
+    adopt: bool = False,
 ) -> SealBatch:
-    """Append the admissible ``rows`` (unsealed, in id order) after ``tail``, sealed at ``now``."""
+    """Append the admissible ``rows`` (unsealed, in id order) after ``tail``, sealed at ``now``
+    (``adopt``: all of them, see the module docstring)."""
     entries: list[ChainEntry] = []
     refused: list[tuple[int, str]] = []
     for row in rows:
-        why = admission(int(row["id"]), row["created_at"], tail, now=now, late_window=late_window)
+        why = None if adopt else admission(int(row["id"]), row["created_at"], tail, now=now, late_window=late_window)
         if why is not None:
             refused.append((int(row["id"]), why))
             continue

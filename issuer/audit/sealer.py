@@ -93,15 +93,20 @@ class Sealer:
     async def _seal(self, session: AsyncSession) -> int:
         tail = await store.chain_tail(session)
         now = self._clock()
+        adopting = tail.seq == 0  # the first seal takes the whole history, in one go (see issuer.audit.chain)
         total = 0
         after: int | None = None
-        while total < self._max_per_tick:
+        while adopting or total < self._max_per_tick:
             rows = await store.unsealed_rows(
-                session, above_id=tail.max_id, since=now - self._late, after_id=after, limit=self._batch
+                session,
+                above_id=None if adopting else tail.max_id,
+                since=now - self._late,
+                after_id=after,
+                limit=self._batch,
             )
             if not rows:
                 break
-            sealed = seal(rows, tail, now=now, late_window=self._late)
+            sealed = seal(rows, tail, now=now, late_window=self._late, adopt=adopting)
             await store.append_entries(session, sealed.entries)
             self._report(sealed.refused)
             tail = sealed.tail
@@ -180,7 +185,13 @@ class Sealer:
         problem: str | None = None
         if latest is not None and start.row_hash != latest.head_hash:
             problem = f"the chain's hash at seq {base} is not the one signed in checkpoint {base}"
-        walker = ChainWalker(start=start, checkpoints=checkpoints, late_window=self._late, max_findings=1)
+        walker = ChainWalker(
+            start=start,
+            checkpoints=checkpoints,
+            late_window=self._late,
+            max_findings=1,
+            adopted_at=await store.first_sealed_at(session),
+        )
         after = base
         while problem is None and after < upto:
             batch = await store.entries_after(session, after_seq=after, limit=1000, until_seq=upto)

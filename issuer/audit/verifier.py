@@ -195,7 +195,11 @@ async def verify_chain(
                 trusted[checkpoint.seq] = checkpoint.head_hash
         start = await store.tail_before(session, options.from_seq)
         walker = ChainWalker(
-            start=start, checkpoints=trusted, late_window=options.late_window, max_findings=options.max_findings
+            start=start,
+            checkpoints=trusted,
+            late_window=options.late_window,
+            max_findings=options.max_findings,
+            adopted_at=await store.first_sealed_at(session),
         )
         if start.seq in trusted and trusted[start.seq] != start.row_hash:
             findings.append(

@@ -84,8 +84,13 @@ class ChainWalker:
         checkpoints: Mapping[int, str],
         late_window: timedelta,
         max_findings: int = 20,
+        adopted_at: datetime | None = None,
     ) -> None:
         self.tail = start
+        # The chain's first seal adopted the rows already there (issuer.audit.chain): the prefix
+        # of entries sealed at ``adopted_at`` (entry 1's sealed_at) is not held to the admission rule.
+        self._adopted_at = adopted_at
+        self._adopting = adopted_at is not None and (start.seq == 0 or start.sealed_at == adopted_at)
         self._checkpoints = dict(checkpoints)
         self._late = late_window
         self._max = max_findings
@@ -196,6 +201,11 @@ class ChainWalker:
         )
 
     def _check_admission(self, entry: ChainEntry, row: Mapping[str, Any]) -> None:
+        if entry.seq == 1:
+            self._adopted_at, self._adopting = entry.sealed_at, True
+        if self._adopting and entry.sealed_at == self._adopted_at:
+            return
+        self._adopting = False
         previous = self.tail.sealed_at
         if previous is not None and entry.sealed_at < previous - self._late:
             self._add(

@@ -30,6 +30,7 @@ __all__ = [
     "checkpoints",
     "count_pending",
     "entries_after",
+    "first_sealed_at",
     "latest_checkpoint",
     "tail_before",
     "try_lock",
@@ -109,6 +110,12 @@ async def chain_tail(session: AsyncSession) -> ChainTail:
 async def tail_before(session: AsyncSession, seq: int) -> ChainTail:
     """The tail as it was before entry ``seq`` was appended (for ``verify --from``)."""
     return await _tail_at(session, seq - 1) if seq > 1 else ChainTail()
+
+
+async def first_sealed_at(session: AsyncSession) -> datetime | None:
+    """When entry 1 was sealed: the adopted prefix of the chain shares this ``sealed_at``."""
+    connection = await session.connection()
+    return (await connection.execute(select(_CHAIN.c.sealed_at).where(_CHAIN.c.seq == 1))).scalar_one_or_none()
 
 
 async def chain_end(session: AsyncSession) -> int:

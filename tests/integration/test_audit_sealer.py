@@ -149,19 +149,19 @@ async def test_the_last_rows_are_sealed_and_checkpointed_on_shutdown(tmp_path: P
 
 
 async def test_rows_written_before_the_chain_are_adopted(tmp_path: Path, db_url: str) -> None:
-    """Upgrading a database with history: its rows, however old, are sealed in id order on the first run."""
+    """Upgrading a database with history: its rows, however old (and whatever their clocks said), are
+    sealed in id order on the first run; the rule against rows written into the past starts after."""
     trail = await sealed_trail(tmp_path, db_url, rows=3)
-    month_back = (
-        "UPDATE attestations SET created_at = created_at - INTERVAL '30 days'"
-        if db_url.startswith("postgresql")
-        else "UPDATE attestations SET created_at = strftime('%Y-%m-%d %H:%M:%f', created_at, '-30 days')"
-    )
+    back = "created_at - INTERVAL '{}'" if db_url.startswith("postgresql") else "datetime(created_at, '-{}')"
+    month_back = f"UPDATE attestations SET created_at = {back.format('30 days')}"
+    skewed = f"UPDATE attestations SET created_at = {back.format('2 hours')} WHERE id = {trail.ids[1]}"
     await as_superuser(
         db_url,
         *untriggered(db_url, "attestations", "audit_chain", "audit_checkpoints"),
         "DELETE FROM audit_chain",
         "DELETE FROM audit_checkpoints",
         month_back,
+        skewed,  # a row two hours "older" than the one before it: a replica's clock was wrong back then
     )
     async with running_issuer(tmp_path, db_url, seal_every=3600.0) as h:
         sealer = h.client.app[AUDIT].sealer

@@ -185,6 +185,7 @@ def create_app(
                 seal_every=seal_every,
             )
             app[AUDIT] = audit
+            await audit.prepare()
             metrics.add_source(audit.gauges, audit.gauges.refresh)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
             tasks += [asyncio.create_task(loop) for loop in audit.tasks()]

@@ -65,6 +65,11 @@ class AuditTrail:
                 every=settings.events.expiring_scan.total_seconds(),
             )
 
+    async def prepare(self) -> None:
+        """At start-up: the event relay's cursor (events are published from the first start with [events] on)."""
+        if self.relay is not None:
+            await self.relay.prepare()
+
     def tasks(self) -> list[Coroutine[Any, Any, None]]:
         """The loops to run until shutdown."""
         loops = [self.sealer.run()]

@@ -59,6 +59,12 @@ class EventRelay:
         self._rules = rules
         self._rand = rand
 
+    async def prepare(self) -> None:
+        """Create the cursor at the chain's end if there is none: enabling events publishes from now on,
+        not the history. Raises what the database raises."""
+        async with self._sessions() as session, session.begin():
+            await store.cursor(session, CURSOR_NAME, now=self._clock())
+
     async def relay_once(self) -> tuple[int, int]:
         """One round: (events published, events that could not be). (0, 0) when another replica relays.
 

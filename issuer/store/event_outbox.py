@@ -41,9 +41,10 @@ def _insert(session_dialect: str) -> Any:
 
 
 async def cursor(session: AsyncSession, name: str, *, now: datetime) -> int:
-    """The last chain seq ``name`` handled (0 at first, when its row is created)."""
+    """The last chain seq ``name`` handled; created at the chain's current end (events from then on)."""
     connection = await session.connection()
-    statement = _insert(connection.dialect.name)(_CURSOR).values(name=name, seq=0, updated_at=now)
+    head = select(func.coalesce(func.max(_CHAIN.c.seq), 0)).scalar_subquery()
+    statement = _insert(connection.dialect.name)(_CURSOR).values(name=name, seq=head, updated_at=now)
     await connection.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
     return int((await connection.execute(select(_CURSOR.c.seq).where(_CURSOR.c.name == name))).scalar_one())
 

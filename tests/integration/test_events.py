@@ -245,3 +245,13 @@ async def test_an_eventbridge_outage_loses_nothing(tmp_path: Path, pg_url: str, 
     assert len(wanted) == 50
     assert wanted <= set(delivered), f"missing {len(wanted - set(delivered))} of {len(wanted)}"
     assert set(delivered) <= wanted
+
+
+async def test_enabling_events_publishes_from_then_on(tmp_path: Path, pg_url: str, bus: MotoEvents) -> None:
+    async with running_issuer(tmp_path, pg_url, seal_every=3600.0) as h:
+        await issue(h, "before-1")
+        await issue(h, "before-2")
+    async with running_issuer(tmp_path, pg_url, config=config(bus), events_client=bus.events_client()) as h:
+        after = await issue(h, "after")
+        got = await asyncio.to_thread(bus.drain, until=2, timeout=6)  # waits the full 6 s for a second one
+    assert [e["detail"]["certificate_serial"] for e in got] == [after["serial"]]

@@ -84,6 +84,7 @@ class KeyTrust:
 
     roots: tuple[x509.Certificate, ...] | None
     kms_keys: frozenset[str] = frozenset()
+    roots_source: str = "--roots"  # where ``roots`` came from, for the findings
     kms: KmsSource | None = None
     notes: list[str] = field(default_factory=list)
     _cache: dict[str, object] = field(default_factory=dict)
@@ -121,7 +122,11 @@ class KeyTrust:
             if note not in self.notes:
                 self.notes.append(note)
         if not chains_to(certificate, intermediates, roots):
-            return None, f"the issuing CA {issuer.subject} does not chain to a trusted root"
+            where = "the database's roots" if self.roots is None else self.roots_source
+            return None, (
+                f"the issuing CA {issuer.subject} does not chain to a trusted root (trusted: {where}; after a root "
+                "rotation, give every root you trust with --roots)"
+            )
         return certificate.public_key(), ""
 
     async def _kms_key(self, arn: str) -> tuple[object | None, str]:

@@ -148,7 +148,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     kms_keys = {*args.kms_key}
     if settings.audit.checkpoint_kms_key:
         kms_keys.add(settings.audit.checkpoint_kms_key)
-    trust = KeyTrust(roots=roots, kms_keys=frozenset(kms_keys))
+    trust = KeyTrust(roots=roots, kms_keys=frozenset(kms_keys), roots_source=str(roots_file))
     options = VerifyOptions(
         from_seq=args.from_seq, seal_window=args.seal_window, checkpoint_grace=args.checkpoint_grace
     )

@@ -5,7 +5,8 @@
 3. start the issuer service           7. bootstrap an EC2 instance (IMDSv2 identity document)
 4. create a one-time join token       8. bootstrap an IAM user and an ECS-style task role (STS)
 ... then renewal, a daemon, revocation, an operator signed in with IAM (remote admin commands,
-the deny list), and a CA rotation onto AWS KMS with the truststore published to S3.
+the deny list), and a CA rotation onto AWS KMS with the truststore published to S3, and the audit trail:
+`issuer audit verify`, events to EventBridge.
 
 AWS is played by local stand-ins: moto's server for STS and IAM (signatures checked),
 a fake instance metadata service, and a demo "AWS" key trusted for one region.
@@ -47,6 +48,10 @@ ROLES = """\
 trust_domain = "demo.example"
 server_id = "issuer.demo.example"
 registry_refresh = "1s"                  # replicas follow CA rotation within a second (default 5s)
+
+[events]
+# Every issuance, renewal, revocation and refusal as an EventBridge event (moto here; a rule sends them to SQS).
+bus_arn = "{bus_arn}"
 
 [aws.sts]
 # Real clients sign for the real STS host; the issuer sends those requests to moto instead.
@@ -293,6 +298,44 @@ def operator_step(
     ok("every operator action is on the record with the operator's IAM ARN")
 
 
+BUS = "demo-security"
+
+
+def make_event_bus(aws: DemoAws) -> tuple[str, str]:
+    """An EventBridge bus (moto) with a rule that sends the issuer's events to an SQS queue: (bus ARN, queue URL)."""
+    events, sqs = aws.client("events"), aws.client("sqs")
+    bus_arn = events.create_event_bus(Name=BUS)["EventBusArn"]
+    queue_url = sqs.create_queue(QueueName=f"{BUS}-queue")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="issuer", EventBusName=BUS, EventPattern=json.dumps({"source": ["aws-machine-issuer"]}))
+    events.put_targets(Rule="issuer", EventBusName=BUS, Targets=[{"Id": "siem", "Arn": queue_arn}])
+    return bus_arn, queue_url
+
+
+def audit_trail(aws: DemoAws, env: dict[str, str], *, issuer: str, queue_url: str) -> None:
+    """Step 13: the hash-chained audit trail verifies, and the events arrived on the bus (moto) -> SQS."""
+    say("Step 13: the audit trail: `issuer audit verify` recomputes the chain; events reached EventBridge")
+    time.sleep(1.5)  # the replica seals each second
+    run([issuer, "audit", "verify"], env=env)
+    ok("every row is in the hash chain and unchanged; the checkpoints, signed with the issuing CA key, verify")
+    sqs = aws.client("sqs")
+    seen: dict[str, dict[str, object]] = {}
+    deadline = time.monotonic() + 15
+    while "Certificate Revoked" not in seen and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            event = json.loads(message["Body"])
+            seen.setdefault(event["detail-type"], event)
+    counts = ", ".join(sorted(seen))
+    print(f"    the SQS queue behind the bus's rule received: {counts}")
+    revoked = seen.get("Certificate Revoked")
+    if revoked is None:
+        raise DemoFailed("no 'Certificate Revoked' event arrived within 15 s")
+    print("      " + json.dumps(revoked, indent=2).replace("\n", "\n      "))
+    ok("the revocation of step 11 arrived as an event, with an event_id to deduplicate on")
+
+
 def expect_refusal(args: list[str], *, env: dict[str, str], what: str) -> None:
     try:
         run(args, env=env)
@@ -343,6 +386,7 @@ def walkthrough(aws: DemoAws) -> int:
     service: subprocess.Popen[bytes] | None = None
     endpoint: MtlsEndpoint | None = None
     try:
+        bus_arn, queue_url = make_event_bus(aws)
         say("Step 1: write the roles: on-prem (join tokens), an EC2 fleet, build servers and ECS tasks (IAM)")
         roles = ROLES.format(
             sts_url=aws.sts_url,
@@ -351,6 +395,7 @@ def walkthrough(aws: DemoAws) -> int:
             account=ACCOUNT,
             user_arn=aws.user_arn,
             operator_arn=aws.operator_arn,
+            bus_arn=bus_arn,
         )
         (WORK / "issuer.toml").write_text(roles)
         print("      " + roles.rstrip().replace("\n", "\n      "))
@@ -549,6 +594,8 @@ def walkthrough(aws: DemoAws) -> int:
             server_key=server_key,
             machines={"build-box-1": certs, "build-server": build},
         )
+
+        audit_trail(aws, env, issuer=issuer, queue_url=queue_url)
 
         say("The record: every issuance and refusal is in the database")
         run([issuer, "certs", "list", "--limit", "12"], env=env)

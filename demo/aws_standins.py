@@ -64,9 +64,13 @@ class DemoAws:
         }
 
     def s3_client(self) -> Any:
+        return self.client("s3")
+
+    def client(self, service: str) -> Any:
+        """A client of the second moto server (S3, KMS, EventBridge, SQS) with the operator's keys."""
         env = self.s3_env()
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.s3_url,
             region_name=env["AWS_DEFAULT_REGION"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],

@@ -22,10 +22,13 @@ from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
 from issuer.attest.ec2_instance import LookupFactory
 from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
+from issuer.audit.service import AuditTrail
 from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
+from issuer.events.publisher import EventsClient
 from issuer.http.admin import ADMIN, AdminApi, add_admin_routes
 from issuer.http.keys import (
+    AUDIT,
     BODY_TIMEOUT,
     CRLS,
     ENGINE,
@@ -115,6 +118,8 @@ def create_app(
     metrics: Metrics | None = None,
     root_signer_loader: RootSignerLoader | None = None,
     crls_every: float | None = 60.0,
+    events_client: EventsClient | None = None,
+    seal_every: float = 1.0,
 ) -> web.Application:
     """The issuer's web application for ``settings``.
 
@@ -134,6 +139,10 @@ def create_app(
     ``max_in_flight`` bounds the issuance requests this process works on at once (more get
     503 ``overloaded``); ``rate_limiter`` defaults to a token bucket per identity from
     ``[issuer] rate_limit``; ``metrics`` to :meth:`Metrics.for_process`.
+
+    Every process seals the audit trail every ``seal_every`` seconds and signs its checkpoints
+    (:mod:`issuer.audit`); with ``[events] bus_arn`` it also relays events to EventBridge
+    (``events_client`` overrides the boto3 client).
     """
     metrics = metrics or Metrics.for_process()
     shedder = InFlightLimit(max_in_flight, observer=metrics)
@@ -151,6 +160,7 @@ def create_app(
         http: aiohttp.ClientSession | None = None
         tasks: list[asyncio.Task[None]] = []
         wire_audit: WireAudit | None = None
+        audit: AuditTrail | None = None
         try:
             sessions = make_session_factory(engine)
             wire_audit = WireAudit(sessions, clock=clock)
@@ -240,7 +250,19 @@ def create_app(
                 ],
             )
             janitor = Janitor(sessions, clock=clock, refusals=refusals.counts, every=janitor_every)
+            audit = AuditTrail(
+                settings,
+                sessions,
+                clock=clock,
+                passphrase=lambda: read_passphrase(settings),
+                events=events_client,
+                seal_every=seal_every,
+            )
+            app[AUDIT] = audit
+            await audit.prepare()
+            metrics.add_source(audit.gauges, audit.gauges.refresh)
             tasks = [asyncio.create_task(registry.watch()), asyncio.create_task(janitor.run())]
+            tasks += [asyncio.create_task(loop) for loop in audit.tasks()]
             if crls_every is not None:
                 tasks.append(asyncio.create_task(app[CRLS].keep_current(every=crls_every)))
             log.info(
@@ -259,6 +281,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if audit is not None:
+                await audit.close()
             if http is not None:
                 await http.close()
             if wire_audit is not None:

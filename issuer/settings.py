@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from issuer.audit.config import AuditSettings, EventSettings, parse_audit, parse_events
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
 from issuer.policy.admins import AdminGrant, parse_admins
@@ -28,7 +29,7 @@ DEFAULT_TRUST_DOMAIN = "issuer.local"
 DEFAULT_MAX_BODY = 64 * 1024
 DEFAULT_RATE_LIMIT = "10/min"
 _DEFAULT_RATE = parse_rate_limit(DEFAULT_RATE_LIMIT)
-_SECTIONS = {"issuer", "aws", "roles", "admins"}
+_SECTIONS = {"issuer", "aws", "roles", "admins", "audit", "events"}
 _ISSUER_KEYS = {
     "registry_refresh",
     "trust_domain",
@@ -107,6 +108,9 @@ class Settings:
     # [[admins]]: who may use the admin API (/v1/admin/), with which permissions; empty: the API is off.
     admins: tuple[AdminGrant, ...] = ()
     default_passphrase_file: Path | None = None  # None: <config home>/issuer/ca-passphrase of this user
+    # The audit chain's checkpoints ([audit]) and EventBridge events ([events]).
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
     @property
     def ca_dir(self) -> Path:
@@ -156,7 +160,7 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
     unknown = sorted(set(raw) - _SECTIONS)
     if unknown:
-        raise ConfigError(f"{source}: unknown section {unknown[0]!r} (known: issuer, aws, roles, admins)")
+        raise ConfigError(f"{source}: unknown section {unknown[0]!r} (known: {', '.join(sorted(_SECTIONS))})")
     issuer = _table(raw, "issuer", source)
     bad = sorted(set(issuer) - _ISSUER_KEYS)
     if bad:
@@ -239,6 +243,8 @@ def load_settings(config_path: str | Path | None = None, *, env: Mapping[str, st
         ca_passphrase_file=Path(passphrase_file) if passphrase_file else None,
         admins=admins,
         default_passphrase_file=default_passphrase_file(env),
+        audit=parse_audit(_table(raw, "audit", source), source),
+        events=parse_events(_table(raw, "events", source), source),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from issuer.cli import audit_chain
 from issuer.cli.operator import act, is_remote
 from issuer.cli.output import print_json, print_table, seconds
 from issuer.settings import Settings
@@ -14,7 +15,10 @@ __all__ = ["add_parser"]
 _DESCRIPTION = """\
 Read the audit trail, newest first: every attestation, issuance, renewal and refusal of machines,
 and every operator action (method 'admin': the actor — an IAM ARN, or local:user@host — the action,
-its arguments and how it ended).
+its arguments and how it ended). With an ACTION, work on the tamper-evident chain over the same
+rows instead: `issuer audit verify` (was anything edited, deleted, inserted or reordered?),
+`issuer audit anchor s3://BUCKET/PREFIX` (copy the signed checkpoints out of the database's reach),
+`issuer audit seal` (seal and checkpoint now) — these run locally, next to the database.
 """
 
 
@@ -23,7 +27,7 @@ def add_parser(sub: Any) -> None:
         "audit",
         help="read the audit trail",
         description=_DESCRIPTION,
-        epilog="examples:\n  issuer audit --method admin --since 24h\n"
+        epilog="examples:\n  issuer audit --method admin --since 24h\n  issuer audit verify\n"
         "  issuer --server https://issuer.example.org audit --actor 'arn:aws:sts::123456789012:assumed-role/Ops/alice'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,6 +41,8 @@ def add_parser(sub: Any) -> None:
     audit.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     audit.add_argument("--json", action="store_true", help="print JSON")
     audit.set_defaults(handler=cmd_audit, remote_ok=True)
+    # The tamper-evident chain over the same rows: issuer audit verify | anchor | seal.
+    audit_chain.add_actions(audit.add_subparsers(dest="audit_command", metavar="ACTION", required=False))
 
     whoami = sub.add_parser(
         "whoami",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from issuer.audit.service import AuditTrail
 from issuer.http.wire_audit import WireAudit
 from issuer.service.ca.registry import IssuerRegistry
 from issuer.service.issuance.catalogue import MethodTable
@@ -21,6 +22,7 @@ METHODS = web.AppKey("methods", MethodTable)
 REGISTRY = web.AppKey("registry", IssuerRegistry)
 REVOCATION_LISTS = web.AppKey("revocation_lists", RevocationLists)
 CRLS = web.AppKey("crls", CrlBundles)
+AUDIT = web.AppKey("audit_trail", AuditTrail)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
 WIRE_AUDIT = web.AppKey("wire_audit", WireAudit)
 REQUEST_ID = web.RequestKey("request_id", str)

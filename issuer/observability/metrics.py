@@ -23,6 +23,10 @@ Names and labels (``route`` is the route's path template, ``unmatched`` for 404s
                                                             gauge      NotAfter of each CA of the registry
     issuer_worker_start_time_seconds                        gauge      one series per live process (``pid`` label
                                                                        with ``--workers``)
+    issuer_audit_unsealed_rows                              gauge      audit rows not yet in the hash chain
+    issuer_audit_uncheckpointed_rows                        gauge      chain entries after the newest checkpoint
+    issuer_events_unpublished                               gauge      with [events]: entries after the relay's cursor
+                                                                       (these three: issuer.audit.gauges, cached 15 s)
     process_*                                                          one process only (no ``--workers``)
 
 Multi-process mode (``issuer serve --workers N``): ``PROMETHEUS_MULTIPROC_DIR`` is set by

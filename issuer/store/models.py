@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -315,3 +316,66 @@ class JoinToken(Base):
     certificate_serial: Mapped[str | None] = mapped_column(String(64))
     # Set by `issuer token revoke` (which also moves expires_at to that moment).
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditChainEntry(Base):
+    """The hash chain over ``attestations``: one entry per sealed row, in the order it was sealed.
+
+    Written only by the sealer (``issuer.audit.sealer``), after the rows' own transactions
+    committed, so it depends on no writer of audit rows. See ``issuer.audit.canonical``.
+    """
+
+    __tablename__ = "audit_chain"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    attestation_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    format: Mapped[int] = mapped_column(SmallInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditCheckpoint(Base):
+    """A signed statement "the chain's hash at ``seq`` was ``head_hash``", by a key the database cannot use."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # x509:<issuing CA certificate SHA-256> (an issuer's key) or kms:<key ARN> (a dedicated KMS key).
+    key_ref: Mapped[str] = mapped_column(String(1024))
+    algorithm: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(Text)  # base64
+    format: Mapped[int] = mapped_column(SmallInteger)
+
+
+class EventCursor(Base):
+    """How far a consumer of the sealed chain (the EventBridge relay) has got: the last ``seq`` it handled."""
+
+    __tablename__ = "event_cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EventOutbox(Base):
+    """Events that no audit row records (a certificate expiring unrenewed), once per ``dedupe_key``."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (
+        Index(
+            "ix_event_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(256), unique=True)
+    detail_type: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -21,8 +21,8 @@ from issuer.attest.admin_proof import (
 )
 from issuer.attest.sts import validate_sts_request
 from issuer.attest.sts_hosts import StsHostAllowlist
-from issuer.errors import Unauthorized
 from issuer.attest.sts_wire import parse_sts_request
+from issuer.errors import Unauthorized
 from tests.support.sts_signing import SignedStsRequest, sign_get_caller_identity
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -37,6 +37,9 @@ def row(row_id: int, *, at: datetime | None = None, **changes: Any) -> dict[str,
         "remote_addr": "127.0.0.1",
         "request_id": f"req-{row_id}",
         "created_at": at or T0 + timedelta(seconds=row_id),
+        "actor": None,
+        "action": None,
+        "arguments": None,
     }
     return {**base, **changes}
 

@@ -132,7 +132,7 @@ def test_image_migrates_initialises_serves_and_issues_to_an_agent(
     ]  # fmt: skip
 
     migrated = podman.run("run", "--rm", *common, image, "migrate")
-    assert "Schema is at head" in migrated.stdout, migrated.stdout + migrated.stderr
+    assert "the newest this release knows" in migrated.stdout, migrated.stdout + migrated.stderr
     assert asyncio.run(current_revision(empty_db)) == head()
 
     initialised = podman.run("run", "--rm", *common, image, "ca", "init", "--organization", "Image Test")

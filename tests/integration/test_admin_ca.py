@@ -80,7 +80,7 @@ async def test_rotate_activate_retire_through_the_api(
         assert activated["issuer"]["fingerprint_sha256"] == new["fingerprint_sha256"]
         assert activated["previous"]["subject"] == old_subject
         assert await active_subject(h) == new["subject"]
-        assert isinstance(h.service.registry.snapshot.active.signer, KmsSigner)
+        assert isinstance(h.service.registry.snapshot.active.signer.inner, KmsSigner)  # type: ignore[attr-defined]
         after = await issue_token(h, "after")
         assert check_issued(after).issuer.rfc4514_string() == new["subject"]
         for leaf in (before, after):

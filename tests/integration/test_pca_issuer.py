@@ -135,7 +135,7 @@ async def test_what_plain_moto_returns_is_refused_and_nothing_is_recorded(
 ) -> None:
     await init_pca(tmp_path, pg_url, private_ca)
     async with running_issuer(tmp_path, pg_url, env=NO_PASSPHRASE) as h:
-        assert isinstance(h.service.registry.snapshot.active.signer, PcaSigner)
+        assert isinstance(h.service.registry.snapshot.active.signer.inner, PcaSigner)  # type: ignore[attr-defined]
         token = await h.token(name="plain-1")
         status, body, _ = await token_issue(h, "plain-1", token=token)
         assert (status, body["code"]) == (502, "ca_signer_result_rejected"), body

@@ -227,7 +227,9 @@ def test_stack_creates_in_moto(stack: MotoStack, template: dict[str, Any]) -> No
 def test_tasks_run_against_the_stack(stack: MotoStack, template: dict[str, Any], empty_db: str, tmp_path: Path) -> None:
     scratch = tmp_path / "run"
     migrated = run_task(stack, stack.outputs["MigrateTaskDefinition"], empty_db, scratch)
-    assert migrated.returncode == 0 and "the newest this release knows" in migrated.stdout, migrated.stdout + migrated.stderr
+    assert migrated.returncode == 0 and "the newest this release knows" in migrated.stdout, (
+        migrated.stdout + migrated.stderr
+    )
 
     # Before ca init there is no root: the root-crl task fails, and says so in the line the alarm counts.
     too_early = run_task(stack, stack.outputs["RootCrlTaskDefinition"], empty_db, scratch)

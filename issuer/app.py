@@ -22,7 +22,6 @@ from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
 from issuer.attest.ec2_instance import LookupFactory
 from issuer.attest.sts_hosts import StsHostAllowlist
 from issuer.attest.sts_response import StsCaller
-from issuer.audit.service import AuditTrail
 from issuer.aws.ec2 import Boto3Lookups
 from issuer.aws.sts import AiohttpStsCaller
 from issuer.events.publisher import EventsClient
@@ -52,6 +51,7 @@ from issuer.observability.refusals import RefusalTally
 from issuer.observability.seams import IssuanceObservers
 from issuer.policy.ratelimit import RateLimiter, TokenBucketLimiter
 from issuer.service.admin.signin import OperatorSignIn
+from issuer.service.audit_trail import AuditTrail
 from issuer.service.ca.observed import observed_loader
 from issuer.service.ca.register import register_file_ca
 from issuer.service.ca.registry import IssuerRegistry, SignerLoader

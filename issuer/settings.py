@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from issuer.audit.config import AuditSettings, EventSettings, parse_audit, parse_events
+from issuer.audit_settings import AuditSettings, EventSettings, parse_audit, parse_events
 from issuer.durations import parse_duration
 from issuer.errors import ConfigError
 from issuer.policy.admins import AdminGrant, parse_admins

@@ -19,12 +19,26 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from clients.wire import AUTH_MODES, KEY_TYPES, AuthMode, KeyType
 
-if TYPE_CHECKING:
-    from clients.agent.state import AgentState
+
+class Recorded(Protocol):
+    """What :func:`resolve` reads of the agent's state file (``clients.agent.state.AgentState``)."""
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def method(self) -> str | None: ...
+
+    @property
+    def role(self) -> str | None: ...
+
+    @property
+    def settings(self) -> Remembered: ...
+
 
 __all__ = ["DEFAULTS", "METHOD_OPTIONS", "Remembered", "parse_remembered", "resolve"]
 
@@ -104,7 +118,7 @@ def parse_remembered(document: object) -> Remembered:
     return Remembered(**values)  # type: ignore[arg-type]
 
 
-def resolve(args: argparse.Namespace, state: AgentState | None) -> tuple[argparse.Namespace, Remembered]:
+def resolve(args: argparse.Namespace, state: Recorded | None) -> tuple[argparse.Namespace, Remembered]:
     """Fill what ``args`` leaves out from ``state`` and the built-in defaults.
 
     Returns the options to run with (paths as :class:`Path`) and the settings to remember

@@ -25,7 +25,7 @@ _OID_SAN: Final = "2.5.29.17"
 _PEM_BLOCK: Final = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*?)-----END CERTIFICATE-----")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ClientCertificate:
     """What the authorizer reads from a leaf: ``serial`` is lowercase hex without leading zeros,
     ``roles`` the subject's OU values and ``uri_sans`` the URI SANs, both in certificate order."""

@@ -26,7 +26,7 @@ _MAX_DEPTH: Final = 4  # API Gateway's longest truststore chain
 _SEEN_ISSUERS: Final = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ChainVerdict:
     allowed: bool
     reason: str  # "" when allowed; revoked, issuer_revoked, issuer_unknown, crl_* otherwise
@@ -35,14 +35,14 @@ class ChainVerdict:
     crls: tuple[str, ...] = ()  # "issuer #crlNumber" of each CRL used, for the log
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Problem:
     reason: str
     detail: str
     final: bool = False  # a revocation: no other path can undo it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Context:
     truststore: Truststore
     memory: CrlMemory

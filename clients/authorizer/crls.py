@@ -41,7 +41,7 @@ _CLOCK_SKEW: Final = timedelta(minutes=5)
 _MAX_CRLS: Final = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CrlBundle:
     ders: tuple[bytes, ...]
 
@@ -75,13 +75,13 @@ def parse_crl_bundle(body: bytes) -> CrlBundle:
     return CrlBundle(tuple(ders))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Refusal:
     code: str
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AcceptedCrl:
     ca_id: str
     issuer: str  # the CA's name, RFC 4514

@@ -15,7 +15,7 @@ METHOD_ARN: Final = re.compile(r"arn:[a-z-]+:execute-api:[a-z0-9-]+:\d{12}:[^/\s
 _MAX_PATH: Final = 8192
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ApiRequest:
     route: Route  # the method and the route template
     request_path: str  # the path as API Gateway received it (REST ``path``, HTTP API ``rawPath``)

@@ -38,7 +38,7 @@ __all__ = ["Decision", "authorize", "lambda_handler"]
 _LOUD_REASONS: Final = ("settings_invalid", "policy_invalid", "internal_error")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Decision:
     allow: bool
     reason: str

@@ -42,7 +42,7 @@ _GREEDY_SEGMENT: Final = re.compile(r"\{[^{}/]+\+\}")  # API Gateway's {proxy+}
 _PARAM_SEGMENT: Final = re.compile(r"\{[^{}/+]+\}")  # {id}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Route:
     """What a request is matched on: its HTTP method and the route template it was routed by
     (``/orders/{id}``; ``$default`` for an HTTP API's default route)."""
@@ -54,7 +54,7 @@ class Route:
         return f"{self.method} {self.path}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RoutePattern:
     method: str  # "*" for any method
     path: str  # "*" for any route
@@ -102,7 +102,7 @@ class RoutePattern:
         return len(want) == len(have)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Rule:
     name: str
     routes: tuple[RoutePattern, ...]
@@ -115,7 +115,7 @@ class Rule:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PolicyDecision:
     allowed: bool
     reason: str  # allowed, allowed_by_default, identity_not_allowed, route_not_allowed
@@ -123,7 +123,7 @@ class PolicyDecision:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Policy:
     rules: tuple[Rule, ...]
     default_allow: bool

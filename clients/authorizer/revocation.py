@@ -21,7 +21,7 @@ from .truststore import TrustedCa, describe_truststore, parse_truststore
 __all__ = ["RevocationCache", "RevocationOutcome"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RevocationOutcome:
     """``reason`` is "" when the certificate may proceed to the policy."""
 

@@ -23,7 +23,7 @@ _SERIAL: Final = re.compile(r"0|[1-9a-f][0-9a-f]*")
 MAX_CONTAINERS: Final = 100_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RevocationList:
     serials: frozenset[str]
     generated_at: str

@@ -46,7 +46,7 @@ MAX_CRL_BUNDLE_BYTES: Final = 16 * 1024 * 1024
 MAX_TRUSTSTORE_BYTES: Final = 2 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Source:
     """Where a document comes from: ``url`` as configured, plus the S3 location."""
 
@@ -61,7 +61,7 @@ class Source:
         return self.url if self.scheme == "s3" else f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Fetching:
     """How one source is read and how long its answer may be used."""
 
@@ -74,7 +74,7 @@ class Fetching:
     accept: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AwsEnvironment:
     """The Lambda's credentials and endpoint settings, used only for ``s3://`` sources."""
 
@@ -85,7 +85,7 @@ class AwsEnvironment:
     endpoint_url: str = ""  # path-style addressing when set (moto, VPC endpoints)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     """``crls`` and ``truststore`` when signed CRLs are enforced; otherwise ``revoked`` (the JSON list)."""
 

@@ -35,7 +35,7 @@ def log_line(log: Log, level: str, event: str, **fields: Any) -> None:
     log(json.dumps(record, separators=(",", ":"), default=str))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Held(Generic[T]):
     """What a cache holds at one moment: ``value`` is None when nothing usable is held."""
 
@@ -46,7 +46,7 @@ class Held(Generic[T]):
     error: str  # why the last refresh failed, "" when it did not
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Events:
     """The log events of one kind of source."""
 

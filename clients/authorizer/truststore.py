@@ -23,7 +23,7 @@ __all__ = ["TrustedCa", "Truststore", "describe_truststore", "key_identifier", "
 _MAX_CERTIFICATES = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TrustedCa:
     certificate: x509.Certificate
     ca_id: str  # SHA-256 of the subject and the public key: one CA, however many certificates it has
@@ -34,7 +34,7 @@ class TrustedCa:
     parents: tuple[str, ...]  # ca_ids of the CAs in the truststore whose key signed this certificate
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Truststore:
     cas: tuple[TrustedCa, ...]
     by_subject: Mapping[bytes, tuple[TrustedCa, ...]]

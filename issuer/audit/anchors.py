@@ -22,10 +22,10 @@ from typing import Any, Final, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from issuer.audit.canonical import iso_utc
+from issuer.audit.chain_store import CheckpointRecord
 from issuer.aws.failures import Hint, aws_failure
 from issuer.aws.sessions import error_code
 from issuer.errors import Conflict
-from issuer.store.audit_chain import CheckpointRecord
 
 __all__ = ["AnchorLocation", "AnchorResult", "Anchors", "LockMode", "checkpoint_json", "checkpoint_of_json"]
 

@@ -33,8 +33,8 @@ from ca.keys import PrivateKey
 from ca.kms_client import KmsClient, kms_public_key, kms_sign
 from ca.kms_x509 import KmsAlgorithm, algorithm_for_public_key
 from issuer.audit.canonical import canonical_json
+from issuer.audit.chain_store import CheckpointRecord
 from issuer.errors import ConfigError
-from issuer.store.audit_chain import CheckpointRecord
 from issuer.store.records import IssuerRecord
 
 __all__ = [

@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from issuer.audit import chain_store as audit_chain
 from issuer.audit.chain import DEFAULT_LATE_WINDOW
-from issuer.store import audit_chain, event_outbox
+from issuer.store import event_outbox
 
 __all__ = ["AuditGauges"]
 

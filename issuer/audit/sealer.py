@@ -26,13 +26,13 @@ from typing import Final
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from issuer.audit import chain_store as store
 from issuer.audit.chain import DEFAULT_LATE_WINDOW, seal
+from issuer.audit.chain_store import CheckpointRecord
 from issuer.audit.checkpoints import CheckpointKeys, sign_checkpoint
 from issuer.audit.verify import ChainWalker
-from issuer.service.faults import is_database_outage
-from issuer.store import audit_chain as store
+from issuer.faults import is_database_outage
 from issuer.store import issuers as registry
-from issuer.store.audit_chain import CheckpointRecord
 
 __all__ = ["CHECKPOINT_LOCK", "Sealer"]
 

@@ -25,13 +25,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from issuer.audit import chain_store as store
 from issuer.audit.canonical import iso_utc
 from issuer.audit.chain import DEFAULT_LATE_WINDOW, admission
+from issuer.audit.chain_store import CheckpointRecord
 from issuer.audit.checkpoints import KmsSource, signature_valid
 from issuer.audit.verify import ChainWalker, Finding
-from issuer.store import audit_chain as store
 from issuer.store import issuers as registry
-from issuer.store.audit_chain import CheckpointRecord
 
 __all__ = ["KeyTrust", "VerifyOptions", "VerifyReport", "verify_chain"]
 

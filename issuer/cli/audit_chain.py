@@ -194,9 +194,9 @@ def _print_report(report: Any, *, anchored: bool) -> None:
 
 
 def cmd_anchor(args: argparse.Namespace, settings: Settings) -> int:
+    from issuer.audit import chain_store as audit_chain
     from issuer.audit.anchors import AnchorResult, Anchors
     from issuer.aws.s3 import s3_client
-    from issuer.store import audit_chain
 
     if args.retain_days is not None and not 1 <= args.retain_days <= 36500:
         raise fail("--retain-days must be from 1 to 36500", exit_status=2)

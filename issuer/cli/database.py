@@ -79,7 +79,7 @@ def ensure_schema(settings: Settings) -> None:
 def database_problem(exc: BaseException, settings: Settings | None) -> str | None:
     """One line for a database failure (unreachable, refused, no such database, wrong user or
     password), naming host, port, database and user, or None if ``exc`` is not one."""
-    from issuer.service.faults import is_database_outage
+    from issuer.faults import is_database_outage
 
     refusal = _refusal(exc)
     if refusal is None and not is_database_outage(exc):

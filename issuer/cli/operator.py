@@ -75,8 +75,8 @@ def audited(
     summary: Callable[[T], str],
 ) -> T:
     """Run a local command's ``work`` and record it as the operator action ``name`` (success or failure)."""
+    from issuer.faults import as_service_error
     from issuer.service.admin.audit import local_actor, local_request_id, record_operator_action
-    from issuer.service.faults import as_service_error
 
     actor, request_id = local_actor(), local_request_id()
 

@@ -17,7 +17,7 @@ from typing import Final
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.audit.canonical import iso_utc
-from issuer.service.faults import is_database_outage
+from issuer.faults import is_database_outage
 from issuer.store import event_outbox as store
 
 __all__ = ["DETAIL_TYPE", "PREFIX", "ExpiringScan"]

@@ -20,10 +20,10 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from issuer.audit import chain_store as audit_chain
 from issuer.events.catalogue import EVENT_RULES, Event, EventRule, event_of_outbox, event_of_row
 from issuer.events.publisher import EventBridgePublisher, backoff_delay
-from issuer.service.faults import is_database_outage
-from issuer.store import audit_chain
+from issuer.faults import is_database_outage
 from issuer.store import event_outbox as store
 
 __all__ = ["CURSOR_NAME", "EventRelay"]

@@ -23,14 +23,14 @@ from issuer.attest.admin_proof import ADMIN_PROOF_HEADER, ADMIN_PURPOSE, decode_
 from issuer.attest.sts import ADMIN_NONCE_HEADER, ADMIN_REQUEST_HEADER, PURPOSE_HEADER, SERVER_ID_HEADER
 from issuer.attest.sts_wire import parse_sts_request
 from issuer.errors import ClientError
+from issuer.faults import as_service_error
 from issuer.http.body import parse_json, read_body
-from issuer.http.handlers import remote_address
+from issuer.http.client_address import remote_address
 from issuer.http.keys import BODY_TIMEOUT, REQUEST_ID
 from issuer.service.admin.actions import Action, OperatorContext, perform
 from issuer.service.admin.audit import record_operator_action
 from issuer.service.admin.catalogue import ACTIONS
 from issuer.service.admin.signin import Operator, OperatorSignIn
-from issuer.service.faults import as_service_error
 from issuer.settings import Settings
 
 __all__ = ["ADMIN", "AdminApi", "add_admin_routes"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,6 +10,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from issuer.http.body import read_json_object
+from issuer.http.client_address import remote_address
 from issuer.http.keys import BODY_TIMEOUT, CLIENT_REQUEST_ID, ENGINE, METHODS, PIPELINE, REGISTRY, REQUEST_ID, SETTINGS
 from issuer.http.problems import problem
 from issuer.http.server_tls import peer_certificate
@@ -30,22 +30,6 @@ def context(request: web.Request) -> RequestContext:
         remote_addr=remote_address(request),
         client_request_id=request.get(CLIENT_REQUEST_ID),
     )
-
-
-def remote_address(request: web.Request) -> str | None:
-    """The client's address; X-Forwarded-For is believed only from a configured proxy."""
-    remote = request.remote
-    proxies = request.app[SETTINGS].trusted_proxies
-    if remote and remote in proxies:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        for hop in reversed(hops):
-            if hop not in proxies:
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return remote
-    return remote
 
 
 def pem(*certs: Any) -> str:

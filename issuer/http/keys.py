@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from issuer.audit.service import AuditTrail
 from issuer.http.wire_audit import WireAudit
+from issuer.service.audit_trail import AuditTrail
 from issuer.service.ca.registry import IssuerRegistry
 from issuer.service.issuance.catalogue import MethodTable
 from issuer.service.issuance.pipeline import Pipeline

@@ -20,9 +20,10 @@ from aiohttp import web
 
 from ca.errors import CAError
 from issuer.errors import IssuerError
+from issuer.faults import as_service_error
+from issuer.http.client_address import remote_address
 from issuer.http.keys import CLIENT_REQUEST_ID, PROBLEM_CODE, REQUEST_ID, WIRE_AUDIT
 from issuer.logs import client_request_id_var, request_id_var
-from issuer.service.faults import as_service_error
 
 log = logging.getLogger("issuer.http")
 access_log = logging.getLogger("issuer.access")
@@ -106,7 +107,6 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         audit = request.app.get(WIRE_AUDIT)
         if exc.status == 405 and audit is not None:
             # The router refused it before any handler: an issuance path still gets its audit row.
-            from issuer.http.handlers import remote_address  # handlers import this module
 
             await audit.method_not_allowed(request, request_id=request_id, remote=remote_address(request))
         response = problem(exc.status, code=code, title=exc.reason, detail=detail, request_id=request_id)

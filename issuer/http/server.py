@@ -59,7 +59,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from issuer.http.server_config import ServeError, ServerLimits, bind_socket, listen_url
-from issuer.http.server_protocol import IssuerRunner, start_app
+from issuer.http.server_protocol import IssuerRunner
+from issuer.http.server_site import start_app
 from issuer.http.server_tls import peer_certificate, tls_context
 from issuer.http.server_worker import run_worker
 from issuer.http.server_workers import Supervisor

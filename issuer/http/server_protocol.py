@@ -13,7 +13,8 @@ The hooks, and why each is the narrow one:
   ``_messages``, exactly what aiohttp's own keep-alive check reads; the fix for a body
   cut short by a framing error also reads ``_current_request`` and ``_ErrInfo``.
 * The listening side is :class:`~issuer.http.server_site.SocketSite` (one accept per turn of
-  the loop, the TLS handshake bounded), a ``BaseSite`` like aiohttp's ``SockSite``.
+  the loop, the TLS handshake bounded), a ``BaseSite`` like aiohttp's ``SockSite``;
+  :func:`~issuer.http.server_site.start_app` puts the two together.
 
 Behaviour that depends on these is pinned by ``tests/integration/test_http_server*.py``.
 """
@@ -23,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
-import ssl
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -36,11 +35,9 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from issuer.http.problems import problem
-from issuer.http.server_balance import Seat
 from issuer.http.server_config import ServerLimits
-from issuer.http.server_site import SocketSite
 
-__all__ = ["PROTOCOL_REFUSALS", "IssuerRunner", "ProtocolRefusals", "start_app"]
+__all__ = ["PROTOCOL_REFUSALS", "IssuerRunner", "ProtocolRefusals"]
 
 log = logging.getLogger("issuer.http.server")
 
@@ -280,30 +277,3 @@ class IssuerRunner(web.AppRunner):
         """Call ``callback()`` each time a connection opens or closes, once ``setup()`` is done."""
         assert isinstance(self.server, _Server)
         self.server.on_open_changed = callback
-
-
-async def start_app(
-    app: web.Application,
-    sock: socket.socket,
-    *,
-    ssl_context: ssl.SSLContext | None,
-    limits: ServerLimits,
-    seat: Seat | None = None,
-) -> IssuerRunner:
-    """Run ``app``'s start-up and serve it on the listening ``sock``; returns the runner.
-
-    ``seat``: this worker's place in the workers' :class:`~issuer.http.server_balance.AcceptBalance`.
-
-    The caller stops serving with ``await runner.cleanup()`` (stop accepting, let in-flight
-    requests finish within ``limits.shutdown_timeout``, run the app's cleanup). If start-up
-    raises, the app's cleanup has run and the exception propagates.
-    """
-    runner = IssuerRunner(app, limits=limits)
-    try:
-        await runner.setup()
-        site = SocketSite(runner, sock, ssl_context=ssl_context, handshake_timeout=limits.header_timeout, seat=seat)
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner

@@ -25,17 +25,14 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from issuer.http.server_balance import WAIT, Seat
-from issuer.http.server_config import HEARTBEAT_INTERVAL, LISTEN_BACKLOG
+from issuer.http.server_config import HEARTBEAT_INTERVAL, LISTEN_BACKLOG, ServerLimits
+from issuer.http.server_protocol import IssuerRunner
 
-if TYPE_CHECKING:
-    from issuer.http.server_protocol import IssuerRunner
-
-__all__ = ["SocketSite"]
+__all__ = ["SocketSite", "start_app"]
 
 log = logging.getLogger("issuer.http.server")
 
@@ -186,3 +183,30 @@ class SocketSite(web.BaseSite):
         except Exception as exc:  # the client's doing (reset, failed or slow handshake), as asyncio treats it
             conn.close()
             log.debug("connection not set up: %s: %s", type(exc).__name__, exc)
+
+
+async def start_app(
+    app: web.Application,
+    sock: socket.socket,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    limits: ServerLimits,
+    seat: Seat | None = None,
+) -> IssuerRunner:
+    """Run ``app``'s start-up and serve it on the listening ``sock``; returns the runner.
+
+    ``seat``: this worker's place in the workers' :class:`~issuer.http.server_balance.AcceptBalance`.
+
+    The caller stops serving with ``await runner.cleanup()`` (stop accepting, let in-flight
+    requests finish within ``limits.shutdown_timeout``, run the app's cleanup). If start-up
+    raises, the app's cleanup has run and the exception propagates.
+    """
+    runner = IssuerRunner(app, limits=limits)
+    try:
+        await runner.setup()
+        site = SocketSite(runner, sock, ssl_context=ssl_context, handshake_timeout=limits.header_timeout, seat=seat)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

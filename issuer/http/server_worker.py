@@ -37,7 +37,7 @@ from aiohttp import web
 from issuer.errors import IssuerError
 from issuer.http.server_balance import Seat
 from issuer.http.server_config import HEARTBEAT_INTERVAL, ServeError, ServerLimits
-from issuer.http.server_protocol import start_app
+from issuer.http.server_site import start_app
 
 __all__ = ["STOP_SIGNALS", "keep_beating", "run_worker", "send_line", "startup_error", "watch_lifeline"]
 

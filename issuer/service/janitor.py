@@ -14,7 +14,7 @@ from collections import Counter
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from issuer.service.faults import is_database_outage
+from issuer.faults import is_database_outage
 from issuer.service.issuance.model import Clock
 from issuer.store import replay_guards
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from issuer.audit import chain_store as store
 from issuer.audit.anchors import AnchorLocation, Anchors
 from issuer.errors import Conflict
-from issuer.store import audit_chain as store
 from tests.support.audit_trail import Trail, as_superuser, sealed_trail, sessions_of, untriggered, verify
 from tests.support.moto_events import MotoEvents, moto_events
 

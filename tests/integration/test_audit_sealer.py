@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from issuer.audit import chain_store as store
 from issuer.http.keys import AUDIT
 from issuer.service.revocation.revoke import RevocationTarget, revoke
-from issuer.store import audit_chain as store
 from issuer.store.models import Attestation, AuditChainEntry
 from tests.support.audit_trail import as_superuser, issue, refuse, sealed_trail, sessions_of, untriggered, verify
 from tests.support.harness import BASE_CONFIG, running_issuer

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from issuer.audit import chain_store as store
 from issuer.audit.chain import make_entry
-from issuer.store import audit_chain as store
 from tests.support.audit_trail import (
     HOUR,
     Trail,

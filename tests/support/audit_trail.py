@@ -16,10 +16,10 @@ from cryptography import x509
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from issuer.audit.chain_store import CheckpointRecord
 from issuer.audit.sealer import Sealer
 from issuer.audit.verifier import KeyTrust, VerifyOptions, VerifyReport, verify_chain
 from issuer.http.keys import AUDIT
-from issuer.store.audit_chain import CheckpointRecord
 from issuer.store.engine import make_engine, make_session_factory
 from tests.support.harness import Harness, new_csr, running_issuer
 

@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.errors import CAError
 from issuer.errors import ConfigError, Conflict
+from issuer.faults import as_service_error
 from issuer.policy.admins import Permission
 from issuer.service.admin.args import Args
 from issuer.service.admin.audit import record_operator_action
 from issuer.service.admin.signin import Operator, require
-from issuer.service.faults import as_service_error
 from issuer.settings import Settings
 
 __all__ = ["Action", "Done", "OperatorContext", "perform"]

@@ -40,11 +40,11 @@ from ca.profile import LeafTemplate
 from ca.signer import IssuedCertificate, SigningRequest
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError
+from issuer.faults import as_service_error
 from issuer.observability.seams import IssuanceObserver, NullObserver
 from issuer.policy import decide
 from issuer.policy.ratelimit import RateLimiter
 from issuer.service.ca.registry import IssuerRegistry, TrustSnapshot
-from issuer.service.faults import as_service_error
 from issuer.service.issuance.model import Clock, Issued, IssueRequest, RequestContext, serial_hex
 from issuer.service.issuance.phases import Claimed, Identified, IssuanceMethod
 from issuer.service.issuance.roles import RoleBook

@@ -112,7 +112,9 @@ async def test_agent_bootstraps_and_renews_with_the_instance_identity_role(
             assert all(r.headers["X-aws-ec2-metadata-token"] in imds.tokens for r in gets[1:])
 
             # Renewal re-asks EC2 about the instance: fine while it runs.
-            assert await asyncio.to_thread(agent_main, ["renew", "--out", str(out), "--force"]) == 0, capsys.readouterr()
+            assert await asyncio.to_thread(agent_main, ["renew", "--out", str(out), "--force"]) == 0, (
+                capsys.readouterr()
+            )
             renewed = verify(out)
             assert renewed.serial_number != leaf.serial_number
             assert [c.method for c in await h.certificates()] == ["aws-ec2-role", "aws-ec2-role"]

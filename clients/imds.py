@@ -31,7 +31,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from clients.errors import ImdsError, ImdsUnavailable, UsageError
 
@@ -63,6 +63,7 @@ _ENABLE_V2 = (
 )
 _HOP_LIMIT = "aws ec2 modify-instance-metadata-options --instance-id <id> --http-put-response-hop-limit 2"
 _RETRIED = frozenset({429, 500, 502, 503, 504})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,16 @@ class ImdsClient:
         ``imds_token_rejected``, ``imds_not_found``, ``imds_http_error``, ``imds_bad_document``)
         for an answer that waiting does not change; each message says what to do.
         """
+        return self.patiently(self._instance_identity_once)
+
+    def patiently(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it returns, retrying its :class:`ImdsUnavailable` with backoff for
+        ``patience.max_wait`` (then raised, saying how long it kept failing)."""
         deadline = self._monotonic() + self._patience.max_wait
         failures = 0
         while True:
             try:
-                return self._instance_identity_once()
+                return attempt()
             except ImdsUnavailable as exc:
                 delay = self._patience.delay(failures, jitter=self._jitter())
                 failures += 1
@@ -167,6 +173,11 @@ class ImdsClient:
                     ) from None
                 self._log(f"instance metadata service: {exc.message}; trying again in {delay:.1f}s")
                 self._sleep(delay)
+
+    def fetch(self, path: str) -> bytes:
+        """One GET of ``path`` with a fresh session token (a 401 gets a new one once); no retries."""
+        body, _ = self._get_refreshing(path, self._token_or_v1())
+        return body
 
     def _instance_identity_once(self) -> InstanceIdentity:
         token = self._token_or_v1()

@@ -34,7 +34,7 @@ __all__ = [
     "parse_timestamp",
 ]
 
-Method = Literal["token", "aws-ec2", "aws-iam", "x509pop"]
+Method = Literal["token", "aws-ec2", "aws-ec2-role", "aws-iam", "x509pop"]
 METHODS: Final[tuple[Method, ...]] = get_args(Method)
 
 
@@ -46,6 +46,7 @@ def method_named(name: str | None) -> Method | None:
 ISSUE_PATHS: Final[dict[Method, str]] = {
     "token": "/v1/issue/token",
     "aws-ec2": "/v1/issue/aws-ec2",
+    "aws-ec2-role": "/v1/issue/aws-ec2-role",
     "aws-iam": "/v1/issue/aws-iam",
     "x509pop": "/v1/issue/x509pop",
 }

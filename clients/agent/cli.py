@@ -46,6 +46,10 @@ examples:
   issuer-agent bootstrap --method aws-ec2 --role web-fleet \\
       --server https://issuer.example.org --out /etc/issuer-agent
 
+  # EC2 instance, stronger: an STS request signed with the instance identity role (no document)
+  issuer-agent bootstrap --method aws-ec2-role --role web-fleet --server-id issuer.example.org \\
+      --server https://issuer.example.org --out /etc/issuer-agent
+
   # ECS task, Lambda, IAM Roles Anywhere, EC2 instance profile: a signed STS request is the proof
   issuer-agent bootstrap --method aws-iam --role ecs-tasks --server-id issuer.example.org \\
       --server https://issuer.example.org --out /run/issuer-agent
@@ -169,7 +173,8 @@ def _connection(parser: argparse.ArgumentParser, *, server_required: bool, timeo
     group.add_argument(
         "--server-id",
         metavar="ID",
-        help="the issuer's server id (or ISSUER_SERVER_ID): signed into aws-iam and x509pop proofs, and the "
+        help="the issuer's server id (or ISSUER_SERVER_ID): signed into aws-iam, aws-ec2-role and x509pop proofs, "
+        "and the "
         "audience of renewal tokens (default for those: the one issuer.json records, from the issuer's own answer)",
     )
     group.add_argument(
@@ -212,7 +217,7 @@ def _attestation(parser: argparse.ArgumentParser, *, required: bool) -> None:
     source = token.add_mutually_exclusive_group()
     source.add_argument("--token", help="the join token (visible in `ps`; prefer the file or the variable)")
     source.add_argument("--token-file", type=Path, metavar="FILE", help="read the join token from FILE")
-    ec2 = parser.add_argument_group("--method aws-ec2")
+    ec2 = parser.add_argument_group("--method aws-ec2 and aws-ec2-role")
     ec2.add_argument(
         "--imds-endpoint",
         metavar="URL",
@@ -226,7 +231,9 @@ def _attestation(parser: argparse.ArgumentParser, *, required: bool) -> None:
         help="retry an instance metadata service that answers 5xx or not at all for up to S seconds, "
         "then exit 75 (default 120)",
     )
-    iam = parser.add_argument_group("--method aws-iam", "needs --server-id (or ISSUER_SERVER_ID)")
+    iam = parser.add_argument_group(
+        "--method aws-iam (--sts-* also aws-ec2-role)", "needs --server-id (or ISSUER_SERVER_ID)"
+    )
     iam.add_argument("--sts-region", metavar="REGION", help="STS region (default: the AWS config's, else us-east-1)")
     iam.add_argument(
         "--sts-endpoint-host", metavar="HOST", help="another STS host the issuer allows, e.g. sts.amazonaws.com"

@@ -31,6 +31,7 @@ from clients.agent.stop import StopSwitch, SystemClock
 from clients.agent.x509pop import load_external
 from clients.errors import ConfigError, ServerProblem, UsageError
 from clients.imds import ImdsClient, ImdsPatience, resolve_endpoint
+from clients.imds_role import instance_role_credentials
 from clients.keys import hostname_hint
 from clients.wire import CLOCK_REFUSALS, DEFAULT_KEY_TYPE, RENEWAL_REFUSALS
 
@@ -39,7 +40,7 @@ __all__ = ["Handler", "TokenSource", "check_options", "run_bootstrap", "run_daem
 Handler = Callable[..., int]
 
 # Methods whose proof is made for the issuer's server id (--server-id or ISSUER_SERVER_ID).
-_NEED_SERVER_ID = ("aws-iam", "x509pop")
+_NEED_SERVER_ID = ("aws-iam", "aws-ec2-role", "x509pop")
 
 
 def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit: bool = True) -> None:
@@ -66,7 +67,8 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit:
         return
     for other, names in METHOD_OPTIONS.items():
         for name in names:
-            if explicit and other != method and getattr(args, name) is not None:
+            shared = name in METHOD_OPTIONS.get(method, ())
+            if explicit and other != method and not shared and getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} is for --method {other}, not {method}", code="option_not_for_method")
     # On the command line as given, these may yet come from issuer.json: checked once completed.
@@ -78,7 +80,7 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit:
         )
     if method == "token" and args.command == "bootstrap" and not (args.token_file or _inline_token(args, env)):
         raise UsageError("no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN", code="token_missing")
-    if method == "aws-iam" and args.sts_endpoint_host and args.sts_region:
+    if method in ("aws-iam", "aws-ec2-role") and args.sts_endpoint_host and args.sts_region:
         # Imported here: botocore takes half a second to import and only aws-iam needs it.
         from clients.sts_proof import signing_region
 
@@ -145,6 +147,14 @@ def _proof_source(
         )
     server_id = _server_id(args, env)
     assert server_id is not None  # check_options
+    if args.method == "aws-ec2-role":
+        imds = ImdsClient(
+            resolve_endpoint(args.imds_endpoint, env),
+            patience=ImdsPatience(max_wait=args.imds_max_wait),
+            allow_v1_fallback=env.get("AWS_EC2_METADATA_V1_DISABLED", "").strip().lower() != "true",
+            log=imds_log or progress,
+        )
+        return lambda: _instance_role_proof(args, imds, server_id=server_id, env=env, progress=progress)
     if args.method == "x509pop":
         return lambda: load_external(args.external_cert, args.external_key, server_id=server_id)
     return lambda: _iam_proof(args, server_id=server_id, progress=progress)
@@ -160,6 +170,18 @@ def _iam_proof(args: argparse.Namespace, *, server_id: str, progress: Progress) 
     credentials = load_credentials(profile=args.profile)
     progress(f"signing for STS at {host or sts_host(region)} with access key {credentials.access_key}")
     return IamProof(credentials=credentials, region=region, server_id=server_id, host=host)
+
+
+def _instance_role_proof(
+    args: argparse.Namespace, imds: ImdsClient, *, server_id: str, env: Mapping[str, str], progress: Progress
+) -> IamProof:
+    """GetCallerIdentity signed with the instance identity role's credentials, read afresh each time."""
+    progress(f"reading the instance identity role's credentials from {imds.endpoint}")
+    credentials = instance_role_credentials(imds)
+    region = args.sts_region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    host = args.sts_endpoint_host.strip().lower() if args.sts_endpoint_host else None
+    progress(f"signing for STS with the instance identity role (access key {credentials.access_key})")
+    return IamProof(credentials=credentials, region=region, server_id=server_id, host=host, method="aws-ec2-role")
 
 
 def _client(args: argparse.Namespace, server: str, certificate: ClientCertificate | None = None) -> IssuerClient:

@@ -80,6 +80,7 @@ _IDENTITY: Final = ("server", "method", "role")
 METHOD_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "token": ("token", "token_file"),
     "aws-ec2": ("imds_endpoint", "imds_max_wait"),
+    "aws-ec2-role": ("imds_endpoint", "imds_max_wait", "sts_region", "sts_endpoint_host"),
     "aws-iam": ("sts_region", "sts_endpoint_host", "profile"),
     "x509pop": ("external_cert", "external_key"),
 }
@@ -146,7 +147,12 @@ def resolve(args: argparse.Namespace, state: Recorded | None) -> tuple[argparse.
     method = merged.get("method") or (state.method if state else None)
     for other, names in METHOD_OPTIONS.items():
         for name in names:
-            if method is not None and other != method and getattr(args, name, None) is None:
+            if (
+                method is not None
+                and other != method
+                and name not in METHOD_OPTIONS.get(method, ())
+                and getattr(args, name, None) is None
+            ):
                 kept.pop(name, None)
                 if name in merged:
                     merged[name] = None

@@ -28,6 +28,7 @@ class InstanceInfo:
     subnet_id: str | None
     instance_profile_arn: str | None
     iam_role_arns: tuple[str, ...] = ()
+    instance_type: str | None = None
 
 
 class InstanceLookup(Protocol):

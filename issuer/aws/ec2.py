@@ -87,6 +87,7 @@ class Boto3InstanceLookup:
             subnet_id=instance.get("SubnetId"),
             instance_profile_arn=profile_arn,
             iam_role_arns=roles,
+            instance_type=instance.get("InstanceType"),
         )
 
     def _profile_roles(self, profile_arn: str, account_id: str, region: str) -> tuple[str, ...]:

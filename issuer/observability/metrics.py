@@ -69,7 +69,11 @@ _SIGNER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 # Refusal codes alerts watch, present at 0 from the start for every method (503s and the rate limit).
 ALERTED_CODES = ("rate_limited", "database_unavailable", "ca_signer_unavailable")
 # ... and per method, the upstream it depends on.
-_UPSTREAM_CODES = {"aws-iam": ("sts_unavailable",), "aws-ec2": ("ec2_lookup_unavailable",)}
+_UPSTREAM_CODES = {
+    "aws-iam": ("sts_unavailable",),
+    "aws-ec2": ("ec2_lookup_unavailable",),
+    "aws-ec2-role": ("sts_unavailable", "ec2_lookup_unavailable"),
+}
 # The calls on a client's behalf and the outcomes each can have.
 _UPSTREAM_CALLS = (
     ("sts", "GetCallerIdentity", ("ok", "refused", "error")),

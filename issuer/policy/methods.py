@@ -11,6 +11,7 @@ from typing import Any
 
 from issuer.errors import ConfigError
 from issuer.policy.ec2 import AWS_EC2
+from issuer.policy.ec2_role import AWS_EC2_ROLE
 from issuer.policy.iam import AWS_IAM
 from issuer.policy.rules import RoleRules
 from issuer.policy.token import TOKEN
@@ -18,7 +19,7 @@ from issuer.policy.x509pop import X509POP
 
 __all__ = ["METHOD_NAMES", "ROLE_RULES", "rules_for"]
 
-ROLE_RULES: tuple[RoleRules[Any], ...] = (TOKEN, AWS_EC2, AWS_IAM, X509POP)
+ROLE_RULES: tuple[RoleRules[Any], ...] = (TOKEN, AWS_EC2, AWS_EC2_ROLE, AWS_IAM, X509POP)
 METHOD_NAMES: tuple[str, ...] = tuple(rules.method for rules in ROLE_RULES)
 _BY_NAME = {rules.method: rules for rules in ROLE_RULES}
 

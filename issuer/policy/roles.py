@@ -136,6 +136,10 @@ def _parse_role(table: Mapping[str, Any], *, where: str, trust_domain: str, base
         )
         for template in role.dns_sans:
             check_template(template, allowed, where=f"{where}, field 'dns_sans' (method {method})")
+        rules = rules_for(method)
+        if rules.check_templates is not None:
+            templates = (role.uri_san_template(method), role.common_name_template(method), *role.dns_sans)
+            rules.check_templates(rules.of(role), templates, where)
     uri = role.uri_san_template(role.methods[0]).replace("{trust_domain}", trust_domain)
     if not re.match(r"^[a-z][a-z0-9+.-]*://", uri):
         raise ConfigError(f"{where}, field 'uri_san': must be an absolute URI such as spiffe://{trust_domain}/...")

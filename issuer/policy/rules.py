@@ -10,7 +10,7 @@ Each method declares one :class:`RoleRules` in a policy module of its own
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -81,6 +81,9 @@ class RoleRules(Generic[OptionsT]):
     default_common_name: str
     # Clients sign this service's server_id into the proof, so it must be configured.
     needs_server_id: bool = False
+    # A start-up check of the role's options against its name templates (uri_san, common_name,
+    # dns_sans): raise ConfigError naming ``where`` for a template the method cannot fill.
+    check_templates: Callable[[OptionsT, Sequence[str], str], None] | None = None
 
     @property
     def variables(self) -> frozenset[str]:

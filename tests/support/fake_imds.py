@@ -9,7 +9,9 @@ It behaves as the real one does where the agent can tell:
   too (but still 401s an unknown one); ``v1-only`` mode answers the PUT with 403
   (an IMDSv1-only service, or IMDS behind something that drops PUTs);
 - ``/latest/dynamic/instance-identity/{document,rsa2048,pkcs7,signature}`` serve the
-  configured text byte for byte (absent ones are 404).
+  configured text byte for byte (absent ones are 404), and
+  ``/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance`` the
+  instance identity role's credentials (``instance_role``), under the same token rules.
 
 And it misbehaves as the real one does, on request:
 
@@ -86,6 +88,7 @@ TOKEN_PATH = "/latest/api/token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 _IDENTITY = "/latest/dynamic/instance-identity/"
+INSTANCE_ROLE_PATH = "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class ImdsConfig:
     unavailable: int = 0
     hops: int = 1
     hop_limit: int = 1
+    # The instance identity role's credentials (JSON, as IMDS serves them); None: 404.
+    instance_role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ def create_imds_app(config: ImdsConfig | None = None) -> web.Application:
     app[_STATE] = _State(config=config or ImdsConfig())
     app.router.add_put(TOKEN_PATH, _token)
     app.router.add_get(_IDENTITY + "{name}", _identity)
+    app.router.add_get(INSTANCE_ROLE_PATH, _instance_role)
     app.on_shutdown.append(_release)
     return app
 
@@ -180,7 +186,8 @@ async def _token(request: web.Request) -> web.Response:
     return web.Response(text=token, headers={TTL_HEADER: ttl})
 
 
-async def _identity(request: web.Request) -> web.Response:
+def _token_refused(request: web.Request) -> web.Response | None:
+    """401 for a GET without a good token (as the mode requires), else None."""
     state = request.app[_STATE]
     config = state.config
     token = request.headers.get(TOKEN_HEADER)
@@ -193,6 +200,24 @@ async def _identity(request: web.Request) -> web.Response:
             state.tokens.discard(token)
             state.expired = None
             return web.Response(status=401, text="Unauthorized")
+    return None
+
+
+async def _instance_role(request: web.Request) -> web.Response:
+    refused = _token_refused(request)
+    if refused is not None:
+        return refused
+    body = request.app[_STATE].config.instance_role
+    if body is None:
+        return web.Response(status=404, text="Not Found")
+    return web.Response(body=body.encode("utf-8"), content_type="text/plain")
+
+
+async def _identity(request: web.Request) -> web.Response:
+    refused = _token_refused(request)
+    if refused is not None:
+        return refused
+    config = request.app[_STATE].config
     blobs = {
         "document": config.document,
         "rsa2048": config.rsa2048,

@@ -1,14 +1,15 @@
 """The table of methods: every way to get a certificate, each declared by its own module.
 
-======== ========================= ============================ ============================
-method   route (POST)              proof                        role rules
-======== ========================= ============================ ============================
-token    ``/v1/issue/token``       ``token``                    :mod:`issuer.policy.token`
-aws-ec2  ``/v1/issue/aws-ec2``     ``document`` + a signature   :mod:`issuer.policy.ec2`
-aws-iam  ``/v1/issue/aws-iam``     ``sts_request`` (or Vault's) :mod:`issuer.policy.iam`
-x509pop  ``/v1/issue/x509pop``     ``chain`` + ``proof`` (JWS)  :mod:`issuer.policy.x509pop`
-renew    ``/v1/renew``             the current certificate      (none: keeps the role it had)
-======== ========================= ============================ ============================
+============ ========================== =============================== =============================
+method       route (POST)               proof                           role rules
+============ ========================== =============================== =============================
+token        ``/v1/issue/token``        ``token``                       :mod:`issuer.policy.token`
+aws-ec2      ``/v1/issue/aws-ec2``      ``document`` + a signature      :mod:`issuer.policy.ec2`
+aws-ec2-role ``/v1/issue/aws-ec2-role`` ``sts_request`` (instance role) :mod:`issuer.policy.ec2_role`
+aws-iam      ``/v1/issue/aws-iam``      ``sts_request`` (or Vault's)    :mod:`issuer.policy.iam`
+x509pop      ``/v1/issue/x509pop``      ``chain`` + ``proof`` (JWS)     :mod:`issuer.policy.x509pop`
+renew        ``/v1/renew``              the current certificate         (none: keeps the role it had)
+============ ========================== =============================== =============================
 
 Each row is a :class:`~issuer.service.issuance.entry.MethodEntry`: the route, the wire
 schema of the proof, the role rules, and how to build the method's steps
@@ -40,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from issuer.service.issuance import ec2, iam, renew, token, x509pop
+from issuer.service.issuance import ec2, ec2_role, iam, renew, token, x509pop
 from issuer.service.issuance.entry import MethodEntry, Resources
 from issuer.service.issuance.phases import IssuanceMethod
 
@@ -49,6 +50,7 @@ __all__ = ["CATALOGUE", "MethodTable"]
 CATALOGUE: tuple[MethodEntry[Any], ...] = (
     token.METHOD,
     ec2.METHOD,
+    ec2_role.METHOD,
     iam.METHOD,
     x509pop.METHOD,
     renew.METHOD,

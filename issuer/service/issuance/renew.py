@@ -7,8 +7,8 @@ TTL, records ``renewed_from``, marks the old certificate ``superseded`` in the s
 transaction (a conditional UPDATE: two renewals of one certificate cannot both win), and
 refuses revoked, expired (beyond ``renew_grace``), superseded certificates and chains older
 than ``max_renewal_age`` (:mod:`issuer.policy.renewal`), and a new key this identity had a
-certificate for before. For EC2 roles with ``check_instance`` the instance is asked about
-again: a terminated instance cannot renew.
+certificate for before. For EC2 roles (``aws-ec2`` and ``aws-ec2-role``) with ``check_instance``
+the instance is asked about again: a terminated instance cannot renew.
 
 Order, for a token: the certificate's record is read first (``identify``: reads only), so the
 pipeline's rate limit and decision run before the token's ``jti`` is burnt (``check_upstream``)
@@ -37,9 +37,11 @@ from issuer.attest.renewal import verify_renewal_token
 from issuer.errors import Unauthorized
 from issuer.policy import PriorCertificate, Role
 from issuer.policy.ec2 import AWS_EC2
+from issuer.policy.ec2_role import AWS_EC2_ROLE
 from issuer.policy.renewal import status_refusal
 from issuer.service.ca.registry import IssuerRegistry
 from issuer.service.issuance.ec2 import check_live
+from issuer.service.issuance.ec2_role import check_live_by_role
 from issuer.service.issuance.entry import MethodEntry, Resources, Transport
 from issuer.service.issuance.guards import ReplayGuards
 from issuer.service.issuance.model import serial_hex
@@ -194,8 +196,11 @@ class RenewMethod:
             if not burnt:
                 raise _replayed(state.jti)
         # Only a certificate the decision let renew gets here: AWS is asked about nothing else.
-        if identified.identity.method == AWS_EC2.method and AWS_EC2.of(identified.role).check_instance:
+        method = identified.identity.method
+        if method == AWS_EC2.method and AWS_EC2.of(identified.role).check_instance:
             await check_live(self._lookups, identified.role, identified.identity)
+        elif method == AWS_EC2_ROLE.method and AWS_EC2_ROLE.of(identified.role).check_instance:
+            await check_live_by_role(self._lookups, identified.role, identified.identity)
 
     async def claim_in_transaction(
         self, transaction: AsyncSession, identified: Identified[_State], *, request_id: str, now: datetime

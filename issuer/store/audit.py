@@ -5,7 +5,8 @@ Two ways in, one spelling of the row:
 - :func:`record` writes one row on its own statement (a refused attempt, a revocation);
 - :func:`insert_after` is the same row as the last step of a data-modifying CTE, so that an
   issuance writes its identity, its certificate and its success row in one round trip on
-  Postgres (:func:`issuer.store.certificates.record_issuance`).
+  Postgres (:func:`issuer.store.certificates.record_issuance`);
+- :func:`record_operator` writes an operator's action (method ``admin``: actor, action, arguments).
 
 The columns and the values an :class:`AuditEntry` gives them are listed once, here.
 """
@@ -19,9 +20,9 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store.models import Attestation
-from issuer.store.records import AuditEntry
+from issuer.store.records import AuditEntry, OperatorRow
 
-__all__ = ["insert_after", "parameters", "record"]
+__all__ = ["insert_after", "parameters", "record", "record_operator"]
 
 _ATTESTATIONS = Attestation.metadata.tables[Attestation.__tablename__]
 _COLUMNS = (
@@ -63,3 +64,26 @@ def insert_after(source: str, *, prefix: str) -> str:
 def parameters(entry: AuditEntry, *, prefix: str) -> dict[str, Any]:
     """The bind parameters of :func:`insert_after` for ``entry``."""
     return {f"{prefix}{name}": value for name, value in _values(entry).items()}
+
+
+async def record_operator(session: AsyncSession, row: OperatorRow, *, now: datetime) -> None:
+    """Write one operator action as a row of method ``admin``, stamped ``now``."""
+    connection = await session.connection()
+    await connection.execute(
+        _INSERT,
+        {
+            "method": "admin",
+            "outcome": row.outcome,
+            "code": row.code,
+            "reason": row.reason,
+            "principal": row.principal,
+            "role": None,
+            "certificate_serial": None,
+            "remote_addr": row.remote_addr,
+            "request_id": row.request_id,
+            "created_at": now,
+            "actor": row.actor,
+            "action": row.action,
+            "arguments": dict(row.arguments),
+        },
+    )

@@ -12,28 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.store import audit
 from issuer.store.models import Attestation
-from issuer.store.records import record_of
+from issuer.store.records import OperatorRow, record_of
 
 __all__ = ["AuditFilter", "AuditRecord", "OperatorRow", "add_operator_row", "query_audit"]
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorRow:
-    """One operator action as it is written: who, what, with what, and how it ended."""
-
-    actor: str
-    action: str
-    outcome: str  # success | failure
-    request_id: str
-    arguments: Mapping[str, Any]
-    code: str | None = None
-    reason: str | None = None
-    principal: str | None = None  # the identity acted on, when there is one
-    remote_addr: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,23 +56,8 @@ class AuditFilter:
 
 
 async def add_operator_row(session: AsyncSession, row: OperatorRow, *, now: datetime) -> None:
-    await session.execute(
-        insert(Attestation).values(
-            method="admin",
-            outcome=row.outcome,
-            code=row.code,
-            reason=row.reason,
-            principal=row.principal,
-            role=None,
-            certificate_serial=None,
-            remote_addr=row.remote_addr,
-            request_id=row.request_id,
-            created_at=now,
-            actor=row.actor,
-            action=row.action,
-            arguments=dict(row.arguments),
-        )
-    )
+    """Write one operator action (through :func:`issuer.store.audit.record_operator`, the one writer)."""
+    await audit.record_operator(session, row, now=now)
 
 
 async def query_audit(session: AsyncSession, where: AuditFilter) -> Sequence[AuditRecord]:

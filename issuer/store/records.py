@@ -171,3 +171,18 @@ class AuditEntry:
     role: str | None = None
     certificate_serial: str | None = None
     remote_addr: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorRow:
+    """One operator action as it is written: who, what, with what, and how it ended."""
+
+    actor: str
+    action: str
+    outcome: str  # success | failure
+    request_id: str
+    arguments: Mapping[str, Any]
+    code: str | None = None
+    reason: str | None = None
+    principal: str | None = None  # the identity acted on, when there is one
+    remote_addr: str | None = None

@@ -55,7 +55,8 @@ bus_arn = "{bus_arn}"
 
 [aws.sts]
 # Real clients sign for the real STS host; the issuer sends those requests to moto instead.
-endpoint_overrides = {{ "sts.us-east-1.amazonaws.com" = "{sts_url}" }}
+# (the instance identity role's requests are signed for eu-west-2 here, so they reach the second moto)
+endpoint_overrides = {{ "sts.us-east-1.amazonaws.com" = "{sts_url}", "sts.eu-west-2.amazonaws.com" = "{role_sts_url}" }}
 
 [aws.ec2]
 # The demo's stand-in "AWS" signing certificate, trusted for one region.
@@ -78,6 +79,13 @@ methods = ["aws-ec2"]
 account_ids = ["{account}"]
 regions = ["{region}"]
 max_instance_age = "1h"                 # documents never expire: only young instances may attest
+ttl = "12h"
+
+[[roles]]
+name = "web-fleet-role"
+methods = ["aws-ec2-role"]              # the instance identity role: a fresh STS signature, no document
+account_ids = ["{account}"]
+regions = ["{region}"]
 ttl = "12h"
 
 [[roles]]
@@ -390,6 +398,7 @@ def walkthrough(aws: DemoAws) -> int:
         say("Step 1: write the roles: on-prem (join tokens), an EC2 fleet, build servers and ECS tasks (IAM)")
         roles = ROLES.format(
             sts_url=aws.sts_url,
+            role_sts_url=aws.instance_role_sts_url,
             region=REGION,
             aws_cert=aws.aws_cert_path,
             account=ACCOUNT,
@@ -494,6 +503,21 @@ def walkthrough(aws: DemoAws) -> int:
         print("    A copy of the same identity document from another machine (no nonce) is a replay:")
         expect_refusal([*ec2_args, "--out", str(WORK / "thief")], env=env, what="replayed identity document")
         call_api(endpoint, server_cert, ec2, f"spiffe://demo.example/aws/{ACCOUNT}/{REGION}/ec2/{INSTANCE}")
+        print("    The same instance with no document at all: its instance identity role signs a fresh STS request")
+        role_args = [agent, "bootstrap", "--method", "aws-ec2-role", "--role", "web-fleet-role", "--server", server]
+        role_args += [
+            "--server-id",
+            "issuer.demo.example",
+            "--sts-region",
+            "eu-west-2",
+            "--imds-endpoint",
+            aws.imds_url,
+        ]
+        run([*role_args, "--out", str(WORK / "ec2-role")], env=env)
+        ok("aws-ec2-role: nothing to copy or replay, no trust on first use; the same instance, the same identity")
+        call_api(
+            endpoint, server_cert, WORK / "ec2-role", f"spiffe://demo.example/aws/{ACCOUNT}/{REGION}/ec2/{INSTANCE}"
+        )
 
         say("Step 8: IAM: a build server with an IAM user's keys, and an ECS task with its role's session")
         iam_args = [

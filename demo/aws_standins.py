@@ -7,6 +7,7 @@ exercise the issuer against the same programs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.support.fake_aws_iid import FakeAwsSigner, build_document, sign
 from tests.support.fake_imds import ImdsConfig, fake_imds
+from tests.support.moto_ec2_role import moto_ec2_role
 from tests.support.moto_iam import moto_iam
 from tests.support.moto_server import moto_server
 
@@ -52,6 +54,8 @@ class DemoAws:
     s3_url: str  # moto's server as S3 (no request authentication), for truststore publishing
     operator_arn: str  # an IAM user [[admins]] names: the operator who signs in to the admin API
     operator: Credentials
+    # moto as the STS that answers for the EC2 instance identity role (aws-ec2-role); IMDS serves its credentials.
+    instance_role_sts_url: str
 
     def s3_env(self) -> dict[str, str]:
         """What an operator's shell would hold to publish to this S3: an endpoint, keys, a region."""
@@ -96,8 +100,17 @@ def demo_aws(workdir: Path) -> Iterator[DemoAws]:
         cert_path.write_bytes(signer.cert.public_bytes(serialization.Encoding.PEM))
         pending = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
         document = build_document(account_id=ACCOUNT, instance_id=INSTANCE, region=REGION, pending_time=pending)
+        # moto allows the role name "aws:ec2-instance" (real IAM does not: that is why the form cannot be
+        # forged); assumed with the instance ID as the session, it is what EC2 gives every instance.
+        instance_role = stack.enter_context(moto_ec2_role())
         imds = stack.enter_context(
-            fake_imds(ImdsConfig(document=document.decode(), rsa2048=sign(document, signer, "rsa2048")))
+            fake_imds(
+                ImdsConfig(
+                    document=document.decode(),
+                    rsa2048=sign(document, signer, "rsa2048"),
+                    instance_role=json.dumps(instance_role.imds_credentials(INSTANCE)),
+                )
+            )
         )
         s3 = stack.enter_context(moto_server())
         yield DemoAws(
@@ -113,4 +126,5 @@ def demo_aws(workdir: Path) -> Iterator[DemoAws]:
             operator=Credentials(
                 iam.operators["ops-alice"].access_key_id, iam.operators["ops-alice"].secret_access_key
             ),
+            instance_role_sts_url=instance_role.url,
         )

@@ -123,9 +123,8 @@ class _Stale:
 
 
 def _parse_stale(args: Args, now: datetime) -> _Stale:
-    late = args.duration("late", default="0s")
-    assert late is not None
-    return _Stale(late=late, include_expired=args.flag("include_expired"))
+    late = args.duration("late")  # not given: flag every certificate past its renewal point
+    return _Stale(late=late or timedelta(0), include_expired=args.flag("include_expired"))
 
 
 async def _certs_stale(ctx: OperatorContext, a: _Stale) -> Done:

@@ -129,6 +129,7 @@ async def test_running_instance_is_described_and_passes_its_bindings(lookup: Bot
         subnet_id=fleet.subnet_id,
         instance_profile_arn=fleet.profile_arn,
         iam_role_arns=(fleet.role_arn,),
+        instance_type="m1.small",  # moto's default type for run_instances
     )
     check_instance(
         info,

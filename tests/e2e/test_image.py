@@ -125,10 +125,15 @@ def test_image_migrates_initialises_serves_and_issues_to_an_agent(
     config = tmp_path / "issuer.toml"
     config.write_text(CONFIG)
     config.chmod(0o644)
+    # The CA passphrase is a secret mounted apart from the state volume (never generated into it).
+    passphrase = tmp_path / "ca-passphrase"
+    passphrase.write_text(secrets.token_urlsafe(32))
+    passphrase.chmod(0o644)  # readable by the image's user (uid 10001) through the bind mount
     common = [
         "--network", "host", "--read-only",
         "-v", f"{config}:/etc/issuer/issuer.toml:ro", "-v", f"{state_volume}:/var/lib/issuer",
-        "-e", f"ISSUER_DATABASE_URL={empty_db}",
+        "-v", f"{passphrase}:/run/secrets/ca-passphrase:ro",
+        "-e", f"ISSUER_DATABASE_URL={empty_db}", "-e", "ISSUER_CA_PASSPHRASE_FILE=/run/secrets/ca-passphrase",
     ]  # fmt: skip
 
     migrated = podman.run("run", "--rm", *common, image, "migrate")

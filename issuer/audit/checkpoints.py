@@ -34,6 +34,7 @@ from ca.kms_client import KmsClient, kms_public_key, kms_sign
 from ca.kms_x509 import KmsAlgorithm, algorithm_for_public_key
 from issuer.audit.canonical import canonical_json
 from issuer.audit.chain_store import CheckpointRecord
+from issuer.aws.kms import is_key_arn
 from issuer.errors import ConfigError
 from issuer.store.records import IssuerRecord
 
@@ -237,15 +238,18 @@ class CheckpointKeys:
             return KmsKeySigner(client, self._kms_key, algorithm=described.algorithm, key_ref=f"kms:{self._kms_key}")
         key_ref = f"x509:{issuer.fingerprint_sha256}"
         if issuer.key_ref.startswith("file:"):
-            from issuer.service.ca.signers import resolve_file_ref
-
-            path = resolve_file_ref(issuer.key_ref, ca_dir=self._ca_dir)
+            # file:<path>, relative to the CA directory (as issuer.service.ca.signers resolves it).
+            path = Path(issuer.key_ref.removeprefix("file:"))
+            path = path if path.is_absolute() else self._ca_dir / path
             key = await asyncio.to_thread(load_key_file, path, passphrase=self._passphrase())
             return LocalKeySigner(key, key_ref=key_ref)
         if issuer.key_ref.startswith("kms:"):
-            from issuer.service.ca.signers import kms_key_arn
-
-            arn = kms_key_arn(issuer.key_ref, owner=f"issuing CA {issuer.subject}")
+            arn = issuer.key_ref.removeprefix("kms:")
+            if not is_key_arn(arn):
+                raise ConfigError(
+                    f"issuing CA {issuer.subject}: key_ref {issuer.key_ref!r} is not kms:<key ARN>",
+                    code="kms_key_ref_invalid",
+                )
             certificate = x509.load_pem_x509_certificate(issuer.certificate_pem.encode())
             return KmsKeySigner(
                 self._clients().for_key(arn), arn, algorithm=_algorithm_of(certificate.public_key()), key_ref=key_ref

@@ -17,13 +17,14 @@ What each backend can do is declared by its signer class (``CAPABILITIES``);
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
 
-from ca.errors import CAStateError, KMSKeyError, SignerUnavailable
+from ca.errors import CAError, CAStateError, KMSKeyError, SignerUnavailable
 from ca.files import load_key_file
 from ca.kms import DEFAULT_TIMEOUT, KmsSigner, load_kms_signer
 from ca.kms_client import KmsClient
@@ -244,7 +245,8 @@ class KeySigners:
     ) -> Signer:
         owner = f"issuing CA {issuer.subject}"
         arn = pca_ca_arn(issuer.key_ref, owner=owner)
-        try:
+        # CAStateError: Private CA holds another key now.
+        with _remote_key_errors(owner, CAStateError):
             return await load_pca_signer(
                 self.pca.for_ca(arn),
                 arn,
@@ -253,12 +255,6 @@ class KeySigners:
                 chain=chain,
                 call_timeout=self._pca_timeout,
             )
-        except SignerUnavailable as exc:  # SignerDenied too: unreachable, throttled, denied, not active, gone
-            raise UpstreamUnavailable(
-                f"{owner}: {exc.detail}", code=exc.code, reason=f"{owner}: {exc.reason}", retry_after=exc.retry_after
-            ) from None
-        except CAStateError as exc:  # Private CA holds another key now
-            raise ConfigError(f"{owner}: {exc.detail}", code=exc.code) from None
 
     async def _kms_signer(
         self,
@@ -270,7 +266,8 @@ class KeySigners:
     ) -> Signer:
         owner = f"issuing CA {issuer.subject}"
         arn = kms_key_arn(issuer.key_ref, owner=owner)
-        try:
+        # KMSKeyError: not the certificate's key, or a key that cannot sign certificates.
+        with _remote_key_errors(owner, KMSKeyError):
             return await load_kms_signer(
                 self.kms.for_key(arn),
                 arn,
@@ -279,9 +276,18 @@ class KeySigners:
                 chain=chain,
                 call_timeout=self._kms_timeout,
             )
-        except SignerUnavailable as exc:  # SignerDenied too: unreachable, throttled, denied, disabled, gone
-            raise UpstreamUnavailable(
-                f"{owner}: {exc.detail}", code=exc.code, reason=f"{owner}: {exc.reason}", retry_after=exc.retry_after
-            ) from None
-        except KMSKeyError as exc:  # not the certificate's key, or a key that cannot sign certificates
-            raise ConfigError(f"{owner}: {exc.detail}", code=exc.code) from None
+
+
+@contextlib.contextmanager
+def _remote_key_errors(owner: str, wrong_key: type[CAError]) -> Iterator[None]:
+    """A remote key's load failures, named for ``owner``: unavailable or denied (throttled, unreachable,
+    disabled, gone) is 503 with Retry-After; ``wrong_key`` (a key that is not the certificate's) is a
+    configuration error."""
+    try:
+        yield
+    except SignerUnavailable as exc:  # SignerDenied too
+        raise UpstreamUnavailable(
+            f"{owner}: {exc.detail}", code=exc.code, reason=f"{owner}: {exc.reason}", retry_after=exc.retry_after
+        ) from None
+    except wrong_key as exc:
+        raise ConfigError(f"{owner}: {exc.detail}", code=exc.code) from None

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.store import hot
 from issuer.store.models import InstanceBinding
 from issuer.store.records import BindingRecord, record_of
 
@@ -17,13 +18,29 @@ __all__ = ["create_binding", "delete_binding", "list_bindings", "lock_binding", 
 
 _BINDINGS = InstanceBinding.metadata.tables[InstanceBinding.__tablename__]
 # Built once; run with values (the EC2 issuance hot path).
-_LOCK = (
+_LOCK = hot.HotStatement(
     select(*(_BINDINGS.c[f.name] for f in fields(BindingRecord)))
     .where(_BINDINGS.c.account_id == bindparam("p_account"), _BINDINGS.c.instance_id == bindparam("p_instance"))
     .with_for_update()
 )
-_CREATE = insert(_BINDINGS)
-_UPDATE = (
+_CREATE = hot.HotStatement(
+    insert(_BINDINGS).values(
+        {
+            name: bindparam(name)
+            for name in (
+                "account_id",
+                "instance_id",
+                "region",
+                "role",
+                "nonce_hash",
+                "pending_time",
+                "created_at",
+                "updated_at",
+            )
+        }
+    )
+)
+_UPDATE = hot.HotStatement(
     update(_BINDINGS)
     .where(_BINDINGS.c.account_id == bindparam("p_account"), _BINDINGS.c.instance_id == bindparam("p_instance"))
     .values(
@@ -37,8 +54,7 @@ _UPDATE = (
 
 async def lock_binding(session: AsyncSession, *, account_id: str, instance_id: str) -> BindingRecord | None:
     """The instance's binding, row-locked until the transaction ends (Postgres), or None."""
-    connection = await session.connection()
-    row = (await connection.execute(_LOCK, {"p_account": account_id, "p_instance": instance_id})).mappings().first()
+    row = await hot.fetch_one(session, _LOCK, {"p_account": account_id, "p_instance": instance_id})
     return None if row is None else BindingRecord(**row)
 
 
@@ -54,8 +70,8 @@ async def create_binding(
     now: datetime,
 ) -> None:
     """Bind an instance; raises ``IntegrityError`` when another attestation bound it first."""
-    connection = await session.connection()
-    await connection.execute(
+    await hot.fetch(
+        session,
         _CREATE,
         {
             "account_id": account_id,
@@ -80,8 +96,8 @@ async def update_binding(
     pending_time: datetime,
     now: datetime,
 ) -> None:
-    connection = await session.connection()
-    await connection.execute(
+    await hot.fetch(
+        session,
         _UPDATE,
         {
             "p_account": account_id,

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from issuer.store import audit, identities
+from issuer.store import audit, hot, identities
 from issuer.store.models import Certificate, Identity
 from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord, NewCertificate, NewIdentity, record_of
 from issuer.store.renewal_due import past_renewal_point
@@ -41,8 +41,9 @@ _CERTIFICATE_COLUMNS = (
     "identity_attributes, not_before, not_after, renewed_from, chain_started_at, status, certificate_pem, "
     "request_id, created_at"
 )
-_RECORD_PG = text(
-    f"""
+_RECORD_PG = hot.HotStatement(
+    text(
+        f"""
 WITH ident AS ({identities.upsert_step(prefix="i_")}
 ), cert AS (
     INSERT INTO certificates ({_CERTIFICATE_COLUMNS})
@@ -55,14 +56,15 @@ WITH ident AS ({identities.upsert_step(prefix="i_")}
 )
 SELECT id FROM cert
 """  # noqa: S608 - the interpolated parts are this package's own constant SQL, never input
-).bindparams(
-    bindparam("i_attributes", type_=identities.IDENTITIES.c.attributes.type),
-    bindparam("sans", type_=_CERTIFICATES.c.sans.type),
-    bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
-    *(
-        bindparam(name, type_=_CERTIFICATES.c.created_at.type)
-        for name in ("created_at", "not_before", "not_after", "chain_started_at")
-    ),
+    ).bindparams(
+        bindparam("i_attributes", type_=identities.IDENTITIES.c.attributes.type),
+        bindparam("sans", type_=_CERTIFICATES.c.sans.type),
+        bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
+        *(
+            bindparam(name, type_=_CERTIFICATES.c.created_at.type)
+            for name in ("created_at", "not_before", "not_after", "chain_started_at")
+        ),
+    )
 )
 
 
@@ -78,7 +80,8 @@ async def record_issuance(
             **identities.parameters(identity, prefix="i_"),
             **audit.parameters(audit_entry, prefix="a_"),
         }
-        return int((await connection.execute(_RECORD_PG, combined)).scalar_one())
+        rows = await hot.fetch(session, _RECORD_PG, combined)
+        return int(rows[0]["id"])
     values["identity_id"] = await identities.upsert_identity(session, identity, now=now)
     cert_id = (await connection.execute(_INSERT, values)).scalar_one()
     await audit.record(session, audit_entry, now=now)
@@ -114,32 +117,39 @@ def _values(certificate: NewCertificate, identity: NewIdentity, now: datetime) -
 _GET = select(*(_CERTIFICATES.c[f.name] for f in fields(CertificateRecord))).where(
     _CERTIFICATES.c.serial == bindparam("p_serial")
 )
-_LOCK = _GET.with_for_update()
+_LOCK = hot.HotStatement(_GET.with_for_update())
+_GET_HOT = hot.HotStatement(_GET)
+_SUPERSEDE = hot.HotStatement(
+    update(_CERTIFICATES)
+    .where(_CERTIFICATES.c.id == bindparam("p_id"), _CERTIFICATES.c.status == "active")
+    .values(status="superseded")
+    .returning(_CERTIFICATES.c.id)
+)
+_HAD_KEY = hot.HotStatement(
+    select(_CERTIFICATES.c.id)
+    .where(
+        _CERTIFICATES.c.public_key_sha256 == bindparam("p_key"),
+        _CERTIFICATES.c.identity_id == bindparam("p_identity"),
+    )
+    .limit(1)
+)
 
 
 async def get_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
     """The certificate with ``serial`` (normalised lower-case hex, no leading zeros)."""
-    connection = await session.connection()
-    row = (await connection.execute(_GET, {"p_serial": serial})).mappings().first()
+    row = await hot.fetch_one(session, _GET_HOT, {"p_serial": serial})
     return None if row is None else CertificateRecord(**row)
 
 
 async def lock_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:
     """Like :func:`get_certificate`, holding a row lock until the transaction ends (Postgres)."""
-    connection = await session.connection()
-    row = (await connection.execute(_LOCK, {"p_serial": serial})).mappings().first()
+    row = await hot.fetch_one(session, _LOCK, {"p_serial": serial})
     return None if row is None else CertificateRecord(**row)
 
 
 async def supersede_certificate(session: AsyncSession, *, certificate_id: int) -> bool:
     """Mark an active certificate superseded; False if it was not active (revoked or renewed meanwhile)."""
-    result = await session.execute(
-        update(Certificate)
-        .where(Certificate.id == certificate_id, Certificate.status == "active")
-        .values(status="superseded")
-        .returning(Certificate.id)
-    )
-    return result.scalar_one_or_none() is not None
+    return await hot.fetch_one(session, _SUPERSEDE, {"p_id": certificate_id}) is not None
 
 
 async def list_certificates(
@@ -190,11 +200,7 @@ async def identity_had_key(session: AsyncSession, *, identity_id: int, public_ke
 
     Looked up through ``ix_certificates_public_key_sha256``: a key hash names at most a few rows.
     """
-    found = await session.scalar(
-        select(Certificate.id)
-        .where(Certificate.public_key_sha256 == public_key_sha256, Certificate.identity_id == identity_id)
-        .limit(1)
-    )
+    found = await hot.fetch_one(session, _HAD_KEY, {"p_key": public_key_sha256, "p_identity": identity_id})
     return found is not None
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.store import hot
 from issuer.store.models import Denial
 from issuer.store.records import record_of
 
@@ -35,7 +36,7 @@ class DenialRecord:
 
 
 # Every issuance asks, so the statement is built once; the list is short (usually empty).
-_IN_FORCE = (
+_IN_FORCE = hot.HotStatement(
     select(*(_DENIALS.c[name] for name in DenialRecord.__dataclass_fields__))
     .where(_DENIALS.c.removed_at.is_(None))
     .where(or_(_DENIALS.c.until.is_(None), _DENIALS.c.until > bindparam("p_now", type_=_DENIALS.c.until.type)))
@@ -72,8 +73,7 @@ async def add_denial(
 
 async def denials_in_force(session: AsyncSession, *, now: datetime) -> Sequence[DenialRecord]:
     """Denials not removed and not past their ``until``, oldest first."""
-    connection = await session.connection()
-    rows = (await connection.execute(_IN_FORCE, {"p_now": now})).mappings().all()
+    rows = await hot.fetch(session, _IN_FORCE, {"p_now": now})
     return [DenialRecord(**row) for row in rows]
 
 

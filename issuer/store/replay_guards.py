@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.store import hot
 from issuer.store.models import ReplayGuard
 
 __all__ = ["add_replay_guard", "count_replay_guards", "delete_expired_replay_guards", "replay_guard_exists"]
 
 _REPLAY_GUARDS = ReplayGuard.metadata.tables[ReplayGuard.__tablename__]
 _ADD = {
-    name: dialect_insert(_REPLAY_GUARDS)
-    .on_conflict_do_nothing(index_elements=[_REPLAY_GUARDS.c.digest])
-    .returning(_REPLAY_GUARDS.c.id)
+    name: hot.HotStatement(
+        dialect_insert(_REPLAY_GUARDS)
+        .values({name: bindparam(name) for name in ("kind", "digest", "expires_at", "created_at")})
+        .on_conflict_do_nothing(index_elements=[_REPLAY_GUARDS.c.digest])
+        .returning(_REPLAY_GUARDS.c.id)
+    )
     for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
 
@@ -30,10 +34,9 @@ async def add_replay_guard(
     session: AsyncSession, *, kind: str, digest: str, expires_at: datetime, now: datetime
 ) -> bool:
     """Record a single-use proof; False if the digest was recorded before (a replay)."""
-    connection = await session.connection()
+    dialect = (await session.connection()).dialect.name
     values = {"kind": kind, "digest": digest, "expires_at": expires_at, "created_at": now}
-    result = await connection.execute(_ADD[connection.dialect.name], values)
-    return result.scalar_one_or_none() is not None
+    return await hot.fetch_one(session, _ADD[dialect], values) is not None
 
 
 async def delete_expired_replay_guards(session: AsyncSession, *, now: datetime, batch: int = 5000) -> int:

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from issuer.store import hot
 from issuer.store.models import Certificate, JoinToken
 from issuer.store.records import TokenRecord, record_of
 
@@ -31,7 +32,7 @@ async def add_join_token(
 
 _TOKENS = JoinToken.metadata.tables[JoinToken.__tablename__]
 # Built once; run with a dict of values (the hot path of token issuance).
-_CONSUME = (
+_CONSUME = hot.HotStatement(
     update(_TOKENS)
     .where(
         _TOKENS.c.token_hash == bindparam("p_hash"),
@@ -55,9 +56,7 @@ async def consume_join_token(
     transaction see the row unused; the others find ``used_at`` set (Postgres
     re-checks the WHERE clause after the winner commits).
     """
-    connection = await session.connection()
-    result = await connection.execute(_CONSUME, {"p_hash": token_hash, "p_now": now, "p_request": request_id})
-    row = result.mappings().one_or_none()
+    row = await hot.fetch_one(session, _CONSUME, {"p_hash": token_hash, "p_now": now, "p_request": request_id})
     return None if row is None else TokenRecord(**row)
 
 

@@ -196,7 +196,8 @@ async def run_phase(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout is not None
+    assert child.stderr is not None
     phase = Phase()
     started_at: float | None = None
     cpu_before = 0.0

@@ -2,9 +2,9 @@
 
 The benchmark starts ``issuer serve`` on a throwaway Postgres database, preloads
 join tokens, signed EC2 identity documents and certificates to renew, drives issuances
-with ``wrk`` (or, without it, a Python load generator in its own process), and compares with in-process figures (no HTTP, no
-database) and with ``cfssl serve`` on its own Postgres certdb when ``cfssl`` is
-installed. See ``python -m bench --help``.
+with ``wrk`` (or, without it, a Python load generator in its own process), and
+compares with in-process figures (no HTTP, no database) and with ``cfssl serve``
+on its own Postgres certdb when ``cfssl`` is installed. See ``python -m bench --help``.
 
 Errors::
 

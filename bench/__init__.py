@@ -1,10 +1,10 @@
 """``python -m bench``: how many certificates a second the issuer signs, commits and answers.
 
 The benchmark starts ``issuer serve`` on a throwaway Postgres database, preloads
-join tokens and signed EC2 identity documents, drives issuances from a separate
-load-generator process, and compares with in-process figures (no HTTP, no
-database) and with ``cfssl serve`` on its own Postgres certdb when ``cfssl`` is
-installed. See ``python -m bench --help``.
+join tokens, signed EC2 identity documents and certificates to renew, drives issuances
+with ``wrk`` (or, without it, a Python load generator in its own process), and
+compares with in-process figures (no HTTP, no database) and with ``cfssl serve``
+on its own Postgres certdb when ``cfssl`` is installed. See ``python -m bench --help``.
 
 Errors::
 

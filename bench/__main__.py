@@ -1,14 +1,16 @@
 """``python -m bench``: certificates per second through ``issuer serve``, beside cfssl and in-process figures.
 
     python -m bench [--requests N] [--concurrency C] [--workers W] [--json] [--no-cfssl]
-                    [--method token|aws-ec2|both] [--py-spy DIR]
+                    [--method token|aws-ec2|renew|both|all] [--load-generator wrk|python|auto] [--py-spy DIR]
 
 Steps: a throwaway Postgres database (``ISSUER_TEST_DATABASE_URL``'s server),
 ``issuer migrate`` and ``issuer ca init``; preloaded join tokens and signed EC2
 identity documents; ``issuer serve --workers W``; per method a warm-up and a timed
-window driven by a separate load-generator process; the certificate rows counted
-against the 201s; in-process figures; then the same load against ``cfssl serve``
-with its Postgres certdb when ``cfssl`` is installed. Progress goes to stderr,
+window driven by ``wrk`` (:mod:`bench.wrk`) or, without it, the Python load generator in
+its own process (:mod:`bench.load`); for ``renew``, certificates issued over HTTP first
+(untimed) and renewal bodies built just before its run (:mod:`bench.renewal`); the
+certificate rows counted against the 201s; in-process figures; then the same load
+against ``cfssl serve`` with its Postgres certdb when ``cfssl`` is installed. Progress goes to stderr,
 the report to stdout. Exit status: 0 when every answered certificate was
 committed, 1 when a step failed or a certificate was answered without a row, 2 usage.
 """
@@ -22,22 +24,23 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from bench import BenchError
+from bench import BenchError, load, wrk
 from bench.cfssl import CERTDB_SCHEMA, CfsslServer, cfssl_binary
 from bench.cprofile_serve import CProfileSwitch, top_functions
 from bench.cpu import CpuMeter, MachineMeter, Meter, backend, load_average, postgres_pids, process_tree
 from bench.inprocess import Rate, measure
-from bench.issuer_server import EC2_ROLE, PASSPHRASE, TOKEN_ROLE, IssuerServer, IssuerSetup, prepare_issuer
-from bench.load import LoadResult, Window, Workload, drive
+from bench.issuer_server import EC2_ROLE, PASSPHRASE, RENEW_ROLE, TOKEN_ROLE, IssuerServer, IssuerSetup, prepare_issuer
+from bench.load import LoadResult, Window, Workload
 from bench.postgres import base_url, execute, fetch, sessions_opened, throwaway_database
 from bench.pyspy import Profile, PySpy, py_spy_binary, summarise
+from bench.renewal import issue_for_renewal, renew_workload
 from bench.report import BenchReport, CpuProfile, RunReport, render_text, to_json
 from bench.workload import Ec2Document, cfssl_workload, ec2_workload, token_workload
 from ca.files import load_local_signer
@@ -46,6 +49,19 @@ from issuer.settings import load_settings
 from tests.support.fake_aws_iid import FakeAwsSigner
 
 Progress = Callable[[str], None]
+Drive = Callable[..., Awaitable[LoadResult]]
+# A workload made once the server is up (renew: its certificates are issued over HTTP first).
+Later = Callable[[str], Awaitable[Workload]]
+METHODS = ("token", "aws-ec2", "renew")
+# Which certificate rows each run leaves: renewals keep the identity's method (token) and set renewed_from.
+ROWS = {
+    "token": (
+        "SELECT serial FROM certificates WHERE method = 'token' AND role = $1 AND renewed_from IS NULL",
+        TOKEN_ROLE,
+    ),
+    "aws-ec2": ("SELECT serial FROM certificates WHERE method = 'aws-ec2' AND renewed_from IS NULL", None),
+    "renew": ("SELECT serial FROM certificates WHERE renewed_from IS NOT NULL", None),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +78,7 @@ class Options:
     cprofile: Path | None
     keep: bool
     as_json: bool
+    load_generator: str = "python"  # resolved: wrk or python
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -78,7 +95,19 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--workers", type=int, default=cores, metavar="W", help=f"issuer serve --workers (one per core: {cores})"
     )
     parser.add_argument("--warmup", type=int, default=200, metavar="N", help="untimed requests first, per run (200)")
-    parser.add_argument("--method", choices=("token", "aws-ec2", "both"), default="both", help="issuer runs (both)")
+    parser.add_argument(
+        "--method",
+        choices=(*METHODS, "both", "all"),
+        default="all",
+        help="issuer runs: one method, both (token and aws-ec2) or all (token, aws-ec2, renew; default)",
+    )
+    parser.add_argument(
+        "--load-generator",
+        choices=("wrk", "python", "auto"),
+        default="auto",
+        help="wrk, or the Python fallback (aiohttp in a child process; takes CPU from the servers); "
+        "auto (default): wrk when it is on PATH",
+    )
     parser.add_argument("--no-cfssl", action="store_true", help="skip the cfssl comparison")
     parser.add_argument(
         "--max-seconds", type=float, default=60.0, metavar="S", help="wall-clock cap per warm-up and timed window (60)"
@@ -105,12 +134,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         parser.error("--cprofile profiles one process: use it with --workers 1")
     if args.warmup < 0 or args.max_seconds <= 0:
         parser.error("--warmup must be >= 0 and --max-seconds > 0")
+    generator = args.load_generator
+    if generator == "auto":
+        generator = "wrk" if wrk.wrk_binary() is not None else "python"
+    elif generator == "wrk" and wrk.wrk_binary() is None:
+        parser.error("--load-generator wrk: no `wrk` on PATH (Debian: apt-get install wrk)")
+    methods = {"both": ("token", "aws-ec2"), "all": METHODS}.get(args.method, (args.method,))
     return Options(
         requests=args.requests,
         concurrency=args.concurrency,
         workers=args.workers,
         warmup=args.warmup,
-        methods=("token", "aws-ec2") if args.method == "both" else (args.method,),
+        methods=methods,
         cfssl=not args.no_cfssl,
         max_seconds=args.max_seconds,
         inprocess_count=args.inprocess_count,
@@ -118,12 +153,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         cprofile=args.cprofile,
         keep=args.keep,
         as_json=args.json,
+        load_generator=generator,
     )
 
 
-async def _issuer_rows(database_url: str, method: str, serials: Sequence[str]) -> tuple[int, int]:
-    """(rows of ``method`` in ``certificates``, answered serials with no row)."""
-    rows = await fetch(database_url, "SELECT serial FROM certificates WHERE method = $1", method)
+def _drive(opts: Options) -> Drive:
+    return wrk.drive if opts.load_generator == "wrk" else load.drive
+
+
+async def _issuer_rows(database_url: str, run: str, serials: Sequence[str]) -> tuple[int, int]:
+    """(the certificate rows ``run`` left, answered serials with no row): see :data:`ROWS`."""
+    query, arg = ROWS[run]
+    rows = await fetch(database_url, query, *((arg,) if arg is not None else ()))
     stored = {r["serial"] for r in rows}
     return len(stored), len(set(serials) - stored)
 
@@ -152,12 +193,13 @@ class _Findings:
     profiles: dict[str, Profile]
     cprofiles: dict[str, CpuProfile]
     notes: list[str]
+    workloads: list[Workload]
 
 
 async def _issuer_runs(
-    opts: Options, setup: IssuerSetup, workloads: Sequence[Workload], work_dir: Path, progress: Progress
+    opts: Options, setup: IssuerSetup, planned: Sequence[Workload | Later], work_dir: Path, progress: Progress
 ) -> _Findings:
-    found = _Findings(runs=[], profiles={}, cprofiles={}, notes=[])
+    found = _Findings(runs=[], profiles={}, cprofiles={}, notes=[], workloads=[])
     if opts.cprofile is not None:
         opts.cprofile.mkdir(parents=True, exist_ok=True)
     cprofile_live = opts.cprofile / "issuer.pstats" if opts.cprofile is not None else None
@@ -165,7 +207,9 @@ async def _issuer_runs(
     try:
         progress(f"starting issuer serve --workers {opts.workers} on {server.url}")
         await server.wait_ready()
-        for workload in workloads:
+        for plan in planned:
+            workload = plan if isinstance(plan, Workload) else await plan(server.url)
+            found.workloads.append(workload)
             meters = _meters(server.pid)
             spy = _profiler(opts, process_tree(server.pid), f"issuer-{workload.name}", found.notes)
             observers: list[Window] = [spy] if spy is not None else []
@@ -177,7 +221,7 @@ async def _issuer_runs(
                 f"{opts.concurrency} connections"
             )
             sessions_before = await sessions_opened(setup.database_url)
-            result = await drive(
+            result = await _drive(opts)(
                 workload,
                 base_url=server.url,
                 concurrency=opts.concurrency,
@@ -219,6 +263,27 @@ def _proofs(workloads: Sequence[Workload], limit: int) -> tuple[list[str], list[
     return csrs, documents
 
 
+def _renewals(opts: Options, setup: IssuerSetup, progress: Progress) -> Later:
+    async def build(server_url: str) -> Workload:
+        total = opts.requests + opts.warmup
+        progress(f"renew: issuing {total} certificates to renew over HTTP (token path, untimed)")
+        held = await issue_for_renewal(
+            setup.database_url,
+            server_url,
+            role=RENEW_ROLE,
+            count=total,
+            now=datetime.now(UTC),
+            concurrency=opts.concurrency,
+        )
+        progress(f"renew: building {total} renewals (new key's CSR + token signed by the old key)")
+        audience = load_settings(setup.config_path, env=setup.env).audience
+        return await asyncio.to_thread(
+            renew_workload, held, audience=audience, warmup=opts.warmup, now=datetime.now(UTC)
+        )
+
+    return build
+
+
 async def _inprocess(opts: Options, setup: IssuerSetup, workloads: Sequence[Workload]) -> list[Rate]:
     settings = load_settings(setup.config_path, env=setup.env)
     roles = {r.name: r for r in settings.roles}
@@ -226,7 +291,7 @@ async def _inprocess(opts: Options, setup: IssuerSetup, workloads: Sequence[Work
     return await measure(
         signer=load_local_signer(setup.ca_dir, passphrase=PASSPHRASE.encode()),
         csrs=csrs,
-        token_role=roles[TOKEN_ROLE] if "token" in opts.methods else None,
+        token_role=roles[TOKEN_ROLE] if {"token", "renew"} & set(opts.methods) else None,
         ec2_role=roles[EC2_ROLE] if "aws-ec2" in opts.methods else None,
         documents=documents,
         aws_certs=AwsCertStore.builtin(load_extra_certs(settings.ec2.extra_certs)),
@@ -249,7 +314,7 @@ async def _cfssl_run(opts: Options, pg: str, work_dir: Path, progress: Progress)
             progress(f"cfssl: {opts.warmup} warm-up + {opts.requests} timed requests, {opts.concurrency} connections")
             meters = _meters(server.pid)
             sessions_before = await sessions_opened(database_url)
-            result: LoadResult = await drive(
+            result: LoadResult = await _drive(opts)(
                 workload,
                 base_url=server.url,
                 concurrency=opts.concurrency,
@@ -278,7 +343,7 @@ async def run_bench(opts: Options, progress: Progress) -> BenchReport:
             aws_pem = aws.cert.public_bytes(serialization.Encoding.PEM)
             setup = await asyncio.to_thread(prepare_issuer, work_dir, database_url=database_url, aws_cert_pem=aws_pem)
             now = datetime.now(UTC)
-            workloads: list[Workload] = []
+            workloads: list[Workload | Later] = []
             total = opts.requests + opts.warmup
             if "token" in opts.methods:
                 progress(f"token: inserting {total} join tokens in one transaction, making CSRs")
@@ -294,10 +359,16 @@ async def run_bench(opts: Options, progress: Progress) -> BenchReport:
                         ec2_workload, aws, role=EC2_ROLE, count=opts.requests, warmup=opts.warmup, launched=launched
                     )
                 )
+            if "renew" in opts.methods:
+                workloads.append(_renewals(opts, setup, progress))
+                notes.append(
+                    f"renew: {total} certificates (role {RENEW_ROLE}) were issued over HTTP through the token path "
+                    "before its run, untimed; its renewal tokens (the agent's, 120 s) were made just before it"
+                )
             found = await _issuer_runs(opts, setup, workloads, work_dir, progress)
             runs, notes = found.runs, notes + found.notes
             progress(f"in-process figures ({opts.inprocess_count} iterations each)")
-            inprocess = await _inprocess(opts, setup, workloads)
+            inprocess = await _inprocess(opts, setup, found.workloads)
         if not opts.cfssl:
             notes.append("cfssl: skipped (--no-cfssl)")
         elif cfssl_binary() is None:

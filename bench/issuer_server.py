@@ -22,9 +22,19 @@ from bench import BenchError
 from bench.workload import ACCOUNT, REGION
 from tests.support.moto_server import free_port
 
-__all__ = ["EC2_ROLE", "PASSPHRASE", "TOKEN_ROLE", "IssuerServer", "IssuerSetup", "prepare_issuer", "run_issuer"]
+__all__ = [
+    "EC2_ROLE",
+    "PASSPHRASE",
+    "RENEW_ROLE",
+    "TOKEN_ROLE",
+    "IssuerServer",
+    "IssuerSetup",
+    "prepare_issuer",
+    "run_issuer",
+]
 
 TOKEN_ROLE = "bench-onprem"
+RENEW_ROLE = "bench-renew"
 EC2_ROLE = "bench-ec2"
 PASSPHRASE = "bench-passphrase-0123456789abcdef"
 ISSUER = [sys.executable, "-m", "issuer.cli"]
@@ -40,6 +50,12 @@ extra_certs = {{ "{region}" = ["{aws_cert}"] }}
 
 [[roles]]
 name = "{token_role}"
+methods = ["token"]
+ttl = "24h"
+
+[[roles]]
+# The certificates the renew run renews: issued by join token first, apart from the token run's.
+name = "{renew_role}"
 methods = ["token"]
 ttl = "24h"
 
@@ -81,7 +97,14 @@ def prepare_issuer(work_dir: Path, *, database_url: str, aws_cert_pem: bytes) ->
     aws_cert.write_bytes(aws_cert_pem)
     config_path = work_dir / "issuer.toml"
     config_path.write_text(
-        CONFIG.format(region=REGION, aws_cert=aws_cert, token_role=TOKEN_ROLE, ec2_role=EC2_ROLE, account=ACCOUNT)
+        CONFIG.format(
+            region=REGION,
+            aws_cert=aws_cert,
+            token_role=TOKEN_ROLE,
+            renew_role=RENEW_ROLE,
+            ec2_role=EC2_ROLE,
+            account=ACCOUNT,
+        )
     )
     state_dir = work_dir / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISSUER_")}

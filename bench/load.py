@@ -32,7 +32,9 @@ import aiohttp
 from bench import BenchError
 from bench.cpu import CpuUse, Meter
 
-__all__ = ["LoadResult", "Window", "Workload", "drive", "main", "percentile"]
+PYTHON_GENERATOR = "python fallback (aiohttp in a child process; takes CPU from the servers)"
+
+__all__ = ["PYTHON_GENERATOR", "LoadResult", "Window", "Workload", "drive", "error_code", "main", "percentile"]
 
 _GRACE = 30.0  # beyond the cap: the child's start-up, reading the file, in-flight requests
 _LINE_LIMIT = 256 * 1024 * 1024  # the result line carries every answered serial
@@ -49,6 +51,23 @@ class Workload:
     warmup: Sequence[bytes] = ()
     # Where a success's serial is in its response body (None: do not collect serials).
     serial_field: str | None = "serial"
+    # ``Authorization`` header values, one per body and one per warm-up body (empty: none sent).
+    authorizations: Sequence[str] = ()
+    warmup_authorizations: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        for auths, bodies in ((self.authorizations, self.bodies), (self.warmup_authorizations, self.warmup)):
+            if auths and len(auths) != len(bodies):
+                raise ValueError(f"{self.name}: {len(auths)} authorizations for {len(bodies)} bodies")
+
+    def lines(self, *, warmup: bool) -> Iterator[bytes]:
+        """The requests as ``<Authorization value or nothing>\\t<body>`` lines (no newline), in order.
+
+        JSON bodies never hold a raw tab or newline, so a tab splits a line and a newline ends it.
+        """
+        bodies, auths = (self.warmup, self.warmup_authorizations) if warmup else (self.bodies, self.authorizations)
+        for i, body in enumerate(bodies):
+            yield (auths[i].encode() if auths else b"") + b"\t" + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +89,8 @@ class LoadResult:
     warmup_successes: int = 0
     serials: Sequence[str] = ()
     cpu: Mapping[str, CpuUse] = field(default_factory=dict)
+    # What drove the load, for the report: "wrk 4.1.0, 2 threads, 16 connections" or the Python fallback.
+    generator: str = ""
 
     @property
     def rate(self) -> float:
@@ -125,8 +146,8 @@ async def drive(
     }
     with spec.open("wb") as fh:
         fh.write(json.dumps(header).encode() + b"\n")
-        for body in (*workload.warmup, *workload.bodies):
-            fh.write(body + b"\n")
+        for line in (*workload.lines(warmup=True), *workload.lines(warmup=False)):
+            fh.write(line + b"\n")
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -211,14 +232,16 @@ async def _phase(
 
     async def connection() -> None:
         nonlocal capped
-        for body in pending:
+        for line in pending:
             if time.monotonic() >= deadline:
                 capped = True
                 return
+            authorization, _, body = line.partition(b"\t")
+            sent = {**headers, "Authorization": authorization.decode()} if authorization else headers
             tally.sent += 1
             started = time.perf_counter()
             try:
-                async with session.post(url, data=body, headers=headers) as resp:
+                async with session.post(url, data=body, headers=sent) as resp:
                     payload = await resp.read()
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -230,13 +253,14 @@ async def _phase(
                 if serial_field:
                     tally.serials.append(str(json.loads(payload)[serial_field]))
             else:
-                tally.errors[f"{status} {_error_code(payload)}"] += 1
+                tally.errors[f"{status} {error_code(payload)}"] += 1
 
     await asyncio.gather(*(connection() for _ in range(header["concurrency"])))
     return tally, capped
 
 
-def _error_code(payload: bytes) -> str:
+def error_code(payload: bytes) -> str:
+    """The problem+json ``code``, else cfssl's first error code, else ``-``."""
     try:
         body = json.loads(payload)
     except ValueError:
@@ -285,6 +309,7 @@ async def _run(lines: Sequence[bytes]) -> dict[str, Any]:
         warmup_sent=warm.sent,
         warmup_successes=warm.successes,
         serials=[*warm.serials, *timed.serials],
+        generator=PYTHON_GENERATOR,
     )
     out = asdict(result)
     del out["cpu"]  # the parent measures those

@@ -37,7 +37,9 @@ __all__ = [
     "cfssl_workload",
     "ec2_documents",
     "ec2_workload",
+    "insert_join_tokens",
     "make_csrs",
+    "make_keyed_csrs",
     "token_workload",
 ]
 
@@ -45,14 +47,17 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 AMI = "ami-0abcdef1234567890"
 TOKEN_PATH = "/v1/issue/token"
+RENEW_PATH = "/v1/renew"
 EC2_PATH = "/v1/issue/aws-ec2"
 CFSSL_PATH = "/api/v1/cfssl/sign"
 # Above this many documents, RSA signing is spread over the cores (about 1 ms each).
 _PARALLEL_FROM = 400
 
 
-def make_csrs(count: int, *, prefix: str) -> list[str]:
-    """``count`` PEM CSRs, each for a fresh ECDSA P-256 key, CN ``<prefix>-<i>``."""
+def make_keyed_csrs(
+    count: int, *, prefix: str
+) -> list[tuple[ec.EllipticCurvePrivateKey, x509.CertificateSigningRequest]]:
+    """``count`` fresh ECDSA P-256 keys, each with its CSR (CN ``<prefix>-<i>``)."""
     out = []
     for i in range(count):
         key = ec.generate_private_key(ec.SECP256R1())
@@ -61,24 +66,28 @@ def make_csrs(count: int, *, prefix: str) -> list[str]:
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{prefix}-{i}")]))
             .sign(key, hashes.SHA256())
         )
-        out.append(csr.public_bytes(serialization.Encoding.PEM).decode())
+        out.append((key, csr))
     return out
+
+
+def make_csrs(count: int, *, prefix: str) -> list[str]:
+    """``count`` PEM CSRs, each for a fresh ECDSA P-256 key (thrown away), CN ``<prefix>-<i>``."""
+    return [csr.public_bytes(serialization.Encoding.PEM).decode() for _, csr in make_keyed_csrs(count, prefix=prefix)]
 
 
 def _body(fields: dict[str, str]) -> bytes:
     return json.dumps(fields, separators=(",", ":")).encode()
 
 
-async def token_workload(
-    database_url: str, *, role: str, count: int, warmup: int, now: datetime, ttl: timedelta = timedelta(hours=2)
-) -> Workload:
-    """Join tokens for ``role`` inserted in one transaction, and a token request body for each.
+async def insert_join_tokens(
+    database_url: str, *, role: str, count: int, now: datetime, prefix: str, ttl: timedelta = timedelta(hours=2)
+) -> list[str]:
+    """``count`` join tokens for ``role`` (named ``<prefix>-<i>``) inserted in one transaction.
 
     Uses the repository's own insert (``add_join_token`` with ``hash_secret``), so the rows
     are exactly what ``issuer token create`` makes, without a process per token.
     """
-    total = count + warmup
-    tokens = [new_token() for _ in range(total)]
+    tokens = [new_token() for _ in range(count)]
     engine = make_engine(database_url, pool_size=1)
     try:
         async with make_session_factory(engine)() as session, session.begin():
@@ -86,13 +95,22 @@ async def token_workload(
                 await add_join_token(
                     session,
                     token_hash=hash_secret(token),
-                    name=f"bench-{i:06d}",
+                    name=f"{prefix}-{i:06d}",
                     role=role,
                     now=now,
                     expires_at=now + ttl,
                 )
     finally:
         await engine.dispose()
+    return tokens
+
+
+async def token_workload(
+    database_url: str, *, role: str, count: int, warmup: int, now: datetime, ttl: timedelta = timedelta(hours=2)
+) -> Workload:
+    """Join tokens for ``role`` inserted in one transaction (:func:`insert_join_tokens`), a token request body each."""
+    total = count + warmup
+    tokens = await insert_join_tokens(database_url, role=role, count=total, now=now, prefix="bench", ttl=ttl)
     csrs = make_csrs(total, prefix="bench-token")
     bodies = [_body({"csr": csr, "token": token}) for csr, token in zip(csrs, tokens, strict=True)]
     return Workload(name="token", path=TOKEN_PATH, success_status=201, bodies=bodies[warmup:], warmup=bodies[:warmup])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bench.load import percentile
+from bench.load import PYTHON_GENERATOR, percentile
 from bench.pyspy import summarise
 from tests.conftest import PG_URL
 
@@ -68,6 +69,13 @@ def bench(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Com
     return result, json.loads(result.stdout)
 
 
+def needs_wrk() -> None:
+    if shutil.which("wrk") is None:
+        if os.environ.get("CI"):
+            pytest.fail("wrk is not installed; CI requires it (apt-get install wrk)", pytrace=False)
+        pytest.skip("SKIPPING: wrk is not installed (apt-get install wrk)")
+
+
 def check_issuer_run(run: dict[str, Any]) -> None:
     assert run["sent"] == REQUESTS
     assert run["successes"] == REQUESTS, run["errors"]
@@ -82,23 +90,43 @@ def check_issuer_run(run: dict[str, Any]) -> None:
 
 
 @pytest.mark.usefixtures("pg_template")  # Postgres is reachable (else skip; under CI, fail)
-def test_both_methods_and_cfssl_when_installed() -> None:
-    result, report = bench("--method", "both")
+def test_all_methods_under_wrk_and_cfssl_when_installed() -> None:
+    needs_wrk()
+    result, report = bench("--load-generator", "wrk")  # --method all is the default
     runs = {r["name"]: r for r in report["runs"]}
-    check_issuer_run(runs["token"])
-    check_issuer_run(runs["aws-ec2"])
+    for name in ("token", "aws-ec2", "renew"):
+        check_issuer_run(runs[name])  # renew: every renewal answered 201 has its row (renewed_from set)
+    for run in runs.values():
+        assert re.fullmatch(r"wrk 4\.\d+\.\d+, 2 threads, 4 connections", run["load_generator"]), run["load_generator"]
+    assert report["load_generators"][0].startswith("wrk 4.")
     assert {r["name"] for r in report["inprocess"]} == INPROCESS
     assert all(r["count"] == 5 and r["per_second"] > 0 for r in report["inprocess"])
     assert "issuer token over HTTP / signer alone" in report["ratios"]
+    assert "issuer renew over HTTP / signer alone" in report["ratios"]
+    assert set(report["targets"]) == {"token", "aws-ec2", "renew"}
+    assert report["targets"]["token"]["cfssl_ratio_target"] == 1.5
+    assert report["targets"]["renew"]["p99_met"] == (runs["renew"]["latency_ms"]["p99"] <= 50)
+    assert any(n.startswith("renew: 15 certificates (role bench-renew) were issued over HTTP") for n in report["notes"])
     if shutil.which("cfssl"):
         cfssl = runs["cfssl"]
         assert cfssl["successes"] == REQUESTS, cfssl["errors"]
         assert cfssl["committed"]["rows"] == REQUESTS + WARMUP  # cfssl's certdb got every certificate
-        assert "issuer token / cfssl" in report["ratios"]
+        for name in ("token", "aws-ec2", "renew"):
+            assert f"issuer {name} / cfssl" in report["ratios"]
+            assert report["targets"][name]["cfssl_ratio_met"] is not None
     else:
         assert "cfssl" not in runs
         assert any("cfssl: skipped" in n for n in report["notes"])
     assert "bench: token: " in result.stderr  # progress on stderr, the report alone on stdout
+
+
+@pytest.mark.usefixtures("pg_template")  # Postgres is reachable (else skip; under CI, fail)
+def test_python_fallback_drives_renewals_with_their_tokens() -> None:
+    _, report = bench("--load-generator", "python", "--method", "renew", "--no-cfssl")
+    (run,) = report["runs"]
+    assert run["name"] == "renew"
+    check_issuer_run(run)  # every renewal's Authorization reached the issuer: all 201, all committed
+    assert run["load_generator"] == PYTHON_GENERATOR
 
 
 @pytest.mark.usefixtures("pg_template")  # Postgres is reachable (else skip; under CI, fail)
@@ -137,12 +165,27 @@ def test_cfssl_missing_is_one_clear_line_and_text_report_with_cprofile(tmp_path:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "note: cfssl: skipped, no `cfssl` on PATH (Debian: apt-get install golang-cfssl)" in out
+    assert f"  token load: {PYTHON_GENERATOR}" in out  # no wrk on PATH: auto falls back, and says so
     assert "\ntoken " in out and "aws-ec2 " not in out.split("In process")[0]
     assert "5/5" in out and "5/5 ok" in out  # ok/sent and committed/answered
     # The server's CPU profile of the timed window: the issuance pipeline ran under it.
     assert "cProfile (CPU time) of the server during token" in out
     assert (profiles / "issuer-token.pstats").is_file()
     assert "issue (issuance/pipeline.py" in out  # the profile names files by their last two path parts
+
+
+def test_load_generator_wrk_needs_wrk(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--load-generator", "wrk"],
+        cwd=ROOT,
+        env={**os.environ, "PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--load-generator wrk: no `wrk` on PATH (Debian: apt-get install wrk)" in result.stderr
 
 
 def test_cprofile_needs_one_worker() -> None:

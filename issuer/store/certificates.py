@@ -10,26 +10,28 @@ three statements.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, exists, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from issuer.store import audit, hot, identities
-from issuer.store.models import Certificate, Identity
+from issuer.store.models import Certificate, Identity, ReplayGuard
 from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord, NewCertificate, NewIdentity, record_of
 from issuer.store.renewal_due import past_renewal_point
 
 __all__ = [
+    "RenewalFacts",
     "certificates_of",
     "get_certificate",
     "identity_had_key",
     "list_certificates",
     "lock_certificate",
     "record_issuance",
+    "renewal_facts",
     "stale_certificates",
     "supersede_certificate",
 ]
@@ -133,6 +135,56 @@ _HAD_KEY = hot.HotStatement(
     )
     .limit(1)
 )
+
+
+_GUARDS = ReplayGuard.metadata.tables[ReplayGuard.__tablename__]
+_EARLIER = _CERTIFICATES.alias("earlier")
+_I = "i__"  # identity columns' prefix in the renewal read
+_RENEWAL_FACTS = hot.HotStatement(
+    select(
+        *(_CERTIFICATES.c[f.name] for f in fields(CertificateRecord)),
+        *(identities.IDENTITIES.c[f.name].label(_I + f.name) for f in fields(IdentityRecord)),
+        exists().where(_GUARDS.c.digest == bindparam("p_digest")).label("spent"),
+        exists()
+        .where(
+            _EARLIER.c.identity_id == _CERTIFICATES.c.identity_id,
+            _EARLIER.c.public_key_sha256 == bindparam("p_key"),
+        )
+        .label("had_key"),
+    )
+    .join_from(_CERTIFICATES, identities.IDENTITIES, identities.IDENTITIES.c.id == _CERTIFICATES.c.identity_id)
+    .where(_CERTIFICATES.c.serial == bindparam("p_serial"))
+)
+_GUARD_SEEN = hot.HotStatement(select(_GUARDS.c.id).where(_GUARDS.c.digest == bindparam("p_digest")))
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalFacts:
+    """What a renewal needs to know before deciding, read in one statement."""
+
+    certificate: CertificateRecord | None
+    identity: IdentityRecord | None
+    spent: bool  # the renewal token's digest is a replay guard already
+    had_key: bool  # the identity had a certificate for the new key (any status, this one included)
+
+
+async def renewal_facts(
+    session: AsyncSession, *, serial: str, key_sha256: str, guard_digest: str | None
+) -> RenewalFacts:
+    """The certificate with ``serial`` and its identity, whether ``guard_digest`` was burnt, and whether
+    the identity ever had ``key_sha256``: one read, outside any transaction on Postgres.
+    """
+    params = {"p_serial": serial, "p_key": key_sha256, "p_digest": guard_digest}
+    row = await hot.fetch_one(session, _RENEWAL_FACTS, params, autocommit=True)
+    if row is None:
+        spent = guard_digest is not None and (
+            await hot.fetch_one(session, _GUARD_SEEN, {"p_digest": guard_digest}, autocommit=True) is not None
+        )
+        return RenewalFacts(certificate=None, identity=None, spent=spent, had_key=False)
+    identity = IdentityRecord(**{f.name: row[_I + f.name] for f in fields(IdentityRecord)})
+    certificate = CertificateRecord(**{f.name: row[f.name] for f in fields(CertificateRecord)})
+    spent, had_key = bool(row["spent"]), bool(row["had_key"])
+    return RenewalFacts(certificate=certificate, identity=identity, spent=spent, had_key=had_key)
 
 
 async def get_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:

@@ -81,37 +81,71 @@ class HotStatement:
         return found
 
 
-async def fetch(session: AsyncSession, statement: HotStatement, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Run ``statement`` in ``session``'s transaction (begun if it was not); its rows as dicts."""
-    connection = await session.connection()
-    if connection.dialect.name != "postgresql":
-        result = await connection.execute(statement.clause, dict(params))
-        return [dict(row) for row in result.mappings().all()] if result.returns_rows else []
-    return await _on_driver(connection, statement.compiled_for(connection.dialect), params)
+async def fetch(
+    session: AsyncSession, statement: HotStatement, params: Mapping[str, Any], *, autocommit: bool = False
+) -> list[dict[str, Any]]:
+    """Run ``statement`` in ``session``'s transaction (begun if it was not); its rows as dicts.
+
+    ``autocommit``: on Postgres, when the session has not begun a transaction on the database,
+    run the statement on its own (a read, or a write that must stand whatever follows) without
+    one: a round trip instead of three. On other dialects it runs in the session's transaction as
+    usual, and the caller commits as it would anyway.
+    """
+    bound = _bound(session)
+    if bound is None:
+        connection = await session.connection()
+        if connection.dialect.name != "postgresql":
+            result = await connection.execute(statement.clause, dict(params))
+            return [dict(row) for row in result.mappings().all()] if result.returns_rows else []
+        raw = await connection.get_raw_connection()
+        bound = _Bound(session.get_transaction(), connection, raw.dbapi_connection, raw.driver_connection)
+        session.info[_BOUND] = bound
+    return await bound.fetch(statement.compiled_for(bound.connection.dialect), params, autocommit=autocommit)
 
 
-async def fetch_one(session: AsyncSession, statement: HotStatement, params: Mapping[str, Any]) -> dict[str, Any] | None:
+async def fetch_one(
+    session: AsyncSession, statement: HotStatement, params: Mapping[str, Any], *, autocommit: bool = False
+) -> dict[str, Any] | None:
     """The first row :func:`fetch` returns, or None."""
-    rows = await fetch(session, statement, params)
+    rows = await fetch(session, statement, params, autocommit=autocommit)
     return rows[0] if rows else None
 
 
-async def _on_driver(
-    connection: AsyncConnection, compiled: _Compiled, params: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    raw = await connection.get_raw_connection()
-    adapted: Any = raw.dbapi_connection  # SQLAlchemy's asyncpg adapter: it owns the transaction
-    driver: Any = raw.driver_connection
-    arguments = compiled.arguments(params)
-    try:
-        if adapted._transaction is None:  # begin as SQLAlchemy would at its first statement
-            async with adapted._execute_mutex:
-                if adapted._transaction is None:
-                    await adapted._start_transaction()
-        records = await driver.fetch(compiled.sql, *arguments)
-    except Exception as error:
-        raise await _translated(connection, adapted, compiled, arguments, error) from error
-    return [compiled.row(record) for record in records]
+_BOUND = "issuer.store.hot"
+
+
+def _bound(session: AsyncSession) -> _Bound | None:
+    """The driver connection found for this session's current transaction (None: look it up)."""
+    bound: _Bound | None = session.info.get(_BOUND)
+    # A new transaction may hold another pooled connection: the cache is for one transaction only.
+    if bound is None or bound.transaction is None or bound.transaction is not session.get_transaction():
+        return None
+    return bound
+
+
+class _Bound:
+    """A session transaction's connection: SQLAlchemy's, its asyncpg adapter, and asyncpg's own."""
+
+    __slots__ = ("adapted", "connection", "driver", "transaction")
+
+    def __init__(self, transaction: Any, connection: AsyncConnection, adapted: Any, driver: Any) -> None:
+        self.transaction = transaction
+        self.connection = connection
+        self.adapted = adapted  # SQLAlchemy's asyncpg adapter: it owns the database transaction
+        self.driver = driver
+
+    async def fetch(self, compiled: _Compiled, params: Mapping[str, Any], *, autocommit: bool) -> list[dict[str, Any]]:
+        adapted = self.adapted
+        arguments = compiled.arguments(params)
+        try:
+            if adapted._transaction is None and not autocommit:  # begin as SQLAlchemy would at its first statement
+                async with adapted._execute_mutex:
+                    if adapted._transaction is None:
+                        await adapted._start_transaction()
+            records = await self.driver.fetch(compiled.sql, *arguments)
+        except Exception as error:
+            raise await _translated(self.connection, adapted, compiled, arguments, error) from error
+        return [compiled.row(record) for record in records]
 
 
 async def _translated(

@@ -31,12 +31,16 @@ _ADD = {
 
 
 async def add_replay_guard(
-    session: AsyncSession, *, kind: str, digest: str, expires_at: datetime, now: datetime
+    session: AsyncSession, *, kind: str, digest: str, expires_at: datetime, now: datetime, autocommit: bool = False
 ) -> bool:
-    """Record a single-use proof; False if the digest was recorded before (a replay)."""
+    """Record a single-use proof; False if the digest was recorded before (a replay).
+
+    ``autocommit``: on Postgres, a statement of its own when the session has no transaction open
+    (see :func:`issuer.store.hot.fetch`).
+    """
     dialect = (await session.connection()).dialect.name
     values = {"kind": kind, "digest": digest, "expires_at": expires_at, "created_at": now}
-    return await hot.fetch_one(session, _ADD[dialect], values) is not None
+    return await hot.fetch_one(session, _ADD[dialect], values, autocommit=autocommit) is not None
 
 
 async def delete_expired_replay_guards(session: AsyncSession, *, now: datetime, batch: int = 5000) -> int:

@@ -22,8 +22,11 @@ class ReplayGuards:
         self._sessions = sessions
 
     async def burn(self, *, kind: str, digest: str, expires_at: datetime, now: datetime) -> bool:
-        """Record ``digest``; False when it was recorded before (a replay). Commits on its own."""
+        """Record ``digest``; False when it was recorded before (a replay). Commits on its own.
+
+        One statement on Postgres (no BEGIN/COMMIT around it): the burn stands whatever follows.
+        """
         async with self._sessions() as session, session.begin():
             return await replay_guards.add_replay_guard(
-                session, kind=kind, digest=digest, expires_at=expires_at, now=now
+                session, kind=kind, digest=digest, expires_at=expires_at, now=now, autocommit=True
             )

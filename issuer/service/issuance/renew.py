@@ -47,7 +47,7 @@ from issuer.service.issuance.guards import ReplayGuards
 from issuer.service.issuance.model import serial_hex
 from issuer.service.issuance.phases import Claimed, Identified, Verified
 from issuer.service.issuance.roles import RoleBook
-from issuer.store import certificates, identities, replay_guards
+from issuer.store import certificates
 
 __all__ = ["METHOD", "RenewMethod", "RenewProof"]
 
@@ -150,20 +150,16 @@ class RenewMethod:
         # A short read of its own, not the issuance transaction: EC2 renewals ask AWS after this.
         # Reads only: the token is burnt after the rate limit and the decision (check_upstream).
         async with self._sessions() as session:
-            spent = state.jti is not None and await replay_guards.replay_guard_exists(
-                session, digest=_jti_digest(state.jti)
+            facts = await certificates.renewal_facts(
+                session,
+                serial=state.serial,
+                key_sha256=state.key_sha256,
+                guard_digest=_jti_digest(state.jti) if state.jti is not None else None,
             )
-            if spent and state.jti is not None:
-                raise _replayed(state.jti)
-            record = await certificates.get_certificate(session, state.serial)
-            identity_record = None if record is None else await identities.get_identity(session, record.identity_id)
-            reused = (
-                record is not None
-                and state.key_sha256 != record.public_key_sha256
-                and await certificates.identity_had_key(
-                    session, identity_id=record.identity_id, public_key_sha256=state.key_sha256
-                )
-            )
+        if facts.spent and state.jti is not None:
+            raise _replayed(state.jti)
+        record, identity_record = facts.certificate, facts.identity
+        reused = record is not None and state.key_sha256 != record.public_key_sha256 and facts.had_key
         fingerprint = state.certificate.fingerprint(hashes.SHA256()).hex()
         if record is None or identity_record is None or record.fingerprint_sha256 != fingerprint:
             raise _unknown(f"serial {state.serial} is not recorded (or not with these bytes)")

@@ -9,7 +9,7 @@ three statements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,17 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from issuer.store import audit, hot, identities
+from issuer.store.denials import IN_FORCE_JSON, InForce, denials_from_json
 from issuer.store.models import Certificate, Identity, ReplayGuard
 from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord, NewCertificate, NewIdentity, record_of
 from issuer.store.renewal_due import past_renewal_point
 
 __all__ = [
+    "SUPERSEDE_STEP",
     "RenewalFacts",
     "certificates_of",
     "get_certificate",
     "identity_had_key",
     "list_certificates",
     "lock_certificate",
+    "record_claimed",
     "record_issuance",
     "renewal_facts",
     "stale_certificates",
@@ -43,31 +46,47 @@ _CERTIFICATE_COLUMNS = (
     "identity_attributes, not_before, not_after, renewed_from, chain_started_at, status, certificate_pem, "
     "request_id, created_at"
 )
-_RECORD_PG = hot.HotStatement(
-    text(
-        f"""
-WITH ident AS ({identities.upsert_step(prefix="i_")}
-), cert AS (
+
+
+_CERT_STEP = f"""cert AS (
     INSERT INTO certificates ({_CERTIFICATE_COLUMNS})
     SELECT :serial, ident.id, :issuer_id, :role, :method, :fingerprint_sha256, :public_key_sha256, :key_type,
         :subject, :sans, :identity_attributes, :not_before, :not_after, :renewed_from, :chain_started_at, 'active',
         :certificate_pem, :request_id, :created_at
     FROM ident
     RETURNING id
-), audit AS ({audit.insert_after("cert", prefix="a_")}
-)
-SELECT id FROM cert
-"""  # noqa: S608 - the interpolated parts are this package's own constant SQL, never input
-    ).bindparams(
-        bindparam("i_attributes", type_=identities.IDENTITIES.c.attributes.type),
-        bindparam("sans", type_=_CERTIFICATES.c.sans.type),
-        bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
-        *(
-            bindparam(name, type_=_CERTIFICATES.c.created_at.type)
-            for name in ("created_at", "not_before", "not_after", "chain_started_at")
-        ),
+)"""  # noqa: S608 - the interpolated part is this module's constant column list
+
+
+def _record_sql(claim: str | None) -> str:
+    """The record statement: identity upsert, certificate, audit row (and first, a claim step)."""
+    steps = [] if claim is None else [f"claim AS ({claim}\n)"]
+    steps += [
+        f"ident AS ({identities.upsert_step(prefix='i_', after=None if claim is None else 'claim')}\n)",
+        _CERT_STEP,
+        f"audit AS ({audit.insert_after('cert', prefix='a_')}\n)",
+    ]
+    # The interpolated parts are this package's own constant SQL, never input.
+    return "WITH " + ",\n".join(steps) + "\nSELECT id FROM cert"
+
+
+def _record_statement(claim: str | None) -> hot.HotStatement:
+    return hot.HotStatement(
+        text(_record_sql(claim)).bindparams(
+            bindparam("i_attributes", type_=identities.IDENTITIES.c.attributes.type),
+            bindparam("sans", type_=_CERTIFICATES.c.sans.type),
+            bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
+            *(
+                bindparam(name, type_=_CERTIFICATES.c.created_at.type)
+                for name in ("created_at", "not_before", "not_after", "chain_started_at")
+            ),
+        )
     )
-)
+
+
+_RECORD_PG = _record_statement(None)
+# One statement per claim step (a handful: one per method that claims this way), built on first use.
+_RECORD_CLAIMED: dict[str, hot.HotStatement] = {}
 
 
 async def record_issuance(
@@ -88,6 +107,38 @@ async def record_issuance(
     cert_id = (await connection.execute(_INSERT, values)).scalar_one()
     await audit.record(session, audit_entry, now=now)
     return int(cert_id)
+
+
+async def record_claimed(
+    session: AsyncSession,
+    *,
+    claim: str,
+    claim_params: Mapping[str, Any],
+    identity: NewIdentity,
+    certificate: NewCertificate,
+    audit_entry: AuditEntry,
+    now: datetime,
+) -> int | None:
+    """Postgres: claim and record in one statement, outside any transaction; the certificate's id,
+    or None when the claim matched nothing (and so nothing was written).
+
+    ``claim`` is the SQL of a data-modifying CTE step that returns one row when the claim holds
+    (a token consumed, a certificate superseded); its parameters are ``claim_params`` (named
+    ``c_*``) and the record's own (``:created_at``, ``:request_id``, ``:serial``, ...). The
+    identity, the certificate and the audit row are written only after it returned a row, and
+    the whole statement commits or fails as one.
+    """
+    statement = _RECORD_CLAIMED.get(claim)
+    if statement is None:
+        statement = _RECORD_CLAIMED[claim] = _record_statement(claim)
+    combined = {
+        **_values(certificate, identity, now),
+        **identities.parameters(identity, prefix="i_"),
+        **audit.parameters(audit_entry, prefix="a_"),
+        **claim_params,
+    }
+    rows = await hot.fetch(session, statement, combined, autocommit=True)
+    return int(rows[0]["id"]) if rows else None
 
 
 def _values(certificate: NewCertificate, identity: NewIdentity, now: datetime) -> dict[str, Any]:
@@ -151,6 +202,7 @@ _RENEWAL_FACTS = hot.HotStatement(
             _EARLIER.c.public_key_sha256 == bindparam("p_key"),
         )
         .label("had_key"),
+        IN_FORCE_JSON,
     )
     .join_from(_CERTIFICATES, identities.IDENTITIES, identities.IDENTITIES.c.id == _CERTIFICATES.c.identity_id)
     .where(_CERTIFICATES.c.serial == bindparam("p_serial"))
@@ -166,15 +218,20 @@ class RenewalFacts:
     identity: IdentityRecord | None
     spent: bool  # the renewal token's digest is a replay guard already
     had_key: bool  # the identity had a certificate for the new key (any status, this one included)
+    denials: Sequence[InForce] = ()  # the deny list in force, read in the same statement
+
+
+# A renewal's claim in the statement that records its successor (see record_claimed).
+SUPERSEDE_STEP = "UPDATE certificates SET status = 'superseded' WHERE id = :c_prior AND status = 'active' RETURNING id"
 
 
 async def renewal_facts(
-    session: AsyncSession, *, serial: str, key_sha256: str, guard_digest: str | None
+    session: AsyncSession, *, serial: str, key_sha256: str, guard_digest: str | None, now: datetime
 ) -> RenewalFacts:
     """The certificate with ``serial`` and its identity, whether ``guard_digest`` was burnt, and whether
     the identity ever had ``key_sha256``: one read, outside any transaction on Postgres.
     """
-    params = {"p_serial": serial, "p_key": key_sha256, "p_digest": guard_digest}
+    params = {"p_serial": serial, "p_key": key_sha256, "p_digest": guard_digest, "p_now": now}
     row = await hot.fetch_one(session, _RENEWAL_FACTS, params, autocommit=True)
     if row is None:
         spent = guard_digest is not None and (
@@ -183,8 +240,8 @@ async def renewal_facts(
         return RenewalFacts(certificate=None, identity=None, spent=spent, had_key=False)
     identity = IdentityRecord(**{f.name: row[_I + f.name] for f in fields(IdentityRecord)})
     certificate = CertificateRecord(**{f.name: row[f.name] for f in fields(CertificateRecord)})
-    spent, had_key = bool(row["spent"]), bool(row["had_key"])
-    return RenewalFacts(certificate=certificate, identity=identity, spent=spent, had_key=had_key)
+    spent, had_key, denials = bool(row["spent"]), bool(row["had_key"]), denials_from_json(row["denials"])
+    return RenewalFacts(certificate=certificate, identity=identity, spent=spent, had_key=had_key, denials=denials)
 
 
 async def get_certificate(session: AsyncSession, serial: str) -> CertificateRecord | None:

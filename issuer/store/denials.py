@@ -9,14 +9,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import JSON, bindparam, func, insert, literal, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store import hot
 from issuer.store.models import Denial
 from issuer.store.records import record_of
 
-__all__ = ["DenialRecord", "add_denial", "denials_in_force", "get_denial", "list_denials", "remove_denial"]
+__all__ = [
+    "IN_FORCE_JSON",
+    "DenialRecord",
+    "InForce",
+    "add_denial",
+    "denials_from_json",
+    "denials_in_force",
+    "get_denial",
+    "list_denials",
+    "remove_denial",
+]
 
 _DENIALS = Denial.metadata.tables[Denial.__tablename__]
 
@@ -42,6 +52,62 @@ _IN_FORCE = hot.HotStatement(
     .where(or_(_DENIALS.c.until.is_(None), _DENIALS.c.until > bindparam("p_now", type_=_DENIALS.c.until.type)))
     .order_by(_DENIALS.c.id)
 )
+
+
+# The same list as a JSON column of another statement: a hot read that must also know the deny
+# list (issuance on Postgres) gets it in its own round trip. ``p_now`` is the statement's.
+_IN_FORCE_WHERE = (
+    _DENIALS.c.removed_at.is_(None),
+    or_(_DENIALS.c.until.is_(None), _DENIALS.c.until > bindparam("p_now", type_=_DENIALS.c.until.type)),
+)
+IN_FORCE_JSON = (
+    select(
+        type_coerce(
+            func.coalesce(
+                func.json_agg(
+                    func.json_build_object(
+                        literal("id"),
+                        _DENIALS.c.id,
+                        literal("kind"),
+                        _DENIALS.c.kind,
+                        literal("value"),
+                        _DENIALS.c.value,
+                        literal("reason"),
+                        _DENIALS.c.reason,
+                        literal("created_by"),
+                        _DENIALS.c.created_by,
+                    )
+                ),
+                func.json_build_array(),
+            ),
+            JSON,
+        )
+    )
+    .where(*_IN_FORCE_WHERE)
+    .scalar_subquery()
+    .label("denials")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """What a refusal says of a denial in force."""
+
+    id: int
+    kind: str
+    value: str
+    reason: str
+    created_by: str
+
+
+def denials_from_json(value: object) -> list[InForce]:
+    """The rows of :data:`IN_FORCE_JSON` as read back."""
+    if not isinstance(value, list):
+        raise TypeError(f"denials: expected a JSON array, got {type(value).__name__}")
+    return [
+        InForce(id=int(d["id"]), kind=d["kind"], value=d["value"], reason=d["reason"], created_by=d["created_by"])
+        for d in value
+    ]
 
 
 async def add_denial(

@@ -55,18 +55,21 @@ async def upsert_identity(session: AsyncSession, identity: NewIdentity, *, now: 
     return int(result.scalar_one())
 
 
-def upsert_step(*, prefix: str) -> str:
+def upsert_step(*, prefix: str, after: str | None = None) -> str:
     """SQL (Postgres) for the CTE step of :func:`upsert_identity`, ``RETURNING id``.
 
-    Its bind parameters are :func:`parameters` and ``:created_at``.
+    Its bind parameters are :func:`parameters` and ``:created_at``. With ``after`` (the name of an
+    earlier CTE step), the identity is written only if that step returned a row.
     """
     p = prefix
     refreshed = ", ".join(f"{name} = EXCLUDED.{name}" for name in _REFRESHED)
+    values = f":{p}method, :{p}principal, :{p}account_id, :{p}region, :{p}attributes, :created_at, :created_at"
+    held = f"SELECT {values} FROM (SELECT 1 FROM {after} LIMIT 1) AS held"  # noqa: S608 - constant names only
+    source = f"VALUES ({values})" if after is None else held
     # Only this module's constant names are interpolated; every value is a bind parameter.
     return (
-        "INSERT INTO identities (method, principal, account_id, region, attributes, first_seen, last_seen) "  # noqa: S608
-        f"VALUES (:{p}method, :{p}principal, :{p}account_id, :{p}region, :{p}attributes, :created_at, :created_at) "
-        f"ON CONFLICT (method, principal) DO UPDATE SET {refreshed} RETURNING id"
+        "INSERT INTO identities (method, principal, account_id, region, attributes, first_seen, last_seen) "
+        f"{source} ON CONFLICT (method, principal) DO UPDATE SET {refreshed} RETURNING id"
     )
 
 

@@ -6,18 +6,21 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store import hot
+from issuer.store.denials import IN_FORCE_JSON, InForce, denials_from_json
 from issuer.store.models import Certificate, JoinToken
 from issuer.store.records import TokenRecord, record_of
 
 __all__ = [
+    "CONSUME_STEP",
     "add_join_token",
     "consume_join_token",
     "find_join_token",
     "list_join_tokens",
+    "peek_join_token",
     "revoke_join_token",
 ]
 
@@ -43,6 +46,36 @@ _CONSUME = hot.HotStatement(
     .values(used_at=bindparam("p_now"), used_by_request_id=bindparam("p_request"))
     .returning(*(_TOKENS.c[f.name] for f in fields(TokenRecord)))
 )
+
+
+# Issuance on Postgres reads first (the token's row and the deny list, one round trip), then
+# consumes the token in the statement that records the certificate: CONSUME_STEP is that
+# statement's claim step (see issuer.store.certificates.record_claimed). Its parameters:
+# c_hash, and the record's own created_at, request_id and serial.
+_ONE = select(literal_column("1").label("one")).subquery("one")
+_PEEK = hot.HotStatement(
+    select(*(_TOKENS.c[f.name] for f in fields(TokenRecord)), IN_FORCE_JSON).select_from(
+        _ONE.outerjoin(_TOKENS, _TOKENS.c.token_hash == bindparam("p_hash"))
+    )
+)
+CONSUME_STEP = (
+    "UPDATE join_tokens SET used_at = :created_at, used_by_request_id = :request_id, certificate_serial = :serial "
+    "WHERE token_hash = :c_hash AND used_at IS NULL AND revoked_at IS NULL AND expires_at > :created_at "
+    "RETURNING id"
+)
+
+
+async def peek_join_token(
+    session: AsyncSession, *, token_hash: str, now: datetime
+) -> tuple[TokenRecord | None, list[InForce]]:
+    """The token's record whatever its state (None: no such token) and the denials in force at ``now``.
+
+    A read outside any transaction; nothing is consumed (see :data:`CONSUME_STEP`).
+    """
+    row = await hot.fetch_one(session, _PEEK, {"p_hash": token_hash, "p_now": now}, autocommit=True)
+    assert row is not None  # one row always (the outer join keeps it)
+    denials = denials_from_json(row.pop("denials"))
+    return (TokenRecord(**row) if row["id"] is not None else None), denials
 
 
 async def consume_join_token(

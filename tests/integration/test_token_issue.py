@@ -14,6 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from issuer.service.admin import operations as admin
 from tests.support.harness import check_issued, check_leaf_against_truststore, new_csr, running_issuer
+from tests.support.scripted_signer import ScriptedSigner
 from tests.support.x509_check import rsa_key
 
 
@@ -300,3 +301,24 @@ async def test_an_unexpected_failure_is_a_500_that_leaks_nothing_and_is_audited(
         signer.broken = False
         status, _ = await h.post("/v1/issue/token", {"csr": csr, "token": token})
         assert status == 201
+
+
+async def test_a_token_revoked_while_its_certificate_is_signed_gets_no_certificate(tmp_path: Path, pg_url: str) -> None:
+    """The token is read before signing and consumed by the statement that records the certificate:
+    revoked in between, the claim matches nothing, nothing is written, and the refusal says revoked."""
+    signer = ScriptedSigner.for_state(tmp_path)
+    async with running_issuer(tmp_path, pg_url, signer=signer) as h:
+        token = await h.token(name="raced")
+
+        async def revoke_meanwhile(n: int) -> None:
+            assert await admin.revoke_token(h.service.sessions, name="raced", now=datetime.now(UTC)) == 1
+
+        signer.before_issue = revoke_meanwhile
+        status, body = await h.post("/v1/issue/token", {"csr": new_csr()[1], "token": token})
+        assert (status, body["code"]) == (401, "token_revoked"), body
+        assert signer.arrived == 1  # it was signed, then discarded
+        assert await h.certificates() == []
+        (audit,) = await h.attestations()
+        assert (audit.outcome, audit.code, audit.principal) == ("failure", "token_revoked", "raced")
+        (row,) = await admin.list_tokens(h.service.sessions, include_used=True)
+        assert row.used_at is None and row.revoked_at is not None and row.certificate_serial is None

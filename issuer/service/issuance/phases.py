@@ -13,17 +13,28 @@ claim, in :class:`~issuer.service.issuance.pipeline.Pipeline`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ca.csr import CheckedCSR
 from issuer.attest.identity import VerifiedIdentity
 from issuer.policy import PriorCertificate, Role
+from issuer.store.denials import InForce
 
-__all__ = ["Claimed", "Identified", "IssuanceMethod", "Verified", "requested_role"]
+__all__ = [
+    "ClaimStep",
+    "Claimed",
+    "Identified",
+    "IssuanceMethod",
+    "OneStatementClaim",
+    "Peeked",
+    "Verified",
+    "requested_role",
+]
 
 S = TypeVar("S")
 P_contra = TypeVar("P_contra", contravariant=True)
@@ -101,4 +112,50 @@ class IssuanceMethod(Protocol[P_contra, S]):
         self, transaction: AsyncSession, identified: Identified[S], *, request_id: str, now: datetime
     ) -> Claimed:
         """The method's write in the issuance transaction (bind the instance, supersede the renewed certificate)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Peeked(Generic[S]):
+    """Who is asking, read without writing anything, with the deny list read in the same round trip."""
+
+    identified: Identified[S]
+    denials: Sequence[InForce]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimStep:
+    """A method's claim as the first step of the statement that records the certificate (Postgres).
+
+    ``sql`` is a data-modifying CTE step returning one row when the claim holds (the token was
+    still unused, the renewed certificate still active) and none when it does not; then nothing
+    is written. Its parameters are ``params`` (named ``c_*``) and the record's own
+    (``:created_at``, ``:request_id``, ``:serial``). See
+    :func:`issuer.store.certificates.record_claimed`.
+    """
+
+    sql: str
+    params: Mapping[str, Any]
+
+
+@runtime_checkable
+class OneStatementClaim(Protocol[S]):
+    """A method whose write fits in the recording statement: on Postgres, the pipeline then reads
+    (:meth:`peek`, one round trip with the deny list), decides, signs, and claims and records in one
+    statement — two or three round trips and no transaction held across the signature, instead of
+    BEGIN, the reads and writes, and COMMIT. A bad proof still costs no signature: the read refuses it.
+    If the claim no longer holds when the statement runs (a concurrent request won), the signed
+    certificate is discarded, nothing is written, and :meth:`claim_refused` says why.
+    """
+
+    async def peek(self, verified: Verified[S], *, session: AsyncSession, now: datetime) -> Peeked[S]:
+        """:meth:`IssuanceMethod.identify` without writes: refuse what the store already refuses."""
+        ...
+
+    def claim_step(self, identified: Identified[S], *, now: datetime) -> ClaimStep:
+        """The claim, as the recording statement's first step."""
+        ...
+
+    async def claim_refused(self, identified: Identified[S], *, session: AsyncSession) -> Exception:
+        """The refusal to raise when the claim step matched nothing."""
         ...

@@ -46,7 +46,7 @@ from issuer.policy import decide
 from issuer.policy.ratelimit import RateLimiter
 from issuer.service.ca.registry import IssuerRegistry, TrustSnapshot
 from issuer.service.issuance.model import Clock, Issued, IssueRequest, RequestContext, serial_hex
-from issuer.service.issuance.phases import Claimed, Identified, IssuanceMethod
+from issuer.service.issuance.phases import Claimed, Identified, IssuanceMethod, OneStatementClaim
 from issuer.service.issuance.roles import RoleBook
 from issuer.service.revocation import deny as deny_list
 from issuer.settings import Settings
@@ -81,6 +81,13 @@ def rate_key(identity: VerifiedIdentity) -> str:
     return f"{identity.principal} session {session}" if session else identity.principal
 
 
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    identity: NewIdentity
+    certificate: NewCertificate
+    audit: AuditEntry
+
+
 class Pipeline:
     """Runs :class:`IssuanceMethod` s. Build one per process."""
 
@@ -101,6 +108,7 @@ class Pipeline:
         self.observer = observer or NullObserver()
         self.limiter = limiter
         self.roles = RoleBook(settings.roles)
+        self._claims_in_record: dict[str, bool] = {}
 
     async def issue(
         self,
@@ -132,6 +140,8 @@ class Pipeline:
         role = self.roles.select(request.role, method=method.name) if method.role_from_request else None
         attempt.role = role.name if role is not None else None
         verified = method.verify(request.proof, csr=csr, role=role, now=now)
+        if self._one_statement(method):
+            return await self._run_one_statement(method, request, attempt, csr, verified, now)
         request_id = attempt.ctx.request_id
         # The connection is taken at the first statement: for most methods at the claim, after every
         # outbound call; a join token is consumed (and the transaction begun) while identifying.
@@ -147,6 +157,55 @@ class Pipeline:
             await self._record(transaction, identified, csr, issued.certificate, trust.active.id, attempt, now)
             await transaction.commit()
         return self._answer(identified, claimed, issued, trust, template, now)
+
+    def _one_statement(self, method: IssuanceMethod[Any, Any]) -> bool:
+        """Whether ``method`` claims in the recording statement here (Postgres, and the method can)."""
+        found = self._claims_in_record.get(method.name)
+        if found is None:
+            found = self._claims_in_record[method.name] = not self.settings.is_sqlite and isinstance(
+                method, OneStatementClaim
+            )
+        return found
+
+    async def _run_one_statement(
+        self,
+        method: Any,
+        request: IssueRequest[Any],
+        attempt: Attempt,
+        csr: CheckedCSR,
+        verified: Any,
+        now: datetime,
+    ) -> Issued:
+        """Postgres: read (with the deny list), decide, sign, then claim and record in one statement.
+
+        No transaction is open across the signature or any outbound call; the certificate leaves
+        only after the statement that claimed and recorded it has committed.
+        """
+        async with self.sessions() as reads:
+            peeked = await method.peek(verified, session=reads, now=now)
+        identified = peeked.identified
+        self._check_identified(identified, request, attempt)
+        template = self._decide(identified, csr, request, now)
+        await method.check_upstream(identified, now=now)
+        deny_list.refuse_if_denied(peeked.denials, identified.identity)  # the operators' deny list
+        trust = self.registry.snapshot
+        issued = await self._sign(trust, template, csr)
+        rows = self._rows(identified, csr, issued.certificate, trust.active.id, attempt, now)
+        step = method.claim_step(identified, now=now)
+        async with self.sessions() as writes:
+            recorded = await certificates.record_claimed(
+                writes,
+                claim=step.sql,
+                claim_params=step.params,
+                identity=rows.identity,
+                certificate=rows.certificate,
+                audit_entry=rows.audit,
+                now=now,
+            )
+            if recorded is None:
+                raise await method.claim_refused(identified, session=writes)
+        self._log_issued(rows, identified, attempt)
+        return self._answer(identified, Claimed(), issued, trust, template, now)
 
     def _check_identified(self, identified: Identified[Any], request: IssueRequest[Any], attempt: Attempt) -> None:
         """Who is asking is known: name them in the audit row, charge their rate limit, check the role."""
@@ -191,11 +250,26 @@ class Pipeline:
         attempt: Attempt,
         now: datetime,
     ) -> None:
+        rows = self._rows(identified, csr, certificate, issuer_id, attempt, now)
+        await certificates.record_issuance(
+            session, identity=rows.identity, certificate=rows.certificate, audit_entry=rows.audit, now=now
+        )
+        self._log_issued(rows, identified, attempt)
+
+    def _rows(
+        self,
+        identified: Identified[Any],
+        csr: CheckedCSR,
+        certificate: x509.Certificate,
+        issuer_id: int,
+        attempt: Attempt,
+        now: datetime,
+    ) -> _Rows:
+        """What recording ``certificate`` writes: its identity, its row, its success audit row."""
         identity, role, prior = identified.identity, identified.role, identified.prior
         serial = serial_hex(certificate.serial_number)
         sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        await certificates.record_issuance(
-            session,
+        return _Rows(
             identity=NewIdentity(
                 method=identity.method,
                 principal=identity.principal,
@@ -220,7 +294,7 @@ class Pipeline:
                 chain_started_at=prior.chain_started_at if prior is not None else now,
                 renewed_from=prior.id if prior is not None else None,
             ),
-            audit_entry=AuditEntry(
+            audit=AuditEntry(
                 method=attempt.method,
                 outcome="success",
                 request_id=attempt.ctx.request_id,
@@ -230,23 +304,26 @@ class Pipeline:
                 remote_addr=attempt.ctx.remote_addr,
                 reason=f"renewed {prior.serial}" if prior is not None else None,
             ),
-            now=now,
         )
+
+    def _log_issued(self, rows: _Rows, identified: Identified[Any], attempt: Attempt) -> None:
+        serial, prior = rows.certificate.serial, identified.prior
+        not_after = rows.certificate.not_after.isoformat()
         log.info(
             "issued serial=%s method=%s principal=%s role=%s not_after=%s%s",
             serial,
             attempt.method,
-            identity.principal,
-            role.name,
-            certificate.not_valid_after_utc.isoformat(),
+            identified.identity.principal,
+            identified.role.name,
+            not_after,
             f" renewed_from={prior.serial}" if prior is not None else "",
             extra={
                 "event": "issued",
                 "serial": serial,
                 "method": attempt.method,
-                "principal": identity.principal,
-                "role": role.name,
-                "not_after": certificate.not_valid_after_utc.isoformat(),
+                "principal": identified.identity.principal,
+                "role": identified.role.name,
+                "not_after": not_after,
                 "renewed_from": prior.serial if prior is not None else None,
             },
         )

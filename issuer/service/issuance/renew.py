@@ -45,7 +45,7 @@ from issuer.service.issuance.ec2_role import check_live_by_role
 from issuer.service.issuance.entry import MethodEntry, Resources, Transport
 from issuer.service.issuance.guards import ReplayGuards
 from issuer.service.issuance.model import serial_hex
-from issuer.service.issuance.phases import Claimed, Identified, Verified
+from issuer.service.issuance.phases import Claimed, ClaimStep, Identified, Peeked, Verified
 from issuer.service.issuance.roles import RoleBook
 from issuer.store import certificates
 
@@ -146,16 +146,20 @@ class RenewMethod:
     async def identify(
         self, verified: Verified[_State], *, transaction: AsyncSession, request_id: str, now: datetime
     ) -> Identified[_State]:
-        state = verified.state
         # A short read of its own, not the issuance transaction: EC2 renewals ask AWS after this.
         # Reads only: the token is burnt after the rate limit and the decision (check_upstream).
         async with self._sessions() as session:
-            facts = await certificates.renewal_facts(
-                session,
-                serial=state.serial,
-                key_sha256=state.key_sha256,
-                guard_digest=_jti_digest(state.jti) if state.jti is not None else None,
-            )
+            return (await self.peek(verified, session=session, now=now)).identified
+
+    async def peek(self, verified: Verified[_State], *, session: AsyncSession, now: datetime) -> Peeked[_State]:
+        state = verified.state
+        facts = await certificates.renewal_facts(
+            session,
+            serial=state.serial,
+            key_sha256=state.key_sha256,
+            guard_digest=_jti_digest(state.jti) if state.jti is not None else None,
+            now=now,
+        )
         if facts.spent and state.jti is not None:
             raise _replayed(state.jti)
         record, identity_record = facts.certificate, facts.identity
@@ -181,7 +185,18 @@ class RenewMethod:
             earlier_keys=frozenset({state.key_sha256}) if reused else frozenset(),
         )
         role = self._roles.get(record.role, method=identity.method)
-        return Identified(state=state, identity=identity, role=role, prior=prior)
+        identified = Identified(state=state, identity=identity, role=role, prior=prior)
+        return Peeked(identified=identified, denials=facts.denials)
+
+    def claim_step(self, identified: Identified[_State], *, now: datetime) -> ClaimStep:
+        assert identified.prior is not None  # peek() found it
+        return ClaimStep(sql=certificates.SUPERSEDE_STEP, params={"c_prior": identified.prior.id})
+
+    async def claim_refused(self, identified: Identified[_State], *, session: AsyncSession) -> Exception:
+        # Revoked or renewed between the read and the statement: say which.
+        assert identified.prior is not None
+        current = await certificates.get_certificate(session, identified.prior.serial)
+        return status_refusal(identified.prior.serial, current.status if current is not None else "unknown")
 
     async def check_upstream(self, identified: Identified[_State], *, now: datetime) -> None:
         state = identified.state

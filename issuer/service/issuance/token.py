@@ -1,8 +1,11 @@
 """The join-token method: the token's record names the machine and the role; using it consumes it.
 
-The token is consumed while identifying (one conditional UPDATE that also returns the
-record, in the issuance's transaction), so a refused request rolls the consumption
-back and does not spend the token.
+On Postgres the token's record is read first (with the deny list, one round trip; a bad token
+is refused there and costs no signature), and consumed by the statement that records the
+certificate (:data:`~issuer.store.tokens.CONSUME_STEP`): a refused request never spends it, and
+of two requests racing with one token exactly one gets a certificate. Elsewhere (SQLite) the
+token is consumed while identifying, by one conditional UPDATE in the issuance's transaction,
+rolled back with any refusal.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from issuer.errors import Unauthorized
 from issuer.policy import Role
 from issuer.policy.token import TOKEN
 from issuer.service.issuance.entry import MethodEntry, Transport
-from issuer.service.issuance.phases import Claimed, Identified, Verified
+from issuer.service.issuance.phases import Claimed, ClaimStep, Identified, Peeked, Verified
 from issuer.service.issuance.roles import RoleBook
 from issuer.service.issuance.wire import required_text
 from issuer.store import tokens
+from issuer.store.records import TokenRecord
 
 __all__ = ["METHOD", "TokenMethod"]
 
@@ -53,6 +57,22 @@ class TokenMethod:
         row = await tokens.consume_join_token(transaction, token_hash=token_hash, now=now, request_id=request_id)
         if row is None:
             raise await _refusal(transaction, token_hash)
+        return self._identified(verified, row)
+
+    async def peek(self, verified: Verified[TokenProof], *, session: AsyncSession, now: datetime) -> Peeked[TokenProof]:
+        token_hash = verified.state.token_hash
+        row, denials = await tokens.peek_join_token(session, token_hash=token_hash, now=now)
+        if row is None or row.used_at is not None or row.revoked_at is not None or row.expires_at <= now:
+            raise _refused(row)
+        return Peeked(identified=self._identified(verified, row), denials=denials)
+
+    def claim_step(self, identified: Identified[TokenProof], *, now: datetime) -> ClaimStep:
+        return ClaimStep(sql=tokens.CONSUME_STEP, params={"c_hash": identified.state.token_hash})
+
+    async def claim_refused(self, identified: Identified[TokenProof], *, session: AsyncSession) -> Exception:
+        return await _refusal(session, identified.state.token_hash)  # used, revoked or expired meanwhile
+
+    def _identified(self, verified: Verified[TokenProof], row: TokenRecord) -> Identified[TokenProof]:
         role = self._roles.get(row.role, method=self.name)
         identity = VerifiedIdentity(
             method=self.name, principal=row.name, attributes=MappingProxyType({"name": row.name})
@@ -69,7 +89,11 @@ class TokenMethod:
 
 
 async def _refusal(session: AsyncSession, token_hash: str) -> Unauthorized:
-    row = await tokens.find_join_token(session, token_hash=token_hash)
+    return _refused(await tokens.find_join_token(session, token_hash=token_hash))
+
+
+def _refused(row: TokenRecord | None) -> Unauthorized:
+    """Why a token with this record (None: no such token) cannot be used."""
     if row is None:
         return Unauthorized("The join token is not valid.", code="token_invalid")
     if row.used_at is not None:

@@ -26,7 +26,7 @@ from issuer.errors import ClientError, Forbidden, NotFound
 from issuer.policy.arn import arn_matches
 from issuer.service.revocation.revoke import Revocation, RevocationTarget, revoke
 from issuer.store import denials as store
-from issuer.store.denials import DenialRecord
+from issuer.store.denials import DenialRecord, InForce
 from issuer.store.models import Certificate, Identity
 from issuer.store.revocations import LIVE_STATUSES
 
@@ -38,6 +38,7 @@ __all__ = [
     "denial_applies",
     "list_denials",
     "parse_denial",
+    "refuse_if_denied",
     "remove",
     "revoke_denied",
 ]
@@ -108,7 +109,12 @@ async def check(session: AsyncSession, identity: VerifiedIdentity, *, now: datet
     Raises :class:`Forbidden` ``identity_denied`` (the denial and its reason go to the audit row
     only, never to the client).
     """
-    for denial in await store.denials_in_force(session, now=now):
+    refuse_if_denied(await store.denials_in_force(session, now=now), identity)
+
+
+def refuse_if_denied(denials: Sequence[DenialRecord | InForce], identity: VerifiedIdentity) -> None:
+    """:func:`check` on a deny list already read (issuance reads it with the proof's record)."""
+    for denial in denials:
         if denial_applies(
             denial.kind,
             denial.value,

@@ -20,12 +20,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import literal_column, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["HotStatement", "fetch", "fetch_one"]
+__all__ = ["ONE_ROW", "HotStatement", "fetch", "fetch_one"]
+
+# ``SELECT ... FROM ONE_ROW LEFT JOIN t ON <key>``: one row whether or not ``t`` has the key, so a
+# hot read can return a record that may be missing beside columns that are always there.
+ONE_ROW = select(literal_column("1").label("one")).subquery("one")
 
 Row = Mapping[str, Any]
 _Processor = Callable[[Any], Any]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from issuer.store import hot
@@ -52,10 +52,9 @@ _CONSUME = hot.HotStatement(
 # consumes the token in the statement that records the certificate: CONSUME_STEP is that
 # statement's claim step (see issuer.store.certificates.record_claimed). Its parameters:
 # c_hash, and the record's own created_at, request_id and serial.
-_ONE = select(literal_column("1").label("one")).subquery("one")
 _PEEK = hot.HotStatement(
     select(*(_TOKENS.c[f.name] for f in fields(TokenRecord)), IN_FORCE_JSON).select_from(
-        _ONE.outerjoin(_TOKENS, _TOKENS.c.token_hash == bindparam("p_hash"))
+        hot.ONE_ROW.outerjoin(_TOKENS, _TOKENS.c.token_hash == bindparam("p_hash"))
     )
 )
 CONSUME_STEP = (

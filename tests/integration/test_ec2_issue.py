@@ -26,6 +26,7 @@ from issuer.store.models import InstanceBinding
 from tests.support.fake_aws_iid import FakeAwsSigner, Form, build_document, sign
 from tests.support.harness import Harness, check_issued, check_leaf_against_truststore, new_csr, running_issuer
 from tests.support.moto_server import MotoServer, fake_aws_credentials, free_port, moto_server
+from tests.support.scripted_signer import ScriptedSigner
 
 PATH = "/v1/issue/aws-ec2"
 DATA = Path(__file__).resolve().parents[1] / "data" / "iid"
@@ -426,6 +427,33 @@ async def test_concurrent_first_attestations_bind_exactly_once(
             binding = [b for b in await bindings(h) if b.instance_id == fields_instance(fields)]
             assert [b.nonce_hash for b in binding] == [hash_secret(winner["nonce"])]
         assert len(await bindings(h)) == 3 and len(await h.certificates()) == 3
+
+
+async def test_a_binding_changed_while_the_certificate_is_signed_gets_no_certificate(
+    tmp_path: Path, pg_url: str, aws: FakeAwsSigner, aws_certs: AwsCertStore
+) -> None:
+    """On Postgres the binding is read before signing and written, only if still as read, by the
+    statement that records the certificate: reset by an operator in between, nothing is written."""
+    signer = ScriptedSigner.for_state(tmp_path)
+    config_text = config(*REPLAY_ROLES)
+    async with running_issuer(tmp_path, pg_url, config=config_text, aws_certs=aws_certs, signer=signer) as h:
+        instance = "i-0d0000000000000a1"
+        fields = proof(aws, instance_id=instance, pending_time=T1)
+        status, first = await h.post(PATH, body(fields, role="fixed"))
+        assert status == 201, first
+
+        async def reset_meanwhile(n: int) -> None:
+            if n == 2:
+                assert await admin.reset_instance(h.service.sessions, instance_id=instance) == 1
+
+        signer.before_issue = reset_meanwhile
+        status, raced = await h.post(PATH, body(fields, role="fixed", nonce=first["nonce"]))
+        assert (status, raced["code"]) == (409, "ec2_binding_race"), raced
+        assert signer.arrived == 2  # signed, then discarded
+        assert len(await h.certificates()) == 1 and await bindings(h) == []
+        signer.before_issue = None
+        status, again = await h.post(PATH, body(fields, role="fixed"))  # now a first attestation again
+        assert status == 201 and again["nonce"] != first["nonce"], again
 
 
 def fields_instance(fields: Mapping[str, str]) -> str:

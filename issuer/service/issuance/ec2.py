@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,12 +24,13 @@ from issuer.attest.ec2_certs import AwsCertStore
 from issuer.attest.ec2_instance import LookupFactory
 from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError, Conflict
-from issuer.policy import BoundInstance, Role, decide_binding
+from issuer.policy import BindingDecision, BoundInstance, Role, decide_binding
 from issuer.policy.ec2 import AWS_EC2
 from issuer.service.issuance.entry import MethodEntry, Transport
-from issuer.service.issuance.phases import Claimed, Identified, Verified, requested_role
+from issuer.service.issuance.phases import Claimed, ClaimStep, Identified, Peeked, Verified, requested_role
 from issuer.service.issuance.wire import required_text, text_field
 from issuer.store import bindings
+from issuer.store.records import BindingRecord
 
 __all__ = ["METHOD", "Ec2Method", "Ec2Submission", "check_live"]
 
@@ -60,6 +61,7 @@ class Ec2Submission:
 class _State:
     doc: InstanceIdentityDocument
     given_nonce: str | None
+    bound: BindingRecord | None = None  # the binding as read by peek() (Postgres)
 
 
 class Ec2Method:
@@ -95,6 +97,48 @@ class Ec2Method:
         identity = identity_from_document(verified.state.doc)
         return Identified(state=verified.state, identity=identity, role=requested_role(verified.role))
 
+    async def peek(self, verified: Verified[_State], *, session: AsyncSession, now: datetime) -> Peeked[_State]:
+        doc = verified.state.doc
+        bound, denials = await bindings.peek_binding(
+            session, account_id=doc.account_id, instance_id=doc.instance_id, now=now
+        )
+        identified = await self.identify(verified, transaction=session, request_id="", now=now)
+        return Peeked(identified=replace(identified, state=replace(verified.state, bound=bound)), denials=denials)
+
+    def claim_step(self, identified: Identified[_State], *, now: datetime) -> ClaimStep:
+        state, role = identified.state, identified.role
+        doc, bound = state.doc, state.bound
+        decision = self._decision(identified, bound)
+        params = {
+            "c_account": doc.account_id,
+            "c_instance": doc.instance_id,
+            "c_role": role.name,
+            "c_nonce_hash": decision.nonce_hash,
+            "c_pending_time": doc.pending_time,
+        }
+        claimed = Claimed(nonce=decision.returned_nonce)
+        if decision.create:
+            return ClaimStep(sql=bindings.CREATE_STEP, params={**params, "c_region": doc.region}, claimed=claimed)
+        assert bound is not None  # an update is decided only for a bound instance
+        seen = {"c_seen_nonce_hash": bound.nonce_hash, "c_seen_pending_time": bound.pending_time}
+        return ClaimStep(sql=bindings.UPDATE_STEP, params={**params, **seen}, claimed=claimed)
+
+    async def claim_refused(self, identified: Identified[_State], *, session: AsyncSession) -> Exception:
+        return _binding_race("the binding changed between the read and the write")
+
+    def _decision(self, identified: Identified[_State], bound: BindingRecord | None) -> BindingDecision:
+        doc = identified.state.doc
+        return decide_binding(
+            BoundInstance(nonce_hash=bound.nonce_hash, pending_time=bound.pending_time, bound_at=bound.created_at)
+            if bound is not None
+            else None,
+            instance_id=doc.instance_id,
+            pending_time=doc.pending_time,
+            given_nonce=identified.state.given_nonce,
+            allow_migration=AWS_EC2.of(identified.role).allow_migration,
+            fresh_nonce=self._fresh_nonce(),
+        )
+
     async def check_upstream(self, identified: Identified[_State], *, now: datetime) -> None:
         if AWS_EC2.of(identified.role).check_instance:
             await check_live(self._lookups, identified.role, identified.identity)
@@ -104,16 +148,7 @@ class Ec2Method:
     ) -> Claimed:
         doc, role = identified.state.doc, identified.role
         bound = await bindings.lock_binding(transaction, account_id=doc.account_id, instance_id=doc.instance_id)
-        decision = decide_binding(
-            BoundInstance(nonce_hash=bound.nonce_hash, pending_time=bound.pending_time, bound_at=bound.created_at)
-            if bound is not None
-            else None,
-            instance_id=doc.instance_id,
-            pending_time=doc.pending_time,
-            given_nonce=identified.state.given_nonce,
-            allow_migration=AWS_EC2.of(role).allow_migration,
-            fresh_nonce=self._fresh_nonce(),
-        )
+        decision = self._decision(identified, bound)
         if not decision.create:
             await bindings.update_binding(
                 transaction,
@@ -137,12 +172,14 @@ class Ec2Method:
                 now=now,
             )
         except IntegrityError as exc:
-            raise Conflict(
-                "Another attestation of this instance is in progress; try again.",
-                code="ec2_binding_race",
-                reason=f"instance binding insert lost a race: {exc.orig!r}",
-            ) from None
+            raise _binding_race(f"instance binding insert lost a race: {exc.orig!r}") from None
         return Claimed(nonce=decision.returned_nonce)
+
+
+def _binding_race(reason: str) -> Conflict:
+    return Conflict(
+        "Another attestation of this instance is in progress; try again.", code="ec2_binding_race", reason=reason
+    )
 
 
 MAX_DOCUMENT = 16 * 1024

@@ -136,6 +136,7 @@ class ClaimStep:
 
     sql: str
     params: Mapping[str, Any]
+    claimed: Claimed = Claimed()  # what the client is told of the claim (EC2: a new nonce)
 
 
 @runtime_checkable
@@ -153,7 +154,7 @@ class OneStatementClaim(Protocol[S]):
         ...
 
     def claim_step(self, identified: Identified[S], *, now: datetime) -> ClaimStep:
-        """The claim, as the recording statement's first step."""
+        """The claim, as the recording statement's first step; asked before signing, so it may refuse."""
         ...
 
     async def claim_refused(self, identified: Identified[S], *, session: AsyncSession) -> Exception:

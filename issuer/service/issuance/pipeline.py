@@ -188,10 +188,10 @@ class Pipeline:
         template = self._decide(identified, csr, request, now)
         await method.check_upstream(identified, now=now)
         deny_list.refuse_if_denied(peeked.denials, identified.identity)  # the operators' deny list
+        step = method.claim_step(identified, now=now)
         trust = self.registry.snapshot
         issued = await self._sign(trust, template, csr)
         rows = self._rows(identified, csr, issued.certificate, trust.active.id, attempt, now)
-        step = method.claim_step(identified, now=now)
         async with self.sessions() as writes:
             recorded = await certificates.record_claimed(
                 writes,
@@ -205,7 +205,7 @@ class Pipeline:
             if recorded is None:
                 raise await method.claim_refused(identified, session=writes)
         self._log_issued(rows, identified, attempt)
-        return self._answer(identified, Claimed(), issued, trust, template, now)
+        return self._answer(identified, step.claimed, issued, trust, template, now)
 
     def _check_identified(self, identified: Identified[Any], request: IssueRequest[Any], attempt: Attempt) -> None:
         """Who is asking is known: name them in the audit row, charge their rate limit, check the role."""

@@ -191,22 +191,29 @@ _HAD_KEY = hot.HotStatement(
 _GUARDS = ReplayGuard.metadata.tables[ReplayGuard.__tablename__]
 _EARLIER = _CERTIFICATES.alias("earlier")
 _I = "i__"  # identity columns' prefix in the renewal read
-_RENEWAL_FACTS = hot.HotStatement(
-    select(
-        *(_CERTIFICATES.c[f.name] for f in fields(CertificateRecord)),
-        *(identities.IDENTITIES.c[f.name].label(_I + f.name) for f in fields(IdentityRecord)),
-        exists().where(_GUARDS.c.digest == bindparam("p_digest")).label("spent"),
-        exists()
-        .where(
-            _EARLIER.c.identity_id == _CERTIFICATES.c.identity_id,
-            _EARLIER.c.public_key_sha256 == bindparam("p_key"),
-        )
-        .label("had_key"),
-        IN_FORCE_JSON,
+_RENEWAL_COLUMNS = (
+    *(_CERTIFICATES.c[f.name] for f in fields(CertificateRecord)),
+    *(identities.IDENTITIES.c[f.name].label(_I + f.name) for f in fields(IdentityRecord)),
+    exists().where(_GUARDS.c.digest == bindparam("p_digest")).label("spent"),
+    exists()
+    .where(
+        _EARLIER.c.identity_id == _CERTIFICATES.c.identity_id,
+        _EARLIER.c.public_key_sha256 == bindparam("p_key"),
     )
-    .join_from(_CERTIFICATES, identities.IDENTITIES, identities.IDENTITIES.c.id == _CERTIFICATES.c.identity_id)
-    .where(_CERTIFICATES.c.serial == bindparam("p_serial"))
+    .label("had_key"),
 )
+
+
+def _renewal_read(*columns: Any) -> Any:
+    return (
+        select(*_RENEWAL_COLUMNS, *columns)
+        .join_from(_CERTIFICATES, identities.IDENTITIES, identities.IDENTITIES.c.id == _CERTIFICATES.c.identity_id)
+        .where(_CERTIFICATES.c.serial == bindparam("p_serial"))
+    )
+
+
+# On Postgres the deny list comes along (a JSON column); SQLite reads it apart, in the transaction.
+_RENEWAL_FACTS = hot.HotStatement(_renewal_read(IN_FORCE_JSON), elsewhere=_renewal_read())
 _GUARD_SEEN = hot.HotStatement(select(_GUARDS.c.id).where(_GUARDS.c.digest == bindparam("p_digest")))
 
 
@@ -240,7 +247,8 @@ async def renewal_facts(
         return RenewalFacts(certificate=None, identity=None, spent=spent, had_key=False)
     identity = IdentityRecord(**{f.name: row[_I + f.name] for f in fields(IdentityRecord)})
     certificate = CertificateRecord(**{f.name: row[f.name] for f in fields(CertificateRecord)})
-    spent, had_key, denials = bool(row["spent"]), bool(row["had_key"]), denials_from_json(row["denials"])
+    spent, had_key = bool(row["spent"]), bool(row["had_key"])
+    denials = denials_from_json(row["denials"]) if "denials" in row else []
     return RenewalFacts(certificate=certificate, identity=identity, spent=spent, had_key=had_key, denials=denials)
 
 

@@ -73,10 +73,12 @@ class _Compiled:
 class HotStatement:
     """A Core statement for the hot path; build once at import, run with a dict of values."""
 
-    __slots__ = ("_compiled", "clause")
+    __slots__ = ("_compiled", "clause", "elsewhere")
 
-    def __init__(self, clause: Executable) -> None:
+    def __init__(self, clause: Executable, *, elsewhere: Executable | None = None) -> None:
         self.clause = clause
+        # What runs on other dialects (SQLite), where it differs (no Postgres JSON functions).
+        self.elsewhere = clause if elsewhere is None else elsewhere
         self._compiled: dict[int, _Compiled] = {}
 
     def compiled_for(self, dialect: Dialect) -> _Compiled:
@@ -100,7 +102,7 @@ async def fetch(
     if bound is None:
         connection = await session.connection()
         if connection.dialect.name != "postgresql":
-            result = await connection.execute(statement.clause, dict(params))
+            result = await connection.execute(statement.elsewhere, dict(params))
             return [dict(row) for row in result.mappings().all()] if result.returns_rows else []
         raw = await connection.get_raw_connection()
         bound = _Bound(session.get_transaction(), connection, raw.dbapi_connection, raw.driver_connection)

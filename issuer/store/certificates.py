@@ -25,6 +25,8 @@ from issuer.store.records import AuditEntry, CertificateRecord, IdentityRecord, 
 from issuer.store.renewal_due import past_renewal_point
 
 __all__ = [
+    "BURN_PRELUDE",
+    "SUPERSEDE_BURNT_STEP",
     "SUPERSEDE_STEP",
     "RenewalFacts",
     "certificates_of",
@@ -58,9 +60,10 @@ _CERT_STEP = f"""cert AS (
 )"""  # noqa: S608 - the interpolated part is this module's constant column list
 
 
-def _record_sql(claim: str | None) -> str:
-    """The record statement: identity upsert, certificate, audit row (and first, a claim step)."""
-    steps = [] if claim is None else [f"claim AS ({claim}\n)"]
+def _record_sql(claim: str | None, prelude: str = "") -> str:
+    """The record statement: identity upsert, certificate, audit row (and first, a claim step, after
+    the steps of ``prelude`` if any: ``name AS (...)`` the claim may read)."""
+    steps = [] if claim is None else [*([prelude] if prelude else []), f"claim AS ({claim}\n)"]
     steps += [
         f"ident AS ({identities.upsert_step(prefix='i_', after=None if claim is None else 'claim')}\n)",
         _CERT_STEP,
@@ -70,9 +73,9 @@ def _record_sql(claim: str | None) -> str:
     return "WITH " + ",\n".join(steps) + "\nSELECT id FROM cert"
 
 
-def _record_statement(claim: str | None) -> hot.HotStatement:
+def _record_statement(claim: str | None, prelude: str = "") -> hot.HotStatement:
     return hot.HotStatement(
-        text(_record_sql(claim)).bindparams(
+        text(_record_sql(claim, prelude)).bindparams(
             bindparam("i_attributes", type_=identities.IDENTITIES.c.attributes.type),
             bindparam("sans", type_=_CERTIFICATES.c.sans.type),
             bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
@@ -86,7 +89,7 @@ def _record_statement(claim: str | None) -> hot.HotStatement:
 
 _RECORD_PG = _record_statement(None)
 # One statement per claim step (a handful: one per method that claims this way), built on first use.
-_RECORD_CLAIMED: dict[str, hot.HotStatement] = {}
+_RECORD_CLAIMED: dict[tuple[str, str], hot.HotStatement] = {}
 
 
 async def record_issuance(
@@ -114,6 +117,7 @@ async def record_claimed(
     *,
     claim: str,
     claim_params: Mapping[str, Any],
+    prelude: str = "",
     identity: NewIdentity,
     certificate: NewCertificate,
     audit_entry: AuditEntry,
@@ -126,11 +130,13 @@ async def record_claimed(
     (a token consumed, a certificate superseded); its parameters are ``claim_params`` (named
     ``c_*``) and the record's own (``:created_at``, ``:request_id``, ``:serial``, ...). The
     identity, the certificate and the audit row are written only after it returned a row, and
-    the whole statement commits or fails as one.
+    the whole statement commits or fails as one. ``prelude``: CTE steps before the claim, which
+    it may read (a replay guard burnt with the claim); they are written even when the claim
+    matches nothing.
     """
-    statement = _RECORD_CLAIMED.get(claim)
+    statement = _RECORD_CLAIMED.get((prelude, claim))
     if statement is None:
-        statement = _RECORD_CLAIMED[claim] = _record_statement(claim)
+        statement = _RECORD_CLAIMED[(prelude, claim)] = _record_statement(claim, prelude)
     combined = {
         **_values(certificate, identity, now),
         **identities.parameters(identity, prefix="i_"),
@@ -230,6 +236,16 @@ class RenewalFacts:
 
 # A renewal's claim in the statement that records its successor (see record_claimed).
 SUPERSEDE_STEP = "UPDATE certificates SET status = 'superseded' WHERE id = :c_prior AND status = 'active' RETURNING id"
+# The same, when the renewal token is burnt in that statement too: the prelude records its digest
+# (a replay of it matches nothing), and the claim holds only if that happened.
+BURN_PRELUDE = (
+    "burn AS (INSERT INTO replay_guards (kind, digest, expires_at, created_at) "
+    "VALUES ('renew', :c_digest, :c_expires_at, :created_at) ON CONFLICT (digest) DO NOTHING RETURNING id)"
+)
+SUPERSEDE_BURNT_STEP = (
+    "UPDATE certificates SET status = 'superseded' "
+    "WHERE id = :c_prior AND status = 'active' AND EXISTS (SELECT 1 FROM burn) RETURNING id"
+)
 
 
 async def renewal_facts(

@@ -137,6 +137,7 @@ class ClaimStep:
     sql: str
     params: Mapping[str, Any]
     claimed: Claimed = Claimed()  # what the client is told of the claim (EC2: a new nonce)
+    prelude: str = ""  # CTE steps before the claim, written whether or not it holds (a burnt replay guard)
 
 
 @runtime_checkable

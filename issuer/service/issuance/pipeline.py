@@ -197,6 +197,7 @@ class Pipeline:
                 writes,
                 claim=step.sql,
                 claim_params=step.params,
+                prelude=step.prelude,
                 identity=rows.identity,
                 certificate=rows.certificate,
                 audit_entry=rows.audit,

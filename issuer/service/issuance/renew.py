@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -66,6 +66,8 @@ class _State:
     key_sha256: str  # of the CSR's new key: it must be one this identity never had
     jti: str | None = None
     jti_expires: datetime | None = None
+    # Postgres, no upstream call to protect: the token is burnt by the recording statement itself.
+    burn_with_claim: bool = False
 
     @property
     def serial(self) -> str:
@@ -149,7 +151,8 @@ class RenewMethod:
         # A short read of its own, not the issuance transaction: EC2 renewals ask AWS after this.
         # Reads only: the token is burnt after the rate limit and the decision (check_upstream).
         async with self._sessions() as session:
-            return (await self.peek(verified, session=session, now=now)).identified
+            identified = (await self.peek(verified, session=session, now=now)).identified
+        return replace(identified, state=replace(identified.state, burn_with_claim=False))
 
     async def peek(self, verified: Verified[_State], *, session: AsyncSession, now: datetime) -> Peeked[_State]:
         state = verified.state
@@ -186,32 +189,51 @@ class RenewMethod:
         )
         role = self._roles.get(record.role, method=identity.method)
         identified = Identified(state=state, identity=identity, role=role, prior=prior)
+        # A token whose renewal asks AWS nothing is burnt with the claim (one round trip fewer);
+        # one that leads to DescribeInstances is burnt before the call, so a replay never reaches AWS.
+        burn_with_claim = state.jti is not None and not _asks_aws(identified)
+        identified = replace(identified, state=replace(state, burn_with_claim=burn_with_claim))
         return Peeked(identified=identified, denials=facts.denials)
 
     def claim_step(self, identified: Identified[_State], *, now: datetime) -> ClaimStep:
         assert identified.prior is not None  # peek() found it
-        return ClaimStep(sql=certificates.SUPERSEDE_STEP, params={"c_prior": identified.prior.id})
+        state = identified.state
+        if not state.burn_with_claim:
+            return ClaimStep(sql=certificates.SUPERSEDE_STEP, params={"c_prior": identified.prior.id})
+        assert state.jti is not None
+        return ClaimStep(
+            sql=certificates.SUPERSEDE_BURNT_STEP,
+            prelude=certificates.BURN_PRELUDE,
+            params={
+                "c_prior": identified.prior.id,
+                "c_digest": _jti_digest(state.jti),
+                "c_expires_at": state.jti_expires,
+            },
+        )
 
     async def claim_refused(self, identified: Identified[_State], *, session: AsyncSession) -> Exception:
-        # Revoked or renewed between the read and the statement: say which.
+        # A replay that raced this one, or revoked or renewed between the read and the statement: say which.
         assert identified.prior is not None
+        state = identified.state
         current = await certificates.get_certificate(session, identified.prior.serial)
+        if state.burn_with_claim and state.jti is not None and current is not None and current.status == "active":
+            return _replayed(state.jti)  # still active: the claim failed on the burnt token
         return status_refusal(identified.prior.serial, current.status if current is not None else "unknown")
 
     async def check_upstream(self, identified: Identified[_State], *, now: datetime) -> None:
         state = identified.state
-        if state.jti is not None and state.jti_expires is not None:
+        if state.jti is not None and state.jti_expires is not None and not state.burn_with_claim:
             burnt = await self._guards.burn(
                 kind="renew", digest=_jti_digest(state.jti), expires_at=state.jti_expires, now=now
             )
             if not burnt:
                 raise _replayed(state.jti)
         # Only a certificate the decision let renew gets here: AWS is asked about nothing else.
-        method = identified.identity.method
-        if method == AWS_EC2.method and AWS_EC2.of(identified.role).check_instance:
-            await check_live(self._lookups, identified.role, identified.identity)
-        elif method == AWS_EC2_ROLE.method and AWS_EC2_ROLE.of(identified.role).check_instance:
-            await check_live_by_role(self._lookups, identified.role, identified.identity)
+        if _asks_aws(identified):
+            if identified.identity.method == AWS_EC2.method:
+                await check_live(self._lookups, identified.role, identified.identity)
+            else:
+                await check_live_by_role(self._lookups, identified.role, identified.identity)
 
     async def claim_in_transaction(
         self, transaction: AsyncSession, identified: Identified[_State], *, request_id: str, now: datetime
@@ -222,6 +244,16 @@ class RenewMethod:
         # Revoked or renewed between the read and now: say which, from the locked row.
         current = await certificates.lock_certificate(transaction, prior.serial)
         raise status_refusal(prior.serial, current.status if current is not None else "unknown")
+
+
+def _asks_aws(identified: Identified[_State]) -> bool:
+    """Whether :meth:`RenewMethod.check_upstream` calls DescribeInstances for this renewal."""
+    method = identified.identity.method
+    if method == AWS_EC2.method:
+        return AWS_EC2.of(identified.role).check_instance
+    if method == AWS_EC2_ROLE.method:
+        return AWS_EC2_ROLE.of(identified.role).check_instance
+    return False
 
 
 def read_proof(body: Mapping[str, Any], transport: Transport) -> RenewProof:

@@ -8,6 +8,7 @@ except the public key.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,22 +92,31 @@ def leaf_builder(
     not_before, not_after = leaf_validity(template, issuer=issuer)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in template.uri_sans]
     sans += [x509.DNSName(d) for d in template.dns_sans]
+    base, organization, aki = _leaf_base(issuer)
     return (
-        x509.CertificateBuilder()
-        .serial_number(serial if serial is not None else x509.random_serial_number())
-        .subject_name(leaf_subject(template, issuer=issuer))
-        .issuer_name(issuer.subject)
+        base.serial_number(serial if serial is not None else x509.random_serial_number())
+        .subject_name(_name(template.common_name, organization, template.organizational_unit))
         .public_key(public_key)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(authority_key_id(issuer), critical=False)
+        .add_extension(aki, critical=False)
         # The subject carries a CN, so RFC 5280 lets the SAN be non-critical.
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _leaf_base(issuer: x509.Certificate) -> tuple[x509.CertificateBuilder, str | None, x509.AuthorityKeyIdentifier]:
+    """What every leaf of ``issuer`` shares (builders are immutable, so one serves every issuance)."""
+    base = (
+        x509.CertificateBuilder()
+        .issuer_name(issuer.subject)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    return base, organization_of(issuer), authority_key_id(issuer)
 
 
 def leaf_validity(template: LeafTemplate, *, issuer: x509.Certificate) -> tuple[datetime, datetime]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from issuer.http.body import read_json_object
@@ -36,13 +38,19 @@ def pem(*certs: Any) -> str:
     return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
 
 
+@functools.lru_cache(maxsize=64)
+def _pem_of(certs: tuple[x509.Certificate, ...]) -> str:
+    """The chain's or the bundle's PEM: the same few tuples on every answer, encoded once."""
+    return pem(*certs)
+
+
 def issued_response(issued: Issued) -> web.Response:
     cert = issued.certificate
     body: dict[str, Any] = {
         "serial": issued.serial,
-        "certificate": pem(cert),
-        "chain": pem(*issued.chain),
-        "bundle": pem(*issued.roots),
+        "certificate": issued.certificate_pem or pem(cert),
+        "chain": _pem_of(issued.chain),
+        "bundle": _pem_of(issued.roots),
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": cert.not_valid_after_utc.isoformat(),
         "renew_after": issued.renew_after.isoformat(),

@@ -61,6 +61,7 @@ class Issued:
     server_id: str
     nonce: str | None = None
     renewed_from: str | None = None
+    certificate_pem: str = ""  # the certificate as recorded (PEM), so the answer need not encode it again
 
 
 def serial_hex(serial: int) -> str:

@@ -154,9 +154,10 @@ class Pipeline:
             await deny_list.check(transaction, identified.identity, now=now)  # the operators' deny list
             trust = self.registry.snapshot
             issued = await self._sign(trust, template, csr)
-            await self._record(transaction, identified, csr, issued.certificate, trust.active.id, attempt, now)
+            rows = await self._record(transaction, identified, csr, issued.certificate, trust.active.id, attempt, now)
             await transaction.commit()
-        return self._answer(identified, claimed, issued, trust, template, now)
+        pem = rows.certificate.certificate_pem
+        return self._answer(identified, claimed, issued, trust, template, now, certificate_pem=pem)
 
     def _one_statement(self, method: IssuanceMethod[Any, Any]) -> bool:
         """Whether ``method`` claims in the recording statement here (Postgres, and the method can)."""
@@ -206,7 +207,9 @@ class Pipeline:
             if recorded is None:
                 raise await method.claim_refused(identified, session=writes)
         self._log_issued(rows, identified, attempt)
-        return self._answer(identified, step.claimed, issued, trust, template, now)
+        return self._answer(
+            identified, step.claimed, issued, trust, template, now, certificate_pem=rows.certificate.certificate_pem
+        )
 
     def _check_identified(self, identified: Identified[Any], request: IssueRequest[Any], attempt: Attempt) -> None:
         """Who is asking is known: name them in the audit row, charge their rate limit, check the role."""
@@ -250,12 +253,13 @@ class Pipeline:
         issuer_id: int,
         attempt: Attempt,
         now: datetime,
-    ) -> None:
+    ) -> _Rows:
         rows = self._rows(identified, csr, certificate, issuer_id, attempt, now)
         await certificates.record_issuance(
             session, identity=rows.identity, certificate=rows.certificate, audit_entry=rows.audit, now=now
         )
         self._log_issued(rows, identified, attempt)
+        return rows
 
     def _rows(
         self,
@@ -337,6 +341,7 @@ class Pipeline:
         trust: TrustSnapshot,
         template: LeafTemplate,
         now: datetime,
+        certificate_pem: str = "",
     ) -> Issued:
         # From the moment of issue, not the backdated NotBefore: a short certificate is not born due.
         certificate = issued.certificate
@@ -353,6 +358,7 @@ class Pipeline:
             server_id=self.settings.audience,
             nonce=claimed.nonce,
             renewed_from=identified.prior.serial if identified.prior is not None else None,
+            certificate_pem=certificate_pem,
         )
 
     async def record_failure(self, attempt: Attempt, exc: BaseException) -> None:

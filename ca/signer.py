@@ -69,10 +69,13 @@ class SignerCapabilities:
     ``signs_crls``: :meth:`Signer.sign_crl` works (the file and KMS keys); a backend that
     publishes its own CRL (AWS Private CA) says False. ``revokes_upstream``: a revocation
     must also be sent to the backend (:meth:`Signer.revoke`), because it keeps its own list.
+    ``signs_locally``: signing is a computation in this process (a key in memory), not a call
+    out that may wait; a caller may hold a pooled database connection across it.
     """
 
     signs_crls: bool
     revokes_upstream: bool
+    signs_locally: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,9 @@ class LocalFileSigner:
     serials. Raises ``ValueError`` if the key does not belong to the certificate.
     """
 
-    CAPABILITIES: ClassVar[SignerCapabilities] = SignerCapabilities(signs_crls=True, revokes_upstream=False)
+    CAPABILITIES: ClassVar[SignerCapabilities] = SignerCapabilities(
+        signs_crls=True, revokes_upstream=False, signs_locally=True
+    )
 
     def __init__(
         self,

@@ -220,7 +220,7 @@ async def test_the_signer_chooses_the_serial_from_its_source(hierarchy: CAHierar
 
 async def test_a_file_key_declares_it_signs_crls_and_keeps_no_list_upstream(hierarchy: CAHierarchy) -> None:
     signer = hierarchy.signer()
-    assert signer.capabilities == SignerCapabilities(signs_crls=True, revokes_upstream=False)
+    assert signer.capabilities == SignerCapabilities(signs_crls=True, revokes_upstream=False, signs_locally=True)
     assert (await signer.health()).ok
     with pytest.raises(SignerCapabilityMissing) as excinfo:
         await signer.revoke(0x1234, reason=None)

@@ -105,6 +105,9 @@ class Ec2Method:
         identified = await self.identify(verified, transaction=session, request_id="", now=now)
         return Peeked(identified=replace(identified, state=replace(verified.state, bound=bound)), denials=denials)
 
+    def asks_upstream(self, identified: Identified[_State]) -> bool:
+        return AWS_EC2.of(identified.role).check_instance
+
     def claim_step(self, identified: Identified[_State], *, now: datetime) -> ClaimStep:
         state, role = identified.state, identified.role
         doc, bound = state.doc, state.bound

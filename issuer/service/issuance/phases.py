@@ -154,6 +154,11 @@ class OneStatementClaim(Protocol[S]):
         """:meth:`IssuanceMethod.identify` without writes: refuse what the store already refuses."""
         ...
 
+    def asks_upstream(self, identified: Identified[S]) -> bool:
+        """Whether :meth:`IssuanceMethod.check_upstream` calls out for this request (then no pooled
+        database connection is held across the call)."""
+        ...
+
     def claim_step(self, identified: Identified[S], *, now: datetime) -> ClaimStep:
         """The claim, as the recording statement's first step; asked before signing, so it may refuse."""
         ...

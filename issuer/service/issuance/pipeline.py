@@ -179,23 +179,27 @@ class Pipeline:
     ) -> Issued:
         """Postgres: read (with the deny list), decide, sign, then claim and record in one statement.
 
-        No transaction is open across the signature or any outbound call; the certificate leaves
-        only after the statement that claimed and recorded it has committed.
+        No transaction is open across the signature or any outbound call, and no pooled connection
+        is held across a call out (AWS, or a signer that is not a key in this process); the
+        certificate leaves only after the statement that claimed and recorded it has committed.
         """
-        async with self.sessions() as reads:
-            peeked = await method.peek(verified, session=reads, now=now)
-        identified = peeked.identified
-        self._check_identified(identified, request, attempt)
-        template = self._decide(identified, csr, request, now)
-        await method.check_upstream(identified, now=now)
-        deny_list.refuse_if_denied(peeked.denials, identified.identity)  # the operators' deny list
-        step = method.claim_step(identified, now=now)
-        trust = self.registry.snapshot
-        issued = await self._sign(trust, template, csr)
-        rows = self._rows(identified, csr, issued.certificate, trust.active.id, attempt, now)
-        async with self.sessions() as writes:
+        async with self.sessions() as session:
+            peeked = await method.peek(verified, session=session, now=now)
+            identified = peeked.identified
+            self._check_identified(identified, request, attempt)
+            template = self._decide(identified, csr, request, now)
+            if method.asks_upstream(identified):
+                await session.close()  # the connection goes back to the pool; the write takes one again
+            await method.check_upstream(identified, now=now)
+            deny_list.refuse_if_denied(peeked.denials, identified.identity)  # the operators' deny list
+            step = method.claim_step(identified, now=now)
+            trust = self.registry.snapshot
+            if not trust.active.signer.capabilities.signs_locally:
+                await session.close()
+            issued = await self._sign(trust, template, csr)
+            rows = self._rows(identified, csr, issued.certificate, trust.active.id, attempt, now)
             recorded = await certificates.record_claimed(
-                writes,
+                session,
                 claim=step.sql,
                 claim_params=step.params,
                 prelude=step.prelude,
@@ -205,7 +209,7 @@ class Pipeline:
                 now=now,
             )
             if recorded is None:
-                raise await method.claim_refused(identified, session=writes)
+                raise await method.claim_refused(identified, session=session)
         self._log_issued(rows, identified, attempt)
         return self._answer(
             identified, step.claimed, issued, trust, template, now, certificate_pem=rows.certificate.certificate_pem

@@ -195,6 +195,9 @@ class RenewMethod:
         identified = replace(identified, state=replace(state, burn_with_claim=burn_with_claim))
         return Peeked(identified=identified, denials=facts.denials)
 
+    def asks_upstream(self, identified: Identified[_State]) -> bool:
+        return _asks_aws(identified)
+
     def claim_step(self, identified: Identified[_State], *, now: datetime) -> ClaimStep:
         assert identified.prior is not None  # peek() found it
         state = identified.state

@@ -66,6 +66,9 @@ class TokenMethod:
             raise _refused(row)
         return Peeked(identified=self._identified(verified, row), denials=denials)
 
+    def asks_upstream(self, identified: Identified[TokenProof]) -> bool:
+        return False
+
     def claim_step(self, identified: Identified[TokenProof], *, now: datetime) -> ClaimStep:
         return ClaimStep(sql=tokens.CONSUME_STEP, params={"c_hash": identified.state.token_hash})
 

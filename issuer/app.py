@@ -119,7 +119,7 @@ def create_app(
     root_signer_loader: RootSignerLoader | None = None,
     crls_every: float | None = 60.0,
     events_client: EventsClient | None = None,
-    seal_every: float = 1.0,
+    seal_every: float | None = 1.0,
 ) -> web.Application:
     """The issuer's web application for ``settings``.
 
@@ -140,7 +140,8 @@ def create_app(
     503 ``overloaded``); ``rate_limiter`` defaults to a token bucket per identity from
     ``[issuer] rate_limit``; ``metrics`` to :meth:`Metrics.for_process`.
 
-    Every process seals the audit trail every ``seal_every`` seconds and signs its checkpoints
+    Every process seals the audit trail every ``seal_every`` seconds (None: only on shutdown, for a
+    test that seals by hand) and signs its checkpoints
     (:mod:`issuer.audit`); with ``[events] bus_arn`` it also relays events to EventBridge
     (``events_client`` overrides the boto3 client).
     """

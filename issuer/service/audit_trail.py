@@ -35,14 +35,16 @@ class AuditTrail:
         clock: Callable[[], datetime],
         passphrase: Callable[[], bytes],
         events: EventsClient | None = None,
-        seal_every: float = 1.0,
+        seal_every: float | None = 1.0,
     ) -> None:
+        # None: no sealing loop (a test that seals by hand, at points it chooses); shutdown still flushes.
+        self._seal_loop = seal_every is not None
         keys = CheckpointKeys(ca_dir=settings.ca_dir, passphrase=passphrase, kms_key=settings.audit.checkpoint_kms_key)
         self.sealer = Sealer(
             sessions,
             clock=clock,
             keys=keys,
-            every=seal_every,
+            every=seal_every if seal_every is not None else 1.0,
             checkpoint_rows=settings.audit.checkpoint_rows,
             checkpoint_interval=settings.audit.checkpoint_interval,
         )
@@ -72,7 +74,7 @@ class AuditTrail:
 
     def tasks(self) -> list[Coroutine[Any, Any, None]]:
         """The loops to run until shutdown."""
-        loops = [self.sealer.run()]
+        loops = [self.sealer.run()] if self._seal_loop else []
         if self.relay is not None:
             loops.append(self.relay.run())
         if self.expiring is not None:

@@ -36,7 +36,7 @@ def signing_key(url: str) -> str:
 async def test_an_issuing_key_in_kms_signs_checkpoints(tmp_path: Path, pg_url: str, kms_env: Any) -> None:
     await make_kms_ca(tmp_path, pg_url)
     take_root_key_offline(tmp_path)
-    async with running_issuer(tmp_path, pg_url, env=NO_PASSPHRASE, seal_every=3600.0) as h:
+    async with running_issuer(tmp_path, pg_url, env=NO_PASSPHRASE, seal_every=None) as h:
         await issue(h, "a")
         sealer = h.client.app[AUDIT].sealer
         await sealer.seal_once()
@@ -49,7 +49,7 @@ async def test_an_issuing_key_in_kms_signs_checkpoints(tmp_path: Path, pg_url: s
 async def test_a_dedicated_kms_key_signs_checkpoints(tmp_path: Path, db_url: str, kms_env: Any) -> None:
     arn = signing_key(kms_env.url)
     config = BASE_CONFIG + f'\n[audit]\ncheckpoint_kms_key = "{arn}"\n'
-    async with running_issuer(tmp_path, db_url, config=config, seal_every=3600.0) as h:
+    async with running_issuer(tmp_path, db_url, config=config, seal_every=None) as h:
         await issue(h, "a")
         await refuse(h)
         sealer = h.client.app[AUDIT].sealer

@@ -107,7 +107,7 @@ async def test_busy_database_with_two_replicas(tmp_path: Path, pg_url: str) -> N
 
 
 async def test_no_checkpoint_over_deleted_checkpoints(tmp_path: Path, db_url: str) -> None:
-    async with running_issuer(tmp_path, db_url, seal_every=3600.0) as h:
+    async with running_issuer(tmp_path, db_url, seal_every=None) as h:
         sealer = h.client.app[AUDIT].sealer
         await issue(h, "a")
         await sealer.seal_once()
@@ -123,7 +123,7 @@ async def test_no_checkpoint_over_deleted_checkpoints(tmp_path: Path, db_url: st
 
 
 async def test_no_checkpoint_over_an_edited_row(tmp_path: Path, db_url: str) -> None:
-    async with running_issuer(tmp_path, db_url, seal_every=3600.0) as h:
+    async with running_issuer(tmp_path, db_url, seal_every=None) as h:
         sealer = h.client.app[AUDIT].sealer
         await issue(h, "a")
         await refuse(h)
@@ -140,7 +140,7 @@ async def test_no_checkpoint_over_an_edited_row(tmp_path: Path, db_url: str) -> 
 
 
 async def test_the_last_rows_are_sealed_and_checkpointed_on_shutdown(tmp_path: Path, db_url: str) -> None:
-    async with running_issuer(tmp_path, db_url, seal_every=3600.0) as h:
+    async with running_issuer(tmp_path, db_url, seal_every=None) as h:
         await issue(h, "a")
         await refuse(h)
     assert len(await sealed_ids(db_url)) == 2
@@ -163,7 +163,7 @@ async def test_rows_written_before_the_chain_are_adopted(tmp_path: Path, db_url:
         month_back,
         skewed,  # a row two hours "older" than the one before it: a replica's clock was wrong back then
     )
-    async with running_issuer(tmp_path, db_url, seal_every=3600.0) as h:
+    async with running_issuer(tmp_path, db_url, seal_every=None) as h:
         sealer = h.client.app[AUDIT].sealer
         await sealer.seal_once()  # (the first background tick at start-up may have done it already)
         assert await sealed_ids(db_url) == set(trail.ids)

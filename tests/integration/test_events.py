@@ -248,7 +248,7 @@ async def test_an_eventbridge_outage_loses_nothing(tmp_path: Path, pg_url: str, 
 
 
 async def test_enabling_events_publishes_from_then_on(tmp_path: Path, pg_url: str, bus: MotoEvents) -> None:
-    async with running_issuer(tmp_path, pg_url, seal_every=3600.0) as h:
+    async with running_issuer(tmp_path, pg_url, seal_every=None) as h:
         await issue(h, "before-1")
         await issue(h, "before-2")
     async with running_issuer(tmp_path, pg_url, config=config(bus), events_client=bus.events_client()) as h:

@@ -51,13 +51,13 @@ when it dies, however it dies. :mod:`issuer.http.server_workers` says why this d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Callable
 
 from aiohttp import web
 
-from issuer.http import event_loop
 from issuer.http.server_config import ServeError, ServerLimits, bind_socket, listen_url
 from issuer.http.server_protocol import IssuerRunner
 from issuer.http.server_site import start_app
@@ -113,7 +113,7 @@ def serve(
 
     try:
         if workers == 1:
-            event_loop.run(run_worker(make_app, sock, ssl_context=ssl_context, limits=limits, ready=ready))
+            asyncio.run(run_worker(make_app, sock, ssl_context=ssl_context, limits=limits, ready=ready))
         else:
             Supervisor(
                 make_app,

@@ -36,6 +36,7 @@ exit, and the port is free for the next ``issuer serve``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -52,7 +53,6 @@ from typing import NoReturn
 from aiohttp import web
 
 from issuer.errors import IssuerError
-from issuer.http import event_loop
 from issuer.http.server_balance import AcceptBalance
 from issuer.http.server_config import HEARTBEAT_INTERVAL, ServeError, ServerLimits
 from issuer.http.server_worker import STOP_SIGNALS, keep_beating, run_worker, send_line, watch_lifeline
@@ -305,7 +305,7 @@ class Supervisor:
                 keep_beating(lambda: send_line(self._report_w, "alive", patience=0))
 
             try:
-                event_loop.run(
+                asyncio.run(
                     run_worker(
                         self._make_app,
                         self._sock,

@@ -56,7 +56,7 @@ class Sealer:
         clock: Callable[[], datetime],
         keys: CheckpointKeys | None,
         every: float = 1.0,
-        batch: int = 500,
+        batch: int = 100,  # rows hashed per turn of the event loop: a bigger batch stalls the requests beside it
         max_per_tick: int = 5000,
         late_window: timedelta = DEFAULT_LATE_WINDOW,
         checkpoint_rows: int = 1000,

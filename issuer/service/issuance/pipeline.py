@@ -7,14 +7,22 @@
     → check upstream (DescribeInstances), then in one transaction:
       claim (consume, bind, supersede) → deny list → sign → record → commit   Issued
 
+On Postgres, a method that can (:class:`~issuer.service.issuance.phases.OneStatementClaim`:
+join token, EC2, renewal) takes the short way, with no transaction held across the signature:
+
+    peek: the proof's record and the deny list, one read        Identified
+    → rate limit → decide → check upstream → deny list → claim step (may refuse)
+    → sign → one statement: claim + identity + certificate + audit row         Issued
+      (matches nothing if the claim no longer holds: nothing written, the method says why)
+
 A method contributes only its own steps (:class:`~issuer.service.issuance.phases.IssuanceMethod`);
 the phases are types (:mod:`issuer.service.issuance.phases`). :func:`issuer.policy.decide`
 runs in exactly one place (:meth:`Pipeline._decide`), as soon as the identity, the role
 and the certificate being renewed are known, and before any call a decision could spare
 (for EC2, before AWS is asked). The signer chooses the serial; nothing names a serial before
 the signature exists, and what is recorded (serial, names, validity) is read from the
-certificate the signer returned. A certificate leaves only after the transaction that
-recorded it has committed. Every attempt, success or failure, leaves an ``attestations``
+certificate the signer returned. A certificate leaves only after the transaction (or the
+statement) that recorded it has committed. Every attempt, success or failure, leaves an ``attestations``
 row; a failure's row is written in a transaction of its own after the use case's
 transaction rolled back, so a failed request changes nothing but the audit trail (and
 the single-use proofs it burnt). Outcomes are reported to the observer (metrics, the

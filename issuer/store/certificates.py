@@ -31,7 +31,6 @@ __all__ = [
     "RenewalFacts",
     "certificates_of",
     "get_certificate",
-    "identity_had_key",
     "list_certificates",
     "lock_certificate",
     "record_claimed",
@@ -184,14 +183,6 @@ _SUPERSEDE = hot.HotStatement(
     .values(status="superseded")
     .returning(_CERTIFICATES.c.id)
 )
-_HAD_KEY = hot.HotStatement(
-    select(_CERTIFICATES.c.id)
-    .where(
-        _CERTIFICATES.c.public_key_sha256 == bindparam("p_key"),
-        _CERTIFICATES.c.identity_id == bindparam("p_identity"),
-    )
-    .limit(1)
-)
 
 
 _GUARDS = ReplayGuard.metadata.tables[ReplayGuard.__tablename__]
@@ -326,15 +317,6 @@ async def stale_certificates(
         query = query.where(Certificate.not_after > now)
     rows = await session.execute(query.order_by(Certificate.not_after).limit(limit))
     return [(record_of(CertificateRecord, c), record_of(IdentityRecord, i)) for c, i in rows]
-
-
-async def identity_had_key(session: AsyncSession, *, identity_id: int, public_key_sha256: str) -> bool:
-    """Whether any certificate of the identity was issued for the key with this hash (any status).
-
-    Looked up through ``ix_certificates_public_key_sha256``: a key hash names at most a few rows.
-    """
-    found = await hot.fetch_one(session, _HAD_KEY, {"p_key": public_key_sha256, "p_identity": identity_id})
-    return found is not None
 
 
 async def certificates_of(

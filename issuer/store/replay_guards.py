@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from issuer.store import hot
 from issuer.store.models import ReplayGuard
 
-__all__ = ["add_replay_guard", "count_replay_guards", "delete_expired_replay_guards", "replay_guard_exists"]
+__all__ = ["add_replay_guard", "count_replay_guards", "delete_expired_replay_guards"]
 
 _REPLAY_GUARDS = ReplayGuard.metadata.tables[ReplayGuard.__tablename__]
 _ADD = {
@@ -52,8 +52,3 @@ async def delete_expired_replay_guards(session: AsyncSession, *, now: datetime, 
 
 async def count_replay_guards(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(ReplayGuard)) or 0)
-
-
-async def replay_guard_exists(session: AsyncSession, *, digest: str) -> bool:
-    """Whether a single-use proof with this digest was burnt already (a read; :func:`add_replay_guard` decides)."""
-    return await session.scalar(select(ReplayGuard.id).where(ReplayGuard.digest == digest)) is not None

@@ -94,6 +94,9 @@ class Ec2Method:
     async def identify(
         self, verified: Verified[_State], *, transaction: AsyncSession, request_id: str, now: datetime
     ) -> Identified[_State]:
+        return self._identified(verified)
+
+    def _identified(self, verified: Verified[_State]) -> Identified[_State]:
         identity = identity_from_document(verified.state.doc)
         return Identified(state=verified.state, identity=identity, role=requested_role(verified.role))
 
@@ -102,8 +105,8 @@ class Ec2Method:
         bound, denials = await bindings.peek_binding(
             session, account_id=doc.account_id, instance_id=doc.instance_id, now=now
         )
-        identified = await self.identify(verified, transaction=session, request_id="", now=now)
-        return Peeked(identified=replace(identified, state=replace(verified.state, bound=bound)), denials=denials)
+        identified = self._identified(replace(verified, state=replace(verified.state, bound=bound)))
+        return Peeked(identified=identified, denials=denials)
 
     def asks_upstream(self, identified: Identified[_State]) -> bool:
         return AWS_EC2.of(identified.role).check_instance

@@ -39,7 +39,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ca.csr import CheckedCSR, parse_csr
@@ -53,13 +52,14 @@ from issuer.observability.seams import IssuanceObserver, NullObserver
 from issuer.policy import decide
 from issuer.policy.ratelimit import RateLimiter
 from issuer.service.ca.registry import IssuerRegistry, TrustSnapshot
+from issuer.service.issuance import recording
 from issuer.service.issuance.model import Clock, Issued, IssueRequest, RequestContext, serial_hex
 from issuer.service.issuance.phases import Claimed, Identified, IssuanceMethod, OneStatementClaim
 from issuer.service.issuance.roles import RoleBook
 from issuer.service.revocation import deny as deny_list
 from issuer.settings import Settings
 from issuer.store import audit, certificates
-from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
+from issuer.store.records import AuditEntry
 
 __all__ = ["Attempt", "Pipeline"]
 
@@ -87,13 +87,6 @@ def rate_key(identity: VerifiedIdentity) -> str:
     """
     session = identity.attributes.get("session_name")
     return f"{identity.principal} session {session}" if session else identity.principal
-
-
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    identity: NewIdentity
-    certificate: NewCertificate
-    audit: AuditEntry
 
 
 class Pipeline:
@@ -205,7 +198,7 @@ class Pipeline:
             if not trust.active.signer.capabilities.signs_locally:
                 await session.close()
             issued = await self._sign(trust, template, csr)
-            rows = self._rows(identified, csr, issued.certificate, trust.active.id, attempt, now)
+            rows = recording.rows_of(identified, csr, issued.certificate, trust.active.id, attempt, now)
             recorded = await certificates.record_claimed(
                 session,
                 claim=step.sql,
@@ -218,7 +211,7 @@ class Pipeline:
             )
             if recorded is None:
                 raise await method.claim_refused(identified, session=session)
-        self._log_issued(rows, identified, attempt)
+        recording.log_issued(rows, identified, attempt)
         return self._answer(
             identified, step.claimed, issued, trust, template, now, certificate_pem=rows.certificate.certificate_pem
         )
@@ -265,85 +258,13 @@ class Pipeline:
         issuer_id: int,
         attempt: Attempt,
         now: datetime,
-    ) -> _Rows:
-        rows = self._rows(identified, csr, certificate, issuer_id, attempt, now)
+    ) -> recording.Rows:
+        rows = recording.rows_of(identified, csr, certificate, issuer_id, attempt, now)
         await certificates.record_issuance(
             session, identity=rows.identity, certificate=rows.certificate, audit_entry=rows.audit, now=now
         )
-        self._log_issued(rows, identified, attempt)
+        recording.log_issued(rows, identified, attempt)
         return rows
-
-    def _rows(
-        self,
-        identified: Identified[Any],
-        csr: CheckedCSR,
-        certificate: x509.Certificate,
-        issuer_id: int,
-        attempt: Attempt,
-        now: datetime,
-    ) -> _Rows:
-        """What recording ``certificate`` writes: its identity, its row, its success audit row."""
-        identity, role, prior = identified.identity, identified.role, identified.prior
-        serial = serial_hex(certificate.serial_number)
-        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        return _Rows(
-            identity=NewIdentity(
-                method=identity.method,
-                principal=identity.principal,
-                account_id=identity.account_id,
-                region=identity.region,
-                attributes=identity.attributes,
-            ),
-            certificate=NewCertificate(
-                serial=serial,
-                issuer_id=issuer_id,
-                role=role.name,
-                method=identity.method,
-                fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
-                public_key_sha256=csr.public_key_sha256_hex,
-                key_type=csr.key_type,
-                subject=certificate.subject.rfc4514_string(),
-                sans=tuple(str(name.value) for name in sans),
-                not_before=certificate.not_valid_before_utc,
-                not_after=certificate.not_valid_after_utc,
-                certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-                request_id=attempt.ctx.request_id,
-                chain_started_at=prior.chain_started_at if prior is not None else now,
-                renewed_from=prior.id if prior is not None else None,
-            ),
-            audit=AuditEntry(
-                method=attempt.method,
-                outcome="success",
-                request_id=attempt.ctx.request_id,
-                principal=identity.principal,
-                role=role.name,
-                certificate_serial=serial,
-                remote_addr=attempt.ctx.remote_addr,
-                reason=f"renewed {prior.serial}" if prior is not None else None,
-            ),
-        )
-
-    def _log_issued(self, rows: _Rows, identified: Identified[Any], attempt: Attempt) -> None:
-        serial, prior = rows.certificate.serial, identified.prior
-        not_after = rows.certificate.not_after.isoformat()
-        log.info(
-            "issued serial=%s method=%s principal=%s role=%s not_after=%s%s",
-            serial,
-            attempt.method,
-            identified.identity.principal,
-            identified.role.name,
-            not_after,
-            f" renewed_from={prior.serial}" if prior is not None else "",
-            extra={
-                "event": "issued",
-                "serial": serial,
-                "method": attempt.method,
-                "principal": identified.identity.principal,
-                "role": identified.role.name,
-                "not_after": not_after,
-                "renewed_from": prior.serial if prior is not None else None,
-            },
-        )
 
     def _answer(
         self,

@@ -72,7 +72,8 @@ _PEEK = hot.HotStatement(
             _BINDINGS,
             and_(_BINDINGS.c.account_id == bindparam("p_account"), _BINDINGS.c.instance_id == bindparam("p_instance")),
         )
-    )
+    ),
+    batch="union",
 )
 CREATE_STEP = (
     "INSERT INTO instance_bindings "

@@ -9,6 +9,7 @@ three statements.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -72,18 +73,26 @@ def _record_sql(claim: str | None, prelude: str = "") -> str:
     return "WITH " + ",\n".join(steps) + "\nSELECT id FROM cert"
 
 
+# The record statement's parameters that need their column's type (JSON, arrays, timestamps).
+_TYPED = {
+    "i_attributes": identities.IDENTITIES.c.attributes.type,
+    "sans": _CERTIFICATES.c.sans.type,
+    "identity_attributes": _CERTIFICATES.c.identity_attributes.type,
+    **{name: _CERTIFICATES.c.created_at.type for name in ("created_at", "not_before", "not_after", "chain_started_at")},
+}
+# The record statement's own steps; a prelude's are named ``name AS (`` at its start or after a comma.
+_STEPS = ("claim", "ident", "cert", "audit")
+_PRELUDE_STEP = re.compile(r"(?:^|,)\s*(\w+) AS \(")
+
+
 def _record_statement(claim: str | None, prelude: str = "") -> hot.HotStatement:
-    return hot.HotStatement(
-        text(_record_sql(claim, prelude)).bindparams(
-            bindparam("i_attributes", type_=identities.IDENTITIES.c.attributes.type),
-            bindparam("sans", type_=_CERTIFICATES.c.sans.type),
-            bindparam("identity_attributes", type_=_CERTIFICATES.c.identity_attributes.type),
-            *(
-                bindparam(name, type_=_CERTIFICATES.c.created_at.type)
-                for name in ("created_at", "not_before", "not_after", "chain_started_at")
-            ),
-        )
-    )
+    sql = _record_sql(claim, prelude)
+    clause = text(sql).bindparams(*(bindparam(name, type_=type_) for name, type_ in _TYPED.items()))
+    if claim is None:
+        return hot.HotStatement(clause)
+    # Claimed records run outside a transaction: concurrent requests' copies go as one statement.
+    ctes = (*_STEPS, *_PRELUDE_STEP.findall(prelude))
+    return hot.HotStatement(clause, batch=hot.copies_of_ctes(sql, ctes=ctes, types=_TYPED))
 
 
 _RECORD_PG = _record_statement(None)
@@ -142,7 +151,9 @@ async def record_claimed(
         **audit.parameters(audit_entry, prefix="a_"),
         **claim_params,
     }
-    rows = await hot.fetch(session, statement, combined, autocommit=True)
+    # Two copies in one batch must not write the same identity row (nor the token or certificate it claims).
+    exclusive = (identity.method, identity.principal)
+    rows = await hot.fetch(session, statement, combined, autocommit=True, exclusive=exclusive)
     return int(rows[0]["id"]) if rows else None
 
 
@@ -210,8 +221,8 @@ def _renewal_read(*columns: Any) -> Any:
 
 
 # On Postgres the deny list comes along (a JSON column); SQLite reads it apart, in the transaction.
-_RENEWAL_FACTS = hot.HotStatement(_renewal_read(IN_FORCE_JSON), elsewhere=_renewal_read())
-_GUARD_SEEN = hot.HotStatement(select(_GUARDS.c.id).where(_GUARDS.c.digest == bindparam("p_digest")))
+_RENEWAL_FACTS = hot.HotStatement(_renewal_read(IN_FORCE_JSON), elsewhere=_renewal_read(), batch="union")
+_GUARD_SEEN = hot.HotStatement(select(_GUARDS.c.id).where(_GUARDS.c.digest == bindparam("p_digest")), batch="union")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from issuer.store import hot
+from issuer.store.batch import Batches
+
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 0, pool_timeout: float = 5.0) -> AsyncEngine:
     """An async engine for ``url`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``).
@@ -34,9 +37,14 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 0, pool_ti
     )
 
 
-def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def make_session_factory(engine: AsyncEngine, *, batch: bool = True) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine``; on Postgres with ``batch``, their batchable hot statements run together
+    with other requests' (:mod:`issuer.store.batch`)."""
     # expire_on_commit=False: rows stay readable after the commit that precedes the response.
-    return async_sessionmaker(engine, expire_on_commit=False)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    if batch and engine.dialect.name == "postgresql":
+        sessions.configure(info={hot.BATCHER: Batches(async_sessionmaker(engine, expire_on_commit=False))})
+    return sessions
 
 
 # Reads a table of the schema, so a database that answers but was never migrated is not "ready".

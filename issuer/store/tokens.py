@@ -55,7 +55,8 @@ _CONSUME = hot.HotStatement(
 _PEEK = hot.HotStatement(
     select(*(_TOKENS.c[f.name] for f in fields(TokenRecord)), IN_FORCE_JSON).select_from(
         hot.ONE_ROW.outerjoin(_TOKENS, _TOKENS.c.token_hash == bindparam("p_hash"))
-    )
+    ),
+    batch="union",
 )
 CONSUME_STEP = (
     "UPDATE join_tokens SET used_at = :created_at, used_by_request_id = :request_id, certificate_serial = :serial "

@@ -43,7 +43,7 @@ def make_session_factory(engine: AsyncEngine, *, batch: bool = True) -> async_se
     # expire_on_commit=False: rows stay readable after the commit that precedes the response.
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     if batch and engine.dialect.name == "postgresql":
-        sessions.configure(info={hot.BATCHER: Batches(async_sessionmaker(engine, expire_on_commit=False))})
+        sessions.configure(info={hot.BATCHER: Batches(engine)})
     return sessions
 
 

@@ -29,9 +29,9 @@ def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = hot.fetch_copies
 
-    async def spy(session: Any, statement: hot.HotStatement, params: Any) -> Any:
+    async def spy(pooled: Any, dialect: Any, statement: hot.HotStatement, params: Any) -> Any:
         sizes.append(len(params))
-        return await real(session, statement, params)
+        return await real(pooled, dialect, statement, params)
 
     monkeypatch.setattr(hot, "fetch_copies", spy)
     return sizes

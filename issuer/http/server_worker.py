@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import select
@@ -92,6 +93,10 @@ async def run_worker(
         except Exception as exc:
             log.debug("application start-up failed", exc_info=True)
             raise startup_error(exc) from exc
+        # Everything built so far (modules, the app, the CA, SQLAlchemy's tables) lives as long as the
+        # process: out of the collector's sight, a full collection walks only what requests made. Under
+        # wrk a full collection over all of it paused a worker for 110-120 ms, the slowest answers of a run.
+        gc.freeze()
         try:
             if not stop.is_set():  # a signal during start-up: stop without ever saying "listening"
                 ready()

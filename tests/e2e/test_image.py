@@ -39,7 +39,8 @@ from tests.support.x509_check import openssl_verify
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[2]
-TAG = "localhost/aws-machine-issuer:e2e"
+# A tag of this run's own: two suites on one machine each test the image they built.
+TAG = f"localhost/aws-machine-issuer:e2e-{secrets.token_hex(4)}"
 AGENT = Path(sys.executable).parent / "issuer-agent"
 UID = "10001"
 CONFIG = """
@@ -65,13 +66,16 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
 
 
 @pytest.fixture(scope="module")
-def image(podman: Podman) -> str:
-    """The image built from the repo's Dockerfile on the Debian base (made once, then cached)."""
+def image(podman: Podman) -> Iterator[str]:
+    """The image built from the repo's Dockerfile on the Debian base (made once, then cached); untagged after."""
     started = time.monotonic()
     base_seconds = ensure_base_image(podman)
     podman.build(ROOT, tag=TAG, base_image=BASE_IMAGE)
     print(f"\nimage: base {base_seconds:.0f}s, total {time.monotonic() - started:.0f}s", file=sys.stderr)
-    return TAG
+    try:
+        yield TAG
+    finally:
+        podman.run("rmi", "--force", TAG, check=False)
 
 
 @pytest.fixture

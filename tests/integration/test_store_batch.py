@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from issuer.store import certificates, hot, issuers, tokens
 from issuer.store.engine import make_session_factory
@@ -262,3 +262,35 @@ async def test_sessions_that_do_not_batch_run_each_statement_alone(
 
     assert await asyncio.gather(peek(), peek()) == [True, True]
     assert batch_sizes == []
+
+
+async def test_a_lost_connection_fails_its_batch_and_the_next_batch_reconnects(
+    pg_url: str, engine_for: Any, batch_sizes: list[int]
+) -> None:
+    """Postgres restarted under a batch: each request in it gets the error (the service answers 503), none is
+    retried (a write's commit would be unknown), and the next batch runs on a new connection."""
+    sessions = make_session_factory(engine_for(pg_url))
+    await _add_tokens(sessions, ("m", "m" * 64))
+
+    async def peek() -> str | None:
+        async with sessions() as session:
+            record, _ = await tokens.peek_join_token(session, token_hash="m" * 64, now=NOW)
+            return None if record is None else record.name
+
+    assert await peek() == "m"  # the batch's connection is back in the pool, open
+    async with make_session_factory(engine_for(pg_url))() as session:  # another engine: its own connection
+        database = await session.scalar(select(func.current_database()))
+        await session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        )
+    batch_sizes.clear()
+
+    failed = await asyncio.gather(peek(), peek(), peek(), return_exceptions=True)
+    assert batch_sizes == [3]
+    assert all(isinstance(error, DBAPIError) and error.connection_invalidated for error in failed), failed
+    assert len({id(error) for error in failed}) == 1  # one failure, given to each request in the batch
+    assert await asyncio.gather(peek(), peek()) == ["m", "m"]
+    assert batch_sizes == [3, 2]

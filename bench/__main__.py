@@ -41,7 +41,7 @@ from bench.load import LoadResult, Window, Workload
 from bench.postgres import base_url, execute, fetch, sessions_opened, throwaway_database
 from bench.pyspy import Profile, PySpy, py_spy_binary, summarise
 from bench.renewal import issue_for_renewal, renew_workload
-from bench.report import BenchReport, CpuProfile, RunReport, render_text, to_json
+from bench.report import BenchReport, CpuProfile, RunReport, combine, render_text, to_json
 from bench.workload import Ec2Document, cfssl_workload, ec2_workload, token_workload
 from ca.files import load_local_signer
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
@@ -79,6 +79,7 @@ class Options:
     keep: bool
     as_json: bool
     load_generator: str = "python"  # resolved: wrk or python
+    rounds: int = 1
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -124,10 +125,20 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         metavar="DIR",
         help="profile the server's CPU time with cProfile during each timed window into DIR (needs --workers 1)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        metavar="R",
+        help="run everything R times, one round after another, and report each run's median round; on a shared "
+        "machine a minute's rates vary by a fifth, cfssl's as much as ours (default 3; 1 with --py-spy or --cprofile)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and databases (for debugging)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    for name in ("requests", "concurrency", "workers", "inprocess_count"):
+    profiling = args.py_spy is not None or args.cprofile is not None
+    if args.rounds is None:
+        args.rounds = 1 if profiling else 3
+    for name in ("requests", "concurrency", "workers", "inprocess_count", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.cprofile and args.workers != 1:
@@ -154,6 +165,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         keep=args.keep,
         as_json=args.json,
         load_generator=generator,
+        rounds=args.rounds,
     )
 
 
@@ -330,8 +342,18 @@ async def _cfssl_run(opts: Options, pg: str, work_dir: Path, progress: Progress)
         return RunReport(load=result, rows=int(rows), missing=None, cpu=result.cpu, connections=opened)
 
 
+async def run_rounds(opts: Options, progress: Progress) -> BenchReport:
+    """``opts.rounds`` rounds of :func:`run_bench`, each run's median round reported (see :func:`combine`)."""
+    reports = []
+    for number in range(1, opts.rounds + 1):
+        if opts.rounds > 1:
+            progress(f"round {number} of {opts.rounds}")
+        reports.append(await run_bench(opts, progress))
+    return combine(reports)
+
+
 async def run_bench(opts: Options, progress: Progress) -> BenchReport:
-    """Run every step of the benchmark; raises :class:`BenchError` when one fails."""
+    """Run every step of the benchmark once; raises :class:`BenchError` when one fails."""
     pg = base_url(os.environ)
     load_before = load_average()
     work_dir = Path(tempfile.mkdtemp(prefix="issuer-bench-"))
@@ -408,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
     try:
-        report = asyncio.run(run_bench(opts, progress))
+        report = asyncio.run(run_rounds(opts, progress))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

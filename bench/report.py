@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.cprofile_serve import Hotspot
@@ -12,7 +12,7 @@ from bench.inprocess import Rate
 from bench.load import LoadResult
 from bench.pyspy import Profile
 
-__all__ = ["BenchReport", "CpuProfile", "RunReport", "render_text", "to_json"]
+__all__ = ["BenchReport", "CpuProfile", "RunReport", "combine", "render_text", "to_json"]
 
 # The issues' goals for this 2-core machine, shown beside the figures (never asserted).
 TARGET_RATE = 1000.0
@@ -67,9 +67,36 @@ class BenchReport:
     notes: Sequence[str] = ()
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     cprofiles: Mapping[str, CpuProfile] = field(default_factory=dict)
+    # With several rounds: every round's runs, in order (``runs`` holds each run's median round).
+    rounds: Sequence[Sequence[RunReport]] = ()
 
     def run(self, name: str) -> RunReport | None:
         return next((r for r in self.runs if r.load.name == name), None)
+
+
+def combine(reports: Sequence[BenchReport]) -> BenchReport:
+    """Rounds of the same benchmark as one report: for each run its median round by certificates/s
+    (the lower middle of an even count), the last round's in-process figures and profiles, every
+    round's rates kept in ``rounds``. Ratios are then the median runs' (each a real run, not a mean)."""
+    if len(reports) == 1:
+        return reports[0]
+    first = reports[0]
+    medians = []
+    for run in first.runs:
+        same = sorted((r for report in reports if (r := report.run(run.load.name)) is not None), key=_rate)
+        medians.append(same[(len(same) - 1) // 2])
+    notes = [*first.notes, f"{len(reports)} rounds, one after another: each run is its median round (see Rounds)"]
+    return replace(
+        reports[-1],
+        load_average=first.load_average,
+        runs=medians,
+        notes=notes,
+        rounds=[report.runs for report in reports],
+    )
+
+
+def _rate(run: RunReport) -> float:
+    return run.load.rate
 
 
 def _ms_per_cert(use: CpuUse | None, certs: int) -> str:
@@ -172,6 +199,18 @@ def render_text(report: BenchReport) -> str:
         capped = " (stopped by the wall-clock cap)" if run.load.capped else ""
         missing = f"; {run.missing} answered serials have no row" if run.missing else ""
         lines.append(f"  {run.load.name} errors: {_errors(run.load)}{missing}{capped}")
+    if report.rounds:
+        names = [run.load.name for run in report.runs]
+        lines += ["", "Rounds (certificates/s; the table above shows each run's median round)"]
+        lines.append(f"{'round':<8} " + " ".join(f"{name:>8}" for name in names) + "   issuer/cfssl")
+        for number, runs in enumerate(report.rounds, 1):
+            rates = {run.load.name: run.load.rate for run in runs}
+            cfssl = rates.get("cfssl")
+            against = ", ".join(
+                f"{name} {rates[name] / cfssl:.2f}" for name in TARGET_CFSSL_RATIO if name in rates and cfssl
+            )
+            row = " ".join(f"{rates[name]:8.1f}" if name in rates else f"{'-':>8}" for name in names)
+            lines.append(f"{number:<8} {row}   {against or '-'}")
     if report.inprocess:
         lines += ["", "In process (no HTTP, no database; one core)"]
         lines += [f"  {r.name:<62} {r.per_second:9.1f}/s {r.micros:9.1f} µs" for r in report.inprocess]
@@ -301,5 +340,6 @@ def to_json(report: BenchReport) -> dict[str, Any]:
             }
             for label, p in report.cprofiles.items()
         },
+        "rounds": [{run.load.name: round(run.load.rate, 2) for run in runs} for runs in report.rounds],
         "notes": list(report.notes),
     }

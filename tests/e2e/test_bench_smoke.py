@@ -56,6 +56,7 @@ def bench(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Com
             "5",
             "--max-seconds",
             "60",
+            *(() if "--rounds" in args else ("--rounds", "1")),
             *args,
         ],
         cwd=ROOT,
@@ -118,6 +119,18 @@ def test_all_methods_under_wrk_and_cfssl_when_installed() -> None:
         assert "cfssl" not in runs
         assert any("cfssl: skipped" in n for n in report["notes"])
     assert "bench: token: " in result.stderr  # progress on stderr, the report alone on stdout
+
+
+@pytest.mark.usefixtures("pg_template")
+def test_rounds_report_each_run_at_its_median_round() -> None:
+    result, report = bench("--load-generator", "python", "--method", "token", "--no-cfssl", "--rounds", "3")
+    rates = [round_["token"] for round_ in report["rounds"]]
+    assert len(rates) == 3 and all(rate > 0 for rate in rates)
+    (run,) = report["runs"]
+    assert run["certificates_per_second"] == sorted(rates)[1]  # the median round is the one shown
+    check_issuer_run(run)  # each round has its own database: the median round's rows are its own
+    assert result.stderr.count("bench: round ") == 3
+    assert "3 rounds, one after another: each run is its median round (see Rounds)" in report["notes"]
 
 
 @pytest.mark.usefixtures("pg_template")  # Postgres is reachable (else skip; under CI, fail)

@@ -144,15 +144,17 @@ def _verify_parsed(
         raise SignerCount("The signature must have exactly one signer.", reason=f"{len(signer_infos)} SignerInfos")
     signer = signer_infos[0]
 
-    candidates = [c for c in trusted if _names_signer(signer["sid"], c)]
+    sid = signer["sid"]
+    sid_der = sid.dump()
+    candidates = [c for c in trusted if _pinned_names_signer(sid_der, c)]
     if not candidates:
         raise SignerUntrusted(
             "The signature is not by a pinned AWS certificate.",
-            reason=f"signer {_describe_sid(signer['sid'])} is none of {len(trusted)} pinned certificates",
+            reason=f"signer {_describe_sid(sid)} is none of {len(trusted)} pinned certificates",
         )
     pinned_der = {c.public_bytes(Encoding.DER) for c in candidates}
     for cert in embedded:
-        if cert.dump() not in pinned_der and _names_signer(signer["sid"], cert):
+        if cert.dump() not in pinned_der and _names_signer(sid, cert):
             raise SignerUntrusted(
                 "The signature is not by a pinned AWS certificate.",
                 reason="CMS embeds a certificate that names the signer but is not the pinned AWS certificate",
@@ -210,16 +212,56 @@ def _check_signed_attrs(
             raise SignatureInvalid(_NOT_VERIFIED, reason="malformed CMSAlgorithmProtection")
         # Parameters are NULL in one place and absent in another in AWS's own blobs;
         # the OIDs are what an algorithm-substitution attack would change.
-        sig_alg = prot["signature_algorithm"]
-        if (
-            prot["digest_algorithm"]["algorithm"].dotted != signer["digest_algorithm"]["algorithm"].dotted
-            or sig_alg.native is None
-            or sig_alg["algorithm"].dotted != signer["signature_algorithm"]["algorithm"].dotted
-        ):
+        if not _protection_agrees(prot.dump(), signer["digest_algorithm"].dump(), signer["signature_algorithm"].dump()):
             raise SignatureInvalid(
                 _NOT_VERIFIED, reason="CMSAlgorithmProtection disagrees with the SignerInfo algorithms"
             )
     return attrs
+
+
+# The parts of a document's CMS that are the same in every document a region signs — the signer's
+# identifier, the algorithm identifiers, the algorithm-protection attribute — are checked once per
+# distinct DER encoding: each check below is a pure function of those bytes.
+
+
+@functools.lru_cache(maxsize=512)
+def _pinned_names_signer(sid_der: bytes, cert: x509.Certificate) -> bool:
+    return _names_signer(cms.SignerIdentifier.load(sid_der), cert)
+
+
+@functools.lru_cache(maxsize=512)
+def _protection_agrees(protection_der: bytes, digest_der: bytes, signature_der: bytes) -> bool:
+    """Whether a CMSAlgorithmProtection names the SignerInfo's digest and signature algorithms."""
+    protection = cms.CMSAlgorithmProtection.load(protection_der)
+    digest, signature = algos.DigestAlgorithm.load(digest_der), algos.SignedDigestAlgorithm.load(signature_der)
+    # Parameters are NULL in one place and absent in another in AWS's own blobs;
+    # the OIDs are what an algorithm-substitution attack would change.
+    sig_alg = protection["signature_algorithm"]
+    return bool(
+        protection["digest_algorithm"]["algorithm"].dotted == digest["algorithm"].dotted
+        and sig_alg.native is not None
+        and sig_alg["algorithm"].dotted == signature["algorithm"].dotted
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _signature_kind(algorithm_der: bytes, hash_name: str) -> tuple[str, str | None]:
+    """The signature algorithm's kind (``rsassa_pkcs1v15``, ``dsa``, …), or why it cannot be used with
+    the digest ``hash_name``."""
+    algorithm = algos.SignedDigestAlgorithm.load(algorithm_der)
+    try:
+        kind = algorithm.signature_algo
+    except ValueError:
+        return "", f"unsupported signature algorithm {algorithm['algorithm'].dotted}"
+    # sha256WithRSAEncryption and friends name the hash again; it must agree.
+    if algorithm["algorithm"].native not in ("rsassa_pkcs1v15", "dsa"):
+        try:
+            implied = algorithm.hash_algo
+        except ValueError:
+            return "", f"unsupported signature algorithm {algorithm['algorithm'].dotted}"
+        if implied != hash_name:
+            return "", f"signature algorithm hash {implied} differs from digest algorithm {hash_name}"
+    return kind, None
 
 
 def _verify_one(
@@ -230,18 +272,9 @@ def _verify_one(
     data: bytes,
 ) -> str | None:
     """None if ``cert``'s key verifies; otherwise why not (for the audit reason)."""
-    try:
-        kind = algorithm.signature_algo
-    except ValueError:
-        return f"unsupported signature algorithm {algorithm['algorithm'].dotted}"
-    # sha256WithRSAEncryption and friends name the hash again; it must agree.
-    if algorithm["algorithm"].native not in ("rsassa_pkcs1v15", "dsa"):
-        try:
-            implied = algorithm.hash_algo
-        except ValueError:
-            return f"unsupported signature algorithm {algorithm['algorithm'].dotted}"
-        if implied != hash_cls.name:
-            return f"signature algorithm hash {implied} differs from digest algorithm {hash_cls.name}"
+    kind, problem = _signature_kind(algorithm.dump(), hash_cls.name)
+    if problem is not None:
+        return problem
     key = cert.public_key()
     try:
         if kind == "rsassa_pkcs1v15" and isinstance(key, rsa.RSAPublicKey):

@@ -219,6 +219,28 @@ def test_algorithm_protection_disagreeing_with_the_signer_is_refused(rsa_signer:
     assert "CMSAlgorithmProtection" in err.value.reason
 
 
+def test_checks_of_a_signers_fixed_parts_are_remembered_per_encoding_only(
+    rsa_signer: FakeAwsSigner, other_signer: FakeAwsSigner
+) -> None:
+    """The signer identifier, algorithms and algorithm protection are checked once per distinct DER: a blob
+    that differs in any of them is checked afresh, before or after one that passed."""
+    good = sign_cms(DOC, rsa_signer)
+    disagreeing = sign_cms(DOC, rsa_signer, protected_signature_algorithm="sha512_rsa")
+    for _ in range(2):
+        assert verify_signed_data(good, content=DOC, trusted=[rsa_signer.cert]) == rsa_signer.cert
+        with pytest.raises(SignatureInvalid, match="did not verify") as err:
+            verify_signed_data(disagreeing, content=DOC, trusted=[rsa_signer.cert])
+        assert "CMSAlgorithmProtection" in err.value.reason
+        with pytest.raises(SignerUntrusted):  # the same blob, another pinned certificate
+            verify_signed_data(good, content=DOC, trusted=[other_signer.cert])
+        with pytest.raises(SignatureInvalid):  # another signature algorithm's hash than the digest's
+            verify_signed_data(
+                sign_cms(DOC, rsa_signer, signature_algorithm="sha512_rsa", algorithm_protection=False),
+                content=DOC,
+                trusted=[rsa_signer.cert],
+            )
+
+
 def test_signature_algorithm_hash_disagreeing_with_digest_algorithm_is_refused(
     rsa_signer: FakeAwsSigner,
 ) -> None:

@@ -16,9 +16,10 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 0, pool_ti
 
     Postgres: ``pool_size`` connections kept open (with ``max_overflow`` more on bursts, closed
     when idle); a request that cannot get one within ``pool_timeout`` seconds fails (503). No
-    pre-ping on checkout (three round trips each time): a connection that died is invalidated
-    with the whole pool by the first statement that fails on it (that request gets 503 with
-    Retry-After), and connections are recycled after 5 minutes.
+    pre-ping on checkout (three round trips each time): a connection that died is invalidated by
+    the first statement that fails on it — with the whole pool when SQLAlchemy ran the statement,
+    alone when it was a hot-path statement (``issuer.store.hot``, ``issuer.store.batch``) — and
+    that request gets 503 with Retry-After; connections are recycled after 5 minutes.
     """
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})

@@ -40,9 +40,9 @@ log = logging.getLogger("issuer.audit")
 
 CHECKPOINT_LOCK: Final = 0x6175646974636B70
 _REPORTED_LIMIT: Final = 10_000  # refused row ids remembered, so each is logged once
-# Entries re-hashed per step of a checkpoint's walk: the walk runs on the serving event loop, so a
-# step of 1000 (about 25 ms of decoding and hashing under load) held every request beside it that
-# long once per checkpoint; 100 bounds the stall to a few milliseconds.
+# Entries fetched and re-hashed per step of a checkpoint's walk: the walk runs on the serving event
+# loop, and each step holds every request beside it until it is done; a tenth of the former 1000
+# is a tenth of the stall, once per checkpoint.
 _WALK_BATCH: Final = 100
 
 

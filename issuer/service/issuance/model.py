@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -14,6 +15,7 @@ from issuer.attest.identity import VerifiedIdentity
 from issuer.errors import ClientError
 
 __all__ = [
+    "Attempt",
     "Clock",
     "IssueRequest",
     "Issued",
@@ -34,6 +36,17 @@ class RequestContext:
     request_id: str  # ours, always generated
     remote_addr: str | None
     client_request_id: str | None = None  # the caller's X-Request-ID, for logs only
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What is known so far about one request, for its audit row."""
+
+    method: str
+    ctx: RequestContext
+    principal: str | None = None
+    role: str | None = None
+    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -53,7 +52,7 @@ from issuer.policy import decide
 from issuer.policy.ratelimit import RateLimiter
 from issuer.service.ca.registry import IssuerRegistry, TrustSnapshot
 from issuer.service.issuance import recording
-from issuer.service.issuance.model import Clock, Issued, IssueRequest, RequestContext, serial_hex
+from issuer.service.issuance.model import Attempt, Clock, Issued, IssueRequest, RequestContext, serial_hex
 from issuer.service.issuance.phases import Claimed, Identified, IssuanceMethod, OneStatementClaim
 from issuer.service.issuance.roles import RoleBook
 from issuer.service.revocation import deny as deny_list
@@ -61,22 +60,11 @@ from issuer.settings import Settings
 from issuer.store import audit, certificates
 from issuer.store.records import AuditEntry
 
-__all__ = ["Attempt", "Pipeline"]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger("issuer.service")
 
 P = TypeVar("P")
-
-
-@dataclass(slots=True)
-class Attempt:
-    """What is known so far about one request, for its audit row."""
-
-    method: str
-    ctx: RequestContext
-    principal: str | None = None
-    role: str | None = None
-    started: float = field(default_factory=time.perf_counter)
 
 
 def rate_key(identity: VerifiedIdentity) -> str:

@@ -7,18 +7,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ca.csr import CheckedCSR
-from issuer.service.issuance.model import serial_hex
+from issuer.service.issuance.model import Attempt, serial_hex
 from issuer.service.issuance.phases import Identified
 from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
-
-if TYPE_CHECKING:
-    from issuer.service.issuance.pipeline import Attempt
 
 __all__ = ["Rows", "log_issued", "rows_of"]
 

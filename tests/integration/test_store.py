@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from issuer.store import certificates, identities, issuers, replay_guards, tokens
+from issuer.store import certificates, identities, replay_guards, tokens
 from issuer.store.engine import make_session_factory
 from issuer.store.models import Attestation, Identity
-from issuer.store.records import AuditEntry, IdentityRecord, NewCertificate, NewIdentity, record_of
+from issuer.store.records import AuditEntry, IdentityRecord, NewIdentity, record_of
+from tests.support.store_rows import add_active_issuer, issued_row
 
 
 async def test_concurrent_first_sightings_of_one_principal_share_one_identity(db_url: str, engine_for) -> None:
@@ -81,48 +82,16 @@ async def test_a_replay_guard_is_recorded_once(db_url: str, engine_for) -> None:
         )
 
 
-def _issued(serial: str, *, issuer_id: int, request_id: str, not_after: datetime) -> NewCertificate:
-    return NewCertificate(
-        serial=serial,
-        issuer_id=issuer_id,
-        role="web",
-        method="aws-iam",
-        fingerprint_sha256=serial.rjust(64, "f"),
-        public_key_sha256=serial.rjust(64, "e"),
-        key_type="ec-p256",
-        subject=f"CN={serial}",
-        sans=(f"spiffe://example.org/{serial}",),
-        not_before=not_after - timedelta(hours=1),
-        not_after=not_after,
-        certificate_pem=f"PEM {serial}",
-        request_id=request_id,
-        chain_started_at=not_after - timedelta(days=3),
-    )
-
-
 async def test_an_issuance_is_recorded_alike_on_postgres_and_sqlite(db_url: str, engine_for) -> None:
     """record_issuance is one CTE statement on Postgres and three on SQLite; the rows must not differ."""
     sessions = make_session_factory(engine_for(db_url))
     first = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
     later = first + timedelta(minutes=5)
     principal = "arn:aws:iam::123456789012:role/ecs-task-web"
-    async with sessions() as session, session.begin():
-        issuer_id = await issuers.add_issuer(
-            session,
-            fingerprint_sha256="a" * 64,
-            subject="CN=Issuing",
-            serial="1",
-            certificate_pem="PEM",
-            chain_pem="",
-            key_ref="file:issuing.key.pem",
-            state="active",
-            not_before=first - timedelta(days=1),
-            not_after=first + timedelta(days=300),
-            now=first,
-        )
+    issuer_id = await add_active_issuer(sessions, now=first)
     ids = []
     for serial, region, when in (("1a", None, first), ("2b", "eu-west-1", later)):
-        certificate = _issued(
+        certificate = issued_row(
             serial, issuer_id=issuer_id, request_id=f"cert-{serial}", not_after=when + timedelta(hours=24)
         )
         async with sessions() as session, session.begin():

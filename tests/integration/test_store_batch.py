@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from issuer.store import certificates, hot, issuers, tokens
+from issuer.store import certificates, hot, tokens
 from issuer.store.engine import make_session_factory
 from issuer.store.models import Attestation, Certificate, JoinToken, ReplayGuard
-from issuer.store.records import AuditEntry, NewCertificate, NewIdentity
+from issuer.store.records import AuditEntry, NewIdentity
+from tests.support.store_rows import add_active_issuer, issued_row
 
 NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)
 
@@ -35,23 +36,6 @@ def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(hot, "fetch_copies", spy)
     return sizes
-
-
-async def _issuer(sessions: Any) -> int:
-    async with sessions() as session, session.begin():
-        return await issuers.add_issuer(
-            session,
-            fingerprint_sha256="a" * 64,
-            subject="CN=Issuing",
-            serial="1",
-            certificate_pem="PEM",
-            chain_pem="",
-            key_ref="file:issuing.key.pem",
-            state="active",
-            not_before=NOW - timedelta(days=1),
-            not_after=NOW + timedelta(days=300),
-            now=NOW,
-        )
 
 
 async def _add_tokens(sessions: Any, *names_and_hashes: tuple[str, str]) -> None:
@@ -71,21 +55,12 @@ async def _record_token(sessions: Any, *, issuer_id: int, token_hash: str, name:
             claim=tokens.CONSUME_STEP,
             claim_params={"c_hash": token_hash},
             identity=NewIdentity(method="token", principal=principal, account_id=None, region=None, attributes={}),
-            certificate=NewCertificate(
-                serial=serial,
+            certificate=issued_row(
+                serial,
                 issuer_id=issuer_id,
-                role="web",
-                method="token",
-                fingerprint_sha256=serial.rjust(64, "f"),
-                public_key_sha256=serial.rjust(64, "e"),
-                key_type="ec-p256",
-                subject=f"CN={name}",
-                sans=(f"spiffe://example.org/{name}",),
-                not_before=NOW,
-                not_after=NOW + timedelta(hours=1),
-                certificate_pem=f"PEM {serial}",
                 request_id=f"req-{serial}",
-                chain_started_at=NOW,
+                not_after=NOW + timedelta(hours=1),
+                method="token",
             ),
             audit_entry=AuditEntry(
                 method="token",
@@ -123,7 +98,7 @@ async def test_concurrent_claims_commit_together_and_a_claim_that_fails_writes_n
     pg_url: str, engine_for: Any, batch_sizes: list[int]
 ) -> None:
     sessions = make_session_factory(engine_for(pg_url))
-    issuer_id = await _issuer(sessions)
+    issuer_id = await add_active_issuer(sessions, now=NOW)
     await _add_tokens(sessions, ("a", "a" * 64), ("b", "b" * 64), ("c", "c" * 64))
     async with sessions() as session, session.begin():  # c is spent before the batch
         assert await tokens.consume_join_token(session, token_hash="c" * 64, now=NOW, request_id="earlier")
@@ -150,7 +125,7 @@ async def test_writes_of_one_identity_never_share_a_statement(
 ) -> None:
     """Two tokens for one name are one identity: in one statement its upsert would hit its row twice."""
     sessions = make_session_factory(engine_for(pg_url))
-    issuer_id = await _issuer(sessions)
+    issuer_id = await add_active_issuer(sessions, now=NOW)
     await _add_tokens(sessions, ("same", "1" * 64), ("same", "2" * 64), ("other", "3" * 64))
 
     results = await asyncio.gather(
@@ -176,7 +151,7 @@ async def test_writes_of_one_identity_never_share_a_statement(
 async def test_one_failing_copy_fails_alone(pg_url: str, engine_for: Any, batch_sizes: list[int]) -> None:
     """A serial already recorded (a unique violation) fails that request; the others in its batch commit."""
     sessions = make_session_factory(engine_for(pg_url))
-    issuer_id = await _issuer(sessions)
+    issuer_id = await add_active_issuer(sessions, now=NOW)
     await _add_tokens(sessions, *((n, n * 64) for n in "defg"))
     assert await _record_token(sessions, issuer_id=issuer_id, token_hash="d" * 64, name="d", serial="dup")
     batch_sizes.clear()
@@ -200,7 +175,7 @@ async def test_one_failing_copy_fails_alone(pg_url: str, engine_for: Any, batch_
 async def test_renewals_burn_their_tokens_in_the_batch(pg_url: str, engine_for: Any, batch_sizes: list[int]) -> None:
     """A renewal's statement has a prelude (the renewal token's digest burnt): its copies batch too."""
     sessions = make_session_factory(engine_for(pg_url))
-    issuer_id = await _issuer(sessions)
+    issuer_id = await add_active_issuer(sessions, now=NOW)
     await _add_tokens(sessions, ("r1", "1" * 64), ("r2", "2" * 64))
     firsts = [
         await _record_token(sessions, issuer_id=issuer_id, token_hash=f"{i}" * 64, name=f"r{i}", serial=f"{i}0")
@@ -217,21 +192,12 @@ async def test_renewals_burn_their_tokens_in_the_batch(pg_url: str, engine_for: 
                 prelude=certificates.BURN_PRELUDE,
                 claim_params={"c_prior": prior, "c_digest": digest, "c_expires_at": NOW + timedelta(minutes=5)},
                 identity=NewIdentity(method="token", principal=principal, account_id=None, region=None, attributes={}),
-                certificate=NewCertificate(
-                    serial=f"{i}1",
+                certificate=issued_row(
+                    f"{i}1",
                     issuer_id=issuer_id,
-                    role="web",
-                    method="token",
-                    fingerprint_sha256=f"{i}1".rjust(64, "f"),
-                    public_key_sha256=f"{i}1".rjust(64, "e"),
-                    key_type="ec-p256",
-                    subject=f"CN=r{i}",
-                    sans=(),
-                    not_before=NOW,
-                    not_after=NOW + timedelta(hours=1),
-                    certificate_pem="PEM",
                     request_id=f"renew-{i}",
-                    chain_started_at=NOW,
+                    not_after=NOW + timedelta(hours=1),
+                    method="token",
                     renewed_from=prior,
                 ),
                 audit_entry=AuditEntry(method="renew", outcome="success", request_id=f"renew-{i}", principal=principal),
@@ -280,12 +246,16 @@ async def test_a_lost_connection_fails_its_batch_and_the_next_batch_reconnects(
     assert await peek() == "m"  # the batch's connection is back in the pool, open
     async with make_session_factory(engine_for(pg_url))() as session:  # another engine: its own connection
         database = await session.scalar(select(func.current_database()))
-        await session.execute(
+        # With a timeout, pg_terminate_backend returns once the backend has exited (a signal alone may
+        # still be on its way when the next query arrives, on a loaded machine).
+        terminated = await session.scalars(
             text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+                "SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
             ),
             {"db": database},
         )
+        assert terminated.all() == [True]  # the one connection the batches used
     batch_sizes.clear()
 
     failed = await asyncio.gather(peek(), peek(), peek(), return_exceptions=True)

@@ -49,6 +49,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
@@ -96,6 +97,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
         self._collectors: list[Collector] = []
+        self._series_of: dict[tuple[object, tuple[str, ...]], Any] = {}
         r = self.registry
         self.issuances = Counter(
             "issuer_issuances",
@@ -173,6 +175,15 @@ class Metrics:
         path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         return cls(multiprocess_dir=Path(path) if path else None)
 
+    def _series(self, metric: Counter | Histogram, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: prometheus_client checks the values and takes a lock
+        on every call, and each request names the same few series (as many as the metric holds)."""
+        key = (metric, values)
+        series = self._series_of.get(key)
+        if series is None:
+            series = self._series_of[key] = metric.labels(*values)
+        return series
+
     # -- sources computed at scrape time ---------------------------------------------------
 
     def add_source(self, collector: Collector, refresh: Callable[[], Awaitable[None]]) -> None:
@@ -235,12 +246,12 @@ class Metrics:
     # -- IssuanceObserver ----------------------------------------------------------------------
 
     def issued(self, method: str, role: str, seconds: float) -> None:
-        self.issuances.labels(method, role, "issued", "issued").inc()
-        self.issuance_seconds.labels(method, "issued").observe(seconds)
+        self._series(self.issuances, method, role, "issued", "issued").inc()
+        self._series(self.issuance_seconds, method, "issued").observe(seconds)
 
     def refused(self, method: str, role: str | None, code: str, seconds: float) -> None:
-        self.issuances.labels(method, role or "", "refused", code).inc()
-        self.issuance_seconds.labels(method, "refused").observe(seconds)
+        self._series(self.issuances, method, role or "", "refused", code).inc()
+        self._series(self.issuance_seconds, method, "refused").observe(seconds)
         if code == "rate_limited":
             self.rate_limited.labels(method).inc()
 
@@ -260,7 +271,7 @@ class Metrics:
             self.signer_errors.labels(backend, operation, "ca_signer_unavailable")
 
     def signed(self, backend: str, operation: str, outcome: SignerOutcome, seconds: float, code: str | None) -> None:
-        self.signer_seconds.labels(backend, operation, outcome).observe(seconds)
+        self._series(self.signer_seconds, backend, operation, outcome).observe(seconds)
         if outcome == "error":
             self.signer_errors.labels(backend, operation, code or "unknown").inc()
 
@@ -274,5 +285,5 @@ class Metrics:
 
     def answered(self, route: str, status: int, seconds: float) -> None:
         """An HTTP request for ``route`` was answered with ``status`` after ``seconds``."""
-        self.requests.labels(route, str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        self._series(self.requests, route, str(status)).inc()
+        self._series(self.request_seconds, route).observe(seconds)

@@ -38,11 +38,26 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 0, pool_ti
     )
 
 
+class Session(AsyncSession):
+    """An :class:`AsyncSession` whose ``async with`` ends at once when there is nothing to close.
+
+    On the hot path a session often never holds a connection (its statements went in batches,
+    :mod:`issuer.store.batch`); SQLAlchemy's exit would still close it in a task of its own,
+    shielded, through a greenlet: about 80 µs of CPU a request, for nothing. With a transaction,
+    a loaded object or a pending one it closes exactly as SQLAlchemy's does.
+    """
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        sync = self.sync_session
+        if sync.in_transaction() or sync.identity_map or sync.new:
+            await super().__aexit__(type_, value, traceback)
+
+
 def make_session_factory(engine: AsyncEngine, *, batch: bool = True) -> async_sessionmaker[AsyncSession]:
     """Sessions on ``engine``; on Postgres with ``batch``, their batchable hot statements run together
     with other requests' (:mod:`issuer.store.batch`)."""
     # expire_on_commit=False: rows stay readable after the commit that precedes the response.
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(engine, expire_on_commit=False, class_=Session)
     if batch and engine.dialect.name == "postgresql":
         sessions.configure(info={hot.BATCHER: Batches(engine)})
     return sessions

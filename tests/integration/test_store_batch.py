@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from issuer.store import certificates, hot, tokens
@@ -264,3 +264,23 @@ async def test_a_lost_connection_fails_its_batch_and_the_next_batch_reconnects(
     assert len({id(error) for error in failed}) == 1  # one failure, given to each request in the batch
     assert await asyncio.gather(peek(), peek()) == ["m", "m"]
     assert batch_sizes == [3, 2]
+
+
+async def test_a_session_gives_back_what_it_took_and_one_that_took_nothing_exits_at_once(
+    pg_url: str, engine_for: Any
+) -> None:
+    engine = engine_for(pg_url)
+    sessions = make_session_factory(engine)
+    await _add_tokens(sessions, ("kept", "h-kept"))
+    async with sessions() as session:
+        await session.execute(text("UPDATE join_tokens SET name = 'changed' WHERE token_hash = 'h-kept'"))
+        assert engine.pool.checkedout() == 1
+    assert engine.pool.checkedout() == 0  # given back, and what was not committed rolled back:
+    async with sessions() as session:
+        token = await session.scalar(select(JoinToken).where(JoinToken.token_hash == "h-kept"))
+    assert token is not None and token.name == "kept"
+    assert inspect(token).detached  # a loaded object leaves the session at its end, as SQLAlchemy's close does
+    async with sessions() as session:
+        row, _ = await tokens.peek_join_token(session, token_hash="h-kept", now=NOW)
+        assert row is not None and row.name == "kept" and not session.in_transaction()  # it went in a batch
+    assert engine.pool.checkedout() == 0

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from issuer.store import certificates, hot, tokens
@@ -283,4 +283,40 @@ async def test_a_session_gives_back_what_it_took_and_one_that_took_nothing_exits
     async with sessions() as session:
         row, _ = await tokens.peek_join_token(session, token_hash="h-kept", now=NOW)
         assert row is not None and row.name == "kept" and not session.in_transaction()  # it went in a batch
-    assert engine.pool.checkedout() == 0
+    await _given_back(engine)
+
+
+async def _given_back(engine: Any, *, within: float = 5.0) -> None:
+    """Wait until every pooled connection is back (a batch lane keeps its own ``LINGER`` seconds)."""
+    for _ in range(int(within / 0.005)):
+        if not engine.pool.checkedout():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{engine.pool.checkedout()} pooled connection(s) still out after {within} s")
+
+
+async def test_a_lane_keeps_its_connection_while_requests_keep_coming_and_gives_it_back_when_idle(
+    pg_url: str, engine_for: Any
+) -> None:
+    engine = engine_for(pg_url)
+    checkouts: list[object] = []
+    event.listen(engine.sync_engine, "checkout", lambda *args: checkouts.append(args[0]))
+    sessions = make_session_factory(engine)
+    await _add_tokens(sessions, ("a", "h-a"))
+    checkouts.clear()
+    batches = sessions.kw["info"][hot.BATCHER]
+    batches.linger = 0.5
+
+    async def peek() -> None:
+        async with sessions() as session:
+            assert (await tokens.peek_join_token(session, token_hash="h-a", now=NOW))[0] is not None
+
+    for _ in range(3):  # one after another, each within the linger of the one before
+        await peek()
+        assert engine.pool.checkedout() == 1
+    assert len(checkouts) == 1  # one checkout for the run
+    await _given_back(engine)
+    batches.linger = 0.0
+    await peek()
+    await _given_back(engine, within=1.0)  # an idle lane gives its connection back
+    assert len(checkouts) == 2

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, update
 
@@ -244,6 +245,48 @@ async def test_a_certificate_from_another_ca_or_not_recorded_is_unknown(tmp_path
         ghost = Machine(key, await sign(signer, template, key.public_key()), {"serial": "0"})
         status, body, _ = await renew(h, ghost)
         assert (status, body["code"]) == (401, "renew_certificate_unknown")
+
+
+def _forged_copy(victim: x509.Certificate, key: Any) -> x509.Certificate:
+    """``victim`` rebuilt for ``key`` — its serial, names, validity and extensions, our issuer's name
+    and AKI — and signed by a key that is not ours."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(victim.subject)
+        .issuer_name(victim.issuer)
+        .public_key(key.public_key())
+        .serial_number(victim.serial_number)
+        .not_valid_before(victim.not_valid_before_utc)
+        .not_valid_after(victim.not_valid_after_utc)
+    )
+    for extension in victim.extensions:
+        if isinstance(extension.value, x509.SubjectKeyIdentifier):
+            extension = x509.Extension(
+                extension.oid, extension.critical, x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+            )
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    return builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+
+
+async def test_a_forged_copy_of_a_recorded_certificate_is_unknown_and_changes_nothing(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with running_issuer(tmp_path, pg_url, config=CONFIG) as h:
+        victim = await bootstrap(h, name="victim")
+        key = ec.generate_private_key(ec.SECP256R1())
+        forged = Machine(key, _forged_copy(victim.certificate, key), victim.body)
+        assert forged.certificate.serial_number == victim.certificate.serial_number
+        assert forged.certificate.issuer == victim.certificate.issuer  # passes the issuer-name check
+        status, body, _ = await renew(h, forged)
+        assert (status, body["code"]) == (401, "renew_certificate_unknown")
+        assert (await statuses(h))[victim.serial] == "active"
+        async with h.service.sessions() as session:
+            reason = await session.scalar(
+                select(Attestation.reason).where(Attestation.method == "renew").order_by(Attestation.id.desc())
+            )
+        assert reason is not None and "not with these bytes" in reason
+        status, body, _ = await renew(h, victim)  # the real one still renews
+        assert status == 201, body
 
 
 async def test_revoked_superseded_and_expired_certificates_cannot_renew(tmp_path: Path, pg_url: str) -> None:

@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -96,17 +95,13 @@ class TrustSnapshot:
     truststore_etag: str
     version: tuple[object, ...]
 
-    def issuer_of(self, certificate: x509.Certificate) -> IssuerView | None:
-        """The registered issuer whose key signed ``certificate``, or None."""
-        for view in self.issuers:
-            if view.certificate.subject != certificate.issuer:
-                continue
-            try:
-                certificate.verify_directly_issued_by(view.certificate)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
-            return view
-        return None
+    def names_issuer_of(self, certificate: x509.Certificate) -> bool:
+        """Whether a registered issuer has the name ``certificate`` gives as its issuer.
+
+        A name, not a signature: a caller that must know the certificate is one of ours compares
+        its bytes with the recorded certificate (see ``issuer.service.issuance.renew``).
+        """
+        return any(view.certificate.subject == certificate.issuer for view in self.issuers)
 
 
 class IssuerRegistry:

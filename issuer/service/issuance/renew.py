@@ -1,12 +1,13 @@
 """Renewal: one more method in the pipeline. The current certificate proves the machine; a new key gets
 a certificate for the same identity and role.
 
-The certificate must be one of ours (signed by a registered issuer, recorded, the same
-bytes); renewal keeps the identity facts it was issued for and the role, applies the role's
-TTL, records ``renewed_from``, marks the old certificate ``superseded`` in the same
-transaction (a conditional UPDATE: two renewals of one certificate cannot both win), and
-refuses revoked, expired (beyond ``renew_grace``), superseded certificates and chains older
-than ``max_renewal_age`` (:mod:`issuer.policy.renewal`), and a new key this identity had a
+The certificate must be one of ours: byte for byte one this service recorded (a certificate is
+recorded only after its signature was checked; a forged one differs in its SHA-256); renewal
+keeps the identity facts it was issued for and the role, applies the role's TTL, records
+``renewed_from``, marks the old certificate ``superseded`` in the same transaction (a
+conditional UPDATE: two renewals of one certificate cannot both win), and refuses revoked,
+expired (beyond ``renew_grace``), superseded certificates and chains older than
+``max_renewal_age`` (:mod:`issuer.policy.renewal`), and a new key this identity had a
 certificate for before. For EC2 roles (``aws-ec2`` and ``aws-ec2-role``) with ``check_instance``
 the instance is asked about again: a terminated instance cannot renew.
 
@@ -141,8 +142,11 @@ class RenewMethod:
                 "or send a proof-of-possession token as Authorization: Bearer.",
                 code="renew_auth_missing",
             )
-        if self._registry.snapshot.issuer_of(state.certificate) is None:
-            raise _unknown(f"serial {state.serial}: no registered issuer signed it")
+        # Whether we signed it is settled in peek, where its bytes must be those we recorded (a
+        # certificate is recorded only after its signature was checked): checking the signature here
+        # too cost an ECDSA verification per renewal. A name no issuer of ours has goes no further.
+        if not self._registry.snapshot.names_issuer_of(state.certificate):
+            raise _unknown(f"serial {state.serial}: no registered issuer has its issuer's name")
         return Verified(state=state)
 
     async def identify(
@@ -163,13 +167,15 @@ class RenewMethod:
             guard_digest=_jti_digest(state.jti) if state.jti is not None else None,
             now=now,
         )
-        if facts.spent and state.jti is not None:
-            raise _replayed(state.jti)
         record, identity_record = facts.certificate, facts.identity
-        reused = record is not None and state.key_sha256 != record.public_key_sha256 and facts.had_key
         fingerprint = state.certificate.fingerprint(hashes.SHA256()).hex()
+        # The bytes presented are those of a certificate we signed and recorded: any other certificate,
+        # one forged with a recorded serial and our issuer's name included, differs in its SHA-256.
         if record is None or identity_record is None or record.fingerprint_sha256 != fingerprint:
             raise _unknown(f"serial {state.serial} is not recorded (or not with these bytes)")
+        if facts.spent and state.jti is not None:
+            raise _replayed(state.jti)
+        reused = state.key_sha256 != record.public_key_sha256 and facts.had_key
         identity = VerifiedIdentity(
             method=identity_record.method,
             principal=identity_record.principal,

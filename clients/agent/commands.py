@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from clients.agent.bootstrap import Ec2Proof, IamProof, Progress, Proof, TokenProof, bootstrap
+from clients.agent.bootstrap import Progress, TokenProof, bootstrap
 from clients.agent.daemon import Daemon, DaemonSettings, when
 from clients.agent.denial import record_denial
 from clients.agent.files import NONCE_FILE, WrittenFiles, prepare_out_dir
@@ -24,18 +24,16 @@ from clients.agent.http import ClientCertificate, IssuerClient, check_server_url
 from clients.agent.installed import CurrentCredentials, read_current
 from clients.agent.issued import IssuedCertificate
 from clients.agent.metrics import MetricsFile
+from clients.agent.proofs import inline_token, proof_source, read_token_file, server_id_of
 from clients.agent.remembered import METHOD_OPTIONS, Remembered, resolve
 from clients.agent.renewal import renew
 from clients.agent.schedule import renewal_due
 from clients.agent.stop import StopSwitch, SystemClock
-from clients.agent.x509pop import load_external
 from clients.errors import ConfigError, ServerProblem, UsageError
-from clients.imds import ImdsClient, ImdsPatience, resolve_endpoint
-from clients.imds_role import instance_role_credentials
 from clients.keys import hostname_hint
 from clients.wire import CLOCK_REFUSALS, DEFAULT_KEY_TYPE, RENEWAL_REFUSALS
 
-__all__ = ["Handler", "TokenSource", "check_options", "run_bootstrap", "run_daemon", "run_renew", "settle"]
+__all__ = ["Handler", "check_options", "run_bootstrap", "run_daemon", "run_renew", "settle"]
 
 Handler = Callable[..., int]
 
@@ -72,13 +70,13 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} is for --method {other}, not {method}", code="option_not_for_method")
     # On the command line as given, these may yet come from issuer.json: checked once completed.
-    if method in _NEED_SERVER_ID and not explicit and not _server_id(args, env):
+    if method in _NEED_SERVER_ID and not explicit and not server_id_of(args, env):
         raise UsageError(f"--method {method} needs --server-id (or ISSUER_SERVER_ID)", code="server_id_missing")
     if method == "x509pop" and not explicit and not (args.external_cert and args.external_key):
         raise UsageError(
             "--method x509pop needs --external-cert and --external-key", code="external_credentials_missing"
         )
-    if method == "token" and args.command == "bootstrap" and not (args.token_file or _inline_token(args, env)):
+    if method == "token" and args.command == "bootstrap" and not (args.token_file or inline_token(args, env)):
         raise UsageError("no join token: give --token, --token-file or set ISSUER_JOIN_TOKEN", code="token_missing")
     if method in ("aws-iam", "aws-ec2-role") and args.sts_endpoint_host and args.sts_region:
         # Imported here: botocore takes half a second to import and only aws-iam needs it.
@@ -89,99 +87,6 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str], *, explicit:
             raise UsageError(
                 f"--sts-endpoint-host {host} is not in --sts-region {args.sts_region}", code="sts_region_mismatch"
             )
-
-
-def _server_id(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
-    return args.server_id or env.get("ISSUER_SERVER_ID") or None
-
-
-def _inline_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    return (args.token or env.get("ISSUER_JOIN_TOKEN") or "").strip()
-
-
-def _read_token_file(path: Path) -> str:
-    try:
-        return str(path.read_text(encoding="utf-8")).strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read --token-file {path}: {exc}", code="token_file_unreadable") from None
-
-
-class TokenSource:
-    """Join tokens for the daemon, read afresh for every attempt (from ``file``, else ``inline``);
-    a token the issuer accepted (they are one-time) is never sent again, so an operator can drop
-    a new one into --token-file while the daemon keeps trying. Raises :class:`ConfigError`
-    (``token_missing``, ``token_spent``, ``token_file_unreadable``)."""
-
-    def __init__(self, *, file: Path | None, inline: str = "") -> None:
-        self._file = file
-        self._inline = inline.strip()
-        self._spent: set[str] = set()
-
-    def __call__(self) -> Proof:
-        token = _read_token_file(self._file) if self._file else self._inline
-        where = f"--token-file {self._file}" if self._file else "--token/ISSUER_JOIN_TOKEN"
-        if not token:
-            raise ConfigError(f"no join token in {where}", code="token_missing")
-        if token in self._spent:
-            raise ConfigError(f"the join token in {where} was used already; put a new one there", code="token_spent")
-        return TokenProof(token=token, on_accepted=self._spent.add)
-
-
-def _proof_source(
-    args: argparse.Namespace,
-    env: Mapping[str, str],
-    *,
-    out_dir: Path,
-    progress: Progress,
-    imds_log: Progress | None = None,
-) -> Callable[[], Proof]:
-    if args.method == "token":
-        return TokenSource(file=args.token_file, inline=_inline_token(args, env))
-    if args.method == "aws-ec2":
-        endpoint = resolve_endpoint(args.imds_endpoint, env)
-        patience = ImdsPatience(max_wait=args.imds_max_wait)
-        v1_fallback = env.get("AWS_EC2_METADATA_V1_DISABLED", "").strip().lower() != "true"
-        return lambda: Ec2Proof(
-            imds=ImdsClient(endpoint, patience=patience, allow_v1_fallback=v1_fallback, log=imds_log or progress),
-            out_dir=out_dir,
-        )
-    server_id = _server_id(args, env)
-    assert server_id is not None  # check_options
-    if args.method == "aws-ec2-role":
-        imds = ImdsClient(
-            resolve_endpoint(args.imds_endpoint, env),
-            patience=ImdsPatience(max_wait=args.imds_max_wait),
-            allow_v1_fallback=env.get("AWS_EC2_METADATA_V1_DISABLED", "").strip().lower() != "true",
-            log=imds_log or progress,
-        )
-        return lambda: _instance_role_proof(args, imds, server_id=server_id, env=env, progress=progress)
-    if args.method == "x509pop":
-        return lambda: load_external(args.external_cert, args.external_key, server_id=server_id)
-    return lambda: _iam_proof(args, server_id=server_id, progress=progress)
-
-
-def _iam_proof(args: argparse.Namespace, *, server_id: str, progress: Progress) -> IamProof:
-    # Imported here: botocore takes half a second to import and only aws-iam needs it.
-    from clients.sts_proof import default_region, load_credentials, sts_host
-
-    region = args.sts_region or default_region(profile=args.profile)
-    host = args.sts_endpoint_host.strip().lower() if args.sts_endpoint_host else None
-    progress("loading AWS credentials (botocore's chain)")
-    credentials = load_credentials(profile=args.profile)
-    progress(f"signing for STS at {host or sts_host(region)} with access key {credentials.access_key}")
-    return IamProof(credentials=credentials, region=region, server_id=server_id, host=host)
-
-
-def _instance_role_proof(
-    args: argparse.Namespace, imds: ImdsClient, *, server_id: str, env: Mapping[str, str], progress: Progress
-) -> IamProof:
-    """GetCallerIdentity signed with the instance identity role's credentials, read afresh each time."""
-    progress(f"reading the instance identity role's credentials from {imds.endpoint}")
-    credentials = instance_role_credentials(imds)
-    region = args.sts_region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    host = args.sts_endpoint_host.strip().lower() if args.sts_endpoint_host else None
-    progress(f"signing for STS with the instance identity role (access key {credentials.access_key})")
-    return IamProof(credentials=credentials, region=region, server_id=server_id, host=host, method="aws-ec2-role")
 
 
 def _client(args: argparse.Namespace, server: str, certificate: ClientCertificate | None = None) -> IssuerClient:
@@ -251,9 +156,9 @@ def run_bootstrap(args: argparse.Namespace, *, env: Mapping[str, str], out: Text
         print(client.warning, file=err)
     out_dir = prepare_out_dir(args.out)
     proof = (
-        TokenProof(token=_read_token_file(args.token_file) if args.token_file else _inline_token(args, env))
+        TokenProof(token=read_token_file(args.token_file) if args.token_file else inline_token(args, env))
         if args.method == "token"
-        else _proof_source(args, env, out_dir=out_dir, progress=progress)()
+        else proof_source(args, env, out_dir=out_dir, progress=progress)()
     )
     with _noting_denial(out_dir, current, err=err):
         result = bootstrap(
@@ -264,7 +169,7 @@ def run_bootstrap(args: argparse.Namespace, *, env: Mapping[str, str], out: Text
             key_type=args.key_type or DEFAULT_KEY_TYPE,
             common_name=args.common_name or hostname_hint(),
             server=client.server,
-            server_id=_server_id(args, env),
+            server_id=server_id_of(args, env),
             settings=remembered,
             progress=progress,
         )
@@ -313,7 +218,7 @@ def run_renew(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO, 
                 out_dir=args.out.resolve(),
                 auth=args.auth,
                 server=client.server,
-                server_id=_server_id(args, env) or (state.server_id if state else None),
+                server_id=server_id_of(args, env) or (state.server_id if state else None),
                 now=lambda: datetime.now(timezone.utc),
                 key_type=args.key_type,
                 common_name=args.common_name or hostname_hint(),
@@ -367,7 +272,7 @@ def run_daemon(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO,
             out_dir=out_dir,
             server=probe.server,
             method=args.method,
-            server_id=_server_id(args, env),
+            server_id=server_id_of(args, env),
             auth=args.auth,
             role=args.role,
             key_type=args.key_type,
@@ -380,7 +285,7 @@ def run_daemon(args: argparse.Namespace, *, env: Mapping[str, str], out: TextIO,
         rng=random.SystemRandom().random,
         connect=lambda certificate: _client(args, args.server, certificate),
         # The daemon's log hears the metadata service's retries (at boot it may take a while), not the steps.
-        proofs=_proof_source(args, env, out_dir=out_dir, progress=_printer(err, quiet=True), imds_log=log),
+        proofs=proof_source(args, env, out_dir=out_dir, progress=_printer(err, quiet=True), imds_log=log),
         hook=hook,
         log=log,
         observer=metrics,

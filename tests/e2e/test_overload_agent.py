@@ -11,9 +11,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from clients.agent.commands import TokenSource
 from clients.agent.daemon import Daemon, DaemonSettings
 from clients.agent.http import ClientCertificate, IssuerClient
+from clients.agent.proofs import TokenSource
 from issuer.policy.ratelimit import RateLimit, TokenBucketLimiter
 from tests.support.harness import new_csr, running_issuer
 

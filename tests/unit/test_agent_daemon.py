@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from clients.agent.commands import TokenSource
 from clients.agent.daemon import Daemon, DaemonSettings
 from clients.agent.files import prepare_out_dir
 from clients.agent.hooks import ChangeEvent
+from clients.agent.proofs import TokenSource
 from clients.agent.schedule import Backoff
 from clients.errors import TransportError
 from clients.wire import RENEWAL_REFUSALS, AuthMode

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from clients.agent.bootstrap import IssuerTransport
-from clients.agent.commands import TokenSource
 from clients.agent.daemon import Daemon, DaemonSettings
 from clients.agent.files import prepare_out_dir
 from clients.agent.http import ClientCertificate
 from clients.agent.installed import read_current
+from clients.agent.proofs import TokenSource
 from clients.agent.stop import StopSwitch
 from tests.support.fake_imds import serve_in_thread
 from tests.unit.test_agent_fake_issuer import T0, FakeIssuer, TestCA

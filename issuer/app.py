@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from issuer.attest.ec2_certs import AwsCertStore, load_extra_certs
 from issuer.attest.ec2_instance import LookupFactory
@@ -68,7 +69,7 @@ from issuer.service.revocation.lists import RevocationLists
 from issuer.service.revocation.pca_crl import PcaCrls
 from issuer.service.revocation.root_crls import RootCrls, RootSignerLoader
 from issuer.settings import Settings
-from issuer.store.engine import make_engine, make_session_factory
+from issuer.store.engine import close_sessions, make_engine, make_session_factory
 
 __all__ = ["create_app", "utc_now"]
 
@@ -162,6 +163,7 @@ def create_app(
         tasks: list[asyncio.Task[None]] = []
         wire_audit: WireAudit | None = None
         audit: AuditTrail | None = None
+        sessions: async_sessionmaker[AsyncSession] | None = None
         try:
             sessions = make_session_factory(engine)
             wire_audit = WireAudit(sessions, clock=clock)
@@ -288,6 +290,8 @@ def create_app(
                 await http.close()
             if wire_audit is not None:
                 await wire_audit.close()
+            if sessions is not None:
+                await close_sessions(sessions)
             await engine.dispose()
 
     app.cleanup_ctx.append(resources)

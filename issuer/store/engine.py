@@ -63,6 +63,13 @@ def make_session_factory(engine: AsyncEngine, *, batch: bool = True) -> async_se
     return sessions
 
 
+async def close_sessions(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Give back the pooled connections the sessions' batcher holds (before ``engine.dispose()``)."""
+    batcher = sessions.kw.get("info", {}).get(hot.BATCHER)
+    if isinstance(batcher, Batches):
+        await batcher.aclose()
+
+
 # Reads a table of the schema, so a database that answers but was never migrated is not "ready".
 _PING = text("SELECT 1 FROM ca_issuers LIMIT 1")
 

@@ -16,7 +16,7 @@ from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from issuer.store import certificates, hot, tokens
-from issuer.store.engine import make_session_factory
+from issuer.store.engine import close_sessions, make_session_factory
 from issuer.store.models import Attestation, Certificate, JoinToken, ReplayGuard
 from issuer.store.records import AuditEntry, NewIdentity
 from tests.support.store_rows import add_active_issuer, issued_row
@@ -315,8 +315,10 @@ async def test_a_lane_keeps_its_connection_while_requests_keep_coming_and_gives_
         await peek()
         assert engine.pool.checkedout() == 1
     assert len(checkouts) == 1  # one checkout for the run
-    await _given_back(engine)
-    batches.linger = 0.0
+    await _given_back(engine, within=2.0)  # an idle lane gives its connection back
     await peek()
-    await _given_back(engine, within=1.0)  # an idle lane gives its connection back
-    assert len(checkouts) == 2
+    assert engine.pool.checkedout() == 1 and len(checkouts) == 2
+    await close_sessions(sessions)  # at shutdown: given back at once, before the engine is disposed
+    assert engine.pool.checkedout() == 0
+    await peek()
+    await _given_back(engine, within=0.5)  # and no lingering after it

@@ -40,7 +40,10 @@ class Peer:
     url: str
     received: Counter[int] = field(default_factory=Counter)
     authorizations: dict[int, str | None] = field(default_factory=dict)
-    slow: float = 0.0  # seconds for every request (the cap test)
+    slow: float = 0.0  # seconds for every request
+    # The cap test: requests after the first ``hold_after`` received get no answer until ``release``.
+    hold_after: int | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @pytest.fixture
@@ -52,6 +55,8 @@ async def peer() -> AsyncIterator[Peer]:
         i = int((await request.json())["i"])
         state.received[i] += 1
         state.authorizations[i] = request.headers.get("Authorization")
+        if state.hold_after is not None and sum(state.received.values()) > state.hold_after:
+            await state.release.wait()
         await asyncio.sleep(state.slow or (0.002 * (i % 4)))
         if i % 3 == 2:  # a refusal, in the issuer's problem+json shape
             return web.json_response({"code": "token_unknown", "status": 401}, status=401)
@@ -65,6 +70,7 @@ async def peer() -> AsyncIterator[Peer]:
     try:
         yield state
     finally:
+        state.release.set()  # answer what is held, so the server stops at once
         await runner.cleanup()
 
 
@@ -123,7 +129,9 @@ async def test_drive_warmup_then_timed_with_more_threads_than_a_thread_has_bodie
 
 
 async def test_the_cap_ends_a_run_and_counts_requests_in_flight_as_unanswered(peer: Peer, tmp_path: Path) -> None:
-    peer.slow = 0.4
+    # Two answers, then nothing more until the cap: the run is capped with requests in flight however
+    # fast or loaded the machine is.
+    peer.hold_after = 2
     phase = await wrk.run_phase(
         str(WRK),
         workload(40),
@@ -131,7 +139,7 @@ async def test_the_cap_ends_a_run_and_counts_requests_in_flight_as_unanswered(pe
         base_url=peer.url,
         concurrency=2,
         threads=2,
-        max_seconds=2,  # room for a slow start on a loaded machine; all 40 would take 8 s
+        max_seconds=2,
         work_dir=tmp_path,
     )
     assert phase.capped

@@ -17,7 +17,7 @@ in the pool, exactly as when SQLAlchemy runs the statement itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import bindparam, literal_column, select, text
@@ -81,9 +81,13 @@ class _Compiled:
     def row(self, record: Any) -> dict[str, Any]:
         if not self.results:  # text(): no typed columns
             return dict(record.items())
+        return self.row_of(record.values())
+
+    def row_of(self, values: Iterable[Any]) -> dict[str, Any]:
+        """A row from its column values, in the statement's column order, each through its type's processor."""
         return {
             key: (process(value) if process is not None else value)
-            for (key, process), value in zip(self.results, record.values(), strict=True)
+            for (key, process), value in zip(self.results, values, strict=True)
         }
 
 
@@ -113,11 +117,7 @@ class _Copies:
         for record in records:
             if self.union:
                 index, *values = record.values()
-                results = self.compiled.results
-                row = {
-                    key: (process(v) if process is not None else v)
-                    for (key, process), v in zip(results, values, strict=True)
-                }
+                row = self.compiled.row_of(values)
             else:
                 row = self.compiled.row(record)
                 index = row.pop(BATCH_INDEX)

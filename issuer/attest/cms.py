@@ -17,6 +17,10 @@ structure (it reads the BER with indefinite lengths that AWS emits) and
   with the pinned key: RSA PKCS#1 v1.5 (``rsaEncryption`` or ``sha*WithRSAEncryption``)
   or DSA. Certificate validity periods are not checked: what matters is the key.
 
+The signed attributes are first compared as bytes with what AWS signs (:func:`_attrs_as_expected`,
+two fifths of the time asn1crypto takes to read them); whatever differs is read in full by asn1crypto,
+whose verdict stands, so the comparison can only ever accept what the full reading accepts.
+
 The error codes are those of the EC2 proof, the only caller::
 
     ClientError   400  BlobMalformed        ec2_blob_malformed
@@ -104,7 +108,9 @@ def verify_signed_data(blob_der: bytes, *, content: bytes, trusted: Sequence[x50
     """
     try:
         info = cms.ContentInfo.load(blob_der, strict=True)
-        if info["content_type"].native != "signed_data":
+        # Object identifiers are compared by their encoded bytes: naming one (``.native``) decodes it
+        # digit by digit, in Python, on every document.
+        if info["content_type"].contents != _SIGNED_DATA:
             raise BlobMalformed(
                 "The signature is not a CMS SignedData.",
                 reason=f"ContentInfo type is {info['content_type'].native!r}",
@@ -112,7 +118,7 @@ def verify_signed_data(blob_der: bytes, *, content: bytes, trusted: Sequence[x50
         signed = info["content"]
         signer_infos = list(signed["signer_infos"])
         encap = signed["encap_content_info"]
-        encap_type = encap["content_type"].native
+        encap_type = "data" if encap["content_type"].contents == _DATA else encap["content_type"].native
         encap_content = encap["content"].native
         embedded = [c.chosen for c in signed["certificates"] or () if c.name == "certificate"]
     except (ValueError, TypeError, KeyError) as exc:
@@ -160,14 +166,15 @@ def _verify_parsed(
                 reason="CMS embeds a certificate that names the signer but is not the pinned AWS certificate",
             )
 
-    digest_name = signer["digest_algorithm"]["algorithm"].native
+    digest_name = _digest_name(signer["digest_algorithm"].dump())
     hash_cls = _HASHES.get(digest_name)
     if hash_cls is None:
         raise SignatureInvalid(_NOT_VERIFIED, reason=f"unsupported digest algorithm {digest_name!r}")
     signed_attrs = _check_signed_attrs(signer, content=content, hash_cls=hash_cls)
 
-    # RFC 5652 §5.4: the signature covers the DER of the attributes as an explicit SET OF.
-    attrs_der = signed_attrs.untag().dump()
+    # RFC 5652 §5.4: the signature covers the DER of the attributes as an explicit SET OF: the
+    # attributes' own bytes under a SET header (what ``untag().dump()`` makes, without copying the tree).
+    attrs_der = _SET_HEADER + _der_length(len(signed_attrs.contents)) + signed_attrs.contents
     signature = signer["signature"].native
     failures: list[str] = []
     for cert in candidates:
@@ -184,6 +191,13 @@ def _check_signed_attrs(
     attrs = signer["signed_attrs"]
     if not attrs:
         raise SignatureInvalid(_NOT_VERIFIED, reason="no signed attributes (AWS always signs them)")
+    digest = hashes.Hash(hash_cls())
+    digest.update(content)
+    expected = digest.finalize()
+    if _attrs_as_expected(attrs, expected, signer):
+        return attrs
+    # Something differs from what AWS signs: the full reading below says what (or accepts an encoding
+    # the byte comparison does not know; it is the rule, the comparison only its fast way).
     values: dict[str, list[object]] = {}
     for attr in attrs:
         values.setdefault(attr["type"].native, []).extend(attr["values"])
@@ -197,9 +211,6 @@ def _check_signed_attrs(
             reason="signed contentType attribute is not id-data",
         )
     (message_digest,) = values["message_digest"]
-    digest = hashes.Hash(hash_cls())
-    digest.update(content)
-    expected = digest.finalize()
     if not isinstance(message_digest, core.OctetString) or message_digest.native != expected:
         raise DigestMismatch(
             "The signed digest does not match the identity document.",
@@ -217,6 +228,68 @@ def _check_signed_attrs(
                 _NOT_VERIFIED, reason="CMSAlgorithmProtection disagrees with the SignerInfo algorithms"
             )
     return attrs
+
+
+def _oid(dotted: str) -> bytes:
+    return bytes(core.ObjectIdentifier(dotted).contents)
+
+
+_SIGNED_DATA = _oid("1.2.840.113549.1.7.2")
+_DATA = _oid("1.2.840.113549.1.7.1")
+_CONTENT_TYPE = _oid("1.2.840.113549.1.9.3")
+_MESSAGE_DIGEST = _oid("1.2.840.113549.1.9.4")
+_ALGORITHM_PROTECTION = _oid("1.2.840.113549.1.9.52")
+_SET_HEADER = b"\x31"
+# A contentType attribute's values, exactly one: id-data.
+_ONLY_DATA = b"\x06" + bytes([len(_DATA)]) + _DATA
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def _attrs_as_expected(attrs: cms.CMSAttributes, expected: bytes, signer: cms.SignerInfo) -> bool:
+    """Whether the signed attributes are exactly what :func:`_check_signed_attrs` accepts, told from their
+    encoded bytes: one contentType whose one value is id-data, one messageDigest whose one value is
+    ``expected``, at most one CMSAlgorithmProtection agreeing with the SignerInfo. False means "read them
+    in full", never "refuse": any encoding this does not expect is left to asn1crypto."""
+    seen: dict[bytes, bytes] = {}
+    for tag, attribute in _tlvs(attrs.contents) or ((0, b""),):
+        parts = _tlvs(attribute) if tag == 0x30 else None
+        if parts is None or len(parts) != 2 or parts[0][0] != 0x06 or parts[1][0] != 0x31 or parts[0][1] in seen:
+            return False
+        seen[parts[0][1]] = parts[1][1]
+    if seen.get(_CONTENT_TYPE) != _ONLY_DATA:
+        return False
+    if seen.get(_MESSAGE_DIGEST) != b"\x04" + _der_length(len(expected)) + expected:
+        return False
+    protection = seen.get(_ALGORITHM_PROTECTION)
+    return protection is None or _protection_values_agree(
+        protection, signer["digest_algorithm"].dump(), signer["signature_algorithm"].dump()
+    )
+
+
+def _tlvs(data: bytes) -> list[tuple[int, bytes]] | None:
+    """``data`` as a run of DER elements with one-byte tags, (tag, contents) each; None if it is not one."""
+    out: list[tuple[int, bytes]] = []
+    at, end = 0, len(data)
+    while at < end:
+        if at + 2 > end or data[at] & 0x1F == 0x1F:
+            return None
+        tag, length, at = data[at], data[at + 1], at + 2
+        if length & 0x80:
+            count = length & 0x7F
+            if not 0 < count <= 4 or at + count > end:
+                return None  # indefinite (BER) or absurd
+            length, at = int.from_bytes(data[at : at + count], "big"), at + count
+        if at + length > end:
+            return None
+        out.append((tag, data[at : at + length]))
+        at += length
+    return out
 
 
 # The parts of a document's CMS that are the same in every document a region signs — the signer's
@@ -242,6 +315,23 @@ def _protection_agrees(protection_der: bytes, digest_der: bytes, signature_der: 
         and sig_alg.native is not None
         and sig_alg["algorithm"].dotted == signature["algorithm"].dotted
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _protection_values_agree(values_contents: bytes, digest_der: bytes, signature_der: bytes) -> bool:
+    """Whether an algorithm-protection attribute's values (their bytes) are one CMSAlgorithmProtection that
+    agrees with the SignerInfo's algorithms (:func:`_protection_agrees`)."""
+    try:
+        values = cms.SetOfCMSAlgorithmProtection.load(_SET_HEADER + _der_length(len(values_contents)) + values_contents)
+        return len(values) == 1 and _protection_agrees(values[0].dump(), digest_der, signature_der)
+    except (ValueError, TypeError, KeyError):
+        return False  # malformed: the full reading says so
+
+
+@functools.lru_cache(maxsize=512)
+def _digest_name(algorithm_der: bytes) -> str:
+    """A DigestAlgorithm's name (``sha256``, …), or its dotted OID when asn1crypto has no name for it."""
+    return str(algos.DigestAlgorithm.load(algorithm_der)["algorithm"].native)
 
 
 @functools.lru_cache(maxsize=512)

@@ -181,13 +181,15 @@ def sign_cms(
     content_type: str = "data",
     by_key_id: bool = False,
     signing_time: datetime = SIGNING_TIME,
+    repeat_attribute: str | None = None,
 ) -> bytes:
     """DER ContentInfo(SignedData) over ``document`` by ``signer`` (and ``extra_signers``).
 
     ``content`` replaces the encapsulated bytes after signing ``document``;
     ``message_digest``, ``content_type`` and ``protected_signature_algorithm`` put
     other values into the signed attributes; ``signed_attrs=False`` signs the content
-    directly; ``embed`` adds certificates; ``by_key_id`` names the signer by SKI.
+    directly; ``embed`` adds certificates; ``by_key_id`` names the signer by SKI;
+    ``repeat_attribute`` (``signing_time``, …) signs that attribute twice.
     """
     infos = [
         _signer_info(
@@ -202,6 +204,7 @@ def sign_cms(
             content_type=content_type,
             by_key_id=by_key_id,
             signing_time=signing_time,
+            repeat_attribute=repeat_attribute,
         )
         for s in (signer, *extra_signers)
     ]
@@ -230,6 +233,7 @@ def _signer_info(
     content_type: str,
     by_key_id: bool,
     signing_time: datetime,
+    repeat_attribute: str | None,
 ) -> cms.SignerInfo:
     hash_alg = _HASHES[digest]()
     h = hashes.Hash(hash_alg)
@@ -247,6 +251,7 @@ def _signer_info(
             }
         )
         attrs.append(cms.CMSAttribute({"type": "cms_algorithm_protection", "values": [protection]}))
+    attrs += [cms.CMSAttribute.load(a.dump()) for a in attrs if a["type"].native == repeat_attribute]
     # DER sorts a SET OF by encoding; OpenSSL re-encodes before verifying, so must we.
     attrs.sort(key=lambda a: a.dump())
     signed = cms.CMSAttributes(attrs)

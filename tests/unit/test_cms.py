@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import cms
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from issuer.attest import cms as cms_module
 from issuer.attest.cms import (
     BlobMalformed,
     CmsError,
@@ -264,6 +267,66 @@ def test_dsa_algorithm_against_an_rsa_pinned_key_is_refused(rsa_signer: FakeAwsS
     with pytest.raises(SignatureInvalid) as err:
         verify_signed_data(der, content=DOC, trusted=[rsa_signer.cert])
     assert "RSAPublicKey" in err.value.reason
+
+
+def _signed_attrs_of(der: bytes) -> tuple[cms.CMSAttributes, cms.SignerInfo]:
+    signer = cms.ContentInfo.load(der)["content"]["signer_infos"][0]
+    return signer["signed_attrs"], signer
+
+
+def _sha256(data: bytes) -> bytes:
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data)
+    return digest.finalize()
+
+
+@pytest.mark.parametrize(
+    ("variant", "fast"),
+    [
+        pytest.param({}, True, id="as-aws-signs"),
+        pytest.param({"algorithm_protection": False}, True, id="no-algorithm-protection"),
+        pytest.param({"by_key_id": True}, True, id="signer-by-key-id"),
+        pytest.param({"message_digest": b"\x00" * 32}, False, id="wrong-digest"),
+        pytest.param({"content_type": "signed_data"}, False, id="content-type-not-data"),
+        pytest.param({"protected_signature_algorithm": "sha512_rsa"}, False, id="protection-disagrees"),
+        pytest.param({"repeat_attribute": "message_digest"}, False, id="digest-twice"),
+        pytest.param({"repeat_attribute": "signing_time"}, False, id="signing-time-twice"),
+    ],
+)
+def test_the_byte_reading_of_signed_attributes_accepts_only_what_the_full_reading_accepts(
+    variant: dict[str, Any], fast: bool, rsa_signer: FakeAwsSigner
+) -> None:
+    """The signed attributes are first compared as bytes with what AWS signs; anything else is read in full
+    by asn1crypto, whose verdict stands. The byte comparison must never accept what the full reading refuses."""
+    der = sign_cms(DOC, rsa_signer, **variant)
+    attrs, signer = _signed_attrs_of(der)
+    assert cms_module._attrs_as_expected(attrs, _sha256(DOC), signer) is fast
+    if fast:
+        assert verify_signed_data(der, content=DOC, trusted=[rsa_signer.cert]) == rsa_signer.cert
+
+
+@pytest.mark.parametrize(("vector", "form", "cert"), REAL)
+def test_real_aws_signed_attributes_are_what_the_byte_reading_expects(vector: str, form: str, cert: str) -> None:
+    document, der = _real(vector, form)
+    attrs, signer = _signed_attrs_of(der)
+    hash_cls = hashes.SHA1 if form == "pkcs7" else hashes.SHA256
+    digest = hashes.Hash(hash_cls())
+    digest.update(document)
+    assert cms_module._attrs_as_expected(attrs, digest.finalize(), signer)
+
+
+def test_a_repeated_signing_time_is_read_in_full_and_accepted(rsa_signer: FakeAwsSigner) -> None:
+    """Only contentType, messageDigest and the algorithm protection must be single (as before the byte
+    reading): a second signingTime leaves the verdict to the full reading, which accepts it."""
+    der = sign_cms(DOC, rsa_signer, repeat_attribute="signing_time")
+    assert verify_signed_data(der, content=DOC, trusted=[rsa_signer.cert]) == rsa_signer.cert
+
+
+def test_a_repeated_message_digest_is_refused(rsa_signer: FakeAwsSigner) -> None:
+    der = sign_cms(DOC, rsa_signer, repeat_attribute="message_digest")
+    with pytest.raises(SignatureInvalid) as err:
+        verify_signed_data(der, content=DOC, trusted=[rsa_signer.cert])
+    assert "message_digest is missing or repeated" in err.value.reason
 
 
 @pytest.mark.parametrize(

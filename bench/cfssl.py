@@ -10,19 +10,15 @@ before it answers — the same promise the issuer makes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from bench import BenchError
+from bench import process
 from bench.postgres import libpq_url
 from ca.hierarchy import create_hierarchy
 from tests.support.moto_server import free_port
@@ -123,27 +119,14 @@ class CfsslServer:
 
     async def wait_ready(self, *, seconds: float = 30.0) -> None:
         """Until the port accepts connections; raises :class:`BenchError` if cfssl exits first."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                lines = self.log_path.read_text(errors="replace").strip().splitlines()
-                raise BenchError(
-                    f"cfssl serve exited with {self._proc.returncode}: {lines[-1] if lines else 'no output'}",
-                    code="cfssl_failed",
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                await asyncio.sleep(0.2)
-        raise BenchError(f"cfssl serve did not listen on {self.url} within {seconds:g}s", code="cfssl_failed")
+        await process.wait_listening(
+            self._proc, self.port, what="cfssl serve", seconds=seconds, last_output=self._last_line, code="cfssl_failed"
+        )
+
+    def _last_line(self) -> str:
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        process.stop(self._proc, timeout=10)
         self._log.close()

@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -37,7 +36,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from bench import BenchError, wrk
+from bench import BenchError, process, wrk
 from bench.cpu import CpuMeter, MachineMeter, Meter, process_tree
 from bench.load import LoadResult, Workload
 from bench.workload import make_csrs
@@ -115,27 +114,20 @@ class FloorServer:
         return self._proc.pid
 
     async def wait_ready(self, *, seconds: float = 30.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                error = (self._proc.stderr.read() if self._proc.stderr else b"").decode(errors="replace").strip()
-                raise BenchError(f"the floor server exited: {error[-300:] or 'no output'}", code="floor_failed")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                await asyncio.sleep(0.1)
-        raise BenchError(f"the floor server did not listen on {self.url} within {seconds:g}s", code="floor_failed")
+        await process.wait_listening(
+            self._proc,
+            self.port,
+            what="the floor server",
+            seconds=seconds,
+            last_output=self._error,
+            code="floor_failed",
+        )
+
+    def _error(self) -> str:
+        return (self._proc.stderr.read() if self._proc.stderr else b"").decode(errors="replace").strip()[-300:]
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                for pid in process_tree(self._proc.pid):
-                    os.kill(pid, signal.SIGKILL)
-                self._proc.wait()
+        process.stop(self._proc, timeout=10)
         if self._proc.stderr is not None:
             self._proc.stderr.close()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import BenchError
+from bench import BenchError, process
 from bench.workload import ACCOUNT, REGION
 from tests.support.moto_server import free_port
 
@@ -179,11 +178,5 @@ class IssuerServer:
 
     def stop(self, *, timeout: float = 40.0) -> None:
         """SIGTERM (graceful), then SIGKILL if it outlives ``timeout``."""
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        process.stop(self._proc, timeout=timeout)
         self._log.close()

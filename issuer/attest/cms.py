@@ -239,6 +239,8 @@ _DATA = _oid("1.2.840.113549.1.7.1")
 _CONTENT_TYPE = _oid("1.2.840.113549.1.9.3")
 _MESSAGE_DIGEST = _oid("1.2.840.113549.1.9.4")
 _ALGORITHM_PROTECTION = _oid("1.2.840.113549.1.9.52")
+_SIGNING_TIME = _oid("1.2.840.113549.1.9.5")
+_AWS_ATTRIBUTES = frozenset({_CONTENT_TYPE, _MESSAGE_DIGEST, _ALGORITHM_PROTECTION, _SIGNING_TIME})
 _SET_HEADER = b"\x31"
 # A contentType attribute's values, exactly one: id-data.
 _ONLY_DATA = b"\x06" + bytes([len(_DATA)]) + _DATA
@@ -254,14 +256,20 @@ def _der_length(n: int) -> bytes:
 def _attrs_as_expected(attrs: cms.CMSAttributes, expected: bytes, signer: cms.SignerInfo) -> bool:
     """Whether the signed attributes are exactly what :func:`_check_signed_attrs` accepts, told from their
     encoded bytes: one contentType whose one value is id-data, one messageDigest whose one value is
-    ``expected``, at most one CMSAlgorithmProtection agreeing with the SignerInfo. False means "read them
-    in full", never "refuse": any encoding this does not expect is left to asn1crypto."""
+    ``expected``, at most one CMSAlgorithmProtection agreeing with the SignerInfo, at most one signingTime,
+    nothing else. False means "read them in full", never "refuse": any encoding this does not expect is
+    left to asn1crypto."""
     seen: dict[bytes, bytes] = {}
     for tag, attribute in _tlvs(attrs.contents) or ((0, b""),):
         parts = _tlvs(attribute) if tag == 0x30 else None
-        if parts is None or len(parts) != 2 or parts[0][0] != 0x06 or parts[1][0] != 0x31 or parts[0][1] in seen:
+        if parts is None or len(parts) != 2 or parts[0][0] != 0x06 or parts[1][0] != 0x31:
             return False
-        seen[parts[0][1]] = parts[1][1]
+        kind, values = parts[0][1], parts[1][1]
+        # Only the attributes AWS signs, each once, each a well-formed run of values: what asn1crypto would
+        # read as another attribute (an unusual encoding of a known type, a broken value) it reads itself.
+        if kind not in _AWS_ATTRIBUTES or kind in seen or _tlvs(values) is None:
+            return False
+        seen[kind] = values
     if seen.get(_CONTENT_TYPE) != _ONLY_DATA:
         return False
     if seen.get(_MESSAGE_DIGEST) != b"\x04" + _der_length(len(expected)) + expected:

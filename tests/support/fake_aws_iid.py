@@ -182,6 +182,7 @@ def sign_cms(
     by_key_id: bool = False,
     signing_time: datetime = SIGNING_TIME,
     repeat_attribute: str | None = None,
+    extra_attribute: str | None = None,
 ) -> bytes:
     """DER ContentInfo(SignedData) over ``document`` by ``signer`` (and ``extra_signers``).
 
@@ -189,7 +190,8 @@ def sign_cms(
     ``message_digest``, ``content_type`` and ``protected_signature_algorithm`` put
     other values into the signed attributes; ``signed_attrs=False`` signs the content
     directly; ``embed`` adds certificates; ``by_key_id`` names the signer by SKI;
-    ``repeat_attribute`` (``signing_time``, …) signs that attribute twice.
+    ``repeat_attribute`` (``signing_time``, …) signs that attribute twice; ``extra_attribute`` (a
+    dotted OID) signs one more attribute of that type, with a NULL value.
     """
     infos = [
         _signer_info(
@@ -205,6 +207,7 @@ def sign_cms(
             by_key_id=by_key_id,
             signing_time=signing_time,
             repeat_attribute=repeat_attribute,
+            extra_attribute=extra_attribute,
         )
         for s in (signer, *extra_signers)
     ]
@@ -234,6 +237,7 @@ def _signer_info(
     by_key_id: bool,
     signing_time: datetime,
     repeat_attribute: str | None,
+    extra_attribute: str | None,
 ) -> cms.SignerInfo:
     hash_alg = _HASHES[digest]()
     h = hashes.Hash(hash_alg)
@@ -252,6 +256,8 @@ def _signer_info(
         )
         attrs.append(cms.CMSAttribute({"type": "cms_algorithm_protection", "values": [protection]}))
     attrs += [cms.CMSAttribute.load(a.dump()) for a in attrs if a["type"].native == repeat_attribute]
+    if extra_attribute is not None:
+        attrs.append(cms.CMSAttribute({"type": extra_attribute, "values": [core.Null()]}))
     # DER sorts a SET OF by encoding; OpenSSL re-encodes before verifying, so must we.
     attrs.sort(key=lambda a: a.dump())
     signed = cms.CMSAttributes(attrs)

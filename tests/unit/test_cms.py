@@ -291,6 +291,7 @@ def _sha256(data: bytes) -> bytes:
         pytest.param({"protected_signature_algorithm": "sha512_rsa"}, False, id="protection-disagrees"),
         pytest.param({"repeat_attribute": "message_digest"}, False, id="digest-twice"),
         pytest.param({"repeat_attribute": "signing_time"}, False, id="signing-time-twice"),
+        pytest.param({"extra_attribute": "1.2.3.4"}, False, id="another-attribute"),
     ],
 )
 def test_the_byte_reading_of_signed_attributes_accepts_only_what_the_full_reading_accepts(
@@ -315,10 +316,18 @@ def test_real_aws_signed_attributes_are_what_the_byte_reading_expects(vector: st
     assert cms_module._attrs_as_expected(attrs, digest.finalize(), signer)
 
 
-def test_a_repeated_signing_time_is_read_in_full_and_accepted(rsa_signer: FakeAwsSigner) -> None:
+@pytest.mark.parametrize(
+    "variant",
+    [{"repeat_attribute": "signing_time"}, {"extra_attribute": "1.2.3.4"}],
+    ids=["signing-time-twice", "other"],
+)
+def test_attributes_the_byte_reading_does_not_expect_are_read_in_full_and_accepted(
+    variant: dict[str, Any], rsa_signer: FakeAwsSigner
+) -> None:
     """Only contentType, messageDigest and the algorithm protection must be single (as before the byte
-    reading): a second signingTime leaves the verdict to the full reading, which accepts it."""
-    der = sign_cms(DOC, rsa_signer, repeat_attribute="signing_time")
+    reading): a second signingTime, or an attribute AWS does not sign, leaves the verdict to the full
+    reading, which accepts them."""
+    der = sign_cms(DOC, rsa_signer, **variant)
     assert verify_signed_data(der, content=DOC, trusted=[rsa_signer.cert]) == rsa_signer.cert
 
 

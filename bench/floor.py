@@ -13,7 +13,8 @@ issuer (:mod:`bench.wrk`), and the server's CPU per request is measured from /pr
 Read it beside ``make bench``'s "server CPU per certificate": the difference is what the issuer does
 beyond receiving a JSON request and sending a JSON answer with aiohttp. At its own (much higher)
 rate the floor amortises the event loop's wake-ups over more requests than a server that waits on
-crypto and a database does, so it is a lower bound. Exit status: 0, 1 when a step failed, 2 usage.
+crypto and a database does, so it is a lower bound. Exit status: 0; 1 when a step failed or a request went
+unanswered; 2 usage.
 """
 
 from __future__ import annotations

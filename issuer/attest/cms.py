@@ -17,9 +17,10 @@ structure (it reads the BER with indefinite lengths that AWS emits) and
   with the pinned key: RSA PKCS#1 v1.5 (``rsaEncryption`` or ``sha*WithRSAEncryption``)
   or DSA. Certificate validity periods are not checked: what matters is the key.
 
-The signed attributes are first compared as bytes with what AWS signs (:func:`_attrs_as_expected`,
-two fifths of the time asn1crypto takes to read them); whatever differs is read in full by asn1crypto,
-whose verdict stands, so the comparison can only ever accept what the full reading accepts.
+The signed attributes are first compared as bytes (:mod:`issuer.attest.der`) with what AWS signs
+(:func:`_attrs_as_expected`, two fifths of the time asn1crypto takes to read them); whatever differs
+is read in full by asn1crypto, whose verdict stands, so the comparison can only ever accept what the
+full reading accepts.
 
 The error codes are those of the EC2 proof, the only caller::
 
@@ -44,6 +45,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from issuer.attest import der
 from issuer.errors import ClientError, IssuerError, Unauthorized
 
 __all__ = [
@@ -174,7 +176,7 @@ def _verify_parsed(
 
     # RFC 5652 §5.4: the signature covers the DER of the attributes as an explicit SET OF: the
     # attributes' own bytes under a SET header (what ``untag().dump()`` makes, without copying the tree).
-    attrs_der = _SET_HEADER + _der_length(len(signed_attrs.contents)) + signed_attrs.contents
+    attrs_der = der.element(der.SET, signed_attrs.contents)
     signature = signer["signature"].native
     failures: list[str] = []
     for cert in candidates:
@@ -230,27 +232,15 @@ def _check_signed_attrs(
     return attrs
 
 
-def _oid(dotted: str) -> bytes:
-    return bytes(core.ObjectIdentifier(dotted).contents)
-
-
-_SIGNED_DATA = _oid("1.2.840.113549.1.7.2")
-_DATA = _oid("1.2.840.113549.1.7.1")
-_CONTENT_TYPE = _oid("1.2.840.113549.1.9.3")
-_MESSAGE_DIGEST = _oid("1.2.840.113549.1.9.4")
-_ALGORITHM_PROTECTION = _oid("1.2.840.113549.1.9.52")
-_SIGNING_TIME = _oid("1.2.840.113549.1.9.5")
+_SIGNED_DATA = der.oid("1.2.840.113549.1.7.2")
+_DATA = der.oid("1.2.840.113549.1.7.1")
+_CONTENT_TYPE = der.oid("1.2.840.113549.1.9.3")
+_MESSAGE_DIGEST = der.oid("1.2.840.113549.1.9.4")
+_ALGORITHM_PROTECTION = der.oid("1.2.840.113549.1.9.52")
+_SIGNING_TIME = der.oid("1.2.840.113549.1.9.5")
 _AWS_ATTRIBUTES = frozenset({_CONTENT_TYPE, _MESSAGE_DIGEST, _ALGORITHM_PROTECTION, _SIGNING_TIME})
-_SET_HEADER = b"\x31"
 # A contentType attribute's values, exactly one: id-data.
-_ONLY_DATA = b"\x06" + bytes([len(_DATA)]) + _DATA
-
-
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(octets)]) + octets
+_ONLY_DATA = der.element(der.OID, _DATA)
 
 
 def _attrs_as_expected(attrs: cms.CMSAttributes, expected: bytes, signer: cms.SignerInfo) -> bool:
@@ -260,44 +250,24 @@ def _attrs_as_expected(attrs: cms.CMSAttributes, expected: bytes, signer: cms.Si
     nothing else. False means "read them in full", never "refuse": any encoding this does not expect is
     left to asn1crypto."""
     seen: dict[bytes, bytes] = {}
-    for tag, attribute in _tlvs(attrs.contents) or ((0, b""),):
-        parts = _tlvs(attribute) if tag == 0x30 else None
-        if parts is None or len(parts) != 2 or parts[0][0] != 0x06 or parts[1][0] != 0x31:
+    for tag, attribute in der.elements(attrs.contents) or ((0, b""),):
+        parts = der.elements(attribute) if tag == der.SEQUENCE else None
+        if parts is None or len(parts) != 2 or parts[0][0] != der.OID or parts[1][0] != der.SET:
             return False
         kind, values = parts[0][1], parts[1][1]
         # Only the attributes AWS signs, each once, each a well-formed run of values: what asn1crypto would
         # read as another attribute (an unusual encoding of a known type, a broken value) it reads itself.
-        if kind not in _AWS_ATTRIBUTES or kind in seen or _tlvs(values) is None:
+        if kind not in _AWS_ATTRIBUTES or kind in seen or der.elements(values) is None:
             return False
         seen[kind] = values
     if seen.get(_CONTENT_TYPE) != _ONLY_DATA:
         return False
-    if seen.get(_MESSAGE_DIGEST) != b"\x04" + _der_length(len(expected)) + expected:
+    if seen.get(_MESSAGE_DIGEST) != der.element(der.OCTET_STRING, expected):
         return False
     protection = seen.get(_ALGORITHM_PROTECTION)
     return protection is None or _protection_values_agree(
         protection, signer["digest_algorithm"].dump(), signer["signature_algorithm"].dump()
     )
-
-
-def _tlvs(data: bytes) -> list[tuple[int, bytes]] | None:
-    """``data`` as a run of DER elements with one-byte tags, (tag, contents) each; None if it is not one."""
-    out: list[tuple[int, bytes]] = []
-    at, end = 0, len(data)
-    while at < end:
-        if at + 2 > end or data[at] & 0x1F == 0x1F:
-            return None
-        tag, length, at = data[at], data[at + 1], at + 2
-        if length & 0x80:
-            count = length & 0x7F
-            if not 0 < count <= 4 or at + count > end:
-                return None  # indefinite (BER) or absurd
-            length, at = int.from_bytes(data[at : at + count], "big"), at + count
-        if at + length > end:
-            return None
-        out.append((tag, data[at : at + length]))
-        at += length
-    return out
 
 
 # The parts of a document's CMS that are the same in every document a region signs — the signer's
@@ -330,7 +300,7 @@ def _protection_values_agree(values_contents: bytes, digest_der: bytes, signatur
     """Whether an algorithm-protection attribute's values (their bytes) are one CMSAlgorithmProtection that
     agrees with the SignerInfo's algorithms (:func:`_protection_agrees`)."""
     try:
-        values = cms.SetOfCMSAlgorithmProtection.load(_SET_HEADER + _der_length(len(values_contents)) + values_contents)
+        values = cms.SetOfCMSAlgorithmProtection.load(der.element(der.SET, values_contents))
         return len(values) == 1 and _protection_agrees(values[0].dump(), digest_der, signature_der)
     except (ValueError, TypeError, KeyError):
         return False  # malformed: the full reading says so
